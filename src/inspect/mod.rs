@@ -1,0 +1,2 @@
+//! Sans-IO parsers and checks: kubeconfigs, JWT claims, PEM/x509, SPIFFE IDs.
+//! Nothing here touches the network, so it is all unit-tested.

@@ -1,0 +1,174 @@
+//! Service-account tokens as a Kubernetes API server issues and reviews them:
+//! ES256 JWTs signed by a per-cluster key, with audiences, expiry and an
+//! optional pod binding.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// A cluster's service-account signing key. The private half stays in memory.
+pub struct SigningKeys {
+    pub issuer: String,
+    pub kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeys").field("issuer", &self.issuer).field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KubeClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Vec<String>,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    #[serde(rename = "kubernetes.io")]
+    pub kubernetes: KubeClaimsBinding,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KubeClaimsBinding {
+    pub namespace: String,
+    pub serviceaccount: NameUid,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pod: Option<NameUid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NameUid {
+    pub name: String,
+    pub uid: String,
+}
+
+/// What the issuer needs to mint a token.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    pub namespace: String,
+    pub service_account: String,
+    pub service_account_uid: String,
+    pub audiences: Vec<String>,
+    /// Seconds since the epoch.
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub pod: Option<NameUid>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TokenError {
+    #[error("invalid bearer token, {0}")]
+    Invalid(String),
+    #[error("invalid bearer token, token audiences {token:?} is invalid for the target audiences {target:?}")]
+    Audience { token: Vec<String>, target: Vec<String> },
+    #[error("invalid bearer token, service account token has expired")]
+    Expired,
+}
+
+impl SigningKeys {
+    pub fn generate(issuer: &str) -> SigningKeys {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key generation");
+        let encoding = EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).expect("rcgen PKCS#8 PEM");
+        let decoding = DecodingKey::from_ec_pem(kp.public_key_pem().as_bytes()).expect("rcgen SPKI PEM");
+        let kid = hex::encode(&sha2_digest(kp.public_key_raw())[..8]);
+        SigningKeys { issuer: issuer.to_string(), kid, encoding, decoding }
+    }
+
+    pub fn mint(&self, spec: &TokenSpec) -> String {
+        let claims = KubeClaims {
+            iss: self.issuer.clone(),
+            sub: format!("system:serviceaccount:{}:{}", spec.namespace, spec.service_account),
+            aud: spec.audiences.clone(),
+            exp: spec.expires_at,
+            iat: spec.issued_at,
+            nbf: spec.issued_at,
+            jti: format!("{:x}", rand_u64()),
+            kubernetes: KubeClaimsBinding {
+                namespace: spec.namespace.clone(),
+                serviceaccount: NameUid { name: spec.service_account.clone(), uid: spec.service_account_uid.clone() },
+                pod: spec.pod.clone(),
+            },
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).expect("ES256 signing")
+    }
+
+    /// Verify a token as the API server's authenticator does: signature by this
+    /// cluster's key, issuer, expiry at `now`, and one audience in common with
+    /// `audiences`.
+    pub fn verify(&self, token: &str, audiences: &[String], now: i64) -> Result<KubeClaims, TokenError> {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<KubeClaims>(token, &self.decoding, &v)
+            .map_err(|e| TokenError::Invalid(format!("{e}")))?;
+        let c = data.claims;
+        if c.iss != self.issuer {
+            return Err(TokenError::Invalid(format!("issuer {:?} is not {:?}", c.iss, self.issuer)));
+        }
+        if c.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        if !c.aud.iter().any(|a| audiences.contains(a)) {
+            return Err(TokenError::Audience { token: c.aud.clone(), target: audiences.to_vec() });
+        }
+        Ok(c)
+    }
+}
+
+fn sha2_digest(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).to_vec()
+}
+
+fn rand_u64() -> u64 {
+    // Uniqueness, not secrecy: jti only has to differ between tokens.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ N.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(aud: &str, exp_in: i64) -> TokenSpec {
+        let now = now_unix();
+        TokenSpec {
+            namespace: "istio-system".into(),
+            service_account: "gw".into(),
+            service_account_uid: "u1".into(),
+            audiences: vec![aud.into()],
+            issued_at: now,
+            expires_at: now + exp_in,
+            pod: None,
+        }
+    }
+
+    #[test]
+    fn mint_and_verify() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let k = SigningKeys::generate("https://remote.invalid");
+        let t = k.mint(&spec("istio-ca", 600));
+        let c = k.verify(&t, &["istio-ca".into()], now_unix()).unwrap();
+        assert_eq!(c.sub, "system:serviceaccount:istio-system:gw");
+        assert!(matches!(k.verify(&t, &["other".into()], now_unix()), Err(TokenError::Audience { .. })));
+        let expired = k.mint(&spec("istio-ca", -10));
+        assert_eq!(k.verify(&expired, &["istio-ca".into()], now_unix()), Err(TokenError::Expired));
+        let other = SigningKeys::generate("https://remote.invalid");
+        assert!(matches!(other.verify(&t, &["istio-ca".into()], now_unix()), Err(TokenError::Invalid(_))));
+        let msg = TokenError::Audience { token: vec!["x".into()], target: vec!["istio-ca".into()] }.to_string();
+        assert_eq!(msg, "invalid bearer token, token audiences [\"x\"] is invalid for the target audiences [\"istio-ca\"]");
+    }
+}

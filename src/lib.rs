@@ -1,0 +1,15 @@
+//! meshtrace: trace how an Istio remote-cluster gateway authenticates to the
+//! primary cluster's istiod, step by step, and point at the step that breaks.
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod proto;
+pub mod inspect;
+pub mod probe;
+pub mod lab;
+
+/// rustls needs one process-wide crypto provider; meshtrace uses ring so that
+/// building needs no C toolchain beyond what `ring` itself needs.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

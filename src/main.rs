@@ -1,0 +1,3 @@
+fn main() {
+    meshtrace::install_crypto_provider();
+}

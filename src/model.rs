@@ -1,0 +1,507 @@
+//! The trace model: the one vocabulary every front end speaks.
+//!
+//! Probes produce [`TraceEvent`]s; [`TraceState::apply`] folds them into a
+//! [`TraceReport`]. The TUI, the text/JSON/Markdown/Mermaid renderers and the
+//! tests all read the same events and the same report, never probe internals.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::time::Duration;
+
+/// Version of the JSON document shape (`docs/schema.json`).
+pub const SCHEMA_VERSION: &str = "meshtrace.v1";
+
+/// A step of the flow. The kebab-case ids are the JSON contract: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepId {
+    GatewayPod,
+    RemoteSecret,
+    RemoteKubeconfig,
+    RemoteApiTls,
+    RemoteIdentity,
+    RemoteRbac,
+    RemoteIstiodEndpoint,
+    GatewayToken,
+    TokenReview,
+    RootOfTrust,
+    IstiodTls,
+    Csr,
+    IssuedChain,
+    NetworkLabels,
+}
+
+/// Who takes part in the flow: the columns of the sequence diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Actor {
+    /// The remote gateway's istio-agent (meshtrace plays it).
+    Gateway,
+    /// The remote cluster's API server.
+    RemoteApi,
+    /// The primary istiod (its secret controller, authenticator and CA).
+    Istiod,
+    /// The primary cluster's API server.
+    PrimaryApi,
+}
+
+impl Actor {
+    pub const ALL: [Actor; 4] = [Actor::Gateway, Actor::RemoteApi, Actor::Istiod, Actor::PrimaryApi];
+    pub fn label(self) -> &'static str {
+        match self {
+            Actor::Gateway => "remote gateway",
+            Actor::RemoteApi => "remote API server",
+            Actor::Istiod => "primary istiod",
+            Actor::PrimaryApi => "primary API server",
+        }
+    }
+    pub fn short(self) -> &'static str {
+        match self {
+            Actor::Gateway => "Gateway",
+            Actor::RemoteApi => "RemoteAPI",
+            Actor::Istiod => "istiod",
+            Actor::PrimaryApi => "PrimaryAPI",
+        }
+    }
+}
+
+/// Static facts about a step: what it checks, which message of the flow it
+/// stands for, and which steps must pass before it can run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepInfo {
+    pub id: StepId,
+    pub title: &'static str,
+    /// The hop of the real flow this step reproduces (sequence-diagram arrow).
+    pub from: Actor,
+    pub to: Actor,
+    pub message: &'static str,
+    /// What happens at this hop, for teaching mode and docs.
+    pub explain: &'static str,
+    /// Steps whose failure makes this one impossible (it is then `skipped`).
+    pub needs: &'static [StepId],
+}
+
+use StepId::*;
+
+/// Every step in flow order: the order of the sequence diagram and of reports.
+pub const STEPS: &[StepInfo] = &[
+    StepInfo {
+        id: GatewayPod,
+        title: "Remote gateway pod and its identity settings",
+        from: Actor::Gateway,
+        to: Actor::RemoteApi,
+        message: "read pod env (ISTIO_META_CLUSTER_ID, CA_ADDR) and istio-token volume",
+        explain: "The gateway's istio-agent learns its cluster ID, the CA address and its token from the pod spec.",
+        needs: &[],
+    },
+    StepInfo {
+        id: RemoteSecret,
+        title: "Remote secret registered in the primary for this cluster ID",
+        from: Actor::Istiod,
+        to: Actor::PrimaryApi,
+        message: "watch Secrets istio/multiCluster=true; data key = cluster ID",
+        explain: "istiod registers one remote cluster per data key of each labelled Secret in its namespace.",
+        needs: &[],
+    },
+    StepInfo {
+        id: RemoteKubeconfig,
+        title: "Remote secret kubeconfig is one istiod accepts",
+        from: Actor::Istiod,
+        to: Actor::Istiod,
+        message: "load kubeconfig (no exec, no file paths)",
+        explain: "istiod loads the kubeconfig with its untrusted-config rules: inline data only, no exec plugins.",
+        needs: &[RemoteSecret],
+    },
+    StepInfo {
+        id: RemoteApiTls,
+        title: "Remote API server reachable and trusted with the secret's CA data",
+        from: Actor::Istiod,
+        to: Actor::RemoteApi,
+        message: "TLS handshake with certificate-authority-data",
+        explain: "istiod dials the server in the kubeconfig and verifies it with the inline CA data.",
+        needs: &[RemoteKubeconfig],
+    },
+    StepInfo {
+        id: RemoteIdentity,
+        title: "Remote secret credential authenticates",
+        from: Actor::Istiod,
+        to: Actor::RemoteApi,
+        message: "SelfSubjectReview as the secret's identity",
+        explain: "The token in the kubeconfig must still be valid in the remote cluster.",
+        needs: &[RemoteApiTls],
+    },
+    StepInfo {
+        id: RemoteRbac,
+        title: "Remote identity may create TokenReviews",
+        from: Actor::Istiod,
+        to: Actor::RemoteApi,
+        message: "SelfSubjectAccessReview create tokenreviews",
+        explain: "istiod validates gateway tokens with TokenReview, so its remote identity needs create on tokenreviews.",
+        needs: &[RemoteIdentity],
+    },
+    StepInfo {
+        id: RemoteIstiodEndpoint,
+        title: "Remote istiod Service points at the primary",
+        from: Actor::Gateway,
+        to: Actor::RemoteApi,
+        message: "resolve istiod.istio-system.svc:15012 (selector-less Service + EndpointSlice)",
+        explain: "In the remote, the name istiod resolves to a Service without selector whose endpoints hold the primary's exposed address.",
+        needs: &[],
+    },
+    StepInfo {
+        id: GatewayToken,
+        title: "Gateway service-account token for audience istio-ca",
+        from: Actor::Gateway,
+        to: Actor::RemoteApi,
+        message: "TokenRequest (projected istio-token)",
+        explain: "The kubelet projects a token with audience istio-ca into the pod; meshtrace asks for the same token with TokenRequest.",
+        needs: &[GatewayPod],
+    },
+    StepInfo {
+        id: TokenReview,
+        title: "TokenReview as istiod runs it",
+        from: Actor::Istiod,
+        to: Actor::RemoteApi,
+        message: "TokenReview audiences=[istio-ca] with the remote secret's credentials",
+        explain: "istiod asks the remote API server, as the remote secret's identity, whether the gateway token is a valid service-account token for istio-ca.",
+        needs: &[GatewayToken, RemoteRbac],
+    },
+    StepInfo {
+        id: RootOfTrust,
+        title: "One root of trust across primary CA and both clusters",
+        from: Actor::Gateway,
+        to: Actor::RemoteApi,
+        message: "read istio-ca-root-cert; compare with primary CA",
+        explain: "The gateway trusts the root in istio-ca-root-cert; it must be the root of the CA that signs in the primary.",
+        needs: &[],
+    },
+    StepInfo {
+        id: IstiodTls,
+        title: "istiod on 15012 reachable and verified with the remote's root",
+        from: Actor::Gateway,
+        to: Actor::Istiod,
+        message: "TLS to CA_ADDR, server name istiod.istio-system.svc",
+        explain: "The agent verifies istiod's serving certificate against istio-ca-root-cert and the CA_ADDR host name.",
+        needs: &[RemoteIstiodEndpoint],
+    },
+    StepInfo {
+        id: Csr,
+        title: "CreateCertificate accepted by istiod",
+        from: Actor::Gateway,
+        to: Actor::Istiod,
+        message: "CreateCertificate(CSR) authorization: Bearer, clusterid",
+        explain: "The agent sends a CSR with its token and cluster ID; istiod authenticates it with the TokenReview above and signs.",
+        needs: &[IstiodTls, GatewayToken],
+    },
+    StepInfo {
+        id: IssuedChain,
+        title: "Issued chain verifies to the remote's root with the right SPIFFE ID",
+        from: Actor::Istiod,
+        to: Actor::Gateway,
+        message: "cert_chain [leaf, intermediate..., root]",
+        explain: "istiod returns leaf, intermediates and root; the leaf carries spiffe://<trust domain>/ns/<ns>/sa/<sa>.",
+        needs: &[Csr],
+    },
+    StepInfo {
+        id: NetworkLabels,
+        title: "Network labels agree",
+        from: Actor::Gateway,
+        to: Actor::RemoteApi,
+        message: "topology.istio.io/network on namespace, gateway and env",
+        explain: "Cross-network traffic needs the same network name on the namespace, the gateway Service and ISTIO_META_NETWORK.",
+        needs: &[GatewayPod],
+    },
+];
+
+impl StepId {
+    pub fn info(self) -> &'static StepInfo {
+        STEPS.iter().find(|s| s.id == self).expect("every StepId is in STEPS")
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayPod => "gateway-pod",
+            RemoteSecret => "remote-secret",
+            RemoteKubeconfig => "remote-kubeconfig",
+            RemoteApiTls => "remote-api-tls",
+            RemoteIdentity => "remote-identity",
+            RemoteRbac => "remote-rbac",
+            RemoteIstiodEndpoint => "remote-istiod-endpoint",
+            GatewayToken => "gateway-token",
+            TokenReview => "token-review",
+            RootOfTrust => "root-of-trust",
+            IstiodTls => "istiod-tls",
+            Csr => "csr",
+            IssuedChain => "issued-chain",
+            NetworkLabels => "network-labels",
+        }
+    }
+    pub fn parse(s: &str) -> Option<StepId> {
+        STEPS.iter().map(|s| s.id).find(|id| id.as_str() == s)
+    }
+    /// Position in flow order.
+    pub fn index(self) -> usize {
+        STEPS.iter().position(|s| s.id == self).expect("in STEPS")
+    }
+    /// Link to this step's section of the checks documentation.
+    pub fn doc_link(self) -> String {
+        format!("docs/checks.md#{}", self.as_str())
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+            Status::Skipped => "skipped",
+        }
+    }
+    /// A glyph that carries the status without colour.
+    pub fn glyph(self) -> &'static str {
+        match self {
+            Status::Pass => "✔",
+            Status::Warn => "▲",
+            Status::Fail => "✘",
+            Status::Skipped => "○",
+        }
+    }
+    /// ASCII fallback for terminals and logs without Unicode.
+    pub fn ascii(self) -> &'static str {
+        match self {
+            Status::Pass => "[ok]",
+            Status::Warn => "[warn]",
+            Status::Fail => "[FAIL]",
+            Status::Skipped => "[skip]",
+        }
+    }
+}
+
+/// The facts a step saw, as ordered structured data (names, addresses,
+/// claims, fingerprints, validity). Never a token, signature or private key.
+pub type Evidence = Map<String, Value>;
+
+/// The outcome of one step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepResult {
+    pub id: StepId,
+    pub title: String,
+    pub status: Status,
+    /// Wall time of the step itself, in milliseconds (waiting for the steps it
+    /// needs is not counted).
+    pub duration_ms: f64,
+    /// Milliseconds from trace start to the step's start.
+    pub started_ms: f64,
+    pub evidence: Evidence,
+    /// Why the step did not pass, quoting the value seen and the value expected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<String>,
+    /// The command or change that fixes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// `docs/checks.md#<id>`.
+    pub link: String,
+    /// For `skipped` steps: the failed steps that blocked this one.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub blocked_by: Vec<StepId>,
+}
+
+/// What the engine says while it runs: the live stream every front end consumes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum TraceEvent {
+    TraceStarted { target: Target },
+    StepStarted { id: StepId, at_ms: f64 },
+    StepFinished { result: StepResult },
+    TraceFinished { total_ms: f64 },
+}
+
+/// What was traced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Target {
+    pub primary: String,
+    pub remote: String,
+    pub istio_namespace: String,
+    /// "lab" or "clusters".
+    pub mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// The final document: `-o json` prints exactly this.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TraceReport {
+    pub schema: String,
+    pub target: Target,
+    pub verdict: Verdict,
+    /// The earliest step in flow order that failed (else warned), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<StepId>,
+    pub total_ms: f64,
+    /// Every step, in flow order.
+    pub steps: Vec<StepResult>,
+}
+
+/// Live state built from events; a pure fold, no I/O.
+#[derive(Debug, Clone, Default)]
+pub struct TraceState {
+    pub target: Target,
+    pub running: Vec<(StepId, f64)>,
+    pub results: Vec<StepResult>,
+    pub finished: Option<f64>,
+}
+
+impl TraceState {
+    pub fn apply(&mut self, event: &TraceEvent) {
+        match event {
+            TraceEvent::TraceStarted { target } => {
+                *self = TraceState { target: target.clone(), ..Default::default() };
+            }
+            TraceEvent::StepStarted { id, at_ms } => {
+                if !self.running.iter().any(|(r, _)| r == id) {
+                    self.running.push((*id, *at_ms));
+                }
+            }
+            TraceEvent::StepFinished { result } => {
+                self.running.retain(|(r, _)| *r != result.id);
+                self.results.retain(|r| r.id != result.id);
+                self.results.push(result.clone());
+            }
+            TraceEvent::TraceFinished { total_ms } => self.finished = Some(*total_ms),
+        }
+    }
+
+    pub fn result(&self, id: StepId) -> Option<&StepResult> {
+        self.results.iter().find(|r| r.id == id)
+    }
+
+    pub fn is_running(&self, id: StepId) -> bool {
+        self.running.iter().any(|(r, _)| *r == id)
+    }
+
+    /// The report as it stands; steps not finished yet are left out.
+    pub fn report(&self) -> TraceReport {
+        let mut steps = self.results.clone();
+        steps.sort_by_key(|r| r.id.index());
+        let first_fail = steps.iter().find(|r| r.status == Status::Fail).map(|r| r.id);
+        let first_warn = steps.iter().find(|r| r.status == Status::Warn).map(|r| r.id);
+        let verdict = if first_fail.is_some() {
+            Verdict::Fail
+        } else if first_warn.is_some() {
+            Verdict::Warn
+        } else {
+            Verdict::Pass
+        };
+        TraceReport {
+            schema: SCHEMA_VERSION.to_string(),
+            target: self.target.clone(),
+            verdict,
+            first_failure: first_fail.or(first_warn),
+            total_ms: self.finished.unwrap_or(0.0),
+            steps,
+        }
+    }
+}
+
+impl TraceReport {
+    pub fn step(&self, id: StepId) -> Option<&StepResult> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+    pub fn count(&self, status: Status) -> usize {
+        self.steps.iter().filter(|s| s.status == status).count()
+    }
+}
+
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_are_unique() {
+        for s in STEPS {
+            assert_eq!(StepId::parse(s.id.as_str()), Some(s.id));
+            let json = serde_json::to_string(&s.id).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.id.as_str()));
+        }
+        let mut ids: Vec<_> = STEPS.iter().map(|s| s.id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), STEPS.len());
+    }
+
+    #[test]
+    fn needs_point_backwards_in_flow_order() {
+        for s in STEPS {
+            for n in s.needs {
+                assert!(n.index() < s.id.index(), "{} needs later step {}", s.id, n);
+            }
+        }
+    }
+
+    fn result(id: StepId, status: Status) -> StepResult {
+        StepResult {
+            id,
+            title: id.info().title.into(),
+            status,
+            duration_ms: 1.0,
+            started_ms: 0.0,
+            evidence: Evidence::new(),
+            diagnosis: None,
+            hint: None,
+            link: id.doc_link(),
+            blocked_by: vec![],
+        }
+    }
+
+    #[test]
+    fn report_names_earliest_failure_in_flow_order() {
+        let mut st = TraceState::default();
+        st.apply(&TraceEvent::StepFinished { result: result(Csr, Status::Fail) });
+        st.apply(&TraceEvent::StepFinished { result: result(NetworkLabels, Status::Warn) });
+        st.apply(&TraceEvent::StepFinished { result: result(RemoteRbac, Status::Fail) });
+        let r = st.report();
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.first_failure, Some(RemoteRbac));
+        assert_eq!(r.steps[0].id, RemoteRbac);
+    }
+
+    #[test]
+    fn warn_only_report() {
+        let mut st = TraceState::default();
+        st.apply(&TraceEvent::StepStarted { id: RootOfTrust, at_ms: 0.0 });
+        assert!(st.is_running(RootOfTrust));
+        st.apply(&TraceEvent::StepFinished { result: result(RootOfTrust, Status::Warn) });
+        assert!(!st.is_running(RootOfTrust));
+        let r = st.report();
+        assert_eq!(r.verdict, Verdict::Warn);
+        assert_eq!(r.first_failure, Some(RootOfTrust));
+    }
+}

@@ -1,0 +1,2 @@
+//! Network probes: TLS handshakes and the istiod CA client. They return facts,
+//! never touch UI state.
