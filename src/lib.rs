@@ -13,3 +13,6 @@ pub mod lab;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+pub mod engine;
+pub mod render;
+pub mod cli;

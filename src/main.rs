@@ -1,3 +1,3 @@
 fn main() {
-    meshtrace::install_crypto_provider();
+    std::process::exit(meshtrace::cli::main());
 }

@@ -183,7 +183,7 @@ pub const STEPS: &[StepInfo] = &[
         to: Actor::Istiod,
         message: "TLS to CA_ADDR, server name istiod.istio-system.svc",
         explain: "The agent verifies istiod's serving certificate against istio-ca-root-cert and the CA_ADDR host name.",
-        needs: &[RemoteIstiodEndpoint],
+        needs: &[RemoteIstiodEndpoint, RootOfTrust],
     },
     StepInfo {
         id: Csr,
@@ -192,7 +192,7 @@ pub const STEPS: &[StepInfo] = &[
         to: Actor::Istiod,
         message: "CreateCertificate(CSR) authorization: Bearer, clusterid",
         explain: "The agent sends a CSR with its token and cluster ID; istiod authenticates it with the TokenReview above and signs.",
-        needs: &[IstiodTls, GatewayToken],
+        needs: &[IstiodTls, TokenReview],
     },
     StepInfo {
         id: IssuedChain,

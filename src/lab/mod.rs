@@ -6,3 +6,7 @@
 pub mod store;
 pub mod tokens;
 pub mod pki;
+pub mod apiserver;
+pub mod faults;
+pub mod istiod;
+pub mod world;

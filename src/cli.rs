@@ -1,0 +1,312 @@
+//! The command line: parse flags, pick the target (clusters or the lab), run
+//! the engine, render, and choose the exit code (0 pass, 1 a step failed, 2
+//! meshtrace could not run).
+
+use crate::engine::{self, Clusters, TraceOptions, target};
+use crate::lab::{faults, world::Lab};
+use crate::model::{Target, TraceEvent, TraceReport, Verdict};
+use crate::render;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshtrace",
+    version,
+    about = "Trace how a remote cluster's Istio gateway authenticates to the primary istiod, and point at the step that breaks",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// kube context of the primary cluster (runs istiod)
+    #[arg(long, value_name = "CTX")]
+    pub primary: Option<String>,
+    /// kube context of the remote cluster (runs the gateway, no istiod)
+    #[arg(long, value_name = "CTX")]
+    pub remote: Option<String>,
+    /// kubeconfig file (repeatable); default $KUBECONFIG, else ~/.kube/config
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Vec<PathBuf>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the trace against the built-in lab: two simulated clusters and a simulated istiod, no cluster needed
+    Lab(LabArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub action: Option<LabAction>,
+    /// Inject a named fault (see --list-faults)
+    #[arg(long, value_name = "NAME")]
+    pub fault: Option<String>,
+    /// List the faults the lab can inject, one per line
+    #[arg(long)]
+    pub list_faults: bool,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabAction {
+    /// Start the lab and keep it running until Ctrl-C; prints a kubeconfig path and istiod's address
+    Serve {
+        /// Inject a named fault
+        #[arg(long, value_name = "NAME")]
+        fault: Option<String>,
+        /// Where to write the kubeconfig (default: a temporary file, removed on exit)
+        #[arg(long, value_name = "PATH")]
+        kubeconfig_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Tui,
+    Text,
+    Json,
+    Markdown,
+    Mermaid,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// Output format; default tui when stdout is a terminal, else text
+    #[arg(short, long, value_enum, global = true)]
+    pub output: Option<Output>,
+    /// Namespace of the Istio control plane
+    #[arg(long, default_value = "istio-system", global = true)]
+    pub istio_namespace: String,
+    /// Cluster ID the gateway sends (default: its ISTIO_META_CLUSTER_ID, else the remote secret key that points at --remote)
+    #[arg(long, value_name = "ID", global = true)]
+    pub cluster_id: Option<String>,
+    /// The primary's own cluster ID (default: istiod's CLUSTER_ID, else the remote's controlPlaneClusters annotation)
+    #[arg(long, value_name = "ID", global = true)]
+    pub primary_cluster_id: Option<String>,
+    /// Gateway pod or deployment as NAMESPACE/NAME (default: find the east-west or ingress gateway)
+    #[arg(long, value_name = "NS/NAME", global = true)]
+    pub gateway: Option<String>,
+    /// istiod's CA address HOST:PORT (default: from the remote's istiod EndpointSlice)
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub istiod_addr: Option<String>,
+    /// Passive mode: do not send a CSR to istiod
+    #[arg(long, global = true)]
+    pub no_csr: bool,
+    /// Timeout per step, e.g. 5s, 1500ms
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    pub timeout: Duration,
+    /// Warn when a token or certificate expires within this, e.g. 7d, 30d
+    #[arg(long, default_value = "7d", value_parser = parse_duration, global = true)]
+    pub warn_within: Duration,
+    /// Exit 1 on warnings too
+    #[arg(long, global = true)]
+    pub fail_on_warn: bool,
+    /// Show every step's evidence in text output
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 5s, 1500ms or 7d: {e}"))
+}
+
+impl TraceArgs {
+    fn options(&self) -> TraceOptions {
+        TraceOptions {
+            istio_namespace: self.istio_namespace.clone(),
+            cluster_id: self.cluster_id.clone(),
+            primary_cluster_id: self.primary_cluster_id.clone(),
+            gateway: self.gateway.clone(),
+            istiod_addr: self.istiod_addr.clone(),
+            no_csr: self.no_csr,
+            timeout: self.timeout,
+            warn_within: self.warn_within,
+            ..Default::default()
+        }
+    }
+}
+
+/// A reason meshtrace could not run: exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+/// Parse the process arguments and run; returns the exit code.
+pub fn main() -> i32 {
+    crate::install_crypto_provider();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshtrace: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(UsageError(msg)) => {
+            eprintln!("meshtrace: {msg}");
+            2
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<i32, UsageError> {
+    match cli.command {
+        Some(Command::Lab(lab)) => run_lab(lab).await,
+        None => {
+            let (Some(primary), Some(remote)) = (cli.primary.clone(), cli.remote.clone()) else {
+                return Err(UsageError(
+                    "need --primary CTX and --remote CTX (or `meshtrace lab` for the built-in lab); see --help".into(),
+                ));
+            };
+            let paths = target::kubeconfig_paths(&cli.kubeconfig);
+            let kc = target::load_kubeconfig(&paths).map_err(|e| UsageError(e.to_string()))?;
+            let opts = cli.trace.options();
+            let (p, _) = target::client_for(&kc, &primary, opts.timeout).await.map_err(|e| UsageError(format!("--primary: {e}")))?;
+            let (r, remote_server) = target::client_for(&kc, &remote, opts.timeout).await.map_err(|e| UsageError(format!("--remote: {e}")))?;
+            let clusters = Clusters { primary: p, remote: r, remote_server };
+            let t = Target { primary, remote, istio_namespace: opts.istio_namespace.clone(), mode: "clusters".into(), fault: None };
+            Ok(trace_and_render(clusters, opts, t, &cli.trace).await)
+        }
+    }
+}
+
+async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
+    if lab.list_faults {
+        let width = faults::FAULTS.iter().map(|f| f.name.len()).max().unwrap_or(0);
+        for f in faults::FAULTS {
+            println!("{:<width$}  {:<22}  {}", f.name, f.step.as_str(), f.summary);
+        }
+        return Ok(0);
+    }
+    let lookup = |name: &Option<String>| -> Result<Option<&'static faults::Fault>, UsageError> {
+        match name {
+            None => Ok(None),
+            Some(n) => faults::find(n).map(Some).ok_or_else(|| {
+                UsageError(format!("unknown fault {n:?}; `meshtrace lab --list-faults` lists them ({} in all)", faults::FAULTS.len()))
+            }),
+        }
+    };
+    if let Some(LabAction::Serve { fault, kubeconfig_out }) = &lab.action {
+        let fault = lookup(fault)?;
+        return serve(fault, kubeconfig_out.clone()).await;
+    }
+    let fault = lookup(&lab.fault)?;
+    let running = Lab::start(fault).await.map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
+    let opts = lab.trace.options();
+    let (clusters, t) = lab_target(&running, &opts).await?;
+    let code = trace_and_render(clusters, opts, t, &lab.trace).await;
+    running.shutdown();
+    Ok(code)
+}
+
+/// Clients for a running lab, built from its kubeconfig exactly as for real clusters.
+pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Target), UsageError> {
+    let kc = kube::config::Kubeconfig::from_yaml(&lab.kubeconfig_yaml).map_err(|e| UsageError(format!("lab kubeconfig: {e}")))?;
+    let (p, _) = target::client_for(&kc, crate::lab::world::PRIMARY_CONTEXT, opts.timeout).await.map_err(|e| UsageError(e.to_string()))?;
+    let (r, remote_server) = target::client_for(&kc, crate::lab::world::REMOTE_CONTEXT, opts.timeout).await.map_err(|e| UsageError(e.to_string()))?;
+    let t = Target {
+        primary: crate::lab::world::PRIMARY_CONTEXT.into(),
+        remote: crate::lab::world::REMOTE_CONTEXT.into(),
+        istio_namespace: opts.istio_namespace.clone(),
+        mode: "lab".into(),
+        fault: lab.fault.map(|f| f.name.to_string()),
+    };
+    Ok((Clusters { primary: p, remote: r, remote_server }, t))
+}
+
+async fn serve(fault: Option<&'static faults::Fault>, out: Option<PathBuf>) -> Result<i32, UsageError> {
+    let lab = Lab::start(fault).await.map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
+    // A temp dir we remove on exit, unless the user asked for a path.
+    let tmp = tempfile::tempdir().map_err(|e| UsageError(format!("cannot create a temp dir: {e}")))?;
+    let path = out.unwrap_or_else(|| tmp.path().join("kubeconfig"));
+    write_private(&path, &lab.kubeconfig_yaml).map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
+    println!("meshtrace lab is running{}", fault.map(|f| format!(" with fault {}", f.name)).unwrap_or_default());
+    println!("kubeconfig: {}", path.display());
+    println!("contexts:   lab-primary ({}), lab-remote ({})", lab.primary.url, lab.remote.url);
+    println!("istiod:     {} (gRPC + TLS, server name istiod.istio-system.svc)", lab.istiod_addr);
+    println!();
+    println!("try:  meshtrace --kubeconfig {} --primary lab-primary --remote lab-remote -o text", path.display());
+    println!("      kubectl --kubeconfig {} --context lab-remote get secrets,configmaps,services,pods -n istio-system", path.display());
+    println!("Ctrl-C stops the lab.");
+    let _ = std::io::stdout().flush();
+    let _ = tokio::signal::ctrl_c().await;
+    lab.shutdown();
+    drop(tmp);
+    eprintln!("lab stopped");
+    Ok(0)
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(content.as_bytes())
+}
+
+async fn trace_and_render(clusters: Clusters, opts: TraceOptions, t: Target, args: &TraceArgs) -> i32 {
+    let is_tty = std::io::stdout().is_terminal();
+    let output = args.output.unwrap_or(if is_tty { Output::Tui } else { Output::Text });
+    let (tx, mut rx) = mpsc::unbounded_channel::<TraceEvent>();
+    let engine = tokio::spawn(engine::run(clusters, opts, t, tx));
+    let style = render::text::TextStyle {
+        color: is_tty && std::env::var_os("NO_COLOR").is_none(),
+        verbose: args.verbose,
+        ascii: false,
+    };
+    if output == Output::Tui {
+        // Live view: each step prints as it finishes, in the order it finishes.
+        let mut stdout = std::io::stdout();
+        while let Some(e) = rx.recv().await {
+            match &e {
+                TraceEvent::TraceStarted { target } => {
+                    let _ = writeln!(stdout, "{}\n", render::text::header_for(target));
+                }
+                TraceEvent::StepFinished { result } => {
+                    let _ = write!(stdout, "{}", render::text::step_block(result, style));
+                    let _ = stdout.flush();
+                }
+                _ => {}
+            }
+        }
+    } else {
+        while rx.recv().await.is_some() {}
+    }
+    let report: TraceReport = match engine.await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshtrace: the trace engine stopped unexpectedly: {e}");
+            return 2;
+        }
+    };
+    let text = match output {
+        Output::Tui => format!("\n{}\n", render::summary_line(&report)),
+        Output::Text => render::text::render(&report, style),
+        Output::Json => render::json::render(&report),
+        Output::Markdown => render::markdown::render(&report),
+        Output::Mermaid => render::mermaid::render(&report),
+    };
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = stdout.write_all(b"\n");
+    }
+    let _ = stdout.flush();
+    exit_code(&report, args.fail_on_warn)
+}
+
+pub fn exit_code(r: &TraceReport, fail_on_warn: bool) -> i32 {
+    match r.verdict {
+        Verdict::Pass => 0,
+        Verdict::Warn if fail_on_warn => 1,
+        Verdict::Warn => 0,
+        Verdict::Fail => 1,
+    }
+}

@@ -1,0 +1,58 @@
+//! Facts that steps hand to later steps. Secrets in here (tokens) are kept in
+//! [`Sensitive`], whose Debug never shows them, and never reach evidence.
+
+use crate::inspect::kubeconfig::RemoteKubeconfig;
+
+/// A secret value: usable by the engine, invisible to Debug and output.
+#[derive(Clone, Default)]
+pub struct Sensitive(pub String);
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GatewayFacts {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: Option<String>,
+    pub service_account: String,
+    pub cluster_id: Option<String>,
+    pub ca_addr: Option<String>,
+    pub network: Option<String>,
+    pub trust_domain: Option<String>,
+    /// The projected `istio-token` volume: (audience, expirationSeconds).
+    pub projected_token: Option<(Option<String>, Option<i64>)>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteSecretFacts {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+    pub kubeconfig: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct Facts {
+    pub gateway: Option<GatewayFacts>,
+    /// The cluster ID the gateway sends, and where it came from.
+    pub cluster_id: Option<(String, &'static str)>,
+    pub remote_secret: Option<RemoteSecretFacts>,
+    pub kubeconfig: Option<RemoteKubeconfig>,
+    /// A client that acts as istiod does in the remote: the secret's credentials.
+    pub istiod_view: Option<kube::Client>,
+    /// istiod's 15012 address as the gateway would dial it, and its source.
+    pub istiod_addr: Option<(String, String)>,
+    pub gateway_token: Option<Sensitive>,
+    /// What the gateway trusts: `istio-ca-root-cert` in the remote (PEM).
+    pub remote_root_pem: Option<String>,
+    /// The primary CA's root (PEM), when readable.
+    pub primary_root_pem: Option<String>,
+    /// Trust domain the primary's mesh config sets (default cluster.local).
+    pub trust_domain: Option<String>,
+    pub chain: Option<Vec<String>>,
+}

@@ -1,0 +1,278 @@
+//! The trace engine: runs every step of the flow as early as its inputs
+//! allow, and reports each start and finish as a [`TraceEvent`].
+//!
+//! Steps are independent tasks. A step waits for the steps it reads facts
+//! from ([`waits_for`]); when a step it *needs* (model `StepInfo::needs`)
+//! did not pass, it is reported `skipped` with `blocked_by` naming the failed
+//! step at the root of the chain. So the critical path is exactly the chain
+//! of truly dependent round trips.
+
+pub mod facts;
+pub mod steps;
+pub mod target;
+
+use crate::model::{STEPS, Status, StepId, StepResult, Target, TraceEvent, TraceReport, TraceState, millis};
+use facts::Facts;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// How to trace; the command line maps onto this.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    pub istio_namespace: String,
+    /// The cluster ID the gateway sends; default: its ISTIO_META_CLUSTER_ID.
+    pub cluster_id: Option<String>,
+    /// The primary's own cluster ID; default: istiod's CLUSTER_ID, else the
+    /// remote's `topology.istio.io/controlPlaneClusters` annotation.
+    pub primary_cluster_id: Option<String>,
+    /// `NS/NAME` of the gateway pod or deployment.
+    pub gateway: Option<String>,
+    /// istiod's 15012 address; default: the remote istiod EndpointSlice.
+    pub istiod_addr: Option<String>,
+    /// Passive mode: no CSR is sent.
+    pub no_csr: bool,
+    /// Per-step timeout.
+    pub timeout: Duration,
+    /// Warn when a token or certificate expires within this.
+    pub warn_within: Duration,
+    /// The audience istiod's TokenReview asks for (istiod's TOKEN_AUDIENCES).
+    pub token_audience: String,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions {
+            istio_namespace: "istio-system".into(),
+            cluster_id: None,
+            primary_cluster_id: None,
+            gateway: None,
+            istiod_addr: None,
+            no_csr: false,
+            timeout: Duration::from_secs(5),
+            warn_within: Duration::from_secs(7 * 24 * 3600),
+            token_audience: "istio-ca".into(),
+        }
+    }
+}
+
+/// Kube clients for the two clusters, as the trace's operator (admin) sees them.
+#[derive(Clone)]
+pub struct Clusters {
+    pub primary: kube::Client,
+    pub remote: kube::Client,
+    /// The remote API server URL of the `--remote` context (to match a remote
+    /// secret by server when no cluster ID is known).
+    pub remote_server: String,
+}
+
+/// Everything a step can read: options, clients, and facts from earlier steps.
+pub struct Ctx {
+    pub opts: TraceOptions,
+    pub clusters: Clusters,
+    pub facts: Mutex<Facts>,
+}
+
+impl Ctx {
+    pub fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
+        // A panic inside a step never happens by design; if one did, the data
+        // is still the best we have, so recover it rather than propagate.
+        self.facts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Which steps a step reads facts from (a superset of what it needs).
+pub fn waits_for(id: StepId) -> &'static [StepId] {
+    use StepId::*;
+    match id {
+        GatewayPod | RemoteIstiodEndpoint | RootOfTrust => &[],
+        RemoteSecret => &[GatewayPod],
+        RemoteKubeconfig => &[RemoteSecret],
+        RemoteApiTls => &[RemoteKubeconfig, RemoteIstiodEndpoint],
+        RemoteIdentity => &[RemoteApiTls],
+        RemoteRbac => &[RemoteIdentity],
+        GatewayToken => &[GatewayPod],
+        TokenReview => &[GatewayToken, RemoteRbac],
+        IstiodTls => &[RemoteIstiodEndpoint, RootOfTrust, GatewayPod],
+        Csr => &[IstiodTls, TokenReview, GatewayToken, RootOfTrust, RemoteSecret],
+        IssuedChain => &[Csr],
+        NetworkLabels => &[GatewayPod],
+    }
+}
+
+/// The outcome a step function returns; the engine adds id, title and timing.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub status: Option<Status>,
+    pub evidence: crate::model::Evidence,
+    pub diagnosis: Option<String>,
+    pub hint: Option<String>,
+    pub blocked_by: Vec<StepId>,
+}
+
+impl Outcome {
+    pub fn new() -> Self {
+        Outcome::default()
+    }
+    pub fn ev(&mut self, key: &str, value: impl serde::Serialize) -> &mut Self {
+        let v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.evidence.insert(key.to_string(), v);
+        self
+    }
+    pub fn pass(mut self) -> Self {
+        self.status = Some(Status::Pass);
+        self
+    }
+    pub fn fail(mut self, diagnosis: impl Into<String>, hint: impl Into<String>) -> Self {
+        self.status = Some(Status::Fail);
+        self.diagnosis = Some(diagnosis.into());
+        self.hint = Some(hint.into());
+        self
+    }
+    pub fn warn(mut self, diagnosis: impl Into<String>, hint: impl Into<String>) -> Self {
+        self.status = Some(Status::Warn);
+        self.diagnosis = Some(diagnosis.into());
+        self.hint = Some(hint.into());
+        self
+    }
+    /// The step cannot run because a fact from `by` is missing.
+    pub fn blocked(mut self, by: StepId, why: impl Into<String>) -> Self {
+        self.status = Some(Status::Skipped);
+        self.blocked_by = vec![by];
+        self.diagnosis = Some(why.into());
+        self
+    }
+    pub fn skipped(mut self, why: impl Into<String>) -> Self {
+        self.status = Some(Status::Skipped);
+        self.diagnosis = Some(why.into());
+        self
+    }
+}
+
+/// Run the whole trace, sending events to `events` as it goes, and return the
+/// final report. Never panics on cluster data; every step is bounded by
+/// `opts.timeout` (the CSR step by twice that: connect plus call).
+pub async fn run(
+    clusters: Clusters,
+    opts: TraceOptions,
+    target: Target,
+    events: mpsc::UnboundedSender<TraceEvent>,
+) -> TraceReport {
+    let t0 = Instant::now();
+    let ctx = Arc::new(Ctx { opts, clusters, facts: Mutex::new(Facts::default()) });
+    let mut state = TraceState::default();
+    let emit = |state: &mut TraceState, e: TraceEvent| {
+        state.apply(&e);
+        let _ = events.send(e);
+    };
+    emit(&mut state, TraceEvent::TraceStarted { target });
+
+    // One watch channel per step carries its result once finished.
+    let mut senders = HashMap::new();
+    let mut receivers = HashMap::new();
+    for s in STEPS {
+        let (tx, rx) = watch::channel::<Option<StepResult>>(None);
+        senders.insert(s.id, tx);
+        receivers.insert(s.id, rx);
+    }
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TraceEvent>();
+
+    for s in STEPS {
+        let id = s.id;
+        let ctx = ctx.clone();
+        let tx = senders.remove(&id).expect("sender per step");
+        let deps: Vec<_> = waits_for(id).iter().map(|d| (*d, receivers[d].clone())).collect();
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            let mut dep_results = Vec::new();
+            for (_, mut rx) in deps {
+                let r = match rx.wait_for(|v| v.is_some()).await {
+                    Ok(v) => v.clone(),
+                    Err(_) => None,
+                };
+                if let Some(r) = r {
+                    dep_results.push(r);
+                }
+            }
+            let started = t0.elapsed();
+            let blockers = blockers_of(id, &dep_results);
+            let result = if !blockers.is_empty() {
+                StepResult {
+                    id,
+                    title: id.info().title.to_string(),
+                    status: Status::Skipped,
+                    duration_ms: 0.0,
+                    started_ms: millis(started),
+                    evidence: Default::default(),
+                    diagnosis: Some(format!(
+                        "not run: {} did not pass",
+                        blockers.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
+                    )),
+                    hint: None,
+                    link: id.doc_link(),
+                    blocked_by: blockers,
+                }
+            } else {
+                let _ = done_tx.send(TraceEvent::StepStarted { id, at_ms: millis(started) });
+                let step_start = Instant::now();
+                let limit = step_limit(id, &ctx.opts);
+                let out = match tokio::time::timeout(limit, steps::run_step(id, &ctx)).await {
+                    Ok(o) => o,
+                    Err(_) => Outcome::new().fail(
+                        format!("{} did not finish within {}", id, humantime::format_duration(limit)),
+                        "raise --timeout, or check the network path to the cluster this step talks to",
+                    ),
+                };
+                StepResult {
+                    id,
+                    title: id.info().title.to_string(),
+                    status: out.status.unwrap_or(Status::Fail),
+                    duration_ms: millis(step_start.elapsed()),
+                    started_ms: millis(started),
+                    evidence: out.evidence,
+                    diagnosis: out.diagnosis,
+                    hint: out.hint,
+                    link: id.doc_link(),
+                    blocked_by: out.blocked_by,
+                }
+            };
+            let _ = done_tx.send(TraceEvent::StepFinished { result: result.clone() });
+            let _ = tx.send(Some(result));
+        });
+    }
+    drop(done_tx);
+    while let Some(e) = done_rx.recv().await {
+        emit(&mut state, e);
+    }
+    emit(&mut state, TraceEvent::TraceFinished { total_ms: millis(t0.elapsed()) });
+    state.report()
+}
+
+fn step_limit(id: StepId, opts: &TraceOptions) -> Duration {
+    match id {
+        // Connect, then the call: each bounded by the timeout inside.
+        StepId::Csr => opts.timeout * 2 + Duration::from_millis(500),
+        // Several independent access reviews run at once, each bounded.
+        _ => opts.timeout + Duration::from_millis(500),
+    }
+}
+
+/// The failed steps at the root of why `id` cannot run: a needed step that
+/// failed, or the blockers of a needed step that was itself skipped.
+fn blockers_of(id: StepId, deps: &[StepResult]) -> Vec<StepId> {
+    let mut out = Vec::new();
+    for need in id.info().needs {
+        if let Some(r) = deps.iter().find(|r| r.id == *need) {
+            match r.status {
+                Status::Fail => out.push(r.id),
+                Status::Skipped if !r.blocked_by.is_empty() => out.extend(r.blocked_by.iter().copied()),
+                Status::Skipped => out.push(r.id),
+                _ => {}
+            }
+        }
+    }
+    out.sort_by_key(|s| s.index());
+    out.dedup();
+    out
+}

@@ -1,0 +1,284 @@
+//! The gateway's path to istiod: the remote `istiod` Service, TLS on 15012,
+//! the CSR, and the chain istiod returns.
+
+use super::{kube_err, now_unix, rfc3339};
+use crate::engine::{Ctx, Outcome};
+use crate::inspect::{jwt, x509};
+use crate::model::StepId;
+use crate::probe::ca_client::{self, CsrError, CsrRequest};
+use crate::probe::tls::{TlsProbe, probe};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+const CA_PORT: i32 = 15012;
+
+fn join_host_port(host: &str, port: i32) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
+    let ns = ctx.opts.istio_namespace.clone();
+    let mut out = Outcome::new();
+    let remote = ctx.clusters.remote.clone();
+    let svcs: Api<Service> = Api::namespaced(remote.clone(), &ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(remote.clone(), &ns);
+    let eps: Api<Endpoints> = Api::namespaced(remote, &ns);
+    let by_service = ListParams::default().labels("kubernetes.io/service-name=istiod");
+    let (svc, slice_list, ep) = tokio::join!(
+        svcs.get_opt("istiod"),
+        slices.list(&by_service),
+        eps.get_opt("istiod"),
+    );
+    let override_addr = ctx.opts.istiod_addr.clone();
+    let svc = match svc {
+        Ok(s) => s,
+        Err(e) => return out.fail(format!("cannot read Service {ns}/istiod in the remote: {}", kube_err(&e)), "check the --remote context's access"),
+    };
+    let problem: Option<(String, String)>;
+    let mut addrs: Vec<String> = Vec::new();
+    match &svc {
+        None => {
+            problem = Some((
+                format!("the remote has no Service {ns}/istiod, so the gateway's CA_ADDR istiod.{ns}.svc:15012 does not resolve (`dial tcp: lookup istiod.{ns}.svc: no such host`)"),
+                "install the remote profile (istioctl install --set profile=remote ...), which creates the selector-less istiod Service and its EndpointSlice pointing at the primary's east-west gateway".into(),
+            ));
+        }
+        Some(s) => {
+            let spec = s.spec.clone().unwrap_or_default();
+            let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
+            out.ev("service", json!({"name": format!("{ns}/istiod"), "type": spec.type_, "ports": ports, "selector": spec.selector, "externalName": spec.external_name}));
+            if spec.type_.as_deref() == Some("ExternalName") {
+                let host = spec.external_name.clone().unwrap_or_default();
+                addrs.push(join_host_port(&host, CA_PORT));
+                problem = None;
+            } else if let Some(sel) = spec.selector.as_ref().filter(|s| !s.is_empty()) {
+                let sel_text = sel.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+                problem = Some((
+                    format!("Service {ns}/istiod in the remote has selector {sel_text:?}: it selects pods of the remote, where no istiod runs, instead of pointing at the primary"),
+                    format!("remove the selector and let the EndpointSlice hold the primary's east-west gateway address: kubectl --context <remote> -n {ns} patch service istiod --type=json -p='[{{\"op\":\"remove\",\"path\":\"/spec/selector\"}}]'"),
+                ));
+            } else if !ports.contains(&CA_PORT) {
+                problem = Some((
+                    format!("Service {ns}/istiod in the remote has ports {ports:?} but not {CA_PORT}: the gateway's CSR has nowhere to go"),
+                    format!("add port 15012 (name tcp-istiod) to Service {ns}/istiod in the remote"),
+                ));
+            } else {
+                problem = None;
+            }
+        }
+    }
+    // Addresses from EndpointSlices (1.28+), else Endpoints (older remotes).
+    let mut from = "EndpointSlice";
+    if let Ok(list) = slice_list {
+        for sl in &list.items {
+            let port = sl.ports.iter().flatten().find(|p| p.port == Some(CA_PORT) || p.name.as_deref() == Some("tcp-istiod")).and_then(|p| p.port);
+            for e in sl.endpoints.iter().flatten() {
+                for a in &e.addresses {
+                    if let Some(p) = port {
+                        addrs.push(join_host_port(a, p));
+                    }
+                }
+            }
+        }
+    }
+    if addrs.is_empty() {
+        if let Ok(Some(ep)) = ep {
+            from = "Endpoints";
+            for subset in ep.subsets.iter().flatten() {
+                let port = subset.ports.iter().flatten().find(|p| p.port == CA_PORT || p.name.as_deref() == Some("tcp-istiod")).map(|p| p.port);
+                for a in subset.addresses.iter().flatten() {
+                    if let Some(p) = port {
+                        addrs.push(join_host_port(&a.ip, p));
+                    }
+                }
+            }
+        }
+    }
+    out.ev("endpoint_addresses", &addrs).ev("endpoint_source", from);
+    if let Some((d, h)) = problem {
+        // The address still matters to later steps when the user gave one.
+        if let Some(a) = override_addr {
+            ctx.facts().istiod_addr = Some((a, "--istiod-addr".into()));
+        }
+        return out.fail(d, h);
+    }
+    if addrs.is_empty() && override_addr.is_none() {
+        return out.fail(
+            format!("Service {ns}/istiod in the remote has no EndpointSlice or Endpoints with port {CA_PORT}: the gateway's CSR dial has no address (`connection refused`)"),
+            format!("create an EndpointSlice labelled kubernetes.io/service-name=istiod in {ns} with the primary's east-west gateway address and port 15012 (the remote profile does this from values.global.remotePilotAddress)"),
+        );
+    }
+    let chosen = match override_addr {
+        Some(a) => {
+            out.ev("address", &a).ev("address_source", "--istiod-addr");
+            if !addrs.is_empty() && !addrs.contains(&a) {
+                out.ev("note", format!("the gateway dials {} (from the {from}); meshtrace dials {a} as told by --istiod-addr", addrs.join(", ")));
+            }
+            (a, "--istiod-addr".to_string())
+        }
+        None => {
+            let a = addrs[0].clone();
+            out.ev("address", &a).ev("address_source", from);
+            (a, from.to_string())
+        }
+    };
+    ctx.facts().istiod_addr = Some(chosen);
+    out.pass()
+}
+
+/// The TLS server name istio-agent uses for CA_ADDR.
+fn agent_server_name(ca_addr: Option<&str>, ns: &str) -> String {
+    let default = format!("istiod.{ns}.svc");
+    let Some(addr) = ca_addr else { return default };
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(['[', ']']);
+    if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok() { default } else { host.to_string() }
+}
+
+pub async fn istiod_tls(ctx: &Ctx) -> Outcome {
+    let (addr, root, gw) = {
+        let f = ctx.facts();
+        (f.istiod_addr.clone(), f.remote_root_pem.clone(), f.gateway.clone())
+    };
+    let Some((addr, source)) = addr else {
+        return Outcome::new().blocked(StepId::RemoteIstiodEndpoint, "no istiod address");
+    };
+    let Some(root) = root else {
+        return Outcome::new().blocked(StepId::RootOfTrust, "no root in the remote's istio-ca-root-cert to verify istiod with");
+    };
+    let mut out = Outcome::new();
+    let server_name = agent_server_name(gw.as_ref().and_then(|g| g.ca_addr.as_deref()), &ctx.opts.istio_namespace);
+    out.ev("address", &addr).ev("address_source", &source).ev("server_name", &server_name);
+    let r = probe(&TlsProbe { addr: addr.clone(), server_name: server_name.clone(), roots_pem: root, timeout: ctx.opts.timeout }).await;
+    out.ev("handshake_ms", r.handshake_ms).ev("protocol", &r.protocol).ev("cipher", &r.cipher).ev("alpn", &r.alpn);
+    if let Some(e) = &r.tcp_error {
+        return out.fail(
+            format!("cannot reach istiod at {addr} ({source}) from here: {e}. The gateway dials the same address; if it is reachable from the remote's pods but not from this machine, run meshtrace from inside the remote's network"),
+            "check the primary's east-west gateway exposes 15012 (TLS passthrough) and that the remote's istiod EndpointSlice holds its address",
+        );
+    }
+    let presented: Vec<_> = r.peer_chain_der.iter().filter_map(|d| x509::parse_der(d).ok()).collect();
+    if let Some(leaf) = presented.first() {
+        out.ev("istiod_certificate", leaf.evidence());
+    }
+    if let Some(e) = &r.verify_error {
+        let names = presented.first().map(|c| c.dns_sans.join(", ")).unwrap_or_default();
+        let fix = if e.contains("name") || e.contains("valid for") {
+            format!("the gateway dials {server_name:?}; istiod's certificate is valid for [{names}]. Set ISTIOD_CUSTOM_HOST={server_name} on the primary istiod, or point CA_ADDR at a name istiod's certificate carries")
+        } else {
+            "istiod's serving certificate is not signed by the root in the remote's istio-ca-root-cert: fix root-of-trust first, then restart istiod so it reissues its certificate from the shared CA".to_string()
+        };
+        return out.fail(format!("istiod's certificate does not verify as the gateway checks it (root: istio-ca-root-cert, name {server_name:?}): {e}"), fix);
+    }
+    if let Some(e) = &r.tls_error {
+        return out.fail(
+            format!("TLS handshake with istiod at {addr} failed: {e}"),
+            "check that the address is istiod's secure gRPC port (15012) with TLS passthrough on the east-west gateway, not a terminating proxy",
+        );
+    }
+    out.pass()
+}
+
+pub async fn csr(ctx: &Ctx) -> Outcome {
+    if ctx.opts.no_csr {
+        return Outcome::new().skipped("passive mode (--no-csr): no CSR sent");
+    }
+    let (addr, root, gw, token, cid) = {
+        let f = ctx.facts();
+        (f.istiod_addr.clone(), f.remote_root_pem.clone(), f.gateway.clone(), f.gateway_token.clone(), f.cluster_id.clone())
+    };
+    let (Some((addr, _)), Some(root)) = (addr, root) else {
+        return Outcome::new().blocked(StepId::IstiodTls, "no verified path to istiod");
+    };
+    let Some(token) = token else {
+        return Outcome::new().blocked(StepId::GatewayToken, "no gateway token");
+    };
+    let gw = gw.unwrap_or_default();
+    let cid = cid.map(|c| c.0).unwrap_or_default();
+    let td = gw.trust_domain.clone().or_else(|| ctx.facts().trust_domain.clone()).unwrap_or_else(|| "cluster.local".into());
+    let spiffe = format!("spiffe://{td}/ns/{}/sa/{}", gw.namespace, gw.service_account);
+    let server_name = agent_server_name(gw.ca_addr.as_deref(), &ctx.opts.istio_namespace);
+    let mut out = Outcome::new();
+    let (key, csr_pem) = match ca_client::new_csr(&spiffe) {
+        Ok(k) => k,
+        Err(e) => return out.fail(format!("cannot make a CSR: {e}"), "report this as a meshtrace bug"),
+    };
+    let ttl = 3600;
+    out.ev("address", &addr)
+        .ev("server_name", &server_name)
+        .ev("metadata", json!({"authorization": format!("Bearer <{}>", jwt::fingerprint(&token.0)), "clusterid": cid}))
+        .ev("csr_san", &spiffe)
+        .ev("requested_ttl_seconds", ttl)
+        .ev("key", "fresh ECDSA P-256, in memory only");
+    let started = std::time::Instant::now();
+    let result = ca_client::create_certificate(&CsrRequest {
+        addr: &addr,
+        server_name: &server_name,
+        root_pem: &root,
+        token: &token.0,
+        cluster_id: &cid,
+        csr_pem: &csr_pem,
+        ttl_secs: ttl,
+        timeout: ctx.opts.timeout,
+    })
+    .await;
+    drop(key);
+    out.ev("rpc_ms", crate::model::millis(started.elapsed()));
+    match result {
+        Ok(chain) => {
+            out.ev("cert_chain_length", chain.len());
+            ctx.facts().chain = Some(chain);
+            out.pass()
+        }
+        Err(CsrError::Rpc { code, message }) => {
+            out.ev("grpc_status", json!({"code": code, "message": message}));
+            let diag = if code == "Unauthenticated" {
+                format!(
+                    "istiod answered {code}: {message:?}. That is all a gateway is told; istiod logs the reason (`Failed to authenticate client from ...`). With cluster ID {cid:?}: if the remote-secret, remote-* and token-review steps passed, istiod does not see what meshtrace sees — its remote secret controller has not loaded the cluster yet, or its TOKEN_AUDIENCES differ from {:?}",
+                    ctx.opts.token_audience
+                )
+            } else {
+                format!("istiod answered {code}: {message:?}")
+            };
+            out.fail(diag, "read istiod's log: kubectl --context <primary> -n istio-system logs deploy/istiod | grep -i 'authenticate'; check istioctl remote-clusters shows the cluster synced")
+        }
+        Err(e) => out.fail(format!("CreateCertificate to {addr} failed: {e}"), "see istiod-tls; check istiod is serving on 15012"),
+    }
+}
+
+pub async fn issued_chain(ctx: &Ctx) -> Outcome {
+    let (chain, root, gw, td) = {
+        let f = ctx.facts();
+        (f.chain.clone(), f.remote_root_pem.clone(), f.gateway.clone(), f.trust_domain.clone())
+    };
+    let Some(chain) = chain else {
+        return Outcome::new().blocked(StepId::Csr, "no certificate chain");
+    };
+    let root = root.unwrap_or_default();
+    let gw = gw.unwrap_or_default();
+    let td = gw.trust_domain.clone().or(td).unwrap_or_else(|| "cluster.local".into());
+    let identity = format!("spiffe://{td}/ns/{}/sa/{}", gw.namespace, gw.service_account);
+    let mut out = Outcome::new();
+    let check = x509::verify_chain(&chain, &root, &td, Some(&identity), now_unix());
+    out.ev("chain", check.certs.iter().map(|c| c.evidence()).collect::<Vec<_>>())
+        .ev("expected_identity", &identity);
+    if let Some(s) = &check.spiffe {
+        out.ev("spiffe_id", format!("spiffe://{}/ns/{}/sa/{}", s.trust_domain, s.namespace, s.service_account));
+    }
+    if let Some(p) = check.problems.first() {
+        let all = check.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
+        let fix = match p {
+            x509::ChainProblem::TrustDomain { .. } | x509::ChainProblem::Identity { .. } => "make the primary's meshConfig.trustDomain and the gateway's TRUST_DOMAIN agree",
+            x509::ChainProblem::NotYetValid { .. } | x509::ChainProblem::Expired { .. } => "check clocks on the primary istiod's node and here (NTP); istiod backdates certificates by 2 minutes only",
+            x509::ChainProblem::TooShort(_) => "istiod must return leaf, intermediates and root: check the plug-in CA's cert-chain.pem",
+            x509::ChainProblem::RootMismatch { .. } => "the CA that signed differs from the root the remote trusts: align cacerts/root-cert.pem and istio-ca-root-cert",
+            _ => "the primary's CA material is inconsistent: check cacerts (ca-cert.pem, cert-chain.pem, root-cert.pem)",
+        };
+        return out.fail(format!("the chain istiod issued is wrong: {all}"), fix);
+    }
+    if let Some(leaf) = check.certs.first() {
+        out.ev("leaf_expires", rfc3339(leaf.not_after));
+    }
+    out.pass()
+}

@@ -1,0 +1,81 @@
+//! One function per step. Each reads options, clients and earlier facts from
+//! [`Ctx`], talks to a cluster or istiod, and returns an [`Outcome`]: facts
+//! for the report, and on failure the value seen, the value expected, and the fix.
+
+mod gateway;
+mod istiod;
+mod remote;
+mod trust;
+
+use super::{Ctx, Outcome};
+use crate::model::StepId;
+
+pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
+    use StepId::*;
+    match id {
+        GatewayPod => gateway::gateway_pod(ctx).await,
+        RemoteSecret => remote::remote_secret(ctx).await,
+        RemoteKubeconfig => remote::remote_kubeconfig(ctx).await,
+        RemoteApiTls => remote::remote_api_tls(ctx).await,
+        RemoteIdentity => remote::remote_identity(ctx).await,
+        RemoteRbac => remote::remote_rbac(ctx).await,
+        RemoteIstiodEndpoint => istiod::istiod_endpoint(ctx).await,
+        GatewayToken => gateway::gateway_token(ctx).await,
+        TokenReview => remote::token_review(ctx).await,
+        RootOfTrust => trust::root_of_trust(ctx).await,
+        IstiodTls => istiod::istiod_tls(ctx).await,
+        Csr => istiod::csr(ctx).await,
+        IssuedChain => istiod::issued_chain(ctx).await,
+        NetworkLabels => gateway::network_labels(ctx).await,
+    }
+}
+
+/// A kube error in one line: the API server's own status and message when
+/// there is one, else the transport error.
+pub(crate) fn kube_err(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            if s.reason.is_empty() {
+                format!("{} {}", s.code, s.message)
+            } else {
+                format!("{} {}: {}", s.code, s.reason, s.message)
+            }
+        }
+        other => {
+            // Transport errors nest; the innermost cause is the useful part.
+            let mut msg = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                msg = s.to_string();
+                src = s.source();
+            }
+            msg
+        }
+    }
+}
+
+pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 text for a unix time.
+pub(crate) fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+pub(crate) fn quote_list(items: &[String]) -> String {
+    format!("[{}]", items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
+}

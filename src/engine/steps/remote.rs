@@ -1,0 +1,569 @@
+//! istiod's side of the remote cluster: the remote secret, its kubeconfig,
+//! the API server it points at, the identity it carries, and the TokenReview
+//! istiod runs with it.
+
+use super::{api_code, kube_err, now_unix, quote_list, rfc3339};
+use crate::engine::facts::RemoteSecretFacts;
+use crate::engine::{Ctx, Outcome};
+use crate::inspect::kubeconfig::{self, Credential};
+use crate::inspect::{jwt, x509};
+use crate::model::StepId;
+use crate::probe::tls::{TlsProbe, probe};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+const MC_LABEL: &str = "istio/multiCluster";
+
+/// The primary's own cluster ID: flag, else istiod's CLUSTER_ID env, else
+/// the remote's controlPlaneClusters annotation.
+async fn primary_cluster_id(ctx: &Ctx) -> Option<(String, &'static str)> {
+    if let Some(id) = &ctx.opts.primary_cluster_id {
+        return Some((id.clone(), "--primary-cluster-id"));
+    }
+    let deps: Api<Deployment> = Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
+    if let Ok(Some(d)) = deps.get_opt("istiod").await {
+        let env = d.spec.template.spec.and_then(|s| s.containers.into_iter().next()).and_then(|c| c.env);
+        if let Some(v) = env.and_then(|e| e.into_iter().find(|v| v.name == "CLUSTER_ID")).and_then(|v| v.value) {
+            return Some((v, "primary istiod CLUSTER_ID"));
+        }
+    }
+    let ns: Api<Namespace> = Api::all(ctx.clusters.remote.clone());
+    if let Ok(Some(n)) = ns.get_opt(&ctx.opts.istio_namespace).await {
+        if let Some(v) = n.metadata.annotations.and_then(|a| a.get("topology.istio.io/controlPlaneClusters").cloned()) {
+            if v != "*" && !v.contains(',') {
+                return Some((v, "remote namespace annotation topology.istio.io/controlPlaneClusters"));
+            }
+        }
+    }
+    None
+}
+
+fn server_of(kc: &[u8]) -> Option<String> {
+    kubeconfig::parse_remote_kubeconfig(kc).ok().map(|k| k.server)
+}
+
+pub async fn remote_secret(ctx: &Ctx) -> Outcome {
+    let mut out = Outcome::new();
+    let ns = ctx.opts.istio_namespace.clone();
+    let secrets: Api<Secret> = Api::all(ctx.clusters.primary.clone());
+    let labelled = match secrets.list(&ListParams::default().labels(&format!("{MC_LABEL}=true"))).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            return out.fail(
+                format!("cannot list Secrets labelled {MC_LABEL}=true in the primary: {}", kube_err(&e)),
+                "the --primary context needs list secrets",
+            );
+        }
+    };
+    let (here, elsewhere): (Vec<_>, Vec<_>) = labelled.into_iter().partition(|s| s.metadata.namespace.as_deref() == Some(ns.as_str()));
+    let keys_of = |s: &Secret| -> Vec<String> { s.data.as_ref().map(|d| d.keys().cloned().collect()).unwrap_or_default() };
+    out.ev(
+        "remote_secrets",
+        here.iter().map(|s| json!({"name": s.metadata.name, "keys": keys_of(s)})).collect::<Vec<_>>(),
+    );
+    let primary_id = primary_cluster_id(ctx).await;
+    out.ev("primary_cluster_id", primary_id.as_ref().map(|(v, src)| json!({"value": v, "source": src})));
+
+    // The cluster ID to look for: the gateway's, else the key whose kubeconfig
+    // points at the --remote context's server.
+    let mut cluster_id = ctx.facts().cluster_id.clone();
+    if cluster_id.is_none() {
+        let want = ctx.clusters.remote_server.trim_end_matches('/').to_string();
+        for s in &here {
+            for (k, v) in s.data.iter().flatten() {
+                if server_of(&v.0).map(|x| x.trim_end_matches('/').to_string()) == Some(want.clone()) {
+                    cluster_id = Some((k.clone(), "remote secret key whose server is the --remote context's"));
+                }
+            }
+        }
+    }
+    let Some((cid, cid_source)) = cluster_id else {
+        return out.fail(
+            format!("no cluster ID: the gateway sets none, and no remote secret in {ns} points at the --remote server {}", ctx.clusters.remote_server),
+            "pass --cluster-id, or fix the gateway's ISTIO_META_CLUSTER_ID",
+        );
+    };
+    out.ev("cluster_id", json!({"value": cid, "source": cid_source}));
+    if ctx.facts().cluster_id.is_none() {
+        ctx.facts().cluster_id = Some((cid.clone(), cid_source));
+    }
+
+    if let Some((pid, src)) = &primary_id {
+        if *pid == cid {
+            return out.fail(
+                format!(
+                    "cluster ID {cid:?} is the primary's own cluster ID ({src}): istiod ignores a remote secret keyed by its own ID (`ignoring cluster as it would overwrite the config cluster`) and checks the gateway's token against the primary"
+                ),
+                "give the remote cluster its own ID: recreate the remote secret with istioctl create-remote-secret --name=<remote-id> and set the gateway's ISTIO_META_CLUSTER_ID to the same",
+            );
+        }
+    }
+
+    let matching: Vec<&Secret> = here.iter().filter(|s| keys_of(s).contains(&cid)).collect();
+    if matching.is_empty() {
+        let all_keys: Vec<String> = here.iter().flat_map(keys_of).collect();
+        // Look for the near misses a person makes: no label, wrong namespace.
+        let plain: Api<Secret> = Api::namespaced(ctx.clusters.primary.clone(), &ns);
+        let unlabelled: Vec<String> = match plain.list(&ListParams::default()).await {
+            Ok(l) => l
+                .items
+                .iter()
+                .filter(|s| keys_of(s).contains(&cid) && s.metadata.labels.as_ref().and_then(|l| l.get(MC_LABEL)).map(String::as_str) != Some("true"))
+                .filter_map(|s| s.metadata.name.clone())
+                .collect(),
+            Err(_) => vec![],
+        };
+        let misplaced: Vec<String> = elsewhere
+            .iter()
+            .filter(|s| keys_of(s).contains(&cid))
+            .map(|s| format!("{}/{}", s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default()))
+            .collect();
+        if let Some(name) = unlabelled.first() {
+            return out.fail(
+                format!("Secret {ns}/{name} holds key {cid:?} but is not labelled {MC_LABEL}=true, so istiod never reads it"),
+                format!("kubectl --context <primary> -n {ns} label secret {name} {MC_LABEL}=true"),
+            );
+        }
+        if let Some(place) = misplaced.first() {
+            return out.fail(
+                format!("the remote secret for {cid:?} is {place}, but istiod only watches namespace {ns:?}"),
+                format!("recreate it in {ns}: istioctl create-remote-secret --context=<remote> --name={cid} | kubectl apply --context=<primary> -f -"),
+            );
+        }
+        if all_keys.is_empty() {
+            return out.fail(
+                format!("no remote secret in {ns} of the primary (no Secret labelled {MC_LABEL}=true): istiod knows no remote cluster, and answers the gateway `client claims to be in cluster {cid:?}, but we only know about local cluster ...`"),
+                format!("istioctl create-remote-secret --context=<remote> --name={cid} | kubectl apply --context=<primary> -f -"),
+            );
+        }
+        return out.fail(
+            format!(
+                "no remote secret has data key {cid:?} ({cid_source}); keys found: {}. istiod answers the gateway `client claims to be in cluster {cid:?}, but we only know about local cluster ... and remote clusters {}`",
+                quote_list(&all_keys),
+                quote_list(&all_keys)
+            ),
+            format!(
+                "make them equal: recreate the secret with istioctl create-remote-secret --name={cid}, or set the gateway's ISTIO_META_CLUSTER_ID to one of {}",
+                quote_list(&all_keys)
+            ),
+        );
+    }
+    let chosen = matching[0];
+    let name = chosen.metadata.name.clone().unwrap_or_default();
+    let kc = chosen.data.as_ref().and_then(|d| d.get(&cid)).map(|b| b.0.clone()).unwrap_or_default();
+    out.ev("secret", format!("{ns}/{name}")).ev("key", &cid).ev("kubeconfig_bytes", kc.len());
+    if let Some(a) = chosen.metadata.annotations.as_ref().and_then(|a| a.get("networking.istio.io/cluster")) {
+        out.ev("annotation_networking.istio.io/cluster", a);
+    }
+    ctx.facts().remote_secret = Some(RemoteSecretFacts { namespace: ns.clone(), name: name.clone(), key: cid.clone(), kubeconfig: kc });
+    if matching.len() > 1 {
+        let names: Vec<String> = matching.iter().filter_map(|s| s.metadata.name.clone()).collect();
+        return out.warn(
+            format!("{} Secrets hold key {cid:?}: {}; istiod registers one and logs `cluster has already been registered` for the others", names.len(), quote_list(&names)),
+            "delete the stale duplicates so the kubeconfig istiod uses is the one you expect",
+        );
+    }
+    out.pass()
+}
+
+pub async fn remote_kubeconfig(ctx: &Ctx) -> Outcome {
+    let Some(sec) = ctx.facts().remote_secret.clone() else {
+        return Outcome::new().blocked(StepId::RemoteSecret, "no remote secret");
+    };
+    let mut out = Outcome::new();
+    out.ev("secret", format!("{}/{}", sec.namespace, sec.name)).ev("key", &sec.key);
+    let kc = match kubeconfig::parse_remote_kubeconfig(&sec.kubeconfig) {
+        Ok(k) => k,
+        Err(e) => {
+            let fix = match e {
+                kubeconfig::KubeconfigError::NotAllowed(_) => "use inline credentials (token or client-certificate-data) instead of exec plugins and file paths; istioctl create-remote-secret writes such a kubeconfig",
+                _ => "recreate the secret: istioctl create-remote-secret --context=<remote> --name=<id> | kubectl apply --context=<primary> -f -",
+            };
+            return out.fail(format!("istiod rejects the kubeconfig in {}/{} key {:?}: {e}", sec.namespace, sec.name, sec.key), fix);
+        }
+    };
+    out.ev("context", &kc.context)
+        .ev("cluster", &kc.cluster_name)
+        .ev("user", &kc.user_name)
+        .ev("server", &kc.server)
+        .ev("tls_server_name", &kc.tls_server_name);
+    if let Some(ca) = &kc.ca_data_pem {
+        match x509::parse_pem_chain(ca) {
+            Ok(certs) => {
+                out.ev("certificate_authority", certs.iter().map(|c| c.evidence()).collect::<Vec<_>>());
+            }
+            Err(e) => {
+                return out.fail(
+                    format!("certificate-authority-data is not a PEM certificate: {e}"),
+                    "set certificate-authority-data to the base64 of the remote API server's CA (kubectl config view --raw --minify --context <remote>)",
+                );
+            }
+        }
+    }
+    let cred = match &kc.credential {
+        Credential::Token(t) => match jwt::decode(t.expose()) {
+            Ok(j) => json!({"type": "token", "token": j.evidence()}),
+            Err(_) => json!({"type": "token", "fingerprint": jwt::fingerprint(t.expose()), "format": "opaque (not a JWT)"}),
+        },
+        Credential::ClientCertData { cert_pem } => {
+            let info = x509::parse_pem_chain(cert_pem).ok().and_then(|c| c.into_iter().next()).map(|c| c.evidence());
+            json!({"type": "client-certificate-data", "certificate": info})
+        }
+        Credential::OidcAuthProvider => json!({"type": "oidc auth-provider"}),
+        Credential::None => json!({"type": "none"}),
+    };
+    out.ev("credential", cred);
+    let no_cred = matches!(kc.credential, Credential::None);
+    ctx.facts().kubeconfig = Some(kc);
+    if no_cred {
+        return out.fail(
+            "the kubeconfig carries no credential (no token, no client certificate): istiod would reach the remote API server anonymously",
+            "recreate the secret with istioctl create-remote-secret, which writes the reader service account's token",
+        );
+    }
+    out.pass()
+}
+
+pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
+    let (kc, istiod_addr) = {
+        let f = ctx.facts();
+        (f.kubeconfig.clone(), f.istiod_addr.clone())
+    };
+    let Some(kc) = kc else {
+        return Outcome::new().blocked(StepId::RemoteKubeconfig, "no usable kubeconfig");
+    };
+    let mut out = Outcome::new();
+    let Some(host) = kubeconfig::server_host(&kc.server) else {
+        return out.fail(format!("server {:?} in the kubeconfig is not a URL with a host", kc.server), "set clusters[].cluster.server to https://<remote API address>");
+    };
+    let port = server_port(&kc.server);
+    let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let server_name = kc.tls_server_name.clone().unwrap_or_else(|| host.clone());
+    out.ev("server", &kc.server).ev("server_name", &server_name);
+
+    // Loopback in the secret works only when istiod runs on this very host.
+    let istiod_local = istiod_addr
+        .as_ref()
+        .and_then(|(a, _)| a.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_string()))
+        .is_some_and(|h| kubeconfig::is_loopback_host(&h));
+    if kubeconfig::is_loopback_host(&host) && !istiod_local {
+        return out.fail(
+            format!(
+                "the kubeconfig's server is {:?}, a loopback address: inside istiod's pod that is istiod itself, not the remote API server (remote cluster ... failed to sync)",
+                kc.server
+            ),
+            "use an address of the remote API server reachable from the primary's pods: istioctl create-remote-secret --server=https://<reachable address>",
+        );
+    }
+    if kc.insecure_skip_tls_verify {
+        out.ev("insecure_skip_tls_verify", true);
+    }
+    let roots = kc.ca_data_pem.clone().unwrap_or_default();
+    let report = probe(&TlsProbe { addr: addr.clone(), server_name: server_name.clone(), roots_pem: roots.clone(), timeout: ctx.opts.timeout }).await;
+    out.ev("resolved", report.resolved.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+        .ev("handshake_ms", report.handshake_ms)
+        .ev("protocol", &report.protocol)
+        .ev("alpn", &report.alpn);
+    if let Some(e) = &report.tcp_error {
+        return out.fail(
+            format!("cannot reach the remote API server {addr} named in the remote secret: {e} (istiod logs `remote cluster ... failed to sync`)"),
+            "check the server address in the remote secret and that the primary's network reaches it (firewall, load balancer, private endpoint)",
+        );
+    }
+    let presented: Vec<_> = report.peer_chain_der.iter().filter_map(|d| x509::parse_der(d).ok()).collect();
+    out.ev("presented_certificate", presented.first().map(|c| c.evidence()));
+    if kc.insecure_skip_tls_verify {
+        // istiod honours it; so does meshtrace, but it is worth a warning.
+    } else if let Some(e) = &report.verify_error {
+        let ca_subjects: Vec<String> = x509::parse_pem_chain(&roots).map(|c| c.into_iter().map(|c| c.subject).collect()).unwrap_or_default();
+        let issuer = presented.first().map(|c| c.issuer.clone()).unwrap_or_default();
+        return out.fail(
+            format!(
+                "the remote API server's certificate does not verify with the secret's certificate-authority-data: {e}. Server cert issuer: {issuer:?}; CA data subject(s): {}",
+                quote_list(&ca_subjects)
+            ),
+            "put the remote API server's CA into the secret: istioctl create-remote-secret --context=<remote> (or set tls-server-name if the server's name differs)",
+        );
+    }
+    if let Some(e) = &report.tls_error {
+        return out.fail(
+            format!("TLS handshake with the remote API server {addr} failed: {e}"),
+            "check that the server in the remote secret is the remote API server's HTTPS address (not a plain-HTTP port or a proxy)",
+        );
+    }
+    // A client that acts as istiod does: the secret's credentials.
+    match istiod_view_client(&kc, ctx.opts.timeout).await {
+        Ok(c) => ctx.facts().istiod_view = Some(c),
+        Err(e) => return out.fail(format!("cannot build a client from the remote secret's kubeconfig: {e}"), "recreate the remote secret"),
+    }
+    if kc.insecure_skip_tls_verify {
+        return out.warn(
+            "the remote secret sets insecure-skip-tls-verify: istiod does not verify the remote API server",
+            "set certificate-authority-data instead (istioctl create-remote-secret does)",
+        );
+    }
+    out.pass()
+}
+
+fn server_port(server: &str) -> u16 {
+    server
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.port_u16().or(match u.scheme_str() {
+            Some("http") => Some(80),
+            _ => Some(443),
+        }))
+        .unwrap_or(443)
+}
+
+async fn istiod_view_client(kc: &kubeconfig::RemoteKubeconfig, timeout: std::time::Duration) -> Result<kube::Client, String> {
+    let opts = kube::config::KubeConfigOptions { context: Some(kc.context.clone()), ..Default::default() };
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc.raw.clone(), &opts).await.map_err(|e| e.to_string())?;
+    cfg.connect_timeout = Some(timeout);
+    cfg.read_timeout = Some(timeout);
+    cfg.write_timeout = Some(timeout);
+    kube::Client::try_from(cfg).map_err(|e| e.to_string())
+}
+
+pub async fn remote_identity(ctx: &Ctx) -> Outcome {
+    let (client, kc) = {
+        let f = ctx.facts();
+        (f.istiod_view.clone(), f.kubeconfig.clone())
+    };
+    let (Some(client), Some(kc)) = (client, kc) else {
+        return Outcome::new().blocked(StepId::RemoteApiTls, "no connection to the remote API server");
+    };
+    let mut out = Outcome::new();
+    let claims = match &kc.credential {
+        Credential::Token(t) => jwt::decode(t.expose()).ok(),
+        _ => None,
+    };
+    if let Some(c) = &claims {
+        out.ev("token_issuer", &c.issuer).ev("token_subject", &c.subject);
+        if let Some(exp) = c.expires_at {
+            out.ev("token_expires", rfc3339(exp));
+        }
+    }
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api.create(&PostParams::default(), &SelfSubjectReview::default()).await;
+    let user = match review {
+        Ok(r) => r.status.and_then(|s| s.user_info).unwrap_or_default(),
+        Err(e) if api_code(&e) == Some(401) => {
+            let (diag, fix) = explain_unauthorized(ctx, claims.as_ref()).await;
+            return out.fail(format!("the remote API server rejects the remote secret's credential (401 Unauthorized): {diag}. istiod logs `failed to validate the JWT from cluster ...: Unauthorized`"), fix);
+        }
+        Err(e) if api_code(&e) == Some(404) => {
+            // Before Kubernetes 1.28 there is no SelfSubjectReview: any GET proves authentication.
+            match client.apiserver_version().await {
+                Ok(_) => {
+                    out.ev("note", "SelfSubjectReview not served; authenticated by GET /version");
+                    Default::default()
+                }
+                Err(e) => return out.fail(format!("the remote secret's credential cannot call the remote API server: {}", kube_err(&e)), "recreate the remote secret"),
+            }
+        }
+        Err(e) => return out.fail(format!("SelfSubjectReview as the remote secret's identity failed: {}", kube_err(&e)), "check the remote API server"),
+    };
+    out.ev("username", &user.username).ev("groups", &user.groups);
+    if let Some(c) = &claims {
+        if let Some(left) = c.expires_in(now_unix()) {
+            if left < ctx.opts.warn_within.as_secs() as i64 {
+                return out.warn(
+                    format!("the remote secret's token expires {} ({}), within --warn-within {}", x509::expiry_words(left), rfc3339(c.expires_at.unwrap_or(0)), humantime::format_duration(ctx.opts.warn_within)),
+                    "rotate it before then: istioctl create-remote-secret --context=<remote> | kubectl apply --context=<primary> -f -",
+                );
+            }
+        }
+    }
+    out.pass()
+}
+
+/// Why a token was refused, from its claims and the remote's objects.
+async fn explain_unauthorized(ctx: &Ctx, claims: Option<&jwt::JwtSummary>) -> (String, String) {
+    let recreate = "recreate the remote secret: istioctl create-remote-secret --context=<remote> --name=<id> | kubectl apply --context=<primary> -f -".to_string();
+    let Some(c) = claims else {
+        return ("the credential is not a service-account JWT meshtrace can decode".into(), recreate);
+    };
+    if let Some(exp) = c.expires_at {
+        if exp <= now_unix() {
+            return (format!("the token expired at {} ({})", rfc3339(exp), x509::expiry_words(exp - now_unix())), recreate);
+        }
+    }
+    if let Some((ns, name)) = &c.service_account {
+        let sas: Api<ServiceAccount> = Api::namespaced(ctx.clusters.remote.clone(), ns);
+        match sas.get_opt(name).await {
+            Ok(None) => {
+                return (
+                    format!("the token's service account {ns}/{name} no longer exists in the remote"),
+                    format!("kubectl --context <remote> -n {ns} create serviceaccount {name}, bind it to istio-reader-clusterrole, then {recreate}"),
+                );
+            }
+            Ok(Some(sa)) => {
+                let token_uid = c.claims.get("kubernetes.io").and_then(|k| k["serviceaccount"]["uid"].as_str()).map(str::to_string);
+                if let (Some(tu), Some(now_uid)) = (token_uid, sa.metadata.uid.clone()) {
+                    if tu != now_uid {
+                        return (format!("the token was issued to an earlier service account {ns}/{name} (uid {tu}); the current one has uid {now_uid}"), recreate);
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    (
+        format!(
+            "the token (issuer {:?}, subject {:?}) is not accepted: it was signed by another cluster's key or its Secret was deleted",
+            c.issuer.clone().unwrap_or_default(),
+            c.subject.clone().unwrap_or_default()
+        ),
+        recreate,
+    )
+}
+
+fn attrs(verb: &str, group: &str, resource: &str) -> ResourceAttributes {
+    ResourceAttributes { verb: Some(verb.into()), group: Some(group.into()), resource: Some(resource.into()), ..Default::default() }
+}
+
+pub async fn remote_rbac(ctx: &Ctx) -> Outcome {
+    let Some(client) = ctx.facts().istiod_view.clone() else {
+        return Outcome::new().blocked(StepId::RemoteIdentity, "no authenticated identity");
+    };
+    let mut out = Outcome::new();
+    let api: Api<SelfSubjectAccessReview> = Api::all(client);
+    // tokenreviews is what authentication needs; the rest is what the secret
+    // controller needs to sync the remote at all.
+    let checks = [
+        ("create", "authentication.k8s.io", "tokenreviews", true),
+        ("list", "", "pods", false),
+        ("watch", "", "services", false),
+        ("list", "discovery.k8s.io", "endpointslices", false),
+        ("list", "", "namespaces", false),
+    ];
+    let reviews = futures::future::join_all(checks.iter().map(|(verb, group, res, _)| {
+        let api = api.clone();
+        let ssar = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec { resource_attributes: Some(attrs(verb, group, res)), ..Default::default() },
+            ..Default::default()
+        };
+        async move { api.create(&PostParams::default(), &ssar).await }
+    }))
+    .await;
+    let mut denied_required = None;
+    let mut denied_sync = Vec::new();
+    let mut table = Vec::new();
+    for ((verb, group, res, required), r) in checks.iter().zip(reviews) {
+        let label = if group.is_empty() { format!("{verb} {res}") } else { format!("{verb} {res}.{group}") };
+        match r {
+            Ok(rev) => {
+                let allowed = rev.status.as_ref().map(|s| s.allowed).unwrap_or(false);
+                table.push(json!({"check": label, "allowed": allowed}));
+                if !allowed {
+                    if *required {
+                        denied_required = Some(label);
+                    } else {
+                        denied_sync.push(label);
+                    }
+                }
+            }
+            Err(e) => {
+                return out.fail(format!("SelfSubjectAccessReview ({label}) as the remote secret's identity failed: {}", kube_err(&e)), "check the remote API server");
+            }
+        }
+    }
+    out.ev("access", table);
+    let user = ctx
+        .facts()
+        .kubeconfig
+        .as_ref()
+        .and_then(|k| match &k.credential {
+            Credential::Token(t) => jwt::decode(t.expose()).ok().and_then(|j| j.subject),
+            _ => None,
+        })
+        .unwrap_or_else(|| "<the remote secret's user>".into());
+    if let Some(l) = denied_required {
+        let sa = user.strip_prefix("system:serviceaccount:").unwrap_or(&user).replace(':', "/");
+        return out.fail(
+            format!("{user:?} may not {l} in the remote: istiod's TokenReview fails with `tokenreviews.authentication.k8s.io is forbidden: User {user:?} cannot create resource \"tokenreviews\"`"),
+            format!("bind it to Istio's reader role: kubectl --context <remote> create clusterrolebinding istio-reader-tokenreview --clusterrole=istio-reader-clusterrole-istio-system --serviceaccount={sa} (the ClusterRole must allow create on tokenreviews.authentication.k8s.io)"),
+        );
+    }
+    if !denied_sync.is_empty() {
+        return out.warn(
+            format!("{user:?} may not {} in the remote: authentication works, but istiod cannot sync the remote's services", denied_sync.join(", ")),
+            "bind the identity to Istio's reader ClusterRole (istio-reader-clusterrole-<ns>)",
+        );
+    }
+    out.pass()
+}
+
+pub async fn token_review(ctx: &Ctx) -> Outcome {
+    let (client, token, cid) = {
+        let f = ctx.facts();
+        (f.istiod_view.clone(), f.gateway_token.clone(), f.cluster_id.clone())
+    };
+    let Some(client) = client else {
+        return Outcome::new().blocked(StepId::RemoteRbac, "no authenticated identity");
+    };
+    let Some(token) = token else {
+        return Outcome::new().blocked(StepId::GatewayToken, "no gateway token");
+    };
+    let cid = cid.map(|c| c.0).unwrap_or_default();
+    let aud = ctx.opts.token_audience.clone();
+    let mut out = Outcome::new();
+    out.ev("audiences", [&aud]).ev("as", "the remote secret's credentials").ev("token", jwt::fingerprint(&token.0));
+    let review = TokenReview {
+        spec: TokenReviewSpec { token: token.0.clone(), audiences: Some(vec![aud.clone()]) },
+        ..Default::default()
+    };
+    let api: Api<TokenReview> = Api::all(client);
+    let status = match api.create(&PostParams::default(), &review).await {
+        Ok(r) => r.status.unwrap_or_default(),
+        Err(e) => {
+            return out.fail(
+                format!("the TokenReview call itself failed; istiod logs `failed to validate the JWT from cluster {cid:?}: {}`", kube_err(&e)),
+                if api_code(&e) == Some(403) { "grant create on tokenreviews.authentication.k8s.io to the remote secret's identity" } else { "see remote-identity and remote-rbac" },
+            );
+        }
+    };
+    let user = status.user.clone().unwrap_or_default();
+    out.ev("authenticated", status.authenticated)
+        .ev("username", &user.username)
+        .ev("groups", &user.groups)
+        .ev("token_audiences", &status.audiences)
+        .ev("error", &status.error);
+    if let Some(err) = status.error.as_ref().filter(|e| !e.is_empty()) {
+        let fix = if err.contains("audiences") {
+            format!("give the gateway's istio-token volume audience {aud:?} (projected serviceAccountToken)")
+        } else if err.contains("expired") {
+            "the gateway token expired: restart the gateway pod so the kubelet projects a fresh one".into()
+        } else if err.contains("deleted") || err.contains("not found") {
+            "the gateway's service account or pod is gone: recreate it and restart the gateway".into()
+        } else {
+            "check the gateway's service account and the remote API server's issuer".into()
+        };
+        return out.fail(format!("the remote API server refuses the gateway token: {err}. istiod logs `the service account authentication returns an error: {err}`"), fix);
+    }
+    if !status.authenticated.unwrap_or(false) {
+        return out.fail("the token is not authenticated (istiod: `the token is not authenticated`)", "restart the gateway so it gets a fresh token");
+    }
+    let groups = user.groups.clone().unwrap_or_default();
+    if !groups.iter().any(|g| g == "system:serviceaccounts") {
+        return out.fail(
+            format!("the token's groups {} lack system:serviceaccounts (istiod: `the token is not a service account`)", quote_list(&groups)),
+            "the gateway must present its service-account token, not a user token",
+        );
+    }
+    let username = user.username.clone().unwrap_or_default();
+    let parts: Vec<&str> = username.split(':').collect();
+    if parts.len() != 4 || parts[0] != "system" || parts[1] != "serviceaccount" {
+        return out.fail(
+            format!("username {username:?} is not system:serviceaccount:<ns>:<sa> (istiod: `invalid username field in the token review result`)"),
+            "the gateway must present its service-account token",
+        );
+    }
+    out.ev("identity", json!({"namespace": parts[2], "service_account": parts[3]}));
+    out.pass()
+}

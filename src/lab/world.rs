@@ -1,0 +1,443 @@
+//! Builds and starts the lab: a healthy primary-remote mesh, then one fault
+//! applied to it, served by two simulated API servers and a simulated istiod.
+
+use super::apiserver::{ApiServer, BoundApiServer, ClusterSim, SharedCluster};
+use super::faults::Fault;
+use super::istiod::{IstiodConfig, IstiodQuirks, IstiodSim};
+use super::pki::Ca;
+use super::store::Store;
+use super::tokens::{SigningKeys, TokenSpec, now_unix};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::*;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+
+pub const NS: &str = "istio-system";
+pub const PRIMARY_ID: &str = "primary";
+pub const REMOTE_ID: &str = "remote";
+pub const GATEWAY: &str = "istio-eastwestgateway";
+pub const GATEWAY_SA: &str = "istio-eastwestgateway-service-account";
+pub const READER_SA: &str = "istio-reader-service-account";
+pub const READER_ROLE: &str = "istio-reader-clusterrole-istio-system";
+pub const REMOTE_SECRET: &str = "istio-remote-secret-remote";
+pub const PRIMARY_CONTEXT: &str = "lab-primary";
+pub const REMOTE_CONTEXT: &str = "lab-remote";
+
+/// A running lab. Dropping it does not stop the servers: call [`Lab::shutdown`].
+pub struct Lab {
+    pub primary: ApiServer,
+    pub remote: ApiServer,
+    pub istiod: IstiodSim,
+    pub primary_state: SharedCluster,
+    pub remote_state: SharedCluster,
+    /// A kubeconfig with contexts lab-primary and lab-remote (admin tokens).
+    pub kubeconfig_yaml: String,
+    pub istiod_addr: SocketAddr,
+    pub fault: Option<&'static Fault>,
+}
+
+fn meta(ns: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: if ns.is_empty() { None } else { Some(ns.into()) },
+        ..Default::default()
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+    Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A kubeconfig with one cluster/user/context, inline CA data and token, as
+/// istioctl create-remote-secret writes it.
+pub fn kubeconfig(name: &str, server: &str, ca_pem: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    certificate-authority-data: {ca}\n    server: {server}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}\ncurrent-context: {name}\nusers:\n- name: {name}\n  user:\n    token: {token}\npreferences: {{}}\n",
+        ca = b64(ca_pem)
+    )
+}
+
+/// A closed loopback port: bound then released, so a dial is refused.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(9)
+}
+
+fn has(fault: Option<&Fault>, name: &str) -> bool {
+    fault.is_some_and(|f| f.name == name)
+}
+
+fn new_cluster(name: &str, issuer: &str) -> ClusterSim {
+    let keys = Arc::new(SigningKeys::generate(issuer));
+    ClusterSim {
+        name: name.into(),
+        keys,
+        api_audiences: vec![issuer.to_string()],
+        admin_token: format!("lab-admin-{}", hex::encode(rand_bytes())),
+        store: Store::default(),
+    }
+}
+
+fn rand_bytes() -> [u8; 16] {
+    // Admin tokens only guard a loopback lab for its lifetime; a fresh key's
+    // public bytes are unpredictable enough and need no extra dependency.
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key generation");
+    let raw = kp.public_key_raw();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&raw[raw.len() - 16..]);
+    out
+}
+
+fn namespace(store: &mut Store, name: &str, network: &str, annotations: Option<BTreeMap<String, String>>) {
+    let mut m = meta("", name);
+    m.labels = labels(&[("topology.istio.io/network", network)]);
+    m.annotations = annotations;
+    store.put(Namespace { metadata: m, ..Default::default() });
+}
+
+fn service_account(store: &mut Store, ns: &str, name: &str) -> String {
+    let sa = store.put(ServiceAccount { metadata: meta(ns, name), ..Default::default() });
+    sa.metadata.uid.unwrap_or_default()
+}
+
+fn reader_rules(with_tokenreviews: bool) -> Vec<PolicyRule> {
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|s| s.to_string()).collect()),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let mut rules = vec![
+        rule(
+            &["config.istio.io", "security.istio.io", "networking.istio.io", "authentication.istio.io", "rbac.istio.io", "telemetry.istio.io", "extensions.istio.io"],
+            &["*"],
+            &["get", "list", "watch"],
+        ),
+        rule(&[""], &["endpoints", "pods", "services", "nodes", "replicationcontrollers", "namespaces", "secrets", "configmaps"], &["get", "list", "watch"]),
+        rule(&["discovery.k8s.io"], &["endpointslices"], &["get", "list", "watch"]),
+        rule(&["apps"], &["replicasets"], &["get", "list", "watch"]),
+        rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
+    ];
+    if with_tokenreviews {
+        rules.push(rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]));
+    }
+    rules
+}
+
+struct Built {
+    primary: ClusterSim,
+    remote: ClusterSim,
+    quirks: IstiodQuirks,
+    token_audiences: Vec<String>,
+    serving_dns: Vec<&'static str>,
+    signer: Arc<Ca>,
+}
+
+impl Lab {
+    /// Start a lab, healthy or with one fault.
+    pub async fn start(fault: Option<&'static Fault>) -> std::io::Result<Lab> {
+        crate::install_crypto_provider();
+        let primary_api_ca = Ca::root("lab-primary-apiserver-ca", "meshtrace lab", 365);
+        let remote_api_ca = Ca::root("lab-remote-apiserver-ca", "meshtrace lab", 365);
+        let root_days = if has(fault, "root-expiring") { 3 } else { 3650 };
+        let mesh_root = Ca::root("lab mesh root", "meshtrace lab", root_days);
+        let signer = Arc::new(mesh_root.intermediate("lab mesh intermediate (primary)", "meshtrace lab", 365));
+
+        let primary_bound = BoundApiServer::bind(&primary_api_ca)?;
+        let remote_bound = BoundApiServer::bind(&remote_api_ca)?;
+        let mut b = build(fault, &remote_bound, &mesh_root, signer.clone());
+
+        let primary_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(&mut b.primary, new_cluster("x", "x"))));
+        let remote_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(&mut b.remote, new_cluster("x", "x"))));
+        let primary = primary_bound.serve(primary_state.clone());
+        let remote = remote_bound.serve(remote_state.clone());
+
+        let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        let serving = signer.server_cert("istiod", &b.serving_dns, &ips, 365);
+        let istiod = IstiodSim::start(IstiodConfig {
+            local_cluster_id: PRIMARY_ID.into(),
+            namespace: NS.into(),
+            trust_domain: "cluster.local".into(),
+            token_audiences: b.token_audiences.clone(),
+            signer: b.signer.clone(),
+            serving,
+            primary: primary_state.clone(),
+            primary_url: primary.url.clone(),
+            primary_ca_pem: primary.ca_pem.clone(),
+            quirks: b.quirks.clone(),
+        })
+        .await?;
+        let istiod_addr = istiod.addr();
+
+        // The remote's istiod EndpointSlice holds the primary's exposed address:
+        // here, the simulated istiod itself (or a closed port for that fault).
+        {
+            let mut r = remote_state.write().unwrap_or_else(|e| e.into_inner());
+            let port = if has(fault, "istiod-unreachable") { closed_port() } else { istiod_addr.port() };
+            if !has(fault, "istiod-no-endpoints") && !has(fault, "istiod-service-missing") {
+                r.store.put(EndpointSlice {
+                    metadata: ObjectMeta {
+                        labels: labels(&[("kubernetes.io/service-name", "istiod"), ("endpointslice.kubernetes.io/managed-by", "meshtrace-lab")]),
+                        ..meta(NS, "istiod-lab")
+                    },
+                    address_type: "IPv4".into(),
+                    endpoints: Some(vec![Endpoint { addresses: vec!["127.0.0.1".into()], ..Default::default() }]),
+                    ports: Some(vec![
+                        EndpointPort { name: Some("tcp-istiod".into()), port: Some(port as i32), protocol: Some("TCP".into()), ..Default::default() },
+                        EndpointPort { name: Some("tcp-webhook".into()), port: Some(15017), protocol: Some("TCP".into()), ..Default::default() },
+                    ]),
+                });
+            }
+        }
+
+        let (pa, ra) = {
+            let p = primary_state.read().unwrap_or_else(|e| e.into_inner());
+            let r = remote_state.read().unwrap_or_else(|e| e.into_inner());
+            (p.admin_token.clone(), r.admin_token.clone())
+        };
+        let kubeconfig_yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {PRIMARY_CONTEXT}\n  cluster:\n    certificate-authority-data: {}\n    server: {}\n- name: {REMOTE_CONTEXT}\n  cluster:\n    certificate-authority-data: {}\n    server: {}\nusers:\n- name: {PRIMARY_CONTEXT}-admin\n  user:\n    token: {pa}\n- name: {REMOTE_CONTEXT}-admin\n  user:\n    token: {ra}\ncontexts:\n- name: {PRIMARY_CONTEXT}\n  context:\n    cluster: {PRIMARY_CONTEXT}\n    user: {PRIMARY_CONTEXT}-admin\n    namespace: {NS}\n- name: {REMOTE_CONTEXT}\n  context:\n    cluster: {REMOTE_CONTEXT}\n    user: {REMOTE_CONTEXT}-admin\n    namespace: {NS}\ncurrent-context: {PRIMARY_CONTEXT}\npreferences: {{}}\n",
+            b64(&primary.ca_pem),
+            primary.url,
+            b64(&remote.ca_pem),
+            remote.url
+        );
+        Ok(Lab { primary, remote, istiod, primary_state, remote_state, kubeconfig_yaml, istiod_addr, fault })
+    }
+
+    pub fn shutdown(&self) {
+        self.istiod.shutdown();
+        self.primary.shutdown();
+        self.remote.shutdown();
+    }
+}
+
+fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root: &Ca, signer: Arc<Ca>) -> Built {
+    let now = now_unix();
+    let mut primary = new_cluster("lab-primary", "https://primary.invalid");
+    let mut remote = new_cluster("lab-remote", "https://remote.invalid");
+    let gw_network = "network2";
+
+    // ---- remote cluster ----
+    let r = &mut remote.store;
+    let mut ann = BTreeMap::new();
+    ann.insert("topology.istio.io/controlPlaneClusters".to_string(), PRIMARY_ID.to_string());
+    namespace(r, NS, gw_network, Some(ann));
+    namespace(r, "default", gw_network, None);
+    let reader_uid = service_account(r, NS, READER_SA);
+    let gw_sa_uid = service_account(r, NS, GATEWAY_SA);
+    let _ = gw_sa_uid;
+    r.put(ClusterRole { metadata: meta("", READER_ROLE), rules: Some(reader_rules(!has(fault, "no-tokenreview-rbac"))), ..Default::default() });
+    r.put(ClusterRoleBinding {
+        metadata: meta("", READER_ROLE),
+        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: READER_ROLE.into() },
+        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: READER_SA.into(), namespace: Some(NS.into()), ..Default::default() }]),
+    });
+    // The istiod Service: no selector, 15012 and 443->15017.
+    if !has(fault, "istiod-service-missing") {
+        let selector = if has(fault, "istiod-service-selector") { labels(&[("app", "istiod")]) } else { None };
+        r.put(Service {
+            metadata: meta(NS, "istiod"),
+            spec: Some(ServiceSpec {
+                selector,
+                ports: Some(vec![
+                    ServicePort { name: Some("tcp-istiod".into()), port: 15012, protocol: Some("TCP".into()), ..Default::default() },
+                    ServicePort {
+                        name: Some("tcp-webhook".into()),
+                        port: 443,
+                        target_port: Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15017)),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    },
+                ]),
+                cluster_ip: Some("10.0.0.12".into()),
+                type_: Some("ClusterIP".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    // The east-west gateway: Service, ServiceAccount, Pod.
+    let svc_network = if has(fault, "network-mismatch") { "network1" } else { gw_network };
+    r.put(Service {
+        metadata: ObjectMeta { labels: labels(&[("topology.istio.io/network", svc_network), ("app", GATEWAY)]), ..meta(NS, GATEWAY) },
+        spec: Some(ServiceSpec {
+            selector: labels(&[("app", GATEWAY)]),
+            ports: Some(vec![ServicePort { name: Some("tls".into()), port: 15443, ..Default::default() }]),
+            type_: Some("LoadBalancer".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let gw_cluster_id = if has(fault, "cluster-id-is-primary") { PRIMARY_ID } else { REMOTE_ID };
+    let mut gw_env = vec![
+        env("PILOT_CERT_PROVIDER", "istiod"),
+        env("CA_ADDR", "istiod.istio-system.svc:15012"),
+        env("ISTIO_META_NETWORK", gw_network),
+        env("TRUST_DOMAIN", "cluster.local"),
+    ];
+    if !has(fault, "gateway-no-cluster-id") {
+        gw_env.push(env("ISTIO_META_CLUSTER_ID", gw_cluster_id));
+    }
+    let audience = if has(fault, "gateway-audience") { "kubernetes.default.svc" } else { "istio-ca" };
+    let mut volumes = vec![Volume {
+        name: "istiod-ca-cert".into(),
+        config_map: Some(ConfigMapVolumeSource { name: "istio-ca-root-cert".into(), ..Default::default() }),
+        ..Default::default()
+    }];
+    if !has(fault, "gateway-no-projected-token") {
+        volumes.push(Volume {
+            name: "istio-token".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(audience.into()),
+                        expiration_seconds: Some(43200),
+                        path: "istio-token".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    r.put(Pod {
+        metadata: ObjectMeta {
+            labels: labels(&[("app", GATEWAY), ("istio", "eastwestgateway"), ("topology.istio.io/network", gw_network)]),
+            ..meta(NS, GATEWAY)
+        },
+        spec: Some(PodSpec {
+            service_account_name: Some(GATEWAY_SA.into()),
+            containers: vec![Container {
+                name: "istio-proxy".into(),
+                image: Some("docker.io/istio/proxyv2:1.28.0".into()),
+                env: Some(gw_env),
+                volume_mounts: Some(vec![
+                    VolumeMount { name: "istio-token".into(), mount_path: "/var/run/secrets/tokens".into(), ..Default::default() },
+                    VolumeMount { name: "istiod-ca-cert".into(), mount_path: "/var/run/secrets/istio".into(), ..Default::default() },
+                ]),
+                ..Default::default()
+            }],
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+        status: Some(PodStatus { phase: Some("Running".into()), ..Default::default() }),
+    });
+    if has(fault, "gateway-sa-deleted") {
+        r.remove::<ServiceAccount>(NS, GATEWAY_SA);
+    }
+    // The root the primary istiod writes into the remote (EXTERNAL_ISTIOD).
+    let remote_root = if has(fault, "stale-root") { Ca::root("lab mesh root (before rotation)", "meshtrace lab", 3650).cert_pem } else { mesh_root.cert_pem.clone() };
+    if !has(fault, "root-configmap-missing") {
+        for ns in [NS, "default"] {
+            let mut data = BTreeMap::new();
+            data.insert("root-cert.pem".to_string(), remote_root.clone());
+            r.put(ConfigMap { metadata: meta(ns, "istio-ca-root-cert"), data: Some(data), ..Default::default() });
+        }
+    }
+
+    // The reader token in the remote secret, as istioctl would get it.
+    let token_exp = if has(fault, "reader-token-expired") {
+        now - 3600
+    } else if has(fault, "reader-token-expiring") {
+        now + 2 * 86400
+    } else {
+        now + 365 * 86400
+    };
+    let issuer_keys = if has(fault, "reader-token-other-cluster") { primary.keys.clone() } else { remote.keys.clone() };
+    let reader_token = issuer_keys.mint(&TokenSpec {
+        namespace: NS.into(),
+        service_account: READER_SA.into(),
+        service_account_uid: reader_uid,
+        audiences: remote.api_audiences.clone(),
+        issued_at: now - 7200,
+        expires_at: token_exp,
+        pod: None,
+    });
+    if has(fault, "reader-sa-deleted") {
+        remote.store.remove::<ServiceAccount>(NS, READER_SA);
+    }
+
+    // ---- primary cluster ----
+    let p = &mut primary.store;
+    namespace(p, NS, "network1", None);
+    namespace(p, "default", "network1", None);
+    let mut cacerts = BTreeMap::new();
+    cacerts.insert("ca-cert.pem".to_string(), ByteString(signer.cert_pem.clone().into_bytes()));
+    cacerts.insert("ca-key.pem".to_string(), ByteString(signer.key_pem_for_lab_secret().as_bytes().to_vec()));
+    cacerts.insert("root-cert.pem".to_string(), ByteString(mesh_root.cert_pem.clone().into_bytes()));
+    if !has(fault, "partial-cacerts") {
+        cacerts.insert("cert-chain.pem".to_string(), ByteString(signer.chain_pem.concat().into_bytes()));
+    }
+    p.put(Secret { metadata: meta(NS, "cacerts"), data: Some(cacerts), type_: Some("Opaque".into()), ..Default::default() });
+    let mut root_cm = BTreeMap::new();
+    root_cm.insert("root-cert.pem".to_string(), mesh_root.cert_pem.clone());
+    p.put(ConfigMap { metadata: meta(NS, "istio-ca-root-cert"), data: Some(root_cm), ..Default::default() });
+
+    // The remote secret.
+    let remote_ca = if has(fault, "wrong-ca-data") { Ca::root("some other CA", "meshtrace lab", 365).cert_pem } else { remote_bound.ca_pem.clone() };
+    let server = if has(fault, "api-server-unreachable") { format!("https://127.0.0.1:{}", closed_port()) } else { remote_bound.url.clone() };
+    let key = if has(fault, "cluster-id-mismatch") {
+        "remote-1"
+    } else if has(fault, "cluster-id-is-primary") {
+        PRIMARY_ID
+    } else {
+        REMOTE_ID
+    };
+    let good = kubeconfig(REMOTE_ID, &server, &remote_ca, &reader_token);
+    let kc = match fault.map(|f| f.name) {
+        Some("kubeconfig-empty") => String::new(),
+        Some("kubeconfig-not-yaml") => "this: is: not: yaml: [".into(),
+        Some("kubeconfig-no-current-context") => good.replace(&format!("current-context: {REMOTE_ID}\n"), ""),
+        Some("kubeconfig-exec") => good.replace(
+            &format!("    token: {reader_token}\n"),
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, remote]\n",
+        ),
+        Some("kubeconfig-token-file") => good.replace(&format!("    token: {reader_token}\n"), "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n"),
+        _ => good,
+    };
+    let mut data = BTreeMap::new();
+    data.insert(key.to_string(), ByteString(kc.into_bytes()));
+    let secret_ns = if has(fault, "secret-wrong-namespace") { "default" } else { NS };
+    let mut sm = meta(secret_ns, REMOTE_SECRET);
+    if !has(fault, "secret-unlabelled") {
+        sm.labels = labels(&[("istio/multiCluster", "true")]);
+    }
+    let mut sa = BTreeMap::new();
+    sa.insert("networking.istio.io/cluster".to_string(), REMOTE_ID.to_string());
+    sm.annotations = Some(sa);
+    if !has(fault, "no-remote-secret") {
+        p.put(Secret { metadata: sm, data: Some(data), type_: Some("Opaque".into()), ..Default::default() });
+    }
+    let mut mesh = BTreeMap::new();
+    mesh.insert("mesh".to_string(), "trustDomain: cluster.local\n".to_string());
+    p.put(ConfigMap { metadata: meta(NS, "istio"), data: Some(mesh), ..Default::default() });
+
+    let quirks = IstiodQuirks {
+        single_element_chain: has(fault, "chain-single-element"),
+        leaf_trust_domain: if has(fault, "chain-wrong-trust-domain") { Some("other.local".into()) } else { None },
+        leaf_not_before_offset_secs: if has(fault, "chain-clock-skew") { 3600 } else { 0 },
+        omit_root: false,
+    };
+    let token_audiences = if has(fault, "istiod-token-audiences") { vec!["other-ca".to_string()] } else { vec!["istio-ca".to_string()] };
+    let serving_dns = if has(fault, "istiod-cert-wrong-san") {
+        vec!["istiod.other-system.svc", "istiod-remote.other-system.svc"]
+    } else {
+        vec!["istiod.istio-system.svc", "istiod-remote.istio-system.svc", "istio-pilot.istio-system.svc"]
+    };
+    Built { primary, remote, quirks, token_audiences, serving_dns, signer }
+}

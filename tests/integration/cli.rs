@@ -1,0 +1,86 @@
+//! The command line as a user runs it: exit codes, formats, bad input.
+
+use assert_cmd::Command;
+
+fn meshtrace() -> Command {
+    Command::cargo_bin("meshtrace").expect("binary builds")
+}
+
+#[test]
+fn lab_json_names_the_failing_step_first_and_exits_1() {
+    let out = meshtrace().args(["lab", "--fault", "no-tokenreview-rbac", "-o", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["schema"], "meshtrace.v1");
+    assert_eq!(v["verdict"], "fail");
+    assert_eq!(v["first_failure"], "remote-rbac");
+    assert_eq!(v["target"]["fault"], "no-tokenreview-rbac");
+}
+
+#[test]
+fn healthy_lab_text_exits_0() {
+    let out = meshtrace().args(["lab", "-o", "text"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("PASS: every step passed"), "{text}");
+    assert!(text.contains("issued-chain"));
+}
+
+#[test]
+fn warnings_fail_only_with_fail_on_warn() {
+    let out = meshtrace().args(["lab", "--fault", "root-expiring", "-o", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = meshtrace().args(["lab", "--fault", "root-expiring", "-o", "json", "--fail-on-warn"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn mermaid_and_markdown_render_the_flow() {
+    let out = meshtrace().args(["lab", "--fault", "stale-root", "-o", "mermaid"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("sequenceDiagram"));
+    assert!(text.contains("-x") && text.contains("root-of-trust"), "{text}");
+    let out = meshtrace().args(["lab", "--fault", "stale-root", "-o", "markdown"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("```mermaid") && text.contains("docs/checks.md#root-of-trust"), "{text}");
+}
+
+#[test]
+fn list_faults_lists_each_with_its_step() {
+    let out = meshtrace().args(["lab", "--list-faults"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for f in meshtrace::lab::faults::FAULTS {
+        assert!(text.lines().any(|l| l.starts_with(f.name) && l.contains(f.step.as_str())), "{} missing", f.name);
+    }
+}
+
+#[test]
+fn bad_input_exits_2_and_quotes_the_value() {
+    let out = meshtrace().args(["lab", "--fault", "no-such-fault"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"no-such-fault\""));
+
+    let out = meshtrace().args(["--primary", "a", "--remote", "b", "--kubeconfig", "/nonexistent/kc"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/kc"));
+
+    let out = meshtrace().args(["lab", "--timeout", "fast"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fast"));
+}
+
+#[test]
+fn unknown_context_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kc");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: real\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\ncurrent-context: real\n",
+    )
+    .unwrap();
+    let out = meshtrace().args(["--kubeconfig", kc.to_str().unwrap(), "--primary", "real", "--remote", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"nope\"") && err.contains("real"), "{err}");
+}

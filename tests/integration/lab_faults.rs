@@ -1,0 +1,141 @@
+//! The healthy lab passes every step; each named fault is reported first at
+//! the step it breaks, with a diagnosis that names the cause, and every other
+//! step either passes or says which failure blocked it.
+
+use crate::support::trace_lab;
+use meshtrace::engine::TraceOptions;
+use meshtrace::lab::faults;
+use meshtrace::model::{STEPS, Status, TraceEvent, Verdict};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_lab_passes_every_step() {
+    let (r, events) = trace_lab(None, TraceOptions::default()).await;
+    for s in &r.steps {
+        assert_eq!(s.status, Status::Pass, "{} did not pass: {:?} {:?}", s.id, s.diagnosis, s.evidence);
+    }
+    assert_eq!(r.steps.len(), STEPS.len());
+    assert_eq!(r.verdict, Verdict::Pass);
+    assert_eq!(r.first_failure, None);
+    // The stream: started first, finished last, one finish per step.
+    assert!(matches!(events.first(), Some(TraceEvent::TraceStarted { .. })));
+    assert!(matches!(events.last(), Some(TraceEvent::TraceFinished { .. })));
+    let finished = events.iter().filter(|e| matches!(e, TraceEvent::StepFinished { .. })).count();
+    assert_eq!(finished, STEPS.len());
+    // The chain really was issued for the gateway's identity.
+    let chain = r.step(meshtrace::model::StepId::IssuedChain).unwrap();
+    assert_eq!(
+        chain.evidence["spiffe_id"],
+        "spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway-service-account"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_mode_sends_no_csr() {
+    let opts = TraceOptions { no_csr: true, ..Default::default() };
+    let (r, _) = trace_lab(None, opts).await;
+    let csr = r.step(meshtrace::model::StepId::Csr).unwrap();
+    assert_eq!(csr.status, Status::Skipped);
+    assert!(csr.diagnosis.as_deref().unwrap_or("").contains("--no-csr"));
+    let chain = r.step(meshtrace::model::StepId::IssuedChain).unwrap();
+    assert_eq!(chain.status, Status::Skipped);
+    assert_eq!(r.verdict, Verdict::Pass);
+}
+
+async fn check_fault(name: &str) {
+    let fault = faults::find(name).unwrap_or_else(|| panic!("no fault {name}"));
+    let (r, _) = trace_lab(Some(fault), TraceOptions::default()).await;
+    let first = r.first_failure.unwrap_or_else(|| panic!("{name}: every step passed"));
+    let step = r.step(first).unwrap();
+    assert_eq!(first, fault.step, "{name}: first failing step is {first}: {:?}", step.diagnosis);
+    assert_eq!(step.status, fault.status, "{name}: {:?}", step.diagnosis);
+    let diag = step.diagnosis.clone().unwrap_or_default();
+    assert!(
+        diag.to_lowercase().contains(&fault.keyword.to_lowercase()),
+        "{name}: diagnosis lacks {:?}: {diag}",
+        fault.keyword
+    );
+    assert!(step.hint.as_deref().is_some_and(|h| !h.is_empty()), "{name}: no hint");
+    assert_eq!(step.link, format!("docs/checks.md#{}", fault.step));
+    // Only the faulty step fails; the others pass or name it as their blocker.
+    for s in &r.steps {
+        if s.id == fault.step {
+            continue;
+        }
+        match s.status {
+            Status::Pass => {}
+            Status::Skipped => assert!(
+                s.blocked_by.contains(&fault.step),
+                "{name}: {} skipped but blocked by {:?}",
+                s.id,
+                s.blocked_by
+            ),
+            other => panic!("{name}: {} is {other:?} too: {:?}", s.id, s.diagnosis),
+        }
+    }
+    // No token or key material leaks into the report.
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains("PRIVATE KEY"), "{name}: private key in report");
+    for part in json.split('"') {
+        let dots = part.matches('.').count();
+        let segs: Vec<_> = part.split('.').collect();
+        assert!(
+            !(dots == 2 && segs.len() == 3 && segs.iter().all(|s| s.len() > 20 && !s.contains(' '))),
+            "{name}: something that looks like a JWT in the report"
+        );
+    }
+}
+
+macro_rules! fault_tests {
+    ($($fn:ident => $name:literal),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $fn() { check_fault($name).await; }
+        )*
+        /// Every fault the lab knows has a test above.
+        #[test]
+        fn every_fault_has_a_test() {
+            let tested = [$($name),*];
+            for f in faults::FAULTS {
+                assert!(tested.contains(&f.name), "fault {} has no test", f.name);
+            }
+        }
+    };
+}
+
+fault_tests! {
+    no_remote_secret => "no-remote-secret",
+    secret_unlabelled => "secret-unlabelled",
+    secret_wrong_namespace => "secret-wrong-namespace",
+    cluster_id_mismatch => "cluster-id-mismatch",
+    cluster_id_is_primary => "cluster-id-is-primary",
+    kubeconfig_empty => "kubeconfig-empty",
+    kubeconfig_not_yaml => "kubeconfig-not-yaml",
+    kubeconfig_no_current_context => "kubeconfig-no-current-context",
+    kubeconfig_exec => "kubeconfig-exec",
+    kubeconfig_token_file => "kubeconfig-token-file",
+    api_server_unreachable => "api-server-unreachable",
+    wrong_ca_data => "wrong-ca-data",
+    reader_token_expired => "reader-token-expired",
+    reader_sa_deleted => "reader-sa-deleted",
+    reader_token_other_cluster => "reader-token-other-cluster",
+    reader_token_expiring => "reader-token-expiring",
+    no_tokenreview_rbac => "no-tokenreview-rbac",
+    istiod_service_missing => "istiod-service-missing",
+    istiod_service_selector => "istiod-service-selector",
+    istiod_no_endpoints => "istiod-no-endpoints",
+    istiod_unreachable => "istiod-unreachable",
+    gateway_no_cluster_id => "gateway-no-cluster-id",
+    gateway_audience => "gateway-audience",
+    gateway_no_projected_token => "gateway-no-projected-token",
+    gateway_sa_deleted => "gateway-sa-deleted",
+    root_configmap_missing => "root-configmap-missing",
+    stale_root => "stale-root",
+    partial_cacerts => "partial-cacerts",
+    root_expiring => "root-expiring",
+    istiod_cert_wrong_san => "istiod-cert-wrong-san",
+    istiod_token_audiences => "istiod-token-audiences",
+    chain_single_element => "chain-single-element",
+    chain_wrong_trust_domain => "chain-wrong-trust-domain",
+    chain_clock_skew => "chain-clock-skew",
+    network_mismatch => "network-mismatch",
+}

@@ -1,0 +1,6 @@
+//! One integration-test binary: the lab end to end (every fault, the healthy
+//! mesh, every output format) and the command line.
+
+mod cli;
+mod lab_faults;
+mod support;
