@@ -89,7 +89,7 @@ pub fn waits_for(id: StepId) -> &'static [StepId] {
         GatewayPod | RemoteIstiodEndpoint | RootOfTrust => &[],
         RemoteSecret => &[GatewayPod],
         RemoteKubeconfig => &[RemoteSecret],
-        RemoteApiTls => &[RemoteKubeconfig, RemoteIstiodEndpoint],
+        RemoteApiTls => &[RemoteKubeconfig],
         RemoteIdentity => &[RemoteApiTls],
         RemoteRbac => &[RemoteIdentity],
         GatewayToken => &[GatewayPod],

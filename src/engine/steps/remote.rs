@@ -12,7 +12,7 @@ use crate::probe::tls::{TlsProbe, probe};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
@@ -229,10 +229,7 @@ pub async fn remote_kubeconfig(ctx: &Ctx) -> Outcome {
 }
 
 pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
-    let (kc, istiod_addr) = {
-        let f = ctx.facts();
-        (f.kubeconfig.clone(), f.istiod_addr.clone())
-    };
+    let kc = ctx.facts().kubeconfig.clone();
     let Some(kc) = kc else {
         return Outcome::new().blocked(StepId::RemoteKubeconfig, "no usable kubeconfig");
     };
@@ -245,19 +242,21 @@ pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
     let server_name = kc.tls_server_name.clone().unwrap_or_else(|| host.clone());
     out.ev("server", &kc.server).ev("server_name", &server_name);
 
-    // Loopback in the secret works only when istiod runs on this very host.
-    let istiod_local = istiod_addr
-        .as_ref()
-        .and_then(|(a, _)| a.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_string()))
-        .is_some_and(|h| kubeconfig::is_loopback_host(&h));
-    if kubeconfig::is_loopback_host(&host) && !istiod_local {
-        return out.fail(
-            format!(
-                "the kubeconfig's server is {:?}, a loopback address: inside istiod's pod that is istiod itself, not the remote API server (remote cluster ... failed to sync)",
-                kc.server
-            ),
-            "use an address of the remote API server reachable from the primary's pods: istioctl create-remote-secret --server=https://<reachable address>",
-        );
+    // Loopback in the secret works only when istiod runs on the host itself,
+    // not in a pod: look for istiod pods in the primary.
+    if kubeconfig::is_loopback_host(&host) {
+        let pods: Api<Pod> = Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
+        let in_cluster = pods.list(&ListParams::default().labels("app=istiod")).await.map(|l| l.items.len()).unwrap_or(0);
+        if in_cluster > 0 {
+            return out.fail(
+                format!(
+                    "the kubeconfig's server is {:?}, a loopback address: inside istiod's pod ({in_cluster} istiod pod(s) run in the primary) that is istiod itself, not the remote API server (istiod logs `remote cluster ... failed to sync`)",
+                    kc.server
+                ),
+                "use an address of the remote API server reachable from the primary's pods: istioctl create-remote-secret --server=https://<reachable address>",
+            );
+        }
+        out.ev("note", "loopback server: no istiod pod runs in the primary, so istiod runs on a host where loopback may reach the remote");
     }
     if kc.insecure_skip_tls_verify {
         out.ev("insecure_skip_tls_verify", true);
