@@ -75,6 +75,8 @@ pub enum Output {
     Json,
     Markdown,
     Mermaid,
+    /// The live event stream, one JSON object per line (record a run; replay it into any renderer)
+    Events,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -106,6 +108,9 @@ pub struct TraceArgs {
     /// Warn when a token or certificate expires within this, e.g. 7d, 30d
     #[arg(long, default_value = "7d", value_parser = parse_duration, global = true)]
     pub warn_within: Duration,
+    /// Audience istiod's TokenReview asks for (istiod's TOKEN_AUDIENCES)
+    #[arg(long, default_value = "istio-ca", value_name = "AUD", global = true)]
+    pub token_audience: String,
     /// Exit 1 on warnings too
     #[arg(long, global = true)]
     pub fail_on_warn: bool,
@@ -129,7 +134,7 @@ impl TraceArgs {
             no_csr: self.no_csr,
             timeout: self.timeout,
             warn_within: self.warn_within,
-            ..Default::default()
+            token_audience: self.token_audience.clone(),
         }
     }
 }
@@ -196,7 +201,8 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
         }
     };
     if let Some(LabAction::Serve { fault, kubeconfig_out }) = &lab.action {
-        let fault = lookup(fault)?;
+        // `lab --fault X serve` and `lab serve --fault X` mean the same.
+        let fault = lookup(&fault.clone().or(lab.fault.clone()))?;
         return serve(fault, kubeconfig_out.clone()).await;
     }
     let fault = lookup(&lab.fault)?;
@@ -276,6 +282,14 @@ async fn trace_and_render(clusters: Clusters, opts: TraceOptions, t: Target, arg
                 _ => {}
             }
         }
+    } else if output == Output::Events {
+        let mut stdout = std::io::stdout();
+        while let Some(e) = rx.recv().await {
+            if let Ok(line) = serde_json::to_string(&e) {
+                let _ = writeln!(stdout, "{line}");
+                let _ = stdout.flush();
+            }
+        }
     } else {
         while rx.recv().await.is_some() {}
     }
@@ -292,10 +306,11 @@ async fn trace_and_render(clusters: Clusters, opts: TraceOptions, t: Target, arg
         Output::Json => render::json::render(&report),
         Output::Markdown => render::markdown::render(&report),
         Output::Mermaid => render::mermaid::render(&report),
+        Output::Events => String::new(),
     };
     let mut stdout = std::io::stdout();
     let _ = stdout.write_all(text.as_bytes());
-    if !text.ends_with('\n') {
+    if !text.is_empty() && !text.ends_with('\n') {
         let _ = stdout.write_all(b"\n");
     }
     let _ = stdout.flush();

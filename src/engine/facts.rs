@@ -23,6 +23,7 @@ pub struct GatewayFacts {
     pub ca_addr: Option<String>,
     pub network: Option<String>,
     pub trust_domain: Option<String>,
+    pub istiod_san: Option<String>,
     /// The projected `istio-token` volume: (audience, expirationSeconds).
     pub projected_token: Option<(Option<String>, Option<i64>)>,
     pub labels: std::collections::BTreeMap<String, String>,

@@ -63,7 +63,7 @@ pub struct TokenSpec {
 pub enum TokenError {
     #[error("invalid bearer token, {0}")]
     Invalid(String),
-    #[error("invalid bearer token, token audiences {token:?} is invalid for the target audiences {target:?}")]
+    #[error("invalid bearer token, token audiences {} is invalid for the target audiences {}", go_list(token), go_list(target))]
     Audience { token: Vec<String>, target: Vec<String> },
     #[error("invalid bearer token, service account token has expired")]
     Expired,
@@ -112,14 +112,20 @@ impl SigningKeys {
         if c.iss != self.issuer {
             return Err(TokenError::Invalid(format!("issuer {:?} is not {:?}", c.iss, self.issuer)));
         }
-        if c.exp <= now {
-            return Err(TokenError::Expired);
-        }
+        // kube-apiserver checks the audience before the expiry.
         if !c.aud.iter().any(|a| audiences.contains(a)) {
             return Err(TokenError::Audience { token: c.aud.clone(), target: audiences.to_vec() });
         }
+        if c.exp <= now {
+            return Err(TokenError::Expired);
+        }
         Ok(c)
     }
+}
+
+/// Go's %q of a []string: ["a" "b"].
+fn go_list(v: &[String]) -> String {
+    format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" "))
 }
 
 fn sha2_digest(data: &[u8]) -> Vec<u8> {

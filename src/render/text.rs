@@ -63,7 +63,8 @@ pub fn step_block(r: &StepResult, style: TextStyle) -> String {
             let _ = writeln!(out, "      {}", wrap(d, 100, "      "));
         }
         if let Some(h) = &r.hint {
-            let _ = writeln!(out, "      {} {}", paint("fix:", "1", style), wrap(h, 95, "           "));
+            // Unwrapped: a fix is often a command to copy and paste whole.
+            let _ = writeln!(out, "      {} {}", paint("fix:", "1", style), h);
         }
         let _ = writeln!(out, "      {} {}", paint("see", "2", style), r.link);
     }

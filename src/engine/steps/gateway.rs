@@ -119,6 +119,7 @@ pub async fn gateway_pod(ctx: &Ctx) -> Outcome {
         ca_addr: env("CA_ADDR"),
         network: env("ISTIO_META_NETWORK"),
         trust_domain: env("TRUST_DOMAIN"),
+        istiod_san: env("ISTIOD_SAN"),
         projected_token: projected.clone(),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
     };
@@ -221,7 +222,7 @@ pub async fn gateway_token(ctx: &Ctx) -> Outcome {
     match (&gw.projected_token, audience) {
         (None, _) => out.fail(
             format!(
-                "gateway {}/{} has no projected `istio-token` volume, so istio-agent falls back to the pod's default token, whose audience is the API server's, not {want:?}; istiod's TokenReview for audience {want:?} rejects it",
+                "gateway {}/{} has no projected `istio-token` volume: istio-agent has no token for audience {want:?} (with the default third-party-jwt policy there is no token file at all; with first-party-jwt it sends the pod's default token, whose audience is the API server's, and istiod's TokenReview for {want:?} rejects it)",
                 gw.namespace, gw.pod
             ),
             format!(

@@ -37,6 +37,7 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
         Err(e) => return out.fail(format!("cannot read Service {ns}/istiod in the remote: {}", kube_err(&e)), "check the --remote context's access"),
     };
     let problem: Option<(String, String)>;
+    let mut from_external_name = false;
     let mut addrs: Vec<String> = Vec::new();
     match &svc {
         None => {
@@ -52,6 +53,7 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
             if spec.type_.as_deref() == Some("ExternalName") {
                 let host = spec.external_name.clone().unwrap_or_default();
                 addrs.push(join_host_port(&host, CA_PORT));
+                from_external_name = true;
                 problem = None;
             } else if let Some(sel) = spec.selector.as_ref().filter(|s| !s.is_empty()) {
                 let sel_text = sel.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
@@ -70,8 +72,8 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
         }
     }
     // Addresses from EndpointSlices (1.28+), else Endpoints (older remotes).
-    let mut from = "EndpointSlice";
-    if let Ok(list) = slice_list {
+    let mut from = if from_external_name { "ExternalName" } else { "EndpointSlice" };
+    if let (false, Ok(list)) = (from_external_name, slice_list) {
         for sl in &list.items {
             let port = sl.ports.iter().flatten().find(|p| p.port == Some(CA_PORT) || p.name.as_deref() == Some("tcp-istiod")).and_then(|p| p.port);
             for e in sl.endpoints.iter().flatten() {
@@ -104,7 +106,11 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
         }
         return out.fail(d, h);
     }
-    if addrs.is_empty() && override_addr.is_none() {
+    if addrs.is_empty() {
+        // The gateway has no address even when meshtrace was given one.
+        if let Some(a) = override_addr {
+            ctx.facts().istiod_addr = Some((a, "--istiod-addr".into()));
+        }
         return out.fail(
             format!("Service {ns}/istiod in the remote has no EndpointSlice or Endpoints with port {CA_PORT}: the gateway's CSR dial has no address (`connection refused`)"),
             format!("create an EndpointSlice labelled kubernetes.io/service-name=istiod in {ns} with the primary's east-west gateway address and port 15012 (the remote profile does this from values.global.remotePilotAddress)"),
@@ -128,12 +134,17 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
     out.pass()
 }
 
-/// The TLS server name istio-agent uses for CA_ADDR.
-fn agent_server_name(ca_addr: Option<&str>, ns: &str) -> String {
-    let default = format!("istiod.{ns}.svc");
+/// The TLS server name istio-agent verifies for CA_ADDR: ISTIOD_SAN if set,
+/// else the host part of CA_ADDR, where `localhost` means istiod.istio-system.svc
+/// (the agent hard-codes that namespace).
+fn agent_server_name(ca_addr: Option<&str>, istiod_san: Option<&str>) -> String {
+    let default = "istiod.istio-system.svc".to_string();
+    if let Some(san) = istiod_san.filter(|s| !s.is_empty()) {
+        return san.to_string();
+    }
     let Some(addr) = ca_addr else { return default };
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(['[', ']']);
-    if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok() { default } else { host.to_string() }
+    if host == "localhost" || host.is_empty() { default } else { host.to_string() }
 }
 
 pub async fn istiod_tls(ctx: &Ctx) -> Outcome {
@@ -148,7 +159,7 @@ pub async fn istiod_tls(ctx: &Ctx) -> Outcome {
         return Outcome::new().blocked(StepId::RootOfTrust, "no root in the remote's istio-ca-root-cert to verify istiod with");
     };
     let mut out = Outcome::new();
-    let server_name = agent_server_name(gw.as_ref().and_then(|g| g.ca_addr.as_deref()), &ctx.opts.istio_namespace);
+    let server_name = agent_server_name(gw.as_ref().and_then(|g| g.ca_addr.as_deref()), gw.as_ref().and_then(|g| g.istiod_san.as_deref()));
     out.ev("address", &addr).ev("address_source", &source).ev("server_name", &server_name);
     let r = probe(&TlsProbe { addr: addr.clone(), server_name: server_name.clone(), roots_pem: root, timeout: ctx.opts.timeout }).await;
     out.ev("handshake_ms", r.handshake_ms).ev("protocol", &r.protocol).ev("cipher", &r.cipher).ev("alpn", &r.alpn);
@@ -198,7 +209,7 @@ pub async fn csr(ctx: &Ctx) -> Outcome {
     let cid = cid.map(|c| c.0).unwrap_or_default();
     let td = gw.trust_domain.clone().or_else(|| ctx.facts().trust_domain.clone()).unwrap_or_else(|| "cluster.local".into());
     let spiffe = format!("spiffe://{td}/ns/{}/sa/{}", gw.namespace, gw.service_account);
-    let server_name = agent_server_name(gw.ca_addr.as_deref(), &ctx.opts.istio_namespace);
+    let server_name = agent_server_name(gw.ca_addr.as_deref(), gw.istiod_san.as_deref());
     let mut out = Outcome::new();
     let (key, csr_pem) = match ca_client::new_csr(&spiffe) {
         Ok(k) => k,

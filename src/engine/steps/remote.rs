@@ -136,15 +136,15 @@ pub async fn remote_secret(ctx: &Ctx) -> Outcome {
         }
         if all_keys.is_empty() {
             return out.fail(
-                format!("no remote secret in {ns} of the primary (no Secret labelled {MC_LABEL}=true): istiod knows no remote cluster, and answers the gateway `client claims to be in cluster {cid:?}, but we only know about local cluster ...`"),
+                format!("no remote secret in {ns} of the primary (no Secret labelled {MC_LABEL}=true): istiod knows no remote cluster; the gateway gets `request authenticate failure` and istiod logs `client claims to be in cluster {cid:?}, but we only know about local cluster ...`"),
                 format!("istioctl create-remote-secret --context=<remote> --name={cid} | kubectl apply --context=<primary> -f -"),
             );
         }
         return out.fail(
             format!(
-                "no remote secret has data key {cid:?} ({cid_source}); keys found: {}. istiod answers the gateway `client claims to be in cluster {cid:?}, but we only know about local cluster ... and remote clusters {}`",
+                "no remote secret has data key {cid:?} ({cid_source}); keys found: {}. The gateway gets `request authenticate failure`; istiod logs `client claims to be in cluster {cid:?}, but we only know about local cluster ... and remote clusters [{}]`",
                 quote_list(&all_keys),
-                quote_list(&all_keys)
+                all_keys.join(" ")
             ),
             format!(
                 "make them equal: recreate the secret with istioctl create-remote-secret --name={cid}, or set the gateway's ISTIO_META_CLUSTER_ID to one of {}",
@@ -277,6 +277,15 @@ pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
     out.ev("presented_certificate", presented.first().map(|c| c.evidence()));
     if kc.insecure_skip_tls_verify {
         // istiod honours it; so does meshtrace, but it is worth a warning.
+    } else if kc.ca_data_pem.is_none() && report.verify_error.is_some() {
+        out.ev("note", "no certificate-authority-data: istiod verifies with its system roots, which meshtrace does not load");
+        if let Ok(c) = istiod_view_client(&kc, ctx.opts.timeout).await {
+            ctx.facts().istiod_view = Some(c);
+        }
+        return out.warn(
+            "the remote secret has no certificate-authority-data, so istiod trusts the remote API server through its system roots; meshtrace cannot check those",
+            "add certificate-authority-data with the remote API server's CA (istioctl create-remote-secret does)",
+        );
     } else if let Some(e) = &report.verify_error {
         let ca_subjects: Vec<String> = x509::parse_pem_chain(&roots).map(|c| c.into_iter().map(|c| c.subject).collect()).unwrap_or_default();
         let issuer = presented.first().map(|c| c.issuer.clone()).unwrap_or_default();
@@ -483,10 +492,11 @@ pub async fn remote_rbac(ctx: &Ctx) -> Outcome {
         })
         .unwrap_or_else(|| "<the remote secret's user>".into());
     if let Some(l) = denied_required {
-        let sa = user.strip_prefix("system:serviceaccount:").unwrap_or(&user).replace(':', "/");
+        let sa = user.strip_prefix("system:serviceaccount:").unwrap_or(&user).to_string();
+        let role = format!("istio-reader-clusterrole-{}", ctx.opts.istio_namespace);
         return out.fail(
             format!("{user:?} may not {l} in the remote: istiod's TokenReview fails with `tokenreviews.authentication.k8s.io is forbidden: User {user:?} cannot create resource \"tokenreviews\"`"),
-            format!("bind it to Istio's reader role: kubectl --context <remote> create clusterrolebinding istio-reader-tokenreview --clusterrole=istio-reader-clusterrole-istio-system --serviceaccount={sa} (the ClusterRole must allow create on tokenreviews.authentication.k8s.io)"),
+            format!("bind it to Istio's reader role: kubectl --context <remote> create clusterrolebinding istio-reader-tokenreview --clusterrole={role} --serviceaccount={sa} (the ClusterRole must allow create on tokenreviews.authentication.k8s.io)"),
         );
     }
     if !denied_sync.is_empty() {
@@ -557,7 +567,8 @@ pub async fn token_review(ctx: &Ctx) -> Outcome {
     }
     let username = user.username.clone().unwrap_or_default();
     let parts: Vec<&str> = username.split(':').collect();
-    if parts.len() != 4 || parts[0] != "system" || parts[1] != "serviceaccount" {
+    // istiod only checks for four colon-separated parts.
+    if parts.len() != 4 {
         return out.fail(
             format!("username {username:?} is not system:serviceaccount:<ns>:<sa> (istiod: `invalid username field in the token review result`)"),
             "the gateway must present its service-account token",

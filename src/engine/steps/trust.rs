@@ -145,7 +145,10 @@ pub async fn root_of_trust(ctx: &Ctx) -> Outcome {
                     root.subject,
                     short(&root.sha256)
                 ),
-                format!("update it from the primary: kubectl --context <primary> -n {ns} get secret cacerts -o jsonpath='{{.data.root-cert\\.pem}}' | base64 -d > root-cert.pem; kubectl --context <remote> -n {ns} create configmap istio-ca-root-cert --from-file=root-cert.pem --dry-run=client -o yaml | kubectl --context <remote> apply -f -"),
+                {
+                    let (sec, key) = if primary_root.as_ref().is_some_and(|(_, src)| src.contains("cacerts")) { ("cacerts", "root-cert\\.pem") } else { ("istio-ca-secret", "ca-cert\\.pem") };
+                    format!("update it from the primary: kubectl --context <primary> -n {ns} get secret {sec} -o jsonpath='{{.data.{key}}}' | base64 -d > root-cert.pem; kubectl --context <remote> -n {ns} create configmap istio-ca-root-cert --from-file=root-cert.pem --dry-run=client -o yaml | kubectl --context <remote> apply -f -")
+                },
             );
         }
     }

@@ -126,3 +126,56 @@ pub(crate) fn authenticate_token(
 fn aggregate(e: &TokenError) -> String {
     format!("[{e}]")
 }
+
+/// Apply `Impersonate-User`/`-Group`/`-Uid` headers (kubectl `--as`,
+/// `--as-group`) as kube-apiserver's impersonation filter does: the real
+/// user needs the `impersonate` verb on users, groups, uids or the named
+/// serviceaccount; the impersonated user gets system:authenticated.
+pub(crate) fn impersonate(cl: &ClusterSim, real: UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+    use super::rbac::{Attrs, authorize, forbidden};
+    let values = |name: &str| -> Vec<String> {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
+    };
+    let user = values("impersonate-user").into_iter().next();
+    let groups = values("impersonate-group");
+    let uid = values("impersonate-uid").into_iter().next();
+    let Some(username) = user else {
+        if groups.is_empty() && uid.is_none() {
+            return Ok(real);
+        }
+        return Err(ApiError::bad_request("requested impersonation of groups or uid without impersonating a user".into()));
+    };
+    let check = |resource: &str, name: &str, namespace: &str| -> Result<(), ApiError> {
+        let a = Attrs {
+            verb: "impersonate".into(),
+            group: if resource == "uids" { "authentication.k8s.io".into() } else { String::new() },
+            resource: resource.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            ..Default::default()
+        };
+        if authorize(&cl.store, &real, &a).allowed { Ok(()) } else { Err(forbidden(&real, &a)) }
+    };
+    let mut out = UserInfo { username: username.clone(), ..Default::default() };
+    match username.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+        Some((ns, name)) => {
+            check("serviceaccounts", name, ns)?;
+            out.groups = vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}")];
+        }
+        None => check("users", &username, "")?,
+    }
+    for g in groups {
+        check("groups", &g, "")?;
+        if !out.groups.contains(&g) {
+            out.groups.push(g);
+        }
+    }
+    if let Some(u) = uid {
+        check("uids", &u, "")?;
+        out.uid = u;
+    }
+    if username != "system:anonymous" && !out.in_group("system:authenticated") {
+        out.groups.push("system:authenticated".into());
+    }
+    Ok(out)
+}

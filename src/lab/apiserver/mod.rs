@@ -392,10 +392,12 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
             let mut stop = st.stop.clone();
             let wait = async move {
                 let stopped = async {
-                    // Ends when shutdown is signalled or the server is gone.
+                    // Ends when shutdown is signalled. A dropped ApiServer
+                    // handle leaves the server running, so watches stay open
+                    // too (ending them would make watchers reconnect in a loop).
                     while !*stop.borrow_and_update() {
                         if stop.changed().await.is_err() {
-                            break;
+                            std::future::pending::<()>().await;
                         }
                     }
                 };
@@ -482,6 +484,7 @@ fn route(cl: &mut ClusterSim, req: &Req) -> ApiResult<Reply> {
         _ => {}
     }
     let user = authn::authenticate_request(cl, &req.headers)?;
+    let user = authn::impersonate(cl, user, &req.headers)?;
     let now = crate::lab::tokens::now_unix();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api"] | ["apis"] | ["apis", _] | ["api", _] | ["apis", _, _] => {
@@ -515,7 +518,7 @@ fn route(cl: &mut ClusterSim, req: &Req) -> ApiResult<Reply> {
         return Err(rbac::forbidden(&user, &attrs));
     }
     match (&target.def.storage, target.sub.as_deref()) {
-        (resources::Storage::Review, _) => reviews::handle(cl, &user, &target, req, now),
+        (resources::Storage::Review, None) if target.name.is_none() => reviews::handle(cl, &user, &target, req, now),
         (resources::Storage::Stored(_), Some("token")) if target.def.plural == "serviceaccounts" => {
             reviews::token_request(cl, &target, req, now)
         }
@@ -586,7 +589,14 @@ fn verb_for(req: &Req, t: &Target) -> ApiResult<&'static str> {
         Method::DELETE => "deletecollection",
         _ => return Err(ApiError::method_not_allowed()),
     };
-    if t.sub.is_none() && !t.def.verbs.contains(&verb) {
+    let allowed = match t.sub.as_deref() {
+        None => t.def.verbs.contains(&verb),
+        Some(sub) => match t.def.subresources.iter().find(|s| s.name == sub) {
+            Some(s) => s.verbs.contains(&verb),
+            None => return Err(ApiError::no_route()),
+        },
+    };
+    if !allowed {
         return Err(ApiError::method_not_allowed());
     }
     // Creating through a namespaced collection needs a namespace.

@@ -33,7 +33,8 @@ pub(crate) fn handle(store: &mut Store, t: &Target, verb: &str, req: &Req, now: 
         "list" => list(store, def, t.namespace.as_deref(), req, now),
         "watch" => watch(store, def, t.namespace.as_deref(), t.name.as_deref(), req),
         "get" => {
-            let obj = store.get_raw(&key_of(def), &ns, &name).ok_or_else(|| not_found(def, &name))?;
+            let mut obj = store.get_raw(&key_of(def), &ns, &name).ok_or_else(|| not_found(def, &name))?;
+            apply_defaults(def, &mut obj);
             Ok(match resources::negotiate(req, &[As::Table, As::Partial]) {
                 As::Table => table_reply(def, &[obj], &store.resource_version(), req, now),
                 As::Partial => Reply::ok(resources::partial(&obj)),
@@ -71,6 +72,10 @@ fn select(store: &Store, def: &ResourceDef, ns: Option<&str>, req: &Req) -> ApiR
     Ok(store
         .list_raw(&key_of(def), ns)
         .into_iter()
+        .map(|mut o| {
+            apply_defaults(def, &mut o);
+            o
+        })
         .filter(|o| labels_match(&labels, &o["metadata"]["labels"]) && fields_match(&fields, o))
         .collect())
 }
@@ -168,8 +173,17 @@ fn check_type(def: &ResourceDef, body: &mut Value) -> ApiResult<()> {
     }
     m.insert("apiVersion".into(), json!(want_av));
     m.insert("kind".into(), json!(def.kind));
-    if !m.get("metadata").is_some_and(Value::is_object) {
-        m.insert("metadata".into(), json!({}));
+    match m.get("metadata") {
+        None | Some(Value::Null) => {
+            m.insert("metadata".into(), json!({}));
+        }
+        Some(Value::Object(_)) => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: metadata must be an object, not {other}",
+                def.kind, def.version, def.kind
+            )));
+        }
     }
     Ok(())
 }
@@ -189,7 +203,15 @@ fn store_put(store: &mut Store, def: &ResourceDef, body: Value, ns: &str, name: 
     put(store, body).map_err(|e| {
         ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", def.kind, def.version, def.kind))
     })?;
-    store.get_raw(&key_of(def), ns, name).ok_or_else(|| not_found(def, name))
+    // Defaults go into the stored object (its shape is now known good), as
+    // kube-apiserver stores them.
+    let stored = store
+        .objects
+        .get_mut(&key_of(def))
+        .and_then(|m| m.get_mut(&(ns.to_string(), name.to_string())))
+        .ok_or_else(|| not_found(def, name))?;
+    apply_defaults(def, stored);
+    Ok(stored.clone())
 }
 
 fn random_suffix() -> String {
@@ -688,4 +710,94 @@ pub(crate) fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+// ---- defaults ----
+
+/// `v[key]` as an object, created when absent; None when it is something else.
+fn child<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let m = v.as_object_mut()?;
+    let c = m.entry(key.to_string()).or_insert_with(|| json!({}));
+    if c.is_null() {
+        *c = json!({});
+    }
+    c.as_object_mut()
+}
+
+fn default_field(m: &mut Map<String, Value>, key: &str, val: Value) {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.to_string(), val);
+    }
+}
+
+fn each(v: Option<&mut Value>) -> impl Iterator<Item = &mut Map<String, Value>> {
+    v.and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut)
+}
+
+/// The defaults kube-apiserver fills in on write, applied to what the lab
+/// serves, so objects look alike whether a client created them or a lab
+/// builder put them straight into the store (kubectl describe dereferences
+/// some of them, e.g. an EndpointSlice port's protocol).
+pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
+    match (def.group, def.plural) {
+        ("", "secrets") => {
+            if let Some(m) = o.as_object_mut() {
+                default_field(m, "type", json!("Opaque"));
+            }
+        }
+        ("", "namespaces") => {
+            let name = o["metadata"]["name"].clone();
+            if let Some(m) = child(o, "spec") {
+                default_field(m, "finalizers", json!(["kubernetes"]));
+            }
+            if let Some(m) = child(o, "status") {
+                default_field(m, "phase", json!("Active"));
+            }
+            if let Some(labels) = child(o, "metadata").and_then(|m| {
+                default_field(m, "labels", json!({}));
+                m.get_mut("labels").and_then(Value::as_object_mut)
+            }) {
+                labels.insert("kubernetes.io/metadata.name".into(), name);
+            }
+        }
+        ("", "services") => {
+            if let Some(spec) = child(o, "spec") {
+                let external = spec.get("type").and_then(Value::as_str) == Some("ExternalName");
+                default_field(spec, "type", json!("ClusterIP"));
+                default_field(spec, "sessionAffinity", json!("None"));
+                for p in each(spec.get_mut("ports")) {
+                    default_field(p, "protocol", json!("TCP"));
+                    if !external {
+                        let port = p.get("port").cloned().unwrap_or(Value::Null);
+                        default_field(p, "targetPort", port);
+                    }
+                }
+            }
+        }
+        ("", "endpoints") => {
+            for s in each(o.get_mut("subsets")) {
+                for p in each(s.get_mut("ports")) {
+                    default_field(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+        ("discovery.k8s.io", "endpointslices") => {
+            for p in each(o.get_mut("ports")) {
+                default_field(p, "protocol", json!("TCP"));
+            }
+        }
+        ("", "pods") => {
+            if let Some(status) = child(o, "status") {
+                default_field(status, "phase", json!("Pending"));
+            }
+            if let Some(spec) = child(o, "spec") {
+                for c in each(spec.get_mut("containers")) {
+                    for p in each(c.get_mut("ports")) {
+                        default_field(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
 }

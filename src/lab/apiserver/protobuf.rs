@@ -1,7 +1,8 @@
 //! Just enough Kubernetes protobuf to read the request bodies kubectl's typed
 //! clients send as `application/vnd.kubernetes.protobuf` (auth can-i, auth
-//! whoami, create token). kubectl 1.32 does not retry in JSON after a 415, so
-//! the lab decodes these few kinds into JSON; everything else gets the 415.
+//! whoami, create token|secret|configmap|namespace|serviceaccount). kubectl
+//! 1.32 does not retry in JSON after a 415, so the lab decodes these few
+//! kinds into JSON; everything else gets the 415.
 //! Field numbers are from k8s.io/api's generated.proto files.
 
 use serde_json::{Map, Value, json};
@@ -11,12 +12,34 @@ enum F {
     Str,
     Strs,
     I64,
+    Bool,
+    /// map<string, string>
+    MapStr,
+    /// map<string, bytes>, base64 in JSON
+    MapBytes,
     Msg(&'static [Field]),
 }
 
 type Field = (u32, &'static str, F);
 
-const META: &[Field] = &[(1, "name", F::Str), (2, "generateName", F::Str), (3, "namespace", F::Str)];
+const META: &[Field] = &[
+    (1, "name", F::Str),
+    (2, "generateName", F::Str),
+    (3, "namespace", F::Str),
+    (11, "labels", F::MapStr),
+    (12, "annotations", F::MapStr),
+];
+const SECRET: &[Field] = &[
+    (1, "metadata", F::Msg(META)),
+    (2, "data", F::MapBytes),
+    (3, "type", F::Str),
+    (4, "stringData", F::MapStr),
+    (5, "immutable", F::Bool),
+];
+const CONFIG_MAP: &[Field] =
+    &[(1, "metadata", F::Msg(META)), (2, "data", F::MapStr), (3, "binaryData", F::MapBytes), (4, "immutable", F::Bool)];
+const SERVICE_ACCOUNT: &[Field] = &[(1, "metadata", F::Msg(META)), (4, "automountServiceAccountToken", F::Bool)];
+const NAMESPACE: &[Field] = &[(1, "metadata", F::Msg(META))];
 const RA: &[Field] = &[
     (1, "namespace", F::Str),
     (2, "verb", F::Str),
@@ -68,6 +91,10 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SSR,
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         ("authentication.k8s.io/v1", "TokenReview") => TOKEN_REVIEW,
+        ("v1", "Secret") => SECRET,
+        ("v1", "ConfigMap") => CONFIG_MAP,
+        ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
+        ("v1", "Namespace") => NAMESPACE,
         _ => return None,
     })
 }
@@ -131,6 +158,33 @@ fn message(b: &[u8], schema: &[Field]) -> Result<Value, String> {
             Some((_, name, F::I64)) if wire == 0 => {
                 out.insert(name.to_string(), json!(r.varint()? as i64));
             }
+            Some((_, name, F::Bool)) if wire == 0 => {
+                out.insert(name.to_string(), json!(r.varint()? != 0));
+            }
+            Some((_, name, kind @ (F::MapStr | F::MapBytes))) if wire == 2 => {
+                // A map entry is a message {key = 1, value = 2}.
+                let mut e = Reader { b: r.bytes()?, i: 0 };
+                let (mut k, mut v) = (String::new(), Vec::new());
+                while e.i < e.b.len() {
+                    let key = e.varint()?;
+                    match (key >> 3, (key & 7) as u8) {
+                        (1, 2) => k = text(e.bytes()?)?,
+                        (2, 2) => v = e.bytes()?.to_vec(),
+                        (_, w) => e.skip(w)?,
+                    }
+                }
+                let value = match kind {
+                    F::MapBytes => {
+                        use base64::Engine;
+                        json!(base64::engine::general_purpose::STANDARD.encode(&v))
+                    }
+                    _ => json!(text(&v)?),
+                };
+                let entry = out.entry(name.to_string()).or_insert_with(|| json!({}));
+                if let Value::Object(m) = entry {
+                    m.insert(k, value);
+                }
+            }
             Some((_, name, F::Msg(s))) if wire == 2 => {
                 out.insert(name.to_string(), message(r.bytes()?, s)?);
             }
@@ -188,7 +242,13 @@ mod tests {
         assert_eq!(v["spec"]["resourceAttributes"]["verb"], "create");
         assert!(decode(b"k8s\0\x0a\xff").is_err());
         assert!(decode(b"{}").is_err());
-        let other = [b"k8s\0".to_vec(), field(1, &[field(1, b"v1"), field(2, b"Secret")].concat())].concat();
-        assert!(decode(&other).unwrap_err().contains("cannot decode Secret"));
+        let other = [b"k8s\0".to_vec(), field(1, &[field(1, b"v1"), field(2, b"Pod")].concat())].concat();
+        assert!(decode(&other).unwrap_err().contains("cannot decode Pod"));
+        // A Secret with a label and binary data.
+        let meta = [field(1, b"s1"), field(11, &[field(1, b"app"), field(2, b"x")].concat())].concat();
+        let raw = [field(1, &meta), field(2, &[field(1, b"k"), field(2, &[0xff, 0x00])].concat()), vec![0x28, 1]].concat();
+        let tm = [field(1, b"v1"), field(2, b"Secret")].concat();
+        let v = decode(&[b"k8s\0".to_vec(), field(1, &tm), field(2, &raw)].concat()).unwrap();
+        assert_eq!(v, json!({"metadata": {"name": "s1", "labels": {"app": "x"}}, "data": {"k": "/wA="}, "immutable": true, "apiVersion": "v1", "kind": "Secret"}));
     }
 }

@@ -82,7 +82,7 @@ pub(crate) fn rule_allows(rule: &PolicyRule, a: &Attrs) -> bool {
         return false;
     }
     match &rule.resource_names {
-        Some(names) if !names.is_empty() => names.iter().any(|n| *n == a.name),
+        Some(names) if !names.is_empty() => names.contains(&a.name),
         _ => true,
     }
 }

@@ -279,6 +279,13 @@ async fn crud_patch_apply_delete() {
     let events: Vec<_> = stream.collect().await;
     assert!(events.is_empty(), "{events:?}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    // A streaming list gets the current objects, then the closing bookmark.
+    let stream = cms.watch(&WatchParams::streaming_lists().timeout(1), "").await.unwrap();
+    let events: Vec<_> = stream.collect().await;
+    assert_eq!(events.len(), 3, "{events:?}"); // "fresh", "istio-ca-root-cert", bookmark
+    assert!(matches!(&events[0], Ok(kube::core::WatchEvent::Added(c)) if c.metadata.name.as_deref() == Some("fresh")));
+    assert!(matches!(&events[2], Ok(kube::core::WatchEvent::Bookmark(b))
+        if b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str) == Some("true")));
     // Discovery, both flavours.
     let d = kube::discovery::Discovery::new(c.clone()).run().await.unwrap();
     assert!(d.has_group("discovery.k8s.io") && d.has_group("rbac.authorization.k8s.io"));
@@ -622,7 +629,30 @@ async fn real_kubectl() {
     let (ok, out) = kubectl(&["describe", "secret", "cacerts", "-n", NS]).await;
     assert!(ok && out.contains("Name:") && out.contains("cacerts"), "{out}");
     let (ok, out) = kubectl(&["describe", "ns", NS]).await;
-    assert!(ok && out.contains(NS), "{out}");
+    assert!(ok && out.contains(NS) && out.contains("Active"), "{out}");
+    // An EndpointSlice put into the store without defaults: kubectl describe
+    // dereferences the port protocol, which the server defaults.
+    lab.cluster.write().unwrap().store.put(k8s_openapi::api::discovery::v1::EndpointSlice {
+        metadata: meta(Some(NS), "istiod-abcde", &[("kubernetes.io/service-name", "istiod")]),
+        address_type: "IPv4".into(),
+        endpoints: Some(vec![k8s_openapi::api::discovery::v1::Endpoint { addresses: vec!["192.0.2.10".into()], ..Default::default() }]),
+        ports: Some(vec![k8s_openapi::api::discovery::v1::EndpointPort { port: Some(15012), name: Some("tcp-istiod".into()), ..Default::default() }]),
+    });
+    let (ok, out) = kubectl(&["describe", "endpointslice", "istiod-abcde", "-n", NS]).await;
+    assert!(ok && out.contains("15012") && out.contains("TCP") && out.contains("192.0.2.10"), "{out}");
+    let (ok, out) = kubectl(&["get", "endpointslices", "-n", NS, "-l", "kubernetes.io/service-name=istiod"]).await;
+    assert!(ok && out.contains("IPv4") && out.contains("192.0.2.10"), "{out}");
+    // Typed kubectl commands send protobuf bodies.
+    let (ok, out) = kubectl(&["create", "secret", "generic", "made", "-n", NS, "--from-literal=k=v"]).await;
+    assert!(ok && out.contains("secret/made created"), "{out}");
+    let made: Secret = lab.cluster.read().unwrap().store.get(NS, "made").unwrap();
+    assert_eq!(made.data.unwrap()["k"].0, b"v");
+    let (ok, out) = kubectl(&["create", "token", READER, "-n", NS, "--audience", "istio-ca", "--duration", "1h"]).await;
+    assert!(ok, "{out}");
+    let st = lab.cluster.read().unwrap().authenticate_token(out.trim(), &["istio-ca".into()], now_unix());
+    assert_eq!(st.unwrap().username, format!("system:serviceaccount:{NS}:{READER}"));
+    let (ok, out) = kubectl(&["create", "token", READER, "-n", NS, "--duration", "5m"]).await;
+    assert!(!ok && out.contains("may not specify a duration less than 10 minutes"), "{out}");
     // apply (client-side, twice: create then patch), and server-side.
     let manifest = dir.path().join("cm.yaml");
     std::fs::write(&manifest, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: istio-system\ndata:\n  a: \"1\"\n").unwrap();
@@ -652,29 +682,76 @@ async fn real_kubectl() {
     assert!(!ok && out.contains("configmaps \"applied\" not found"), "{out}");
     let (ok, out) = kubectl(&["auth", "can-i", "create", "tokenreviews"]).await;
     assert!(ok && out.starts_with("yes\n"), "{out}");
+    // Impersonation (--as) is honoured, so can-i answers for the other user.
+    let gw_user = format!("system:serviceaccount:{NS}:{GATEWAY}");
+    let (_, out) = kubectl(&["auth", "can-i", "list", "secrets", "-n", NS, "--as", &gw_user]).await;
+    assert!(out.starts_with("no"), "{out}");
+    let (ok, out) = kubectl(&["get", "secret", "cacerts", "-n", NS, "--as", &gw_user]).await;
+    assert!(ok && out.contains("cacerts"), "{out}");
+    let (ok, out) = kubectl(&["auth", "whoami", "--as", &gw_user]).await;
+    assert!(ok && out.contains("system:serviceaccounts:istio-system"), "{out}");
     let (ok, out) = kubectl(&["auth", "whoami"]).await;
     assert!(ok && out.contains("lab-admin"), "{out}");
     // An SA token: forbidden, with kube-apiserver's message.
     let admin = client(&lab, ADMIN).await;
     let gw_token = token_for(&admin, GATEWAY, &[], None).await.unwrap();
     std::fs::write(&kc, kubeconfig_yaml(&lab, &gw_token)).unwrap();
+    let (ok, out) = kubectl(&["get", "secrets", "-n", NS, "--as", "someone"]).await;
+    assert!(!ok && out.contains("users \"someone\" is forbidden: User \"system:serviceaccount:istio-system:istio-ingressgateway-service-account\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"), "{out}");
     let (ok, out) = kubectl(&["get", "secrets", "-n", NS]).await;
     assert!(!ok && out.contains("secrets is forbidden: User \"system:serviceaccount:istio-system:istio-ingressgateway-service-account\" cannot list resource \"secrets\""), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore]
-async fn tmp_serve_for_manual_kubectl() {
-    use k8s_openapi::api::core::v1::{Service, ServiceSpec, ServicePort, Endpoints, EndpointSubset, EndpointAddress, EndpointPort};
-    use k8s_openapi::api::discovery::v1::{EndpointSlice, Endpoint, EndpointPort as SlicePort};
+
+#[tokio::test]
+async fn bad_input_is_a_status_not_a_panic() {
     let lab = start();
-    {
-        let mut cl = lab.cluster.write().unwrap();
-        cl.store.put(Service { metadata: meta(Some(NS), "istiod", &[]), spec: Some(ServiceSpec { ports: Some(vec![ServicePort { name: Some("tcp-istiod".into()), port: 15012, ..Default::default() }, ServicePort { name: Some("tcp-webhook".into()), port: 443, ..Default::default() }]), ..Default::default() }), ..Default::default() });
-        cl.store.put(Endpoints { metadata: meta(Some(NS), "istiod", &[]), subsets: Some(vec![EndpointSubset { addresses: Some(vec![EndpointAddress { ip: "192.0.2.10".into(), ..Default::default() }]), ports: Some(vec![EndpointPort { port: 15012, name: Some("tcp-istiod".into()), ..Default::default() }]), ..Default::default() }]) });
-        cl.store.put(EndpointSlice { metadata: meta(Some(NS), "istiod-abcde", &[("kubernetes.io/service-name", "istiod")]), address_type: "IPv4".into(), endpoints: Some(vec![Endpoint { addresses: vec!["192.0.2.10".into()], ..Default::default() }]), ports: Some(vec![SlicePort { port: Some(15012), name: Some("tcp-istiod".into()), ..Default::default() }]) });
+    let c = client(&lab, ADMIN).await;
+    let send = |method: &str, path: &str, ct: &str, body: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", ct)
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        let c = c.clone();
+        async move { c.request::<serde_json::Value>(req).await }
+    };
+    let cases = [
+        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews", "application/json", "not json", 400),
+        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews", "application/json", "{\"spec\":{\"token\":\"\"}}", 400),
+        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews", "application/json", "{\"kind\":\"Pod\",\"spec\":{}}", 400),
+        ("POST", "/api/v1/namespaces/istio-system/secrets", "application/json", "[1,2]", 400),
+        ("POST", "/api/v1/namespaces/istio-system/secrets", "application/json", "{\"metadata\":\"x\"}", 400),
+        ("POST", "/api/v1/namespaces/istio-system/secrets", "application/json", "{\"metadata\":{}}", 422),
+        ("POST", "/api/v1/namespaces/istio-system/secrets", "application/json", "{\"metadata\":{\"name\":\"a\",\"namespace\":\"other\"}}", 400),
+        ("POST", "/api/v1/namespaces/istio-system/secrets", "application/vnd.kubernetes.protobuf", "k8s\0garbage", 415),
+        ("PATCH", "/api/v1/namespaces/istio-system/secrets/cacerts", "text/plain", "{}", 415),
+        ("PATCH", "/api/v1/namespaces/istio-system/secrets/cacerts", "application/merge-patch+json", "\"str\"", 400),
+        ("PATCH", "/api/v1/namespaces/istio-system/secrets/cacerts", "application/json-patch+json", "[{\"op\":\"bogus\",\"path\":\"/a\"}]", 422),
+        ("PATCH", "/api/v1/namespaces/istio-system/secrets/new", "application/apply-patch+yaml", "- just\n- a list\n", 400),
+        ("PUT", "/api/v1/namespaces/istio-system/secrets/cacerts", "application/json", "{\"metadata\":{\"name\":\"other\"}}", 400),
+        ("POST", "/api/v1/namespaces/istio-system/secrets/cacerts", "application/json", "{}", 405),
+        ("GET", "/api/v1/namespaces/istio-system/secrets?labelSelector=a%20in%20(b", "application/json", "", 400),
+        ("GET", "/api/v1/namespaces/istio-system/secrets?watch=1&timeoutSeconds=x", "application/json", "", 400),
+        ("GET", "/api/v1/namespaces/istio-system/widgets", "application/json", "", 404),
+        ("GET", "/api/v1/namespaces/istio-system/pods/gw-pod/exec", "application/json", "", 404),
+        ("DELETE", "/api/v1/namespaces/istio-system/secrets/cacerts", "application/json", "{\"preconditions\":{\"uid\":\"nope\"}}", 409),
+        ("POST", "/api/v1/namespaces/istio-system/serviceaccounts/istio-reader-service-account/token", "application/json", "{\"spec\":{\"boundObjectRef\":{\"kind\":\"Node\",\"name\":\"n\"}}}", 400),
+    ];
+    for (method, path, ct, body, want) in cases {
+        let (code, _, msg) = api_status(send(method, path, ct, body).await);
+        assert_eq!(code, want, "{method} {path} {body:?}: {msg}");
     }
-    std::fs::write("/tmp/lab-kubeconfig", kubeconfig_yaml(&lab, ADMIN)).unwrap();
-    eprintln!("serving {}", lab.server.url);
-    tokio::time::sleep(std::time::Duration::from_secs(240)).await;
+    // Health and version need no credentials; everything else does.
+    let anon = {
+        let kc = Kubeconfig::from_yaml(&kubeconfig_yaml(&lab, ADMIN).replace(&format!("    token: {ADMIN}\n"), "    {}\n")).unwrap();
+        Client::try_from(Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap()).unwrap()
+    };
+    let get = |p: &str| http::Request::get(p).body(Vec::new()).unwrap();
+    assert_eq!(anon.request_text(get("/readyz")).await.unwrap(), "ok");
+    assert!(anon.apiserver_version().await.is_ok());
+    assert_eq!(api_status(anon.request_text(get("/api")).await).0, 401);
+    // The server still answers after all that.
+    assert_eq!(c.request_text(get("/livez")).await.unwrap(), "ok");
 }

@@ -1,0 +1,93 @@
+//! The healthy test bed: every step passes, through the library and through
+//! the binary, and the real istiod issues what meshtrace says it issues.
+
+use crate::bed::{Cluster, GATEWAY_SA, NS, Restore, Session, lock, runtime, testbed};
+use crate::probe::{Answer, GatewayView, ask_istiod, options, summary, trace, wait_healthy};
+use meshtrace::model::{STEPS, Status, StepId, Verdict};
+use serde_json::json;
+use std::time::Duration;
+
+fn spiffe() -> String {
+    format!("spiffe://cluster.local/ns/{NS}/sa/{GATEWAY_SA}")
+}
+
+#[test]
+fn healthy_testbed_passes_every_step() {
+    let Some(tb) = testbed() else { return };
+    let _g = lock();
+    let rt = runtime();
+    // The previous test may have just reverted: let istiod settle first.
+    rt.block_on(wait_healthy(tb, Duration::from_secs(30))).unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
+    let r = rt.block_on(trace(tb, options(Some(&tb.istiod_addr))));
+    assert_eq!(r.steps.len(), STEPS.len(), "{}", summary(&r));
+    for s in &r.steps {
+        assert_eq!(s.status, Status::Pass, "{} did not pass: {:?} {:?}", s.id, s.diagnosis, s.evidence);
+    }
+    assert_eq!(r.verdict, Verdict::Pass);
+    assert_eq!(r.first_failure, None);
+    let chain = r.step(StepId::IssuedChain).unwrap();
+    assert_eq!(chain.evidence["spiffe_id"], json!(spiffe()));
+    // What meshtrace saw of the real test bed.
+    let secret = r.step(StepId::RemoteSecret).unwrap();
+    assert_eq!(secret.evidence["key"], json!(tb.remote_cluster_id));
+    assert_eq!(secret.evidence["primary_cluster_id"]["value"], json!("primary"));
+    let review = r.step(StepId::TokenReview).unwrap();
+    assert_eq!(review.evidence["identity"], json!({"namespace": NS, "service_account": GATEWAY_SA}));
+    // The real istiod agrees: it issues for the gateway (leaf, intermediate,
+    // root from cert-chain.pem, and the root again: 4, measured).
+    let a = rt.block_on(ask_istiod(&GatewayView::healthy(tb).expect("gateway token")));
+    assert_eq!(a, Answer::Issued { chain_len: 4, uri_sans: vec![spiffe()] });
+    assert_eq!(r.step(StepId::Csr).unwrap().evidence["cert_chain_length"], json!(4));
+}
+
+/// The binary, as a user runs it: `-o json`, exit 0.
+#[test]
+fn healthy_testbed_cli_json() {
+    let Some(tb) = testbed() else { return };
+    let _g = lock();
+    let rt = runtime();
+    rt.block_on(wait_healthy(tb, Duration::from_secs(30))).unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
+    let out = assert_cmd::Command::cargo_bin("meshtrace")
+        .expect("binary builds")
+        .args(["--kubeconfig", &tb.kubeconfig.display().to_string(), "--primary", &tb.primary_ctx, "--remote", &tb.remote_ctx, "--istiod-addr", &tb.istiod_addr, "-o", "json"])
+        .output()
+        .expect("meshtrace runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["target"]["mode"], "clusters");
+    assert_eq!(v["steps"].as_array().map(Vec::len), Some(STEPS.len()));
+    assert!(v.get("first_failure").is_none());
+}
+
+/// Without --istiod-addr meshtrace dials what the remote's EndpointSlice
+/// holds, as the gateway does: pointed at the real istiod, every step passes.
+#[test]
+fn endpointslice_to_istiod_passes_without_istiod_addr() {
+    let Some(tb) = testbed() else { return };
+    let _g = lock();
+    let rt = runtime();
+    rt.block_on(wait_healthy(tb, Duration::from_secs(30))).unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
+    let mut s = Session::new(tb, &rt, "endpointslice-to-istiod");
+    let out = tb
+        .kubectl(Cluster::Remote, &["-n", NS, "get", "endpointslices", "-l", "kubernetes.io/service-name=istiod", "-o", "jsonpath={.items[0].metadata.name}"])
+        .expect("list EndpointSlices");
+    let name = out.trim().to_string();
+    let slice = s.save(Cluster::Remote, "endpointslice", Some(NS), &name, Restore::Replace).expect("save EndpointSlice");
+    let (host, port) = tb.istiod_addr.rsplit_once(':').expect("host:port");
+    let mut n = slice.clone();
+    n["endpoints"] = json!([{"addresses": [host], "conditions": {"ready": true}}]);
+    for p in n["ports"].as_array_mut().expect("ports") {
+        if p["name"] == "tcp-istiod" {
+            p["port"] = json!(port.parse::<u16>().expect("port"));
+        }
+    }
+    s.write(Cluster::Remote, &n, Restore::Replace).expect("patch EndpointSlice");
+    let r = rt.block_on(trace(tb, options(None)));
+    assert_eq!(r.verdict, Verdict::Pass, "{}", summary(&r));
+    let ep = r.step(StepId::RemoteIstiodEndpoint).unwrap();
+    assert_eq!(ep.evidence["address"], json!(tb.istiod_addr));
+    assert_eq!(ep.evidence["address_source"], json!("EndpointSlice"));
+    drop(s);
+}

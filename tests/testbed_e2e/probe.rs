@@ -1,0 +1,190 @@
+//! Running meshtrace (against the test bed and against the lab) and asking
+//! the real istiod for a certificate as the gateway would.
+
+use crate::bed::{GATEWAY, GATEWAY_SA, NS, Testbed, Token};
+use meshtrace::engine::target::{client_for, load_kubeconfig};
+use meshtrace::engine::{self, Clusters, TraceOptions};
+use meshtrace::lab::faults::Fault;
+use meshtrace::lab::world::Lab;
+use meshtrace::model::{Status, Target, TraceReport, Verdict};
+use meshtrace::probe::ca_client::{CsrError, CsrRequest, create_certificate, new_csr};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub fn options(istiod_addr: Option<&str>) -> TraceOptions {
+    TraceOptions { istiod_addr: istiod_addr.map(str::to_string), ..Default::default() }
+}
+
+/// meshtrace against the test bed, as `meshtrace --kubeconfig ... --primary
+/// tb-primary --remote tb-remote [--istiod-addr ...]` runs it.
+pub async fn trace(tb: &Testbed, opts: TraceOptions) -> TraceReport {
+    meshtrace::install_crypto_provider();
+    let kc = load_kubeconfig(std::slice::from_ref(&tb.kubeconfig)).expect("test bed kubeconfig loads");
+    let (primary, _) = client_for(&kc, &tb.primary_ctx, opts.timeout).await.expect("primary client");
+    let (remote, remote_server) = client_for(&kc, &tb.remote_ctx, opts.timeout).await.expect("remote client");
+    let target = Target {
+        primary: tb.primary_ctx.clone(),
+        remote: tb.remote_ctx.clone(),
+        istio_namespace: opts.istio_namespace.clone(),
+        mode: "clusters".into(),
+        fault: None,
+    };
+    let (tx, _rx) = mpsc::unbounded_channel();
+    engine::run(Clusters { primary, remote, remote_server }, opts, target, tx).await
+}
+
+/// meshtrace against the lab with one fault (as tests/integration does).
+pub async fn lab_trace(fault: &'static Fault) -> TraceReport {
+    meshtrace::install_crypto_provider();
+    let lab = Lab::start(Some(fault)).await.expect("lab starts");
+    let opts = TraceOptions::default();
+    let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts).await.unwrap_or_else(|e| panic!("lab clients: {}", e.0));
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let report = engine::run(clusters, opts, target, tx).await;
+    lab.shutdown();
+    report
+}
+
+/// One line per step that did not pass.
+pub fn summary(r: &TraceReport) -> String {
+    let mut out = format!("verdict {:?}, first failure {:?}", r.verdict, r.first_failure.map(|s| s.as_str()));
+    for s in &r.steps {
+        if s.status != Status::Pass {
+            out.push_str(&format!("\n  {} {}: {}", s.status.as_str(), s.id, s.diagnosis.as_deref().unwrap_or("")));
+        }
+    }
+    out
+}
+
+fn all_pass(r: &TraceReport) -> bool {
+    r.verdict == Verdict::Pass && r.steps.len() == meshtrace::model::STEPS.len() && r.steps.iter().all(|s| s.status == Status::Pass)
+}
+
+/// Traces until every step passes (the CSR step included, so istiod has
+/// caught up too), or fails with the last report.
+pub async fn wait_healthy(tb: &Testbed, timeout: Duration) -> Result<TraceReport, String> {
+    let t0 = Instant::now();
+    loop {
+        let r = trace(tb, options(Some(&tb.istiod_addr))).await;
+        if all_pass(&r) {
+            return Ok(r);
+        }
+        if t0.elapsed() > timeout {
+            return Err(summary(&r));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+// ------------------------------------------------------------------ istiod, asked as the gateway
+
+/// What the gateway would send, and where.
+#[derive(Debug, Clone)]
+pub struct GatewayView {
+    pub token: Token,
+    pub cluster_id: String,
+    /// The root the gateway verifies istiod with.
+    pub root_pem: String,
+    pub addr: String,
+    pub server_name: String,
+}
+
+impl GatewayView {
+    /// The healthy gateway: a TokenRequest for its SA with audience istio-ca,
+    /// bound to its pod (what the kubelet projects), cluster ID `remote`, the
+    /// mesh root, istiod's address.
+    pub fn healthy(tb: &Testbed) -> Result<GatewayView, String> {
+        Ok(GatewayView {
+            token: tb.token(crate::bed::Cluster::Remote, GATEWAY_SA, Some("istio-ca"), Some(GATEWAY), "10m")?,
+            cluster_id: tb.remote_cluster_id.clone(),
+            root_pem: tb.root_pem.clone(),
+            addr: tb.istiod_addr.clone(),
+            server_name: tb.server_name.clone(),
+        })
+    }
+}
+
+/// istiod's answer to one CreateCertificate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A chain, with the leaf's URI SANs.
+    Issued { chain_len: usize, uri_sans: Vec<String> },
+    Unauthenticated(String),
+    /// Any other gRPC status.
+    Rpc { code: String, message: String },
+    /// TLS or TCP failed: the CSR never reached istiod's CA.
+    NotReached(String),
+    Other(String),
+}
+
+impl Answer {
+    pub fn short(&self) -> String {
+        match self {
+            Answer::Issued { chain_len, uri_sans } => format!("issued ({chain_len} certs, {})", uri_sans.join(",")),
+            Answer::Unauthenticated(m) => format!("Unauthenticated {m:?}"),
+            Answer::Rpc { code, message } => format!("{code} {message:?}"),
+            Answer::NotReached(m) => format!("not reached: {m}"),
+            Answer::Other(m) => format!("error: {m}"),
+        }
+    }
+    pub fn is_issued(&self) -> bool {
+        matches!(self, Answer::Issued { .. })
+    }
+}
+
+pub async fn ask_istiod(g: &GatewayView) -> Answer {
+    meshtrace::install_crypto_provider();
+    let spiffe = format!("spiffe://cluster.local/ns/{NS}/sa/{GATEWAY_SA}");
+    let (key, csr) = match new_csr(&spiffe) {
+        Ok(k) => k,
+        Err(e) => return Answer::Other(format!("CSR: {e}")),
+    };
+    let r = create_certificate(&CsrRequest {
+        addr: &g.addr,
+        server_name: &g.server_name,
+        root_pem: &g.root_pem,
+        token: &g.token.0,
+        cluster_id: &g.cluster_id,
+        csr_pem: &csr,
+        ttl_secs: 3600,
+        timeout: Duration::from_secs(5),
+    })
+    .await;
+    drop(key);
+    match r {
+        Ok(chain) => {
+            let leaf = chain.first().and_then(|p| meshtrace::inspect::x509::parse_pem_chain(p).ok()).and_then(|c| c.into_iter().next());
+            Answer::Issued { chain_len: chain.len(), uri_sans: leaf.map(|l| l.uri_sans).unwrap_or_default() }
+        }
+        Err(CsrError::Rpc { code, message }) if code == "Unauthenticated" => Answer::Unauthenticated(message),
+        Err(CsrError::Rpc { code, message }) => Answer::Rpc { code, message },
+        Err(CsrError::Connect(m)) => Answer::NotReached(crate::bed::redact(&m)),
+        Err(e) => Answer::Other(crate::bed::redact(&e.to_string())),
+    }
+}
+
+/// Asks until `done` holds (istiod's informers need a moment to see a
+/// change), at most `timeout`; returns the last answer.
+pub async fn ask_until(g: &GatewayView, timeout: Duration, done: impl Fn(&Answer) -> bool) -> Answer {
+    let t0 = Instant::now();
+    loop {
+        let a = ask_istiod(g).await;
+        if done(&a) || t0.elapsed() > timeout {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asks several times over `over`; returns the first answer that is not
+/// "issued", else the last one. For faults after which istiod must keep issuing.
+pub async fn ask_stays_issued(g: &GatewayView, over: Duration) -> Answer {
+    let t0 = Instant::now();
+    loop {
+        let a = ask_istiod(g).await;
+        if !a.is_issued() || t0.elapsed() > over {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
