@@ -242,9 +242,15 @@ async fn serve(fault: Option<&'static faults::Fault>, out: Option<PathBuf>) -> R
     println!();
     println!("try:  meshtrace --kubeconfig {} --primary lab-primary --remote lab-remote -o text", path.display());
     println!("      kubectl --kubeconfig {} --context lab-remote get secrets,configmaps,services,pods -n istio-system", path.display());
-    println!("Ctrl-C stops the lab.");
+    println!("Ctrl-C (or SIGTERM) stops the lab.");
     let _ = std::io::stdout().flush();
-    let _ = tokio::signal::ctrl_c().await;
+    // Ctrl-C or SIGTERM: either way, stop the servers and remove the temp kubeconfig.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| UsageError(format!("cannot watch for SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
     lab.shutdown();
     drop(tmp);
     eprintln!("lab stopped");

@@ -84,3 +84,28 @@ fn unknown_context_exits_2_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"nope\"") && err.contains("real"), "{err}");
 }
+
+/// The JSON output carries every field docs/schema.json requires, and the
+/// enums there match the model's ids.
+#[test]
+fn json_matches_documented_schema() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/schema.json")).unwrap()).unwrap();
+    let out = meshtrace().args(["lab", "--fault", "wrong-ca-data", "-o", "json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in schema["required"].as_array().unwrap() {
+        assert!(report.get(key.as_str().unwrap()).is_some(), "report lacks required {key}");
+    }
+    let text = schema.to_string();
+    for s in meshtrace::model::STEPS {
+        assert!(text.contains(&format!("\"{}\"", s.id.as_str())), "schema lacks step id {}", s.id);
+    }
+    for step in report["steps"].as_array().unwrap() {
+        for key in ["id", "title", "status", "duration_ms", "started_ms", "evidence", "link"] {
+            assert!(step.get(key).is_some(), "step lacks {key}: {step}");
+        }
+        if step["status"] == "skipped" && step["id"] != "csr" {
+            assert!(step["blocked_by"].as_array().is_some_and(|b| !b.is_empty()), "{step}");
+        }
+    }
+}
