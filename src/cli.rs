@@ -117,6 +117,17 @@ pub struct TraceArgs {
     /// Show every step's evidence in text output
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Theme of the terminal UI: default, light, colorblind or mono (t cycles them; NO_COLOR forces mono)
+    #[arg(long, value_name = "NAME", default_value = "default", value_parser = parse_theme, global = true)]
+    pub theme: String,
+    /// Teaching mode for the terminal UI: reveal the flow one hop at a time (Space/→ next, ← back), with what happens at each hop
+    #[arg(long, global = true)]
+    pub step: bool,
+}
+
+fn parse_theme(s: &str) -> Result<String, String> {
+    let names = crate::tui::theme::names();
+    if names.contains(&s) { Ok(s.to_string()) } else { Err(format!("{s:?} is not a theme; built in: {}", names.join(", "))) }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -266,15 +277,45 @@ fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
 async fn trace_and_render(clusters: Clusters, opts: TraceOptions, t: Target, args: &TraceArgs) -> i32 {
     let is_tty = std::io::stdout().is_terminal();
     let output = args.output.unwrap_or(if is_tty { Output::Tui } else { Output::Text });
-    let (tx, mut rx) = mpsc::unbounded_channel::<TraceEvent>();
-    let engine = tokio::spawn(engine::run(clusters, opts, t, tx));
     let style = render::text::TextStyle {
         color: is_tty && std::env::var_os("NO_COLOR").is_none(),
         verbose: args.verbose,
         ascii: false,
     };
+    if output == Output::Tui && crate::tui::usable() {
+        // Full screen. `r` re-runs the trace: a new engine run with the same clusters and options.
+        let start = move || {
+            let (tx, rx) = mpsc::unbounded_channel::<TraceEvent>();
+            tokio::spawn(engine::run(clusters.clone(), opts.clone(), t.clone(), tx));
+            rx
+        };
+        let first = start();
+        let tui_opts = crate::tui::TuiOptions { theme: args.theme.clone(), teaching: args.step };
+        let report = match crate::tui::run_tui(first, start, tui_opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("meshtrace: the terminal UI failed: {e}");
+                return 2;
+            }
+        };
+        // The result stays in the scrollback once the alternate screen is gone.
+        let mut stdout = std::io::stdout();
+        let _ = stdout.write_all(render::text::render(&report, style).as_bytes());
+        let _ = stdout.flush();
+        let finished = report.steps.len();
+        if finished < crate::model::STEPS.len() {
+            eprintln!("meshtrace: quit before the trace finished ({finished} of {} steps)", crate::model::STEPS.len());
+            if report.verdict == Verdict::Pass {
+                return 130;
+            }
+        }
+        return exit_code(&report, args.fail_on_warn);
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<TraceEvent>();
+    let engine = tokio::spawn(engine::run(clusters, opts, t, tx));
     if output == Output::Tui {
-        // Live view: each step prints as it finishes, in the order it finishes.
+        // Not a terminal, or one too small for the full screen: the live line
+        // view, each step printed as it finishes, in the order it finishes.
         let mut stdout = std::io::stdout();
         while let Some(e) = rx.recv().await {
             match &e {

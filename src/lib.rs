@@ -15,4 +15,5 @@ pub fn install_crypto_provider() {
 }
 pub mod engine;
 pub mod render;
+pub mod tui;
 pub mod cli;

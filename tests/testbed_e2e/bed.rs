@@ -397,7 +397,8 @@ impl<'a> Session<'a> {
     /// now and keeps the first saved copy.
     pub fn save(&mut self, c: Cluster, kind: &str, ns: Option<&str>, name: &str, how: Restore) -> Result<Value, String> {
         let obj = self.tb.get(c, kind, ns, name)?.ok_or_else(|| format!("{} does not exist in {:?}: the test bed is not in its healthy shape", key_str(kind, ns, name), c))?;
-        let id = (c, kind.to_string(), ns.unwrap_or("").to_string(), name.to_string());
+        // Keyed by the object's own kind, so "cm" and "ConfigMap" are one object.
+        let id = (c, obj["kind"].as_str().unwrap_or(kind).to_lowercase(), ns.unwrap_or("").to_string(), name.to_string());
         if self.saved.contains(&id) {
             return Ok(obj);
         }
@@ -459,7 +460,7 @@ impl<'a> Session<'a> {
         let kind = obj["kind"].as_str().ok_or("object without kind")?.to_string();
         let name = obj["metadata"]["name"].as_str().ok_or("object without name")?.to_string();
         let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
-        let id = (c, kind.clone(), ns.clone().unwrap_or_default(), name.clone());
+        let id = (c, kind.to_lowercase(), ns.clone().unwrap_or_default(), name.clone());
         assert!(self.saved.contains(&id), "{}: write() before save()", key_str(&kind, ns.as_deref(), &name));
         let body = serde_json::to_vec(&clean(obj)).expect("JSON");
         match how {

@@ -125,7 +125,11 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
     let t0 = Instant::now();
     let rt = runtime();
     if let Err(e) = rt.block_on(wait_healthy(tb, Duration::from_secs(30))) {
-        panic!("[{}] the test bed is not healthy before the test, nothing injected:\n{e}", expect.name);
+        panic!(
+            "[{}] the test bed is not healthy before the test, nothing injected:\n{e}\n(if istiod's log ends its remote-secret events with `Deleting cluster_id=...` and \
+             nothing after it, its secret controller is hung, see tests/testbed/README.md: restart with TB_RESTART=1 tests/testbed/up)",
+            expect.name
+        );
     }
     let lab_report = expect.lab.map(|f| rt.block_on(lab_trace(f)));
 
@@ -154,6 +158,12 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
         extra.iter().zip(&plan.extra).map(|(a, (why, _, _))| format!("; {why}: {}", a.short())).collect::<String>(),
     );
 
+    if let Some(d) = report.first_failure.and_then(|f| report.step(f)).and_then(|s| s.diagnosis.clone()) {
+        println!("[{}] meshtrace: {d}", expect.name);
+    }
+    if let Some(why) = istiod_reason(&log) {
+        println!("[{}] istiod logged: {why}", expect.name);
+    }
     assert_report(&expect, &report, &ctx);
     if let Some(lr) = &lab_report {
         assert_lab_agrees(&expect, &report, lr, &plan.lab_differs);
@@ -169,6 +179,17 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
     }
     drop(s); // revert, and wait until the test bed is healthy again
     println!("[{}] ok in {:.1} s (revert included)", expect.name, t0.elapsed().as_secs_f64());
+}
+
+/// istiod's own words for the last problem it logged: why it refused a
+/// client, or why it could not build a remote cluster.
+fn istiod_reason(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|l| {
+        if let Some(i) = l.find("KubeJWTAuthenticator: ") {
+            return Some(l[i + "KubeJWTAuthenticator: ".len()..].to_string());
+        }
+        l.find("create remote cluster failed: ").map(|i| l[i..].split('\t').next().unwrap_or("").to_string())
+    })
 }
 
 /// (a), (b): the first failing step, its status and diagnosis; every other

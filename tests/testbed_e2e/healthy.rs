@@ -2,7 +2,7 @@
 //! the binary, and the real istiod issues what meshtrace says it issues.
 
 use crate::bed::{Cluster, GATEWAY_SA, NS, Restore, Session, lock, runtime, testbed};
-use crate::probe::{Answer, GatewayView, ask_istiod, options, summary, trace, wait_healthy};
+use crate::probe::{Answer, GatewayView, ask_istiod, local_ip, options, passthrough, summary, trace, wait_healthy};
 use meshtrace::model::{STEPS, Status, StepId, Verdict};
 use serde_json::json;
 use std::time::Duration;
@@ -62,7 +62,10 @@ fn healthy_testbed_cli_json() {
 }
 
 /// Without --istiod-addr meshtrace dials what the remote's EndpointSlice
-/// holds, as the gateway does: pointed at the real istiod, every step passes.
+/// holds, as the gateway does. The EndpointSlice cannot hold 127.0.0.1 (the
+/// API server refuses loopback addresses), so it holds a TCP pass-through on
+/// this machine's own address to istiod, the east-west gateway's role: every
+/// step passes.
 #[test]
 fn endpointslice_to_istiod_passes_without_istiod_addr() {
     let Some(tb) = testbed() else { return };
@@ -75,19 +78,20 @@ fn endpointslice_to_istiod_passes_without_istiod_addr() {
         .expect("list EndpointSlices");
     let name = out.trim().to_string();
     let slice = s.save(Cluster::Remote, "endpointslice", Some(NS), &name, Restore::Replace).expect("save EndpointSlice");
-    let (host, port) = tb.istiod_addr.rsplit_once(':').expect("host:port");
+    let ip = local_ip().unwrap_or_else(|e| panic!("{e}"));
+    let gw = rt.block_on(passthrough(ip, tb.istiod_addr.clone()));
     let mut n = slice.clone();
-    n["endpoints"] = json!([{"addresses": [host], "conditions": {"ready": true}}]);
+    n["endpoints"] = json!([{"addresses": [ip.to_string()], "conditions": {"ready": true}}]);
     for p in n["ports"].as_array_mut().expect("ports") {
         if p["name"] == "tcp-istiod" {
-            p["port"] = json!(port.parse::<u16>().expect("port"));
+            p["port"] = json!(gw.port());
         }
     }
     s.write(Cluster::Remote, &n, Restore::Replace).expect("patch EndpointSlice");
     let r = rt.block_on(trace(tb, options(None)));
     assert_eq!(r.verdict, Verdict::Pass, "{}", summary(&r));
     let ep = r.step(StepId::RemoteIstiodEndpoint).unwrap();
-    assert_eq!(ep.evidence["address"], json!(tb.istiod_addr));
+    assert_eq!(ep.evidence["address"], json!(gw.to_string()));
     assert_eq!(ep.evidence["address_source"], json!("EndpointSlice"));
     drop(s);
 }

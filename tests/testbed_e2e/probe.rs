@@ -188,3 +188,48 @@ pub async fn ask_stays_issued(g: &GatewayView, over: Duration) -> Answer {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+// ------------------------------------------------------------------ a non-loopback address for EndpointSlices
+
+/// An address of this machine that is not loopback: the real API server
+/// refuses loopback (and link-local) addresses in EndpointSlices
+/// (`may not be in the loopback range`).
+pub fn local_ip() -> Result<std::net::IpAddr, String> {
+    for probe in ["192.0.2.1:9", "10.255.255.1:9", "172.31.255.1:9", "192.168.255.1:9", "8.8.8.8:53"] {
+        let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") else { continue };
+        if sock.connect(probe).is_err() {
+            continue;
+        }
+        if let Ok(a) = sock.local_addr() {
+            let ip = a.ip();
+            if !ip.is_loopback() && !ip.is_unspecified() {
+                return Ok(ip);
+            }
+        }
+    }
+    Err("this machine has no non-loopback IPv4 address (needed: the API server refuses loopback addresses in EndpointSlices)".into())
+}
+
+/// A TCP pass-through on `ip` to `target` (the east-west gateway's role: TLS
+/// passes through untouched). Runs on the current runtime until it stops.
+pub async fn passthrough(ip: std::net::IpAddr, target: String) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind pass-through");
+    let addr = l.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = l.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A port on `ip` nothing listens on.
+pub fn closed_port_on(ip: std::net::IpAddr) -> u16 {
+    let l = std::net::TcpListener::bind((ip, 0)).expect("bind");
+    l.local_addr().expect("addr").port()
+}

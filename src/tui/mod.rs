@@ -1,0 +1,231 @@
+//! The full-screen terminal UI (`-o tui`, the default on a terminal).
+//!
+//! It consumes only the engine's [`TraceEvent`] stream: every event is folded
+//! into a [`TraceState`] (the same pure fold every renderer uses), and each
+//! frame is drawn by [`view::draw`] from that state, the UI state ([`App`])
+//! and the theme. Probes never touch UI state.
+//!
+//! The terminal is put back (raw mode off, main screen, cursor shown) when the
+//! UI ends, when it fails, and when anything panics while it runs.
+
+pub mod app;
+pub mod detail;
+pub mod diagram;
+pub mod text;
+pub mod theme;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use app::App;
+pub use theme::Theme;
+
+use crate::model::{TraceEvent, TraceReport, TraceState};
+use crossterm::event::{self, Event};
+use crossterm::{cursor, execute, terminal};
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use std::io::{self, IsTerminal, Stdout};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+
+/// How the UI starts.
+#[derive(Debug, Clone)]
+pub struct TuiOptions {
+    /// A built-in theme name (see [`theme::names`]); `NO_COLOR` forces `mono`.
+    pub theme: String,
+    /// Teaching mode: reveal the flow one hop at a time.
+    pub teaching: bool,
+}
+
+impl Default for TuiOptions {
+    fn default() -> Self {
+        TuiOptions { theme: "default".into(), teaching: false }
+    }
+}
+
+/// Whether the full-screen UI can run here: stdout is a terminal at least
+/// [`view::MIN_WIDTH`] x [`view::MIN_HEIGHT`]. Otherwise use the line view.
+pub fn usable() -> bool {
+    io::stdout().is_terminal()
+        && io::stdin().is_terminal()
+        && terminal::size().is_ok_and(|(w, h)| w >= view::MIN_WIDTH && h >= view::MIN_HEIGHT)
+}
+
+/// Run the UI until the user quits. `rx` is the first run's event stream;
+/// `rerun` starts a new run of the engine and returns its stream (`r`).
+/// Returns the report of the last run as it stands when the user quits.
+pub async fn run_tui<F>(rx: UnboundedReceiver<TraceEvent>, mut rerun: F, opts: TuiOptions) -> io::Result<TraceReport>
+where
+    F: FnMut() -> UnboundedReceiver<TraceEvent>,
+{
+    let mut app = App::new(theme::cycle(&opts.theme, theme::no_color_env()), opts.teaching);
+    let mut st = TraceState::default();
+    let mut events = Some(rx);
+    let mut run_start = Instant::now();
+
+    let mut term = TerminalGuard::enter()?;
+    let mut input = InputThread::spawn();
+    let mut tick = tokio::time::interval(Duration::from_millis(80));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    loop {
+        app.now_ms = if st.finished.is_some() { st.finished.unwrap_or(0.0) } else { run_start.elapsed().as_secs_f64() * 1000.0 };
+        let mut info = view::ViewInfo::default();
+        term.terminal.draw(|f| info = view::draw(f, &st, &app))?;
+        app.detail_max_scroll = info.detail_max_scroll;
+        app.detail_page = info.detail_page;
+
+        tokio::select! {
+            ev = next_event(&mut events) => match ev {
+                Some(e) => {
+                    st.apply(&e);
+                    // Take whatever else is queued before drawing again.
+                    if let Some(rx) = events.as_mut() {
+                        while let Ok(e) = rx.try_recv() {
+                            st.apply(&e);
+                        }
+                    }
+                    app.follow(&st);
+                }
+                None => {
+                    events = None;
+                    app.on_stream_closed(&st);
+                }
+            },
+            key = input.events.recv() => match key {
+                Some(Ok(Event::Key(k))) => match app.on_key(k, &st) {
+                    Some(app::Command::Quit) => break,
+                    Some(app::Command::Rerun) => {
+                        app.start_rerun(&st);
+                        st = TraceState::default();
+                        events = Some(rerun());
+                        run_start = Instant::now();
+                    }
+                    None => {}
+                },
+                Some(Ok(_)) => {} // resize, focus, mouse: just redraw
+                Some(Err(e)) => return Err(e),
+                None => return Err(io::Error::other("the terminal input thread stopped")),
+            },
+            _ = tick.tick(), if app.running(&st) => app.tick = app.tick.wrapping_add(1),
+        }
+    }
+    drop(input);
+    drop(term);
+    Ok(st.report())
+}
+
+async fn next_event(rx: &mut Option<UnboundedReceiver<TraceEvent>>) -> Option<TraceEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the terminal is in the UI's modes now; `restore` is a no-op otherwise.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Leave the alternate screen and raw mode, show the cursor. Safe to call
+/// more than once and from the panic hook.
+pub fn restore() {
+    if ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = terminal::disable_raw_mode();
+        let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
+    }
+}
+
+/// Restore the terminal before any panic message is printed, then let the
+/// previous hook (the default one prints the message) run.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            previous(info);
+        }));
+    });
+}
+
+/// Owns the terminal while the UI runs; dropping it restores the terminal
+/// (on quit, on error and while unwinding).
+struct TerminalGuard {
+    terminal: Terminal<CrosstermBackend<Stdout>>,
+}
+
+impl TerminalGuard {
+    fn enter() -> io::Result<TerminalGuard> {
+        install_panic_hook();
+        terminal::enable_raw_mode()?;
+        ACTIVE.store(true, Ordering::SeqCst);
+        let setup = (|| {
+            execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
+            let mut t = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+            t.clear()?;
+            Ok(t)
+        })();
+        match setup {
+            Ok(terminal) => Ok(TerminalGuard { terminal }),
+            Err(e) => {
+                restore();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Reads terminal events on a thread of its own (crossterm's reader blocks)
+/// and hands them to the async loop; stops when the loop drops its end.
+struct InputThread {
+    events: UnboundedReceiver<io::Result<Event>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InputThread {
+    fn spawn() -> InputThread {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("meshtrace-input".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) && !tx.is_closed() {
+                    match event::poll(Duration::from_millis(50)) {
+                        Ok(true) => {
+                            if tx.send(event::read()).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            break;
+                        }
+                    }
+                }
+            })
+            .ok();
+        InputThread { events: rx, stop, thread }
+    }
+}
+
+impl Drop for InputThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // At most one poll interval: no key typed after the UI ends is swallowed.
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

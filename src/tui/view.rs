@@ -1,0 +1,310 @@
+//! The whole screen as a pure function of (trace state, UI state, theme):
+//! header, sequence diagram, detail pane, footer, help overlay.
+
+use super::app::{App, Focus};
+use super::diagram::{self, Diagram};
+use super::{detail, text};
+use crate::model::{STEPS, Status, TraceState, Verdict};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Cell, Clear, Paragraph, Row, Scrollbar, ScrollbarOrientation, ScrollbarState, Table};
+
+/// Smallest terminal the full-screen view is drawn for.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
+/// From this width on, diagram and detail sit side by side.
+pub const SIDE_BY_SIDE: u16 = 100;
+
+/// What the draw learnt that the key handling needs (scroll bounds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewInfo {
+    pub detail_max_scroll: u16,
+    pub detail_page: u16,
+}
+
+pub fn draw(f: &mut Frame, st: &TraceState, app: &App) -> ViewInfo {
+    let area = f.area();
+    let th = app.theme();
+    f.render_widget(Block::new().style(th.background), area);
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!("terminal too small: {}x{}, meshtrace needs {MIN_WIDTH}x{MIN_HEIGHT} (q quits)", area.width, area.height);
+        f.render_widget(Paragraph::new(text::wrap_words(&msg, area.width as usize).join("\n")).style(th.warn), area);
+        return ViewInfo::default();
+    }
+    let [header, body, footer] = Layout::vertical([Constraint::Length(2), Constraint::Min(6), Constraint::Length(1)]).areas(area);
+    draw_header(f, header, st, app);
+    let (dia, det) = if area.width >= SIDE_BY_SIDE {
+        let [a, b] = Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(body);
+        (a, b)
+    } else {
+        let dh = (body.height * 11 / 20).max(8).min(body.height.saturating_sub(5));
+        let [a, b] = Layout::vertical([Constraint::Length(dh), Constraint::Min(5)]).areas(body);
+        (a, b)
+    };
+    draw_diagram(f, dia, st, app);
+    let info = draw_detail(f, det, st, app);
+    draw_footer(f, footer, app);
+    if app.help {
+        draw_help(f, area, app);
+    }
+    info
+}
+
+fn block<'a>(title: Line<'a>, focused: bool, app: &App) -> Block<'a> {
+    let th = app.theme();
+    Block::bordered()
+        .border_type(if focused { BorderType::Thick } else { BorderType::Plain })
+        .border_style(if focused { th.border_focus } else { th.border })
+        .title(title)
+}
+
+fn draw_header(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
+    let th = app.theme();
+    let t = &st.target;
+    let mut l1 = vec![Span::styled(" meshtrace ", th.title), Span::raw(" ")];
+    if t.primary.is_empty() && t.remote.is_empty() {
+        l1.push(Span::styled("starting the trace…", th.muted));
+    } else {
+        let core = [
+            Span::styled("primary ", th.muted),
+            Span::styled(t.primary.clone(), th.label),
+            Span::styled(" ⇄ ", th.muted),
+            Span::styled("remote ", th.muted),
+            Span::styled(t.remote.clone(), th.label),
+        ];
+        let ns = vec![Span::styled(format!(" · ns {}", t.istio_namespace), th.muted)];
+        let mut lab = vec![];
+        if t.mode == "lab" {
+            lab.push(Span::styled(" · lab", th.accent.remove_modifier(Modifier::BOLD)));
+            if let Some(fault) = &t.fault {
+                lab.push(Span::styled(" fault ", th.muted));
+                lab.push(Span::styled(fault.clone(), th.warn));
+            }
+        }
+        let w = |spans: &[Span]| spans.iter().map(|s| s.width()).sum::<usize>();
+        let room = area.width as usize;
+        // The fault matters more than the namespace, and the names more than their labels.
+        let core: Vec<Span> = if w(&l1) + w(&core) + w(&lab) <= room {
+            core.into()
+        } else {
+            vec![core[1].clone(), core[2].clone(), core[4].clone()]
+        };
+        l1.extend(core);
+        if w(&l1) + w(&ns) + w(&lab) <= room {
+            l1.extend(ns);
+        }
+        l1.extend(lab);
+    }
+    let l2 = status_line(st, app);
+    f.render_widget(Paragraph::new(vec![Line::from(l1), l2]), area);
+}
+
+/// "FAIL at remote-rbac · 10 passed 1 failed 3 skipped · 128 ms", or the progress.
+pub fn summary(st: &TraceState) -> String {
+    let r = st.report();
+    let mut counts = vec![format!("{} passed", r.count(Status::Pass))];
+    for (s, word) in [(Status::Warn, "warned"), (Status::Fail, "failed"), (Status::Skipped, "skipped")] {
+        let n = r.count(s);
+        if n > 0 {
+            counts.push(format!("{n} {word}"));
+        }
+    }
+    let head = match (r.verdict, r.first_failure) {
+        (Verdict::Fail, Some(id)) => format!("FAIL at {id}"),
+        (Verdict::Warn, Some(id)) => format!("WARN at {id}"),
+        _ => "PASS".to_string(),
+    };
+    format!("{head} · {} · {:.0} ms", counts.join(" "), r.total_ms)
+}
+
+fn status_line(st: &TraceState, app: &App) -> Line<'static> {
+    let th = app.theme();
+    let mut spans = vec![Span::raw(" ")];
+    let done = st.results.len();
+    let hiding = app.teaching.is_some_and(|_| app.revealed() < STEPS.len());
+    if let Some(k) = app.teaching {
+        spans.push(Span::styled(format!("teaching · hop {}/{}", k + 1, STEPS.len()), th.accent));
+        spans.push(Span::styled(" · ", th.muted));
+    }
+    if st.finished.is_some() && !hiding {
+        let r = st.report();
+        let style = match r.verdict {
+            Verdict::Pass => th.pass,
+            Verdict::Warn => th.warn,
+            Verdict::Fail => th.fail,
+        }
+        .add_modifier(Modifier::BOLD);
+        let glyph = match r.verdict {
+            Verdict::Pass => Status::Pass.glyph(),
+            Verdict::Warn => Status::Warn.glyph(),
+            Verdict::Fail => Status::Fail.glyph(),
+        };
+        spans.push(Span::styled(format!("{glyph} {}", summary(st)), style));
+    } else if st.finished.is_some() {
+        spans.push(Span::styled(format!("the trace finished underneath ({:.0} ms); Space/→ reveals the next hop", st.finished.unwrap_or(0.0)), th.muted));
+    } else if !app.running(st) {
+        spans.push(Span::styled(format!("{} the trace stopped early · {done}/{} finished", Status::Warn.glyph(), STEPS.len()), th.warn));
+    } else {
+        spans.push(Span::styled(
+            format!("{} tracing · {done}/{} finished · {} running · {:.0} ms", app.spinner(), STEPS.len(), st.running.len(), app.now_ms),
+            th.running,
+        ));
+    }
+    if app.run > 1 {
+        spans.push(Span::styled(format!("  run {}", app.run), th.muted));
+        if st.finished.is_some() && !hiding {
+            let n = STEPS.iter().filter(|s| app.changed(st, s.id).is_some()).count();
+            if n > 0 {
+                spans.push(Span::styled(format!(" · Δ {n} changed since run {}", app.run - 1), th.changed));
+            } else {
+                spans.push(Span::styled(format!(" · nothing changed since run {}", app.run - 1), th.muted));
+            }
+        }
+    }
+    Line::from(spans)
+}
+
+fn draw_diagram(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
+    let th = app.theme();
+    let focused = app.focus == Focus::Diagram;
+    let done = st.results.len();
+    let progress = match app.teaching {
+        Some(k) => format!("hop {}/{} ", k + 1, STEPS.len()),
+        None => format!("{done}/{} ", STEPS.len()),
+    };
+    let title = Line::from(vec![Span::styled(" Sequence ", th.label), Span::styled(progress, th.muted)]);
+    let b = block(title, focused, app);
+    let inner = b.inner(area);
+    f.render_widget(b, area);
+    f.render_widget(Diagram { st, app }, inner);
+    let body_h = inner.height.saturating_sub(diagram::HEAD);
+    let (off, total) = diagram::scroll(st, app, inner.width, body_h);
+    if total > body_h {
+        let mut sb = ScrollbarState::new((total - body_h) as usize).position(off as usize).viewport_content_length(body_h as usize);
+        let sb_area = Rect { y: area.y + 1 + diagram::HEAD, height: area.height.saturating_sub(2 + diagram::HEAD), ..area };
+        f.render_stateful_widget(Scrollbar::new(ScrollbarOrientation::VerticalRight).style(th.border).begin_symbol(None).end_symbol(None), sb_area, &mut sb);
+    }
+}
+
+fn draw_detail(f: &mut Frame, area: Rect, st: &TraceState, app: &App) -> ViewInfo {
+    let th = app.theme();
+    let focused = app.focus == Focus::Detail;
+    let id = app.selected_id();
+    let title = Line::from(vec![Span::styled(" Detail ", th.label), Span::styled(format!("{} ", id.as_str()), th.muted)]);
+    let b = block(title, focused, app);
+    let inner = b.inner(area);
+    // One column for the scrollbar, one of padding on the left.
+    let text_area = Rect { x: inner.x + 1, width: inner.width.saturating_sub(2), ..inner };
+    let lines = detail::lines(st, app, text_area.width);
+    let n_lines = lines.len() as u16;
+    let max = (lines.len() as u16).saturating_sub(text_area.height);
+    let scroll = app.detail_scroll.min(max);
+    f.render_widget(b, area);
+    f.render_widget(Paragraph::new(lines).scroll((scroll, 0)), text_area);
+    if max > 0 {
+        let mut sb = ScrollbarState::new(max as usize).position(scroll as usize).viewport_content_length(text_area.height as usize);
+        let sb_area = Rect { y: area.y + 1, height: area.height.saturating_sub(2), ..area };
+        f.render_stateful_widget(Scrollbar::new(ScrollbarOrientation::VerticalRight).style(th.border).begin_symbol(None).end_symbol(None), sb_area, &mut sb);
+        let more = format!(" {}/{} PgDn ", scroll + text_area.height.min(n_lines), n_lines);
+        let w = text::width(&more) as u16;
+        if area.width > w + 4 {
+            f.buffer_mut().set_string(area.right() - w - 2, area.bottom() - 1, more, th.muted);
+        }
+    }
+    ViewInfo { detail_max_scroll: max, detail_page: text_area.height.saturating_sub(1).max(1) }
+}
+
+fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
+    let th = app.theme();
+    let keys: &[(&str, &str)] = if app.teaching.is_some() {
+        &[("Space/→", "next hop"), ("←", "back"), ("↑↓", "select"), ("Tab", "focus"), ("PgUp/Dn", "scroll"), ("r", "re-run"), ("t", "theme"), ("?", "help"), ("q", "quit")]
+    } else {
+        &[("↑↓/jk", "select"), ("Tab", "focus"), ("PgUp/Dn", "scroll"), ("r", "re-run"), ("t", "theme"), ("?", "help"), ("q", "quit")]
+    };
+    let right = match &app.note {
+        Some(n) => n.clone(),
+        None => format!("theme {}", th.name),
+    };
+    let budget = (area.width as usize).saturating_sub(text::width(&right) + 2);
+    // When the line is short, keep help and quit; drop from the end of the rest.
+    let cost = |(k, what): &(&str, &str)| text::width(k) + 1 + text::width(what) + 2;
+    let essential = |k: &str| k == "?" || k == "q";
+    let mut used = 1 + keys.iter().filter(|k| essential(k.0)).map(cost).sum::<usize>();
+    let mut shown = vec![];
+    for k in keys {
+        if essential(k.0) {
+            shown.push(*k);
+        } else if used + cost(k) <= budget {
+            used += cost(k);
+            shown.push(*k);
+        }
+    }
+    let mut spans = vec![Span::raw(" ")];
+    for (k, what) in shown {
+        spans.push(Span::styled(k.to_string(), th.accent));
+        spans.push(Span::styled(format!(" {what}  "), th.muted));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+    let note_style = if app.note.is_some() { th.accent.remove_modifier(Modifier::BOLD) } else { th.muted };
+    let w = text::width(&right) as u16;
+    if area.width > w + 1 {
+        f.buffer_mut().set_stringn(area.right() - w - 1, area.y, &right, w as usize, note_style);
+    }
+}
+
+/// Key / action rows of the help overlay, grouped.
+pub const HELP: &[(&str, &str)] = &[
+    ("↑ ↓  j k", "select a step (scroll the detail when it has focus)"),
+    ("Enter  Tab", "switch focus: diagram ⇄ detail"),
+    ("PgUp PgDn", "scroll the detail and its evidence"),
+    ("g G  Home End", "first / last step"),
+    ("Space → l", "teaching mode: reveal the next hop"),
+    ("← h", "teaching mode: back one hop"),
+    ("r", "re-run the trace; Δ marks steps whose status changed"),
+    ("t", "next theme: default, light, colorblind, mono"),
+    ("?  F1", "this help (any key closes it)"),
+    ("q  Esc  Ctrl-C", "quit; the text summary stays in the scrollback"),
+];
+
+fn draw_help(f: &mut Frame, area: Rect, app: &App) {
+    let th = app.theme();
+    let w = area.width.saturating_sub(4).min(76);
+    let legend_rows = 2u16;
+    let h = (HELP.len() as u16 + legend_rows + 5).min(area.height.saturating_sub(2));
+    let pop = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
+    f.render_widget(Clear, pop);
+    let b = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .border_style(th.border_focus)
+        .title(Line::from(Span::styled(" Keys ", th.label)))
+        .title_bottom(Line::from(Span::styled(" any key closes ", th.muted)).right_aligned())
+        .style(th.background);
+    let inner = b.inner(pop);
+    f.render_widget(b, pop);
+    let [table_area, _, legend_area] = Layout::vertical([Constraint::Min(1), Constraint::Length(1), Constraint::Length(legend_rows)]).areas(inner);
+    let rows = HELP.iter().map(|(k, what)| Row::new([Cell::from(Span::styled(*k, th.accent)), Cell::from(Span::styled(*what, th.text))]));
+    let table = Table::new(rows, [Constraint::Length(16), Constraint::Fill(1)])
+        .header(Row::new([Cell::from("key"), Cell::from("action")]).style(th.label.add_modifier(Modifier::UNDERLINED)))
+        .column_spacing(2);
+    f.render_widget(table, Rect { x: table_area.x + 1, width: table_area.width.saturating_sub(2), ..table_area });
+    let g = |s: Status, word: &str| -> Vec<Span<'static>> {
+        vec![Span::styled(s.glyph().to_string(), th.status(s)), Span::styled(format!(" {word}   "), th.text)]
+    };
+    let mut l1 = vec![Span::raw(" ")];
+    l1.extend(g(Status::Pass, "pass"));
+    l1.extend(g(Status::Warn, "warn"));
+    l1.extend(g(Status::Fail, "fail"));
+    l1.extend(g(Status::Skipped, "skipped (blocked)"));
+    let l2 = Line::from(vec![
+        Span::raw(" "),
+        Span::styled(app.spinner().to_string(), th.running),
+        Span::styled(" running   ", th.text),
+        Span::styled("·", th.pending),
+        Span::styled(" not started   ", th.text),
+        Span::styled("Δ", th.changed),
+        Span::styled(" changed since the last run", th.text),
+    ]);
+    f.render_widget(Paragraph::new(vec![Line::from(l1), l2]), legend_area);
+}
