@@ -362,7 +362,8 @@ fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root
     let reader_token = issuer_keys.mint(&TokenSpec {
         namespace: NS.into(),
         service_account: READER_SA.into(),
-        service_account_uid: reader_uid,
+        // A token from another cluster names that cluster's account, with its own uid.
+        service_account_uid: if has(fault, "reader-token-other-cluster") { "00000000-0000-4000-8000-0000000000ff".into() } else { reader_uid },
         audiences: remote.api_audiences.clone(),
         issued_at: now - 7200,
         expires_at: token_exp,

@@ -73,10 +73,7 @@ pub fn testbed() -> Option<&'static Testbed> {
 /// `KEY=value` lines of the env file that `up` writes (values `printf %q`-quoted).
 fn parse_env_file(path: &Path) -> HashMap<String, String> {
     let Ok(text) = std::fs::read_to_string(path) else { return HashMap::new() };
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), unquote(v.trim())))
-        .collect()
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().to_string(), unquote(v.trim()))).collect()
 }
 
 fn unquote(v: &str) -> String {
@@ -109,12 +106,13 @@ fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
         .or_else(|| Some(PathBuf::from("/tmp/meshtrace-testbed/env")).filter(|p| p.exists()))
         .or_else(|| kubeconfig.parent().map(|p| p.join("env")).filter(|p| p.exists()));
     let file = env_file.as_deref().map(parse_env_file).unwrap_or_default();
-    let var = |k: &str| -> Option<String> {
-        std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| file.get(k).cloned().filter(|v| !v.is_empty()))
-    };
+    let var = |k: &str| -> Option<String> { std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| file.get(k).cloned().filter(|v| !v.is_empty())) };
     let need = |k: &str| -> Result<String, String> {
         var(k).ok_or_else(|| {
-            format!("{k} is neither in the environment nor in the env file ({})", env_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none found".into()))
+            format!(
+                "{k} is neither in the environment nor in the env file ({})",
+                env_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none found".into())
+            )
         })
     };
     let state = var("MESHTRACE_TESTBED_STATE")
@@ -130,6 +128,11 @@ fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
     if !kubeconfig.exists() {
         return Err(format!("MESHTRACE_TESTBED_KUBECONFIG {} does not exist (is the test bed up?)", kubeconfig.display()));
     }
+    let istiod_addr = need("ISTIOD_ADDR")?;
+    // Fail fast (not after a 30 s wait per test) when the env points at a test bed that is down.
+    let sock: std::net::SocketAddr = istiod_addr.parse().map_err(|e| format!("ISTIOD_ADDR {istiod_addr:?}: {e}"))?;
+    std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
+        .map_err(|e| format!("istiod at ISTIOD_ADDR {istiod_addr} does not accept connections ({e}): is the test bed up? (tests/testbed/up)"))?;
     Ok(Testbed {
         istiod_log: state.join("logs").join("istiod.log"),
         state,
@@ -138,7 +141,7 @@ fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
         primary_ctx: var("TB_PRIMARY_CONTEXT").unwrap_or_else(|| "tb-primary".into()),
         remote_ctx: var("TB_REMOTE_CONTEXT").unwrap_or_else(|| "tb-remote".into()),
         remote_cluster_id: var("TB_REMOTE_CLUSTER_ID").unwrap_or_else(|| "remote".into()),
-        istiod_addr: need("ISTIOD_ADDR")?,
+        istiod_addr,
         server_name: var("ISTIOD_SERVER_NAME").unwrap_or_else(|| "istiod.istio-system.svc".into()),
         root_pem,
     })
@@ -220,13 +223,7 @@ impl Testbed {
     }
 
     fn base_args(&self, c: Cluster) -> Vec<String> {
-        vec![
-            "--kubeconfig".into(),
-            self.kubeconfig.display().to_string(),
-            "--context".into(),
-            self.context(c).to_string(),
-            "--request-timeout=10s".into(),
-        ]
+        vec!["--kubeconfig".into(), self.kubeconfig.display().to_string(), "--context".into(), self.context(c).to_string(), "--request-timeout=10s".into()]
     }
 
     /// The exact command line, for messages and for fixing by hand.
@@ -376,6 +373,9 @@ pub struct Session<'a> {
     reverts: Vec<Revert>,
     saved: Vec<(Cluster, String, String, String)>,
     pub log_offset: u64,
+    /// Set by a test known to leave istiod unable to recover (see ISTIOD_HANG
+    /// in faults.rs): the reason, for the message telling to restart it.
+    istiod_may_hang: Option<String>,
 }
 
 fn key_str(kind: &str, ns: Option<&str>, name: &str) -> String {
@@ -384,7 +384,13 @@ fn key_str(kind: &str, ns: Option<&str>, name: &str) -> String {
 
 impl<'a> Session<'a> {
     pub fn new(tb: &'static Testbed, rt: &'a tokio::runtime::Runtime, name: &str) -> Session<'a> {
-        Session { tb, rt, name: name.to_string(), reverts: Vec::new(), saved: Vec::new(), log_offset: tb.istiod_log_len() }
+        Session { tb, rt, name: name.to_string(), reverts: Vec::new(), saved: Vec::new(), log_offset: tb.istiod_log_len(), istiod_may_hang: None }
+    }
+
+    /// This test may leave istiod hung: after reverting, a short wait, and if
+    /// istiod has not recovered, later tests refuse to run and say to restart.
+    pub fn istiod_may_hang(&mut self, why: impl Into<String>) {
+        self.istiod_may_hang = Some(why.into());
     }
 
     /// Registers an arbitrary revert step (run after later-registered ones).
@@ -396,7 +402,10 @@ impl<'a> Session<'a> {
     /// restore; returns it. Saving the same object again returns it as it is
     /// now and keeps the first saved copy.
     pub fn save(&mut self, c: Cluster, kind: &str, ns: Option<&str>, name: &str, how: Restore) -> Result<Value, String> {
-        let obj = self.tb.get(c, kind, ns, name)?.ok_or_else(|| format!("{} does not exist in {:?}: the test bed is not in its healthy shape", key_str(kind, ns, name), c))?;
+        let obj = self
+            .tb
+            .get(c, kind, ns, name)?
+            .ok_or_else(|| format!("{} does not exist in {:?}: the test bed is not in its healthy shape", key_str(kind, ns, name), c))?;
         // Keyed by the object's own kind, so "cm" and "ConfigMap" are one object.
         let id = (c, obj["kind"].as_str().unwrap_or(kind).to_lowercase(), ns.unwrap_or("").to_string(), name.to_string());
         if self.saved.contains(&id) {
@@ -419,7 +428,9 @@ impl<'a> Session<'a> {
             del.extend(["-n", ns]);
         }
         let by_hand = match how {
-            Restore::Replace => format!("{}   (or, if it is gone: {})", self.tb.command_line(c, &["replace", "-f", &f]), self.tb.command_line(c, &["create", "-f", &f])),
+            Restore::Replace => {
+                format!("{}   (or, if it is gone: {})", self.tb.command_line(c, &["replace", "-f", &f]), self.tb.command_line(c, &["create", "-f", &f]))
+            }
             Restore::Recreate => format!("{} && {}", self.tb.command_line(c, &del), self.tb.command_line(c, &["create", "-f", &f])),
         };
         let (kind_s, ns_s, name_s) = (kind.to_string(), ns.map(str::to_string), name.to_string());
@@ -544,8 +555,20 @@ impl Drop for Session<'_> {
             return;
         }
         // Reverted: the lock is released only once the test bed is healthy again.
+        if let Some(hang) = &self.istiod_may_hang {
+            if let Err(why) = self.rt.block_on(crate::probe::wait_healthy(self.tb, Duration::from_secs(10))) {
+                let msg = format!("[{}] reverted, but istiod did not recover ({hang}); restart the test bed: TB_RESTART=1 tests/testbed/up\n{why}", self.name);
+                eprintln!("{msg}");
+                *DIRTY.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+            }
+            return;
+        }
         if let Err(why) = self.rt.block_on(crate::probe::wait_healthy(self.tb, Duration::from_secs(30))) {
-            let msg = format!("[{}] reverted, but the test bed is not healthy again within 30 s:\n{why}\nistiod logged:\n{}", self.name, tail(&self.istiod_log(), 30));
+            let msg = format!(
+                "[{}] reverted, but the test bed is not healthy again within 30 s:\n{why}\nistiod logged:\n{}",
+                self.name,
+                tail(&self.istiod_log(), 30)
+            );
             if std::thread::panicking() {
                 eprintln!("{msg}");
             } else {

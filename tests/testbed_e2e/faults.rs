@@ -34,7 +34,7 @@ pub const COMPARED_WITH_LAB: &[&str] = &[
     "api-server-unreachable",
     "wrong-ca-data",
     "reader-sa-deleted",
-    "reader-token-other-cluster",
+    "reader-token-other-cluster", // zz_destructive: only with MESHTRACE_TESTBED_DESTRUCTIVE=1
     "reader-token-expiring",
     "no-tokenreview-rbac",
     "istiod-service-missing",
@@ -64,7 +64,7 @@ pub const NOT_EXPRESSIBLE: &[(&str, &str)] = &[
 
 // ------------------------------------------------------------------ helpers
 
-fn b64e(s: &str) -> String {
+pub(crate) fn b64e(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
@@ -83,7 +83,7 @@ fn closed_port() -> u16 {
 /// The remote secret's kubeconfig, changed by `f`, written back (`how`:
 /// Replace = an update istiod sees as a change; Recreate = delete and create,
 /// a secret istiod sees for the first time).
-fn edit_remote_kubeconfig(s: &mut Session, how: Restore, f: impl FnOnce(&str) -> String) -> Result<(), String> {
+pub(crate) fn edit_remote_kubeconfig(s: &mut Session, how: Restore, f: impl FnOnce(&str) -> String) -> Result<(), String> {
     let sec = s.save(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET, how)?;
     let key = s.tb.remote_cluster_id.clone();
     let kc = b64d(&sec["data"][&key])?;
@@ -112,7 +112,7 @@ fn replace_token_line(kc: &str, with: &str) -> String {
     out.join("\n") + "\n"
 }
 
-fn set_token(kc: &str, t: &Token) -> String {
+pub(crate) fn set_token(kc: &str, t: &Token) -> String {
     replace_token_line(kc, &format!("    token: {}", t.0))
 }
 
@@ -234,7 +234,8 @@ fn cluster_id_mismatch() {
         let mut new = sec.clone();
         new["data"] = json!({ "remote-1": kc });
         s.write(Cluster::Primary, &new, Restore::Replace)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("client claims to be in cluster \"remote\", but we only know about local cluster \"primary\" and remote clusters [remote-1]"))
+        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+            .log("client claims to be in cluster \"remote\", but we only know about local cluster \"primary\" and remote clusters [remote-1]"))
     });
 }
 
@@ -283,11 +284,13 @@ fn kubeconfig_no_current_context() {
     run_case(lab("kubeconfig-no-current-context"), |s| {
         edit_remote_kubeconfig(s, Restore::Recreate, |kc| kc.lines().filter(|l| !l.starts_with("current-context:")).collect::<Vec<_>>().join("\n") + "\n")?;
         // Measured: istiod's words are client-go's, not "kubeconfig is not valid".
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("create remote cluster failed: invalid configuration: no configuration has been provided"))
+        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+            .log("create remote cluster failed: invalid configuration: no configuration has been provided"))
     });
 }
 
-const EXEC_USER: &str = "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, remote]";
+const EXEC_USER: &str =
+    "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, remote]";
 
 #[test]
 fn kubeconfig_exec() {
@@ -325,13 +328,16 @@ fn kubeconfig_update_keeps_old_cluster() {
 //
 // ISTIOD_HANG: a remote secret *updated* to a kubeconfig that builds but
 // never syncs (unreachable server, wrong CA, rejected token), then updated
-// back before istiod's 30 s sync timeout, leaves istiod's secret controller
-// hung: the next deletion of that cluster (a changed data key, a deleted
-// secret) blocks forever in deleteCluster -> kube client Shutdown ->
-// informerFactory.Shutdown (wg.Wait), and istiod never processes another
-// remote-secret event (measured; it then refuses the gateway with "remote
-// clusters []" until it restarts). So these faults are injected and
-// reverted as a new secret (delete + create), which istiod handles cleanly.
+// back, leaves istiod's secret controller hung: the next deletion of that
+// cluster (a changed data key, a deleted secret) blocks forever in
+// deleteCluster -> kube client Shutdown -> informerFactory.Shutdown
+// (wg.Wait), and istiod never processes another remote-secret event
+// (measured; it then refuses the gateway with "remote clusters []" until it
+// restarts). So these faults are injected and reverted as a new secret
+// (delete + create): measured 8 of 8 clean for an unreachable server and a
+// wrong CA. A cluster whose token the remote rejects (401) hangs istiod even
+// that way (3 of 4, also after waiting out the 30 s sync timeout): see
+// zz_destructive::reader_token_other_cluster.
 
 #[test]
 fn api_server_unreachable() {
@@ -375,17 +381,6 @@ fn reader_sa_deleted() {
             tb.kubectl_stdin(Cluster::Primary, &["create", "-f", "-"], &body).map(|_| ())
         });
         s.delete(Cluster::Remote, "serviceaccount", Some(NS), READER_SA)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("failed to validate the JWT from cluster \"remote\""))
-    });
-}
-
-#[test]
-fn reader_token_other_cluster() {
-    run_case(lab("reader-token-other-cluster"), |s| {
-        // A TokenRequest token from the PRIMARY for an account of the same name.
-        s.create(Cluster::Primary, &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": READER_SA, "namespace": NS}}))?;
-        let t = s.tb.token(Cluster::Primary, READER_SA, None, None, "24h")?;
-        edit_remote_kubeconfig(s, Restore::Recreate, |kc| set_token(kc, &t))?;
         Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("failed to validate the JWT from cluster \"remote\""))
     });
 }
@@ -476,7 +471,8 @@ fn istiod_unreachable() {
         }
         s.write(Cluster::Remote, &n, Restore::Replace)?;
         let gateway = GatewayView { addr: format!("{ip}:{port}"), ..GatewayView::healthy(s.tb)? };
-        let mut plan = Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).also("the gateway dials the EndpointSlice's address", gateway, Want::NotReached);
+        let mut plan =
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).also("the gateway dials the EndpointSlice's address", gateway, Want::NotReached);
         plan.trace_opts = crate::probe::options(None);
         Ok(plan)
     });
@@ -492,7 +488,8 @@ fn gateway_no_cluster_id() {
         // with its own (primary) API server.
         let g = GatewayView { cluster_id: String::new(), ..GatewayView::healthy(s.tb)? };
         // istiod logs the empty ID as such, then reviews with the primary.
-        Ok(Plan::new(s.tb, g, Want::Unauthenticated).log("failed to validate the JWT from cluster \"\": the service account authentication returns an error: invalid bearer token"))
+        Ok(Plan::new(s.tb, g, Want::Unauthenticated)
+            .log("failed to validate the JWT from cluster \"\": the service account authentication returns an error: invalid bearer token"))
     });
 }
 
@@ -601,7 +598,10 @@ fn chain_wrong_trust_domain() {
     // The primary's mesh config (ConfigMap istio) sets another trust domain;
     // istiod picks it up at once and signs for it, the gateway expects cluster.local.
     run_case(lab("chain-wrong-trust-domain"), |s| {
-        s.create(Cluster::Primary, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": NS}, "data": {"mesh": "trustDomain: other.local\n"}}))?;
+        s.create(
+            Cluster::Primary,
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": NS}, "data": {"mesh": "trustDomain: other.local\n"}}),
+        )?;
         let want = Want::IssuedFor(format!("spiffe://other.local/ns/{NS}/sa/{GATEWAY_SA}"));
         Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, want))
     });
@@ -628,7 +628,7 @@ fn secret_duplicate_key() {
         let mut copy = sec.clone();
         copy["metadata"]["name"] = json!(format!("{REMOTE_SECRET}-copy"));
         s.create(Cluster::Primary, &copy)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued))
+        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).log("cluster has already been registered"))
     });
 }
 

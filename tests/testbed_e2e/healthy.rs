@@ -49,7 +49,18 @@ fn healthy_testbed_cli_json() {
     rt.block_on(wait_healthy(tb, Duration::from_secs(30))).unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
     let out = assert_cmd::Command::cargo_bin("meshtrace")
         .expect("binary builds")
-        .args(["--kubeconfig", &tb.kubeconfig.display().to_string(), "--primary", &tb.primary_ctx, "--remote", &tb.remote_ctx, "--istiod-addr", &tb.istiod_addr, "-o", "json"])
+        .args([
+            "--kubeconfig",
+            &tb.kubeconfig.display().to_string(),
+            "--primary",
+            &tb.primary_ctx,
+            "--remote",
+            &tb.remote_ctx,
+            "--istiod-addr",
+            &tb.istiod_addr,
+            "-o",
+            "json",
+        ])
         .output()
         .expect("meshtrace runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -23,3 +23,4 @@ mod check;
 mod faults;
 mod healthy;
 mod probe;
+mod zz_destructive;

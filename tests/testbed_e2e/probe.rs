@@ -108,10 +108,16 @@ impl GatewayView {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// A chain, with the leaf's URI SANs.
-    Issued { chain_len: usize, uri_sans: Vec<String> },
+    Issued {
+        chain_len: usize,
+        uri_sans: Vec<String>,
+    },
     Unauthenticated(String),
     /// Any other gRPC status.
-    Rpc { code: String, message: String },
+    Rpc {
+        code: String,
+        message: String,
+    },
     /// TLS or TCP failed: the CSR never reached istiod's CA.
     NotReached(String),
     Other(String),

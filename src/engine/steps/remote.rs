@@ -401,6 +401,16 @@ async fn explain_unauthorized(ctx: &Ctx, claims: Option<&jwt::JwtSummary>) -> (S
             return (format!("the token expired at {} ({})", rfc3339(exp), x509::expiry_words(exp - now_unix())), recreate);
         }
     }
+    // A token from another cluster: its issuer is not the remote's. Checked
+    // before the service account, whose uid would differ for such a token too.
+    if let (Some(iss), Some(remote_iss)) = (&c.issuer, remote_issuer(ctx).await) {
+        if *iss != remote_iss {
+            return (
+                format!("the token was issued by {iss:?}, but the remote API server's service-account issuer is {remote_iss:?}: it was signed by another cluster's key"),
+                format!("{recreate} (run it against the remote context, so the token comes from the remote)"),
+            );
+        }
+    }
     if let Some((ns, name)) = &c.service_account {
         let sas: Api<ServiceAccount> = Api::namespaced(ctx.clusters.remote.clone(), ns);
         match sas.get_opt(name).await {
@@ -429,6 +439,14 @@ async fn explain_unauthorized(ctx: &Ctx, claims: Option<&jwt::JwtSummary>) -> (S
         ),
         recreate,
     )
+}
+
+/// The remote's service-account issuer, from its OIDC discovery document.
+async fn remote_issuer(ctx: &Ctx) -> Option<String> {
+    let req = http::Request::get("/.well-known/openid-configuration").body(Vec::new()).ok()?;
+    let text = ctx.clusters.remote.request_text(req).await.ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["issuer"].as_str().map(str::to_string)
 }
 
 fn attrs(verb: &str, group: &str, resource: &str) -> ResourceAttributes {

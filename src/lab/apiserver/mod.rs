@@ -481,6 +481,17 @@ fn route(cl: &mut ClusterSim, req: &Req) -> ApiResult<Reply> {
     match segs.as_slice() {
         ["healthz" | "readyz" | "livez", ..] => return Ok(Reply::Text("ok")),
         ["version"] => return Ok(Reply::ok(resources::version_info())),
+        // Service-account issuer discovery, public as with
+        // system:service-account-issuer-discovery bound to everyone.
+        [".well-known", "openid-configuration"] => {
+            return Ok(Reply::ok(serde_json::json!({
+                "issuer": cl.keys.issuer,
+                "jwks_uri": format!("{}/openid/v1/jwks", cl.keys.issuer),
+                "response_types_supported": ["id_token"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+            })));
+        }
         _ => {}
     }
     let user = authn::authenticate_request(cl, &req.headers)?;
