@@ -307,7 +307,10 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
     let current = raw.current_context.clone().unwrap_or_default();
     if current.is_empty() {
         let names: Vec<&str> = raw.contexts.iter().map(|c| c.name.as_str()).collect();
-        return invalid(format!("current-context is not set (contexts: {names:?})"));
+        // client-go then reports the whole config as empty; istiod logs that text.
+        return invalid(format!(
+            "current-context is not set (contexts: {names:?}); istiod logs `invalid configuration: no configuration has been provided`"
+        ));
     }
     let Some(ctx_index) = raw.contexts.iter().position(|c| c.name == current) else {
         let names: Vec<&str> = raw.contexts.iter().map(|c| c.name.as_str()).collect();

@@ -183,7 +183,13 @@ pub async fn remote_kubeconfig(ctx: &Ctx) -> Outcome {
                 kubeconfig::KubeconfigError::NotAllowed(_) => "use inline credentials (token or client-certificate-data) instead of exec plugins and file paths; istioctl create-remote-secret writes such a kubeconfig",
                 _ => "recreate the secret: istioctl create-remote-secret --context=<remote> --name=<id> | kubectl apply --context=<primary> -f -",
             };
-            return out.fail(format!("istiod rejects the kubeconfig in {}/{} key {:?}: {e}", sec.namespace, sec.name, sec.key), fix);
+            return out.fail(
+                format!(
+                    "istiod rejects the kubeconfig in {}/{} key {:?}: {e}. (If this secret was valid before and was edited since, a running istiod keeps the earlier cluster until it restarts: the break shows at the next restart.)",
+                    sec.namespace, sec.name, sec.key
+                ),
+                fix,
+            );
         }
     };
     out.ev("context", &kc.context)
