@@ -2,5 +2,6 @@
 //! mesh, every output format) and the command line.
 
 mod cli;
+mod hardening;
 mod lab_faults;
 mod support;
