@@ -8,6 +8,7 @@
 //!  - the median wall time and peak RSS of the release binary tracing the
 //!    lab as a user runs it (`meshtrace --primary lab-primary --remote lab-remote`),
 //!    next to one `kubectl get` against the same lab when kubectl is present.
+//!
 //! Targets (issue 2): trace under 250 ms, peak RSS under 40 MB.
 
 use meshtrace::engine::{self, TraceOptions};

@@ -72,9 +72,9 @@ async fn no_output_format_leaks_a_secret() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn istiod_that_accepts_but_never_answers_costs_one_timeout() {
-    // A peer that completes TCP and then says nothing.
+/// A peer that completes TCP and then says nothing, holding every connection
+/// until the returned task is aborted.
+async fn silent_peer() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let holder = tokio::spawn(async move {
@@ -83,6 +83,12 @@ async fn istiod_that_accepts_but_never_answers_costs_one_timeout() {
             held.push(sock);
         }
     });
+    (addr, holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istiod_that_accepts_but_never_answers_costs_one_timeout() {
+    let (addr, holder) = silent_peer().await;
     let opts = TraceOptions { istiod_addr: Some(addr.to_string()), timeout: Duration::from_millis(600), ..Default::default() };
     let started = Instant::now();
     let (r, _) = trace_lab(None, opts).await;
@@ -98,14 +104,7 @@ async fn istiod_that_accepts_but_never_answers_costs_one_timeout() {
 async fn api_server_that_never_answers_fails_within_the_timeout() {
     // The remote secret points at a silent peer: remote-api-tls must fail by
     // timeout, and everything istiod's view needs is blocked, not hung.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((sock, _)) = listener.accept().await {
-            held.push(sock);
-        }
-    });
+    let (addr, holder) = silent_peer().await;
     let lab = Lab::start(None).await.unwrap();
     {
         use k8s_openapi::api::core::v1::Secret;

@@ -1,7 +1,8 @@
 //! The gateway's path to istiod: the remote `istiod` Service, TLS on 15012,
 //! the CSR, and the chain istiod returns.
 
-use super::{kube_err, now_unix, rfc3339};
+use super::{kube_err, now_unix};
+use crate::inspect::x509::rfc3339;
 use crate::engine::{Ctx, Outcome};
 use crate::inspect::{jwt, x509};
 use crate::model::StepId;
@@ -99,18 +100,12 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
         }
     }
     out.ev("endpoint_addresses", &addrs).ev("endpoint_source", from);
+    // istiod-tls needs this step, so on failure no address is published.
     if let Some((d, h)) = problem {
-        // The address still matters to later steps when the user gave one.
-        if let Some(a) = override_addr {
-            ctx.facts().istiod_addr = Some((a, "--istiod-addr".into()));
-        }
         return out.fail(d, h);
     }
     if addrs.is_empty() {
         // The gateway has no address even when meshtrace was given one.
-        if let Some(a) = override_addr {
-            ctx.facts().istiod_addr = Some((a, "--istiod-addr".into()));
-        }
         return out.fail(
             format!("Service {ns}/istiod in the remote has no EndpointSlice or Endpoints with port {CA_PORT}: the gateway's CSR dial has no address (`connection refused`)"),
             format!("create an EndpointSlice labelled kubernetes.io/service-name=istiod in {ns} with the primary's east-west gateway address and port 15012 (the remote profile does this from values.global.remotePilotAddress)"),

@@ -68,14 +68,6 @@ pub(crate) fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 text for a unix time.
-pub(crate) fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| t.to_string())
-}
-
 pub(crate) fn quote_list(items: &[String]) -> String {
     format!("[{}]", items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
 }

@@ -2,7 +2,8 @@
 //! the API server it points at, the identity it carries, and the TokenReview
 //! istiod runs with it.
 
-use super::{api_code, kube_err, now_unix, quote_list, rfc3339};
+use super::{api_code, kube_err, now_unix, quote_list};
+use crate::inspect::x509::rfc3339;
 use crate::engine::facts::RemoteSecretFacts;
 use crate::engine::{Ctx, Outcome};
 use crate::inspect::kubeconfig::{self, Credential};
@@ -281,18 +282,12 @@ pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
     }
     let presented: Vec<_> = report.peer_chain_der.iter().filter_map(|d| x509::parse_der(d).ok()).collect();
     out.ev("presented_certificate", presented.first().map(|c| c.evidence()));
-    if kc.insecure_skip_tls_verify {
-        // istiod honours it; so does meshtrace, but it is worth a warning.
-    } else if kc.ca_data_pem.is_none() && report.verify_error.is_some() {
+    // Without CA data istiod verifies with its system roots, which meshtrace
+    // does not load: a verification failure then says nothing.
+    let unverifiable = kc.ca_data_pem.is_none() && report.verify_error.is_some();
+    if unverifiable {
         out.ev("note", "no certificate-authority-data: istiod verifies with its system roots, which meshtrace does not load");
-        if let Ok(c) = istiod_view_client(&kc, ctx.opts.timeout).await {
-            ctx.facts().istiod_view = Some(c);
-        }
-        return out.warn(
-            "the remote secret has no certificate-authority-data, so istiod trusts the remote API server through its system roots; meshtrace cannot check those",
-            "add certificate-authority-data with the remote API server's CA (istioctl create-remote-secret does)",
-        );
-    } else if let Some(e) = &report.verify_error {
+    } else if let (false, Some(e)) = (kc.insecure_skip_tls_verify, &report.verify_error) {
         let ca_subjects: Vec<String> = x509::parse_pem_chain(&roots).map(|c| c.into_iter().map(|c| c.subject).collect()).unwrap_or_default();
         let issuer = presented.first().map(|c| c.issuer.clone()).unwrap_or_default();
         return out.fail(
@@ -313,6 +308,12 @@ pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
     match istiod_view_client(&kc, ctx.opts.timeout).await {
         Ok(c) => ctx.facts().istiod_view = Some(c),
         Err(e) => return out.fail(format!("cannot build a client from the remote secret's kubeconfig: {e}"), "recreate the remote secret"),
+    }
+    if unverifiable {
+        return out.warn(
+            "the remote secret has no certificate-authority-data, so istiod trusts the remote API server through its system roots; meshtrace cannot check those",
+            "add certificate-authority-data with the remote API server's CA (istioctl create-remote-secret does)",
+        );
     }
     if kc.insecure_skip_tls_verify {
         return out.warn(

@@ -1,7 +1,8 @@
 //! The roots that must agree: the primary CA's root, `istio-ca-root-cert` in
 //! both clusters, and (in the issued-chain step) the root istiod returns.
 
-use super::{kube_err, now_unix, quote_list, rfc3339};
+use super::{kube_err, now_unix, quote_list};
+use crate::inspect::x509::rfc3339;
 use crate::engine::{Ctx, Outcome};
 use crate::inspect::x509::{self, CertInfo};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
