@@ -127,11 +127,19 @@ pub struct TraceArgs {
 
 fn parse_theme(s: &str) -> Result<String, String> {
     let names = crate::tui::theme::names();
-    if names.contains(&s) { Ok(s.to_string()) } else { Err(format!("{s:?} is not a theme; built in: {}", names.join(", "))) }
+    if names.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a theme; built in: {}",
+            names.join(", ")
+        ))
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 5s, 1500ms or 7d: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 5s, 1500ms or 7d: {e}"))
 }
 
 impl TraceArgs {
@@ -158,7 +166,10 @@ pub struct UsageError(pub String);
 pub fn main() -> i32 {
     crate::install_crypto_provider();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshtrace: cannot start the async runtime: {e}");
@@ -186,10 +197,24 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
             let paths = target::kubeconfig_paths(&cli.kubeconfig);
             let kc = target::load_kubeconfig(&paths).map_err(|e| UsageError(e.to_string()))?;
             let opts = cli.trace.options();
-            let (p, _) = target::client_for(&kc, &primary, opts.timeout).await.map_err(|e| UsageError(format!("--primary: {e}")))?;
-            let (r, remote_server) = target::client_for(&kc, &remote, opts.timeout).await.map_err(|e| UsageError(format!("--remote: {e}")))?;
-            let clusters = Clusters { primary: p, remote: r, remote_server };
-            let t = Target { primary, remote, istio_namespace: opts.istio_namespace.clone(), mode: "clusters".into(), fault: None };
+            let (p, _) = target::client_for(&kc, &primary, opts.timeout)
+                .await
+                .map_err(|e| UsageError(format!("--primary: {e}")))?;
+            let (r, remote_server) = target::client_for(&kc, &remote, opts.timeout)
+                .await
+                .map_err(|e| UsageError(format!("--remote: {e}")))?;
+            let clusters = Clusters {
+                primary: p,
+                remote: r,
+                remote_server,
+            };
+            let t = Target {
+                primary,
+                remote,
+                istio_namespace: opts.istio_namespace.clone(),
+                mode: "clusters".into(),
+                fault: None,
+            };
             Ok(trace_and_render(clusters, opts, t, &cli.trace).await)
         }
     }
@@ -197,7 +222,11 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
 
 async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
     if lab.list_faults {
-        let width = faults::FAULTS.iter().map(|f| f.name.len()).max().unwrap_or(0);
+        let width = faults::FAULTS
+            .iter()
+            .map(|f| f.name.len())
+            .max()
+            .unwrap_or(0);
         for f in faults::FAULTS {
             println!("{:<width$}  {:<22}  {}", f.name, f.step.as_str(), f.summary);
         }
@@ -207,17 +236,26 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
         match name {
             None => Ok(None),
             Some(n) => faults::find(n).map(Some).ok_or_else(|| {
-                UsageError(format!("unknown fault {n:?}; `meshtrace lab --list-faults` lists them ({} in all)", faults::FAULTS.len()))
+                UsageError(format!(
+                    "unknown fault {n:?}; `meshtrace lab --list-faults` lists them ({} in all)",
+                    faults::FAULTS.len()
+                ))
             }),
         }
     };
-    if let Some(LabAction::Serve { fault, kubeconfig_out }) = &lab.action {
+    if let Some(LabAction::Serve {
+        fault,
+        kubeconfig_out,
+    }) = &lab.action
+    {
         // `lab --fault X serve` and `lab serve --fault X` mean the same.
         let fault = lookup(&fault.clone().or(lab.fault.clone()))?;
         return serve(fault, kubeconfig_out.clone()).await;
     }
     let fault = lookup(&lab.fault)?;
-    let running = Lab::start(fault).await.map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
+    let running = Lab::start(fault)
+        .await
+        .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
     let opts = lab.trace.options();
     let (clusters, t) = lab_target(&running, &opts).await?;
     let code = trace_and_render(clusters, opts, t, &lab.trace).await;
@@ -227,9 +265,15 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
 
 /// Clients for a running lab, built from its kubeconfig exactly as for real clusters.
 pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Target), UsageError> {
-    let kc = kube::config::Kubeconfig::from_yaml(&lab.kubeconfig_yaml).map_err(|e| UsageError(format!("lab kubeconfig: {e}")))?;
-    let (p, _) = target::client_for(&kc, crate::lab::world::PRIMARY_CONTEXT, opts.timeout).await.map_err(|e| UsageError(e.to_string()))?;
-    let (r, remote_server) = target::client_for(&kc, crate::lab::world::REMOTE_CONTEXT, opts.timeout).await.map_err(|e| UsageError(e.to_string()))?;
+    let kc = kube::config::Kubeconfig::from_yaml(&lab.kubeconfig_yaml)
+        .map_err(|e| UsageError(format!("lab kubeconfig: {e}")))?;
+    let (p, _) = target::client_for(&kc, crate::lab::world::PRIMARY_CONTEXT, opts.timeout)
+        .await
+        .map_err(|e| UsageError(e.to_string()))?;
+    let (r, remote_server) =
+        target::client_for(&kc, crate::lab::world::REMOTE_CONTEXT, opts.timeout)
+            .await
+            .map_err(|e| UsageError(e.to_string()))?;
     let t = Target {
         primary: crate::lab::world::PRIMARY_CONTEXT.into(),
         remote: crate::lab::world::REMOTE_CONTEXT.into(),
@@ -237,22 +281,53 @@ pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Tar
         mode: "lab".into(),
         fault: lab.fault.map(|f| f.name.to_string()),
     };
-    Ok((Clusters { primary: p, remote: r, remote_server }, t))
+    Ok((
+        Clusters {
+            primary: p,
+            remote: r,
+            remote_server,
+        },
+        t,
+    ))
 }
 
-async fn serve(fault: Option<&'static faults::Fault>, out: Option<PathBuf>) -> Result<i32, UsageError> {
-    let lab = Lab::start(fault).await.map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
+async fn serve(
+    fault: Option<&'static faults::Fault>,
+    out: Option<PathBuf>,
+) -> Result<i32, UsageError> {
+    let lab = Lab::start(fault)
+        .await
+        .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
     // A temp dir we remove on exit, unless the user asked for a path.
-    let tmp = tempfile::tempdir().map_err(|e| UsageError(format!("cannot create a temp dir: {e}")))?;
+    let tmp =
+        tempfile::tempdir().map_err(|e| UsageError(format!("cannot create a temp dir: {e}")))?;
     let path = out.unwrap_or_else(|| tmp.path().join("kubeconfig"));
-    write_private(&path, &lab.kubeconfig_yaml).map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
-    println!("meshtrace lab is running{}", fault.map(|f| format!(" with fault {}", f.name)).unwrap_or_default());
+    write_private(&path, &lab.kubeconfig_yaml)
+        .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
+    println!(
+        "meshtrace lab is running{}",
+        fault
+            .map(|f| format!(" with fault {}", f.name))
+            .unwrap_or_default()
+    );
     println!("kubeconfig: {}", path.display());
-    println!("contexts:   lab-primary ({}), lab-remote ({})", lab.primary.url, lab.remote.url);
-    println!("istiod:     {} (gRPC + TLS, server name istiod.istio-system.svc)", lab.istiod_addr);
+    println!(
+        "contexts:   lab-primary ({}), lab-remote ({})",
+        lab.primary.url, lab.remote.url
+    );
+    println!(
+        "istiod:     {} (gRPC + TLS, server name istiod.istio-system.svc)",
+        lab.istiod_addr
+    );
     println!();
-    println!("try:  meshtrace --kubeconfig {} --primary lab-primary --remote lab-remote -o text", path.display());
-    println!("      kubectl --kubeconfig {} --context lab-remote get secrets,configmaps,services,pods -n istio-system", path.display());
+    println!(
+        "try:  meshtrace --kubeconfig {} --primary lab-primary --remote lab-remote -o text",
+        path.display()
+    );
+    println!(
+        "      kubectl --kubeconfig {} --context lab-remote get secrets,configmaps,services,pods -n istio-system",
+        path.display()
+    );
     println!("Ctrl-C (or SIGTERM) stops the lab.");
     let _ = std::io::stdout().flush();
     // Ctrl-C or SIGTERM: either way, stop the servers and remove the temp kubeconfig.
@@ -270,13 +345,25 @@ async fn serve(fault: Option<&'static faults::Fault>, out: Option<PathBuf>) -> R
 
 fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(content.as_bytes())
 }
 
-async fn trace_and_render(clusters: Clusters, opts: TraceOptions, t: Target, args: &TraceArgs) -> i32 {
+async fn trace_and_render(
+    clusters: Clusters,
+    opts: TraceOptions,
+    t: Target,
+    args: &TraceArgs,
+) -> i32 {
     let is_tty = std::io::stdout().is_terminal();
-    let output = args.output.unwrap_or(if is_tty { Output::Tui } else { Output::Text });
+    let output = args
+        .output
+        .unwrap_or(if is_tty { Output::Tui } else { Output::Text });
     let style = render::text::TextStyle {
         color: is_tty && std::env::var_os("NO_COLOR").is_none(),
         verbose: args.verbose,
@@ -290,7 +377,10 @@ async fn trace_and_render(clusters: Clusters, opts: TraceOptions, t: Target, arg
             rx
         };
         let first = start();
-        let tui_opts = crate::tui::TuiOptions { theme: args.theme.clone(), teaching: args.step };
+        let tui_opts = crate::tui::TuiOptions {
+            theme: args.theme.clone(),
+            teaching: args.step,
+        };
         let report = match crate::tui::run_tui(first, start, tui_opts).await {
             Ok(r) => r,
             Err(e) => {
@@ -304,7 +394,10 @@ async fn trace_and_render(clusters: Clusters, opts: TraceOptions, t: Target, arg
         let _ = stdout.flush();
         let finished = report.steps.len();
         if finished < crate::model::STEPS.len() {
-            eprintln!("meshtrace: quit before the trace finished ({finished} of {} steps)", crate::model::STEPS.len());
+            eprintln!(
+                "meshtrace: quit before the trace finished ({finished} of {} steps)",
+                crate::model::STEPS.len()
+            );
             if report.verdict == Verdict::Pass {
                 return 130;
             }

@@ -2,18 +2,18 @@
 //! primary cluster's istiod, step by step, and point at the step that breaks.
 #![forbid(unsafe_code)]
 
-pub mod model;
-pub mod proto;
 pub mod inspect;
-pub mod probe;
 pub mod lab;
+pub mod model;
+pub mod probe;
+pub mod proto;
 
 /// rustls needs one process-wide crypto provider; meshtrace uses ring so that
 /// building needs no C toolchain beyond what `ring` itself needs.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+pub mod cli;
 pub mod engine;
 pub mod render;
 pub mod tui;
-pub mod cli;

@@ -47,7 +47,12 @@ pub enum Actor {
 }
 
 impl Actor {
-    pub const ALL: [Actor; 4] = [Actor::Gateway, Actor::RemoteApi, Actor::Istiod, Actor::PrimaryApi];
+    pub const ALL: [Actor; 4] = [
+        Actor::Gateway,
+        Actor::RemoteApi,
+        Actor::Istiod,
+        Actor::PrimaryApi,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Actor::Gateway => "remote gateway",
@@ -216,7 +221,10 @@ pub const STEPS: &[StepInfo] = &[
 
 impl StepId {
     pub fn info(self) -> &'static StepInfo {
-        STEPS.iter().find(|s| s.id == self).expect("every StepId is in STEPS")
+        STEPS
+            .iter()
+            .find(|s| s.id == self)
+            .expect("every StepId is in STEPS")
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -379,7 +387,10 @@ impl TraceState {
     pub fn apply(&mut self, event: &TraceEvent) {
         match event {
             TraceEvent::TraceStarted { target } => {
-                *self = TraceState { target: target.clone(), ..Default::default() };
+                *self = TraceState {
+                    target: target.clone(),
+                    ..Default::default()
+                };
             }
             TraceEvent::StepStarted { id, at_ms } => {
                 if !self.running.iter().any(|(r, _)| r == id) {
@@ -407,8 +418,14 @@ impl TraceState {
     pub fn report(&self) -> TraceReport {
         let mut steps = self.results.clone();
         steps.sort_by_key(|r| r.id.index());
-        let first_fail = steps.iter().find(|r| r.status == Status::Fail).map(|r| r.id);
-        let first_warn = steps.iter().find(|r| r.status == Status::Warn).map(|r| r.id);
+        let first_fail = steps
+            .iter()
+            .find(|r| r.status == Status::Fail)
+            .map(|r| r.id);
+        let first_warn = steps
+            .iter()
+            .find(|r| r.status == Status::Warn)
+            .map(|r| r.id);
         let verdict = if first_fail.is_some() {
             Verdict::Fail
         } else if first_warn.is_some() {
@@ -484,9 +501,15 @@ mod tests {
     #[test]
     fn report_names_earliest_failure_in_flow_order() {
         let mut st = TraceState::default();
-        st.apply(&TraceEvent::StepFinished { result: result(Csr, Status::Fail) });
-        st.apply(&TraceEvent::StepFinished { result: result(NetworkLabels, Status::Warn) });
-        st.apply(&TraceEvent::StepFinished { result: result(RemoteRbac, Status::Fail) });
+        st.apply(&TraceEvent::StepFinished {
+            result: result(Csr, Status::Fail),
+        });
+        st.apply(&TraceEvent::StepFinished {
+            result: result(NetworkLabels, Status::Warn),
+        });
+        st.apply(&TraceEvent::StepFinished {
+            result: result(RemoteRbac, Status::Fail),
+        });
         let r = st.report();
         assert_eq!(r.verdict, Verdict::Fail);
         assert_eq!(r.first_failure, Some(RemoteRbac));
@@ -496,9 +519,14 @@ mod tests {
     #[test]
     fn warn_only_report() {
         let mut st = TraceState::default();
-        st.apply(&TraceEvent::StepStarted { id: RootOfTrust, at_ms: 0.0 });
+        st.apply(&TraceEvent::StepStarted {
+            id: RootOfTrust,
+            at_ms: 0.0,
+        });
         assert!(st.is_running(RootOfTrust));
-        st.apply(&TraceEvent::StepFinished { result: result(RootOfTrust, Status::Warn) });
+        st.apply(&TraceEvent::StepFinished {
+            result: result(RootOfTrust, Status::Warn),
+        });
         assert!(!st.is_running(RootOfTrust));
         let r = st.report();
         assert_eq!(r.verdict, Verdict::Warn);

@@ -11,7 +11,9 @@ pub mod facts;
 pub mod steps;
 pub mod target;
 
-use crate::model::{STEPS, Status, StepId, StepResult, Target, TraceEvent, TraceReport, TraceState, millis};
+use crate::model::{
+    STEPS, Status, StepId, StepResult, Target, TraceEvent, TraceReport, TraceState, millis,
+};
 use facts::Facts;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,7 +97,13 @@ pub fn waits_for(id: StepId) -> &'static [StepId] {
         GatewayToken => &[GatewayPod],
         TokenReview => &[GatewayToken, RemoteRbac],
         IstiodTls => &[RemoteIstiodEndpoint, RootOfTrust, GatewayPod],
-        Csr => &[IstiodTls, TokenReview, GatewayToken, RootOfTrust, RemoteSecret],
+        Csr => &[
+            IstiodTls,
+            TokenReview,
+            GatewayToken,
+            RootOfTrust,
+            RemoteSecret,
+        ],
         IssuedChain => &[Csr],
         NetworkLabels => &[GatewayPod],
     }
@@ -160,7 +168,11 @@ pub async fn run(
     events: mpsc::UnboundedSender<TraceEvent>,
 ) -> TraceReport {
     let t0 = Instant::now();
-    let ctx = Arc::new(Ctx { opts, clusters, facts: Mutex::new(Facts::default()) });
+    let ctx = Arc::new(Ctx {
+        opts,
+        clusters,
+        facts: Mutex::new(Facts::default()),
+    });
     let mut state = TraceState::default();
     let emit = |state: &mut TraceState, e: TraceEvent| {
         state.apply(&e);
@@ -182,7 +194,10 @@ pub async fn run(
         let id = s.id;
         let ctx = ctx.clone();
         let tx = senders.remove(&id).expect("sender per step");
-        let deps: Vec<_> = waits_for(id).iter().map(|d| (*d, receivers[d].clone())).collect();
+        let deps: Vec<_> = waits_for(id)
+            .iter()
+            .map(|d| (*d, receivers[d].clone()))
+            .collect();
         let done_tx = done_tx.clone();
         tokio::spawn(async move {
             let mut dep_results = Vec::new();
@@ -207,14 +222,21 @@ pub async fn run(
                     evidence: Default::default(),
                     diagnosis: Some(format!(
                         "not run: {} did not pass",
-                        blockers.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
+                        blockers
+                            .iter()
+                            .map(|b| b.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                     hint: None,
                     link: id.doc_link(),
                     blocked_by: blockers,
                 }
             } else {
-                let _ = done_tx.send(TraceEvent::StepStarted { id, at_ms: millis(started) });
+                let _ = done_tx.send(TraceEvent::StepStarted {
+                    id,
+                    at_ms: millis(started),
+                });
                 let step_start = Instant::now();
                 let limit = step_limit(id, &ctx.opts);
                 let out = match tokio::time::timeout(limit, steps::run_step(id, &ctx)).await {
@@ -237,7 +259,9 @@ pub async fn run(
                     blocked_by: out.blocked_by,
                 }
             };
-            let _ = done_tx.send(TraceEvent::StepFinished { result: result.clone() });
+            let _ = done_tx.send(TraceEvent::StepFinished {
+                result: result.clone(),
+            });
             let _ = tx.send(Some(result));
         });
     }
@@ -245,7 +269,12 @@ pub async fn run(
     while let Some(e) = done_rx.recv().await {
         emit(&mut state, e);
     }
-    emit(&mut state, TraceEvent::TraceFinished { total_ms: millis(t0.elapsed()) });
+    emit(
+        &mut state,
+        TraceEvent::TraceFinished {
+            total_ms: millis(t0.elapsed()),
+        },
+    );
     state.report()
 }
 
@@ -266,7 +295,9 @@ fn blockers_of(id: StepId, deps: &[StepResult]) -> Vec<StepId> {
         if let Some(r) = deps.iter().find(|r| r.id == *need) {
             match r.status {
                 Status::Fail => out.push(r.id),
-                Status::Skipped if !r.blocked_by.is_empty() => out.extend(r.blocked_by.iter().copied()),
+                Status::Skipped if !r.blocked_by.is_empty() => {
+                    out.extend(r.blocked_by.iter().copied())
+                }
                 Status::Skipped => out.push(r.id),
                 _ => {}
             }

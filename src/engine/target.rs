@@ -24,40 +24,71 @@ pub fn kubeconfig_paths(flags: &[PathBuf]) -> Vec<PathBuf> {
         return flags.to_vec();
     }
     if let Some(v) = std::env::var_os("KUBECONFIG") {
-        let paths: Vec<PathBuf> = std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect();
+        let paths: Vec<PathBuf> = std::env::split_paths(&v)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
         if !paths.is_empty() {
             return paths;
         }
     }
-    std::env::var_os("HOME").map(|h| vec![PathBuf::from(h).join(".kube").join("config")]).unwrap_or_default()
+    std::env::var_os("HOME")
+        .map(|h| vec![PathBuf::from(h).join(".kube").join("config")])
+        .unwrap_or_default()
 }
 
 pub fn load_kubeconfig(paths: &[PathBuf]) -> Result<Kubeconfig, TargetError> {
     let mut merged: Option<Kubeconfig> = None;
     for p in paths {
-        let kc = Kubeconfig::read_from(p).map_err(|e| TargetError::Unreadable { path: p.clone(), reason: e.to_string() })?;
+        let kc = Kubeconfig::read_from(p).map_err(|e| TargetError::Unreadable {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
         merged = Some(match merged {
             None => kc,
-            Some(m) => m.merge(kc).map_err(|e| TargetError::Unreadable { path: p.clone(), reason: e.to_string() })?,
+            Some(m) => m.merge(kc).map_err(|e| TargetError::Unreadable {
+                path: p.clone(),
+                reason: e.to_string(),
+            })?,
         });
     }
     merged.ok_or(TargetError::NoKubeconfig)
 }
 
 /// A client for one context, plus the server URL it talks to.
-pub async fn client_for(kc: &Kubeconfig, context: &str, timeout: Duration) -> Result<(kube::Client, String), TargetError> {
+pub async fn client_for(
+    kc: &Kubeconfig,
+    context: &str,
+    timeout: Duration,
+) -> Result<(kube::Client, String), TargetError> {
     if !kc.contexts.iter().any(|c| c.name == context) {
-        let known = kc.contexts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
-        return Err(TargetError::UnknownContext { name: context.to_string(), known });
+        let known = kc
+            .contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(TargetError::UnknownContext {
+            name: context.to_string(),
+            known,
+        });
     }
-    let opts = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
+    let opts = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
     let mut cfg = kube::Config::from_custom_kubeconfig(kc.clone(), &opts)
         .await
-        .map_err(|e| TargetError::BadContext { name: context.to_string(), reason: e.to_string() })?;
+        .map_err(|e| TargetError::BadContext {
+            name: context.to_string(),
+            reason: e.to_string(),
+        })?;
     cfg.connect_timeout = Some(timeout);
     cfg.read_timeout = Some(timeout);
     cfg.write_timeout = Some(timeout);
     let server = cfg.cluster_url.to_string();
-    let client = kube::Client::try_from(cfg).map_err(|e| TargetError::BadContext { name: context.to_string(), reason: e.to_string() })?;
+    let client = kube::Client::try_from(cfg).map_err(|e| TargetError::BadContext {
+        name: context.to_string(),
+        reason: e.to_string(),
+    })?;
     Ok((client, server))
 }

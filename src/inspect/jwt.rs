@@ -63,7 +63,10 @@ pub fn fingerprint(token: &str) -> String {
 /// The token without surrounding whitespace or a `Bearer ` prefix.
 fn normalize(token: &str) -> &str {
     let token = token.trim();
-    token.strip_prefix("Bearer ").map(str::trim).unwrap_or(token)
+    token
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .unwrap_or(token)
 }
 
 fn b64url(part: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
@@ -75,10 +78,14 @@ fn b64url(part: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
 fn json_object(bytes: &[u8], what: &'static str) -> Result<Map<String, Value>, JwtError> {
     // Parse to a Value first: serde_json's syntax errors name only a position,
     // so no claim text is echoed.
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| JwtError::Json(what, e.to_string()))?;
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| JwtError::Json(what, e.to_string()))?;
     match v {
         Value::Object(m) => Ok(m),
-        other => Err(JwtError::Json(what, format!("found a JSON {}", json_type(&other)))),
+        other => Err(JwtError::Json(
+            what,
+            format!("found a JSON {}", json_type(&other)),
+        )),
     }
 }
 
@@ -121,7 +128,10 @@ pub fn decode(token: &str) -> Result<JwtSummary, JwtError> {
     let subject = string(claims.get("sub"));
     let audiences = match claims.get("aud") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         _ => vec![],
     };
     let expires_at = num(claims.get("exp"));
@@ -130,7 +140,8 @@ pub fn decode(token: &str) -> Result<JwtSummary, JwtError> {
     let from_sub = subject.as_deref().and_then(|s| {
         let rest = s.strip_prefix("system:serviceaccount:")?;
         let (ns, name) = rest.split_once(':')?;
-        (!ns.is_empty() && !name.is_empty() && !name.contains(':')).then(|| (ns.to_string(), name.to_string()))
+        (!ns.is_empty() && !name.is_empty() && !name.contains(':'))
+            .then(|| (ns.to_string(), name.to_string()))
     });
     let from_bound = k8s.and_then(|k| {
         let ns = k.get("namespace")?.as_str()?;
@@ -138,14 +149,23 @@ pub fn decode(token: &str) -> Result<JwtSummary, JwtError> {
         Some((ns.to_string(), name.to_string()))
     });
     let from_legacy = (|| {
-        let ns = claims.get("kubernetes.io/serviceaccount/namespace")?.as_str()?;
-        let name = claims.get("kubernetes.io/serviceaccount/service-account.name")?.as_str()?;
+        let ns = claims
+            .get("kubernetes.io/serviceaccount/namespace")?
+            .as_str()?;
+        let name = claims
+            .get("kubernetes.io/serviceaccount/service-account.name")?
+            .as_str()?;
         Some((ns.to_string(), name.to_string()))
     })();
     let service_account = from_sub.or(from_bound).or(from_legacy);
-    let pod = k8s.and_then(|k| k.get("pod")).and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_string);
+    let pod = k8s
+        .and_then(|k| k.get("pod"))
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let legacy = expires_at.is_none()
-        && (issuer.as_deref() == Some(LEGACY_ISSUER) || claims.contains_key("kubernetes.io/serviceaccount/namespace"));
+        && (issuer.as_deref() == Some(LEGACY_ISSUER)
+            || claims.contains_key("kubernetes.io/serviceaccount/namespace"));
 
     Ok(JwtSummary {
         sha256: hex::encode(Sha256::digest(token.as_bytes())),
@@ -164,7 +184,10 @@ pub fn decode(token: &str) -> Result<JwtSummary, JwtError> {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl JwtSummary {
@@ -213,7 +236,11 @@ impl JwtSummary {
             Some(t) => {
                 e.insert("expires_at".into(), json!(rfc3339(t)));
                 let words = expiry_words(t - now);
-                let text = if t < now { format!("expired {words}") } else { format!("expires {words}") };
+                let text = if t < now {
+                    format!("expired {words}")
+                } else {
+                    format!("expires {words}")
+                };
                 e.insert("expiry".into(), json!(text));
             }
             None => {
@@ -238,7 +265,11 @@ mod tests {
     const SIG: &str = "c2lnbmF0dXJlLXRoYXQtbXVzdC1uZXZlci1sZWFrLW91dA";
 
     fn token(claims: Value) -> String {
-        format!("{}.{}.{SIG}", enc(&json!({"alg": "RS256", "kid": "k1"})), enc(&claims))
+        format!(
+            "{}.{}.{SIG}",
+            enc(&json!({"alg": "RS256", "kid": "k1"})),
+            enc(&claims)
+        )
     }
 
     fn bound_claims() -> Value {
@@ -263,11 +294,17 @@ mod tests {
         let s = decode(&t).unwrap();
         assert_eq!(s.audiences, vec!["istio-ca"]);
         assert!(s.has_audience("istio-ca"));
-        assert_eq!(s.issuer.as_deref(), Some("https://kubernetes.default.svc.cluster.local"));
+        assert_eq!(
+            s.issuer.as_deref(),
+            Some("https://kubernetes.default.svc.cluster.local")
+        );
         assert_eq!(s.expires_at, Some(1_700_043_200));
         assert_eq!(s.issued_at, Some(1_700_000_000));
         assert_eq!(s.not_before, Some(1_700_000_000));
-        assert_eq!(s.service_account, Some(("istio-system".into(), "istio-eastwestgateway".into())));
+        assert_eq!(
+            s.service_account,
+            Some(("istio-system".into(), "istio-eastwestgateway".into()))
+        );
         assert_eq!(s.pod.as_deref(), Some("istio-eastwestgateway-7d9f-abcde"));
         assert!(!s.legacy);
         assert_eq!(s.header["kid"], json!("k1"));
@@ -294,7 +331,10 @@ mod tests {
         let mut c = bound_claims();
         c["sub"] = json!("someone-else");
         let s = decode(&token(c)).unwrap();
-        assert_eq!(s.service_account, Some(("istio-system".into(), "istio-eastwestgateway".into())));
+        assert_eq!(
+            s.service_account,
+            Some(("istio-system".into(), "istio-eastwestgateway".into()))
+        );
     }
 
     #[test]
@@ -312,7 +352,10 @@ mod tests {
         assert_eq!(s.expires_at, None);
         assert_eq!(s.expires_in(0), None);
         assert!(s.audiences.is_empty());
-        assert_eq!(s.service_account, Some(("istio-system".into(), "istio-reader-service-account".into())));
+        assert_eq!(
+            s.service_account,
+            Some(("istio-system".into(), "istio-reader-service-account".into()))
+        );
         assert_eq!(s.evidence()["expiry"], json!("never (no exp claim)"));
         // the legacy claims alone identify the account
         let s = decode(&token(json!({
@@ -331,14 +374,29 @@ mod tests {
         assert_eq!(decode("garbage"), Err(JwtError::NotThreeParts(1)));
         assert_eq!(decode(""), Err(JwtError::NotThreeParts(1)));
         let claims = enc(&bound_claims());
-        assert_eq!(decode(&format!("{}.{claims}", enc(&json!({"alg": "RS256"})))), Err(JwtError::NotThreeParts(2)));
+        assert_eq!(
+            decode(&format!("{}.{claims}", enc(&json!({"alg": "RS256"})))),
+            Err(JwtError::NotThreeParts(2))
+        );
         assert_eq!(decode("a.b.c.d"), Err(JwtError::NotThreeParts(4)));
-        assert_eq!(decode(&format!("!!!.{claims}.{SIG}")), Err(JwtError::Base64("header")));
+        assert_eq!(
+            decode(&format!("!!!.{claims}.{SIG}")),
+            Err(JwtError::Base64("header"))
+        );
         let h = enc(&json!({"alg": "RS256"}));
-        assert_eq!(decode(&format!("{h}.%%%.{SIG}")), Err(JwtError::Base64("claims")));
-        assert_eq!(decode(&format!("{h}.{claims}.***")), Err(JwtError::Base64("signature")));
+        assert_eq!(
+            decode(&format!("{h}.%%%.{SIG}")),
+            Err(JwtError::Base64("claims"))
+        );
+        assert_eq!(
+            decode(&format!("{h}.{claims}.***")),
+            Err(JwtError::Base64("signature"))
+        );
         let not_json = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("not json at all");
-        assert!(matches!(decode(&format!("{h}.{not_json}.{SIG}")), Err(JwtError::Json("claims", _))));
+        assert!(matches!(
+            decode(&format!("{h}.{not_json}.{SIG}")),
+            Err(JwtError::Json("claims", _))
+        ));
         let arr = enc(&json!(["secret-ish", "values"]));
         let err = decode(&format!("{h}.{arr}.{SIG}")).unwrap_err();
         assert_eq!(err, JwtError::Json("claims", "found a JSON array".into()));
@@ -360,7 +418,11 @@ mod tests {
         let bad = format!("{t}.extra");
         let e = decode(&bad).unwrap_err();
         assert!(!e.to_string().contains(SIG) && !format!("{e:?}").contains(SIG));
-        let bad_sig = format!("{}.{}.{SIG}!", enc(&json!({"alg": "RS256"})), enc(&bound_claims()));
+        let bad_sig = format!(
+            "{}.{}.{SIG}!",
+            enc(&json!({"alg": "RS256"})),
+            enc(&bound_claims())
+        );
         let e = decode(&bad_sig).unwrap_err();
         assert!(!e.to_string().contains(SIG) && !format!("{e:?}").contains(SIG));
     }
@@ -372,7 +434,10 @@ mod tests {
         assert_eq!(ev["fingerprint"], json!(s.fingerprint()));
         assert_eq!(ev["header"]["alg"], json!("RS256"));
         assert_eq!(ev["claims"]["aud"], json!(["istio-ca"]));
-        assert_eq!(ev["service_account"], json!("istio-system/istio-eastwestgateway"));
+        assert_eq!(
+            ev["service_account"],
+            json!("istio-system/istio-eastwestgateway")
+        );
         assert_eq!(ev["expiry"], json!("expires in 12h"));
         assert_eq!(ev["expires_at"], json!("2023-11-15T10:13:20Z"));
         let later = s.evidence_at(1_700_043_200 + 3 * 86400);

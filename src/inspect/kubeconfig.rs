@@ -103,7 +103,13 @@ impl fmt::Debug for RemoteKubeconfig {
             .field("user_name", &self.user_name)
             .field("server", &self.server)
             .field("tls_server_name", &self.tls_server_name)
-            .field("ca_data_pem", &self.ca_data_pem.as_ref().map(|p| format!("<{} bytes>", p.len())))
+            .field(
+                "ca_data_pem",
+                &self
+                    .ca_data_pem
+                    .as_ref()
+                    .map(|p| format!("<{} bytes>", p.len())),
+            )
             .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
             .field("credential", &self.credential)
             .finish_non_exhaustive()
@@ -143,7 +149,10 @@ impl RemoteKubeconfig {
         }
         e.insert("credential".into(), json!(self.credential.kind()));
         if let Credential::Token(t) = &self.credential {
-            e.insert("token_fingerprint".into(), json!(crate::inspect::jwt::fingerprint(t.expose())));
+            e.insert(
+                "token_fingerprint".into(),
+                json!(crate::inspect::jwt::fingerprint(t.expose())),
+            );
         }
         e
     }
@@ -167,8 +176,10 @@ pub enum KubeconfigError {
 
 /// Go's `encoding/json` decodes `[]byte` with `base64.StdEncoding`: padding
 /// required, non-zero trailing bits tolerated, CR and LF skipped.
-const GO_STD_BASE64: GeneralPurpose =
-    GeneralPurpose::new(&base64::alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true));
+const GO_STD_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 fn go_base64(field: &str, owner: &str, value: &str) -> Result<Vec<u8>, KubeconfigError> {
     let cleaned: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
@@ -201,10 +212,10 @@ fn redact_quoted(msg: &str) -> String {
 }
 
 fn load(bytes: &[u8]) -> Result<Kubeconfig, KubeconfigError> {
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| KubeconfigError::Load(format!("the value is not UTF-8 text ({e})")))?;
-    let mut doc: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| KubeconfigError::Load(redact_quoted(&e.to_string())))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| KubeconfigError::Load(format!("the value is not UTF-8 text ({e})")))?;
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| KubeconfigError::Load(redact_quoted(&e.to_string())))?;
     match &mut doc {
         serde_yaml::Value::Null => return Ok(Kubeconfig::default()),
         serde_yaml::Value::Mapping(m) => {
@@ -229,7 +240,10 @@ fn load(bytes: &[u8]) -> Result<Kubeconfig, KubeconfigError> {
             return Err(KubeconfigError::Load(if looks_encoded {
                 "the value is a base64 string that decodes to a kubeconfig: it was base64-encoded twice (Secret data is already base64; use stringData or encode once)".into()
             } else {
-                format!("the value is a single string ({} chars), not a kubeconfig mapping", s.chars().count())
+                format!(
+                    "the value is a single string ({} chars), not a kubeconfig mapping",
+                    s.chars().count()
+                )
             }));
         }
         other => {
@@ -239,7 +253,9 @@ fn load(bytes: &[u8]) -> Result<Kubeconfig, KubeconfigError> {
                 serde_yaml::Value::Sequence(_) => "list",
                 _ => "tagged value",
             };
-            return Err(KubeconfigError::Load(format!("the value is a YAML {kind}, not a kubeconfig mapping")));
+            return Err(KubeconfigError::Load(format!(
+                "the value is a YAML {kind}, not a kubeconfig mapping"
+            )));
         }
     }
     serde_yaml::from_value(doc).map_err(|e| KubeconfigError::Load(redact_quoted(&e.to_string())))
@@ -256,7 +272,11 @@ struct AuthSecrets {
 fn auth_secrets(a: &AuthInfo) -> AuthSecrets {
     let v = serde_json::to_value(a).unwrap_or_default();
     let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-    AuthSecrets { token: get("token"), client_key_data: get("client-key-data"), password: get("password") }
+    AuthSecrets {
+        token: get("token"),
+        client_key_data: get("client-key-data"),
+        password: get("password"),
+    }
 }
 
 fn nonempty(s: &Option<String>) -> bool {
@@ -273,8 +293,16 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
     // --- load: the base64 fields ---
     let mut ca_data = Vec::new();
     for c in &raw.clusters {
-        let data = match c.cluster.as_ref().and_then(|c| c.certificate_authority_data.as_deref()) {
-            Some(d) => Some(go_base64("certificate-authority-data", &format!("cluster {:?}", c.name), d)?),
+        let data = match c
+            .cluster
+            .as_ref()
+            .and_then(|c| c.certificate_authority_data.as_deref())
+        {
+            Some(d) => Some(go_base64(
+                "certificate-authority-data",
+                &format!("cluster {:?}", c.name),
+                d,
+            )?),
             None => None,
         };
         ca_data.push(data);
@@ -302,7 +330,10 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
         && raw.current_context.as_deref().unwrap_or("").is_empty()
         && raw.extensions.as_ref().is_none_or(Vec::is_empty);
     if config_empty {
-        return invalid("no configuration has been provided (no clusters, users, contexts or current-context)".into());
+        return invalid(
+            "no configuration has been provided (no clusters, users, contexts or current-context)"
+                .into(),
+        );
     }
     let current = raw.current_context.clone().unwrap_or_default();
     if current.is_empty() {
@@ -314,10 +345,13 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
     }
     let Some(ctx_index) = raw.contexts.iter().position(|c| c.name == current) else {
         let names: Vec<&str> = raw.contexts.iter().map(|c| c.name.as_str()).collect();
-        return invalid(format!("context was not found for specified context: {current:?} (contexts: {names:?})"));
+        return invalid(format!(
+            "context was not found for specified context: {current:?} (contexts: {names:?})"
+        ));
     };
     // every context, the current one first
-    let order = std::iter::once(ctx_index).chain((0..raw.contexts.len()).filter(|i| *i != ctx_index));
+    let order =
+        std::iter::once(ctx_index).chain((0..raw.contexts.len()).filter(|i| *i != ctx_index));
     for i in order {
         let nc = &raw.contexts[i];
         let (cluster, user) = match &nc.context {
@@ -329,10 +363,16 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
         }
         if !raw.auth_infos.iter().any(|u| u.name == user) {
             let names: Vec<&str> = raw.auth_infos.iter().map(|u| u.name.as_str()).collect();
-            return invalid(format!("user {user:?} was not found for context {:?} (users: {names:?})", nc.name));
+            return invalid(format!(
+                "user {user:?} was not found for context {:?} (users: {names:?})",
+                nc.name
+            ));
         }
         if cluster.is_empty() {
-            return invalid(format!("cluster was not specified for context {:?}", nc.name));
+            return invalid(format!(
+                "cluster was not specified for context {:?}",
+                nc.name
+            ));
         }
         if !raw.clusters.iter().any(|c| c.name == cluster) {
             let names: Vec<&str> = raw.clusters.iter().map(|c| c.name.as_str()).collect();
@@ -347,7 +387,11 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
         if cl.server.as_deref().unwrap_or("").trim().is_empty() {
             return invalid(format!("no server found for cluster {:?}", c.name));
         }
-        if let Some(path) = cl.certificate_authority.as_deref().filter(|p| !p.is_empty()) {
+        if let Some(path) = cl
+            .certificate_authority
+            .as_deref()
+            .filter(|p| !p.is_empty())
+        {
             return invalid(format!(
                 "cluster {:?} names certificate-authority file {path:?}, which istiod would read from its own filesystem; use certificate-authority-data",
                 c.name
@@ -384,8 +428,13 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
     let ctx = raw.contexts[ctx_index].context.clone().unwrap_or_default();
     let user_name = ctx.user.clone().unwrap_or_default();
     let cluster_name = ctx.cluster.clone();
-    let user_index = raw.auth_infos.iter().position(|u| u.name == user_name).expect("validated above");
-    let order = std::iter::once(user_index).chain((0..raw.auth_infos.len()).filter(|i| *i != user_index));
+    let user_index = raw
+        .auth_infos
+        .iter()
+        .position(|u| u.name == user_name)
+        .expect("validated above");
+    let order =
+        std::iter::once(user_index).chain((0..raw.auth_infos.len()).filter(|i| *i != user_index));
     for i in order {
         let u = &raw.auth_infos[i];
         let Some(a) = &u.auth_info else { continue };
@@ -411,25 +460,49 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
             ));
         }
         if let Some(p) = a.token_file.as_deref().filter(|p| !p.is_empty()) {
-            return not_allowed(format!("tokenFile is not allowed (user {:?}, tokenFile {p:?}; use token)", u.name));
+            return not_allowed(format!(
+                "tokenFile is not allowed (user {:?}, tokenFile {p:?}; use token)",
+                u.name
+            ));
         }
         if let Some(x) = &a.exec {
             let cmd = x.command.clone().unwrap_or_default();
-            return not_allowed(format!("exec is not allowed (user {:?}, exec command {cmd:?})", u.name));
+            return not_allowed(format!(
+                "exec is not allowed (user {:?}, exec command {cmd:?})",
+                u.name
+            ));
         }
     }
 
     // --- what istiod will use ---
-    let cluster_index = raw.clusters.iter().position(|c| c.name == cluster_name).expect("validated above");
-    let cluster = raw.clusters[cluster_index].cluster.clone().unwrap_or_default();
-    let ca_data_pem = ca_data[cluster_index].as_ref().map(|d| String::from_utf8_lossy(d).into_owned());
-    let auth = raw.auth_infos[user_index].auth_info.clone().unwrap_or_default();
+    let cluster_index = raw
+        .clusters
+        .iter()
+        .position(|c| c.name == cluster_name)
+        .expect("validated above");
+    let cluster = raw.clusters[cluster_index]
+        .cluster
+        .clone()
+        .unwrap_or_default();
+    let ca_data_pem = ca_data[cluster_index]
+        .as_ref()
+        .map(|d| String::from_utf8_lossy(d).into_owned());
+    let auth = raw.auth_infos[user_index]
+        .auth_info
+        .clone()
+        .unwrap_or_default();
     let secrets = auth_secrets(&auth);
     let credential = if let Some(t) = secrets.token.filter(|t| !t.is_empty()) {
         Credential::Token(SecretString::new(t))
     } else if let Some(cert) = &cert_data[user_index] {
-        Credential::ClientCertData { cert_pem: String::from_utf8_lossy(cert).into_owned() }
-    } else if auth.auth_provider.as_ref().is_some_and(|p| p.name == "oidc") {
+        Credential::ClientCertData {
+            cert_pem: String::from_utf8_lossy(cert).into_owned(),
+        }
+    } else if auth
+        .auth_provider
+        .as_ref()
+        .is_some_and(|p| p.name == "oidc")
+    {
         Credential::OidcAuthProvider
     } else {
         Credential::None
@@ -466,13 +539,20 @@ pub fn server_host(server: &str) -> Option<String> {
 
 /// `localhost`, `*.localhost`, 127.0.0.0/8, `::1` (and `::ffff:127.x.y.z`).
 pub fn is_loopback_host(host: &str) -> bool {
-    let h = host.trim().trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
+    let h = host
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     if h == "localhost" || h.ends_with(".localhost") {
         return true;
     }
     match h.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => v4.is_loopback(),
-        Ok(IpAddr::V6(v6)) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        Ok(IpAddr::V6(v6)) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
         Err(_) => false,
     }
 }
@@ -491,7 +571,8 @@ mod tests {
     /// One CA for all tests, so a test can find its base64 in the YAML.
     fn ca_pem() -> String {
         static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        PEM.get_or_init(|| Ca::root("remote-apiserver-ca", "lab", 30).cert_pem).clone()
+        PEM.get_or_init(|| Ca::root("remote-apiserver-ca", "lab", 30).cert_pem)
+            .clone()
     }
 
     /// What `istioctl create-remote-secret` writes, with `user` and `cluster`
@@ -537,7 +618,12 @@ users:
         assert_eq!(k.server, "https://10.0.0.1:6443");
         assert_eq!(k.tls_server_name, None);
         assert!(!k.insecure_skip_tls_verify);
-        assert!(k.ca_data_pem.as_deref().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(
+            k.ca_data_pem
+                .as_deref()
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
         assert_eq!(k.credential, Credential::Token(SecretString::new(TOKEN)));
         match &k.credential {
             Credential::Token(t) => assert_eq!(t.expose(), TOKEN),
@@ -554,20 +640,32 @@ users:
         let debug = format!("{k:?}");
         let ev = serde_json::to_string(&k.evidence()).unwrap();
         for out in [&debug, &ev, &format!("{}", SecretString::new(TOKEN))] {
-            assert!(!out.contains(TOKEN) && !out.contains("c2VjcmV0LXNpZ25hdHVyZQ"), "{out}");
+            assert!(
+                !out.contains(TOKEN) && !out.contains("c2VjcmV0LXNpZ25hdHVyZQ"),
+                "{out}"
+            );
         }
         assert!(debug.contains("<redacted>"));
-        assert_eq!(k.evidence()["token_fingerprint"], json!(crate::inspect::jwt::fingerprint(TOKEN)));
+        assert_eq!(
+            k.evidence()["token_fingerprint"],
+            json!(crate::inspect::jwt::fingerprint(TOKEN))
+        );
     }
 
     #[test]
     fn empty() {
-        assert_eq!(parse_remote_kubeconfig(b"").unwrap_err(), KubeconfigError::Empty);
+        assert_eq!(
+            parse_remote_kubeconfig(b"").unwrap_err(),
+            KubeconfigError::Empty
+        );
         assert_eq!(KubeconfigError::Empty.to_string(), "kubeconfig is empty");
         // whitespace or `{}` loads, then fails validation like client-go's empty config
         for s in ["  \n", "{}", "apiVersion: v1\nkind: Config\n"] {
             let e = err(s);
-            assert!(matches!(&e, KubeconfigError::Invalid(m) if m.contains("no configuration")), "{s:?}: {e}");
+            assert!(
+                matches!(&e, KubeconfigError::Invalid(m) if m.contains("no configuration")),
+                "{s:?}: {e}"
+            );
         }
     }
 
@@ -575,12 +673,18 @@ users:
     fn not_yaml() {
         let e = err("clusters: [unclosed\n  - : :");
         assert!(matches!(e, KubeconfigError::Load(_)), "{e}");
-        assert!(e.to_string().starts_with("kubeconfig cannot be loaded: "), "{e}");
+        assert!(
+            e.to_string().starts_with("kubeconfig cannot be loaded: "),
+            "{e}"
+        );
         let e = err("just some words");
         assert!(e.to_string().contains("single string"), "{e}");
         let e = err("- a\n- b\n");
         assert!(e.to_string().contains("list"), "{e}");
-        assert!(matches!(parse_remote_kubeconfig(&[0xff, 0xfe, 0x00]), Err(KubeconfigError::Load(_))));
+        assert!(matches!(
+            parse_remote_kubeconfig(&[0xff, 0xfe, 0x00]),
+            Err(KubeconfigError::Load(_))
+        ));
     }
 
     #[test]
@@ -610,8 +714,12 @@ users:
         );
         // line-wrapped base64 is fine, as in Go
         let pem = ca_pem();
-        let wrapped: String =
-            b64(&pem).as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\\n");
+        let wrapped: String = b64(&pem)
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\\n");
         let yaml = format!(
             "clusters:\n- name: c\n  cluster:\n    server: https://x:6443\n    certificate-authority-data: \"{wrapped}\"\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\nusers:\n- name: u\n  user: {{token: abc}}\n"
         );
@@ -623,10 +731,17 @@ users:
     fn no_current_context() {
         let yaml = kc("", &token_user()).replace("current-context: remote\n", "");
         let e = err(&yaml);
-        assert!(matches!(&e, KubeconfigError::Invalid(m) if m.contains("current-context is not set")), "{e}");
-        let yaml = kc("", &token_user()).replace("current-context: remote", "current-context: elsewhere");
+        assert!(
+            matches!(&e, KubeconfigError::Invalid(m) if m.contains("current-context is not set")),
+            "{e}"
+        );
+        let yaml =
+            kc("", &token_user()).replace("current-context: remote", "current-context: elsewhere");
         let e = err(&yaml);
-        assert!(matches!(&e, KubeconfigError::Invalid(m) if m.contains("\"elsewhere\"")), "{e}");
+        assert!(
+            matches!(&e, KubeconfigError::Invalid(m) if m.contains("\"elsewhere\"")),
+            "{e}"
+        );
         assert!(e.to_string().starts_with("kubeconfig is not valid: "));
     }
 
@@ -637,7 +752,8 @@ users:
         assert_eq!(
             e,
             KubeconfigError::Invalid(
-                "cluster \"gone\" was not found for context \"remote\" (clusters: [\"remote\"])".into()
+                "cluster \"gone\" was not found for context \"remote\" (clusters: [\"remote\"])"
+                    .into()
             )
         );
         let yaml = kc("", &token_user()).replace("    user: remote\n", "    user: nobody\n");
@@ -648,13 +764,19 @@ users:
         );
         let yaml = kc("", &token_user()).replace("    cluster: remote\n", "");
         let e = err(&yaml);
-        assert!(matches!(&e, KubeconfigError::Invalid(m) if m.contains("cluster was not specified")), "{e}");
+        assert!(
+            matches!(&e, KubeconfigError::Invalid(m) if m.contains("cluster was not specified")),
+            "{e}"
+        );
     }
 
     #[test]
     fn cluster_without_server() {
         let yaml = kc("", &token_user()).replace("    server: https://10.0.0.1:6443\n", "");
-        assert_eq!(err(&yaml), KubeconfigError::Invalid("no server found for cluster \"remote\"".into()));
+        assert_eq!(
+            err(&yaml),
+            KubeconfigError::Invalid("no server found for cluster \"remote\"".into())
+        );
     }
 
     #[test]
@@ -665,7 +787,10 @@ users:
             matches!(&e, KubeconfigError::NotAllowed(m) if m.starts_with("exec is not allowed") && m.contains("\"gke-gcloud-auth-plugin\"")),
             "{e}"
         );
-        assert!(e.to_string().starts_with("kubeconfig is not allowed: exec is not allowed"));
+        assert!(
+            e.to_string()
+                .starts_with("kubeconfig is not allowed: exec is not allowed")
+        );
     }
 
     #[test]
@@ -680,20 +805,32 @@ users:
     #[test]
     fn client_certificate_path_refused() {
         let key = b64("-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n");
-        let e = err(&kc("", &format!("    client-certificate: /etc/certs/client.crt\n    client-key-data: {key}\n")));
+        let e = err(&kc(
+            "",
+            &format!("    client-certificate: /etc/certs/client.crt\n    client-key-data: {key}\n"),
+        ));
         assert!(
             matches!(&e, KubeconfigError::NotAllowed(m) if m.starts_with("clientCertificate is not allowed") && m.contains("\"/etc/certs/client.crt\"")),
             "{e}"
         );
         // a key path is refused first, as istiod checks clientKey before clientCertificate
-        let e = err(&kc("", "    client-certificate: /etc/certs/client.crt\n    client-key: /etc/certs/client.key\n"));
-        assert!(matches!(&e, KubeconfigError::NotAllowed(m) if m.starts_with("clientKey is not allowed")), "{e}");
+        let e = err(&kc(
+            "",
+            "    client-certificate: /etc/certs/client.crt\n    client-key: /etc/certs/client.key\n",
+        ));
+        assert!(
+            matches!(&e, KubeconfigError::NotAllowed(m) if m.starts_with("clientKey is not allowed")),
+            "{e}"
+        );
         assert!(!e.to_string().contains("MIGHAgEA"));
     }
 
     #[test]
     fn gcp_auth_provider_refused_oidc_allowed() {
-        let e = err(&kc("", "    auth-provider:\n      name: gcp\n      config: {}\n"));
+        let e = err(&kc(
+            "",
+            "    auth-provider:\n      name: gcp\n      config: {}\n",
+        ));
         assert_eq!(
             e.to_string(),
             "kubeconfig is not allowed: auth provider gcp is not allowed (user \"remote\", auth-provider \"gcp\")"
@@ -713,7 +850,10 @@ users:
             kc("", &token_user())
         );
         let e = err(&yaml);
-        assert!(matches!(&e, KubeconfigError::NotAllowed(m) if m.contains("\"other\"")), "{e}");
+        assert!(
+            matches!(&e, KubeconfigError::NotAllowed(m) if m.contains("\"other\"")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -721,20 +861,39 @@ users:
         let pem = Ca::root("client", "lab", 1).cert_pem;
         let key = b64("-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n");
         let k = parse_remote_kubeconfig(
-            kc("", &format!("    client-certificate-data: {}\n    client-key-data: {key}\n", b64(&pem))).as_bytes(),
+            kc(
+                "",
+                &format!(
+                    "    client-certificate-data: {}\n    client-key-data: {key}\n",
+                    b64(&pem)
+                ),
+            )
+            .as_bytes(),
         )
         .unwrap();
         assert_eq!(k.credential, Credential::ClientCertData { cert_pem: pem });
         assert!(!format!("{k:?}").contains("MIGHAgEA"));
         // without a key client-go refuses it
-        let e = err(&kc("", &format!("    client-certificate-data: {}\n", b64("x"))));
+        let e = err(&kc(
+            "",
+            &format!("    client-certificate-data: {}\n", b64("x")),
+        ));
         assert!(
             matches!(&e, KubeconfigError::Invalid(m) if m.contains("client-key-data or client-key must be specified for \"remote\"")),
             "{e}"
         );
         // bad base64 in the key is a load error that does not echo the key
-        let e = err(&kc("", &format!("    client-certificate-data: {}\n    client-key-data: SECRETKEY!!\n", b64("x"))));
-        assert!(matches!(&e, KubeconfigError::Load(m) if m.contains("client-key-data")), "{e}");
+        let e = err(&kc(
+            "",
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: SECRETKEY!!\n",
+                b64("x")
+            ),
+        ));
+        assert!(
+            matches!(&e, KubeconfigError::Load(m) if m.contains("client-key-data")),
+            "{e}"
+        );
         assert!(!e.to_string().contains("SECRETKEY"));
     }
 
@@ -746,9 +905,14 @@ users:
         )
         .unwrap();
         assert_eq!(k.tls_server_name.as_deref(), Some("kubernetes.default.svc"));
-        assert_eq!(k.evidence()["tls_server_name"], json!("kubernetes.default.svc"));
-        let yaml = kc("", &token_user())
-            .replace("    certificate-authority-data: ", "    insecure-skip-tls-verify: true\n    x-old-ca: ");
+        assert_eq!(
+            k.evidence()["tls_server_name"],
+            json!("kubernetes.default.svc")
+        );
+        let yaml = kc("", &token_user()).replace(
+            "    certificate-authority-data: ",
+            "    insecure-skip-tls-verify: true\n    x-old-ca: ",
+        );
         let k = parse_remote_kubeconfig(yaml.as_bytes()).unwrap();
         assert!(k.insecure_skip_tls_verify);
         assert_eq!(k.ca_data_pem, None);
@@ -756,11 +920,21 @@ users:
 
     #[test]
     fn no_credential_and_basic_auth() {
-        let k = parse_remote_kubeconfig(kc("", "    {}\n").replace("  user:\n    {}\n", "  user: {}\n").as_bytes())
-            .unwrap();
+        let k = parse_remote_kubeconfig(
+            kc("", "    {}\n")
+                .replace("  user:\n    {}\n", "  user: {}\n")
+                .as_bytes(),
+        )
+        .unwrap();
         assert_eq!(k.credential, Credential::None);
-        let e = err(&kc("", &format!("{}    username: admin\n    password: pw\n", token_user())));
-        assert!(matches!(&e, KubeconfigError::Invalid(m) if m.contains("more than one authentication method")), "{e}");
+        let e = err(&kc(
+            "",
+            &format!("{}    username: admin\n    password: pw\n", token_user()),
+        ));
+        assert!(
+            matches!(&e, KubeconfigError::Invalid(m) if m.contains("more than one authentication method")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -769,45 +943,96 @@ users:
             "clusters:\n- name: a\n  cluster: {server: https://a:6443}\n- name: b\n  cluster: {server: 'https://127.0.0.1:6443'}\ncontexts:\n- name: ca\n  context: {cluster: a, user: ua}\n- name: cb\n  context: {cluster: b, user: ub}\ncurrent-context: cb\nusers:\n- name: ua\n  user: {token: t1}\n- name: ub\n  user: {token: t2}\n",
         );
         let k = parse_remote_kubeconfig(yaml.as_bytes()).unwrap();
-        assert_eq!((k.context.as_str(), k.cluster_name.as_str(), k.user_name.as_str()), ("cb", "b", "ub"));
+        assert_eq!(
+            (
+                k.context.as_str(),
+                k.cluster_name.as_str(),
+                k.user_name.as_str()
+            ),
+            ("cb", "b", "ub")
+        );
         assert_eq!(k.credential, Credential::Token(SecretString::new("t2")));
         assert!(k.server_is_loopback());
     }
 
     #[test]
     fn ca_file_path_is_invalid() {
-        let yaml = kc("    certificate-authority: /etc/kubernetes/pki/ca.crt\n", &token_user());
+        let yaml = kc(
+            "    certificate-authority: /etc/kubernetes/pki/ca.crt\n",
+            &token_user(),
+        );
         let e = err(&yaml);
-        assert!(matches!(&e, KubeconfigError::Invalid(m) if m.contains("\"/etc/kubernetes/pki/ca.crt\"")), "{e}");
+        assert!(
+            matches!(&e, KubeconfigError::Invalid(m) if m.contains("\"/etc/kubernetes/pki/ca.crt\"")),
+            "{e}"
+        );
     }
 
     #[test]
     fn server_hosts() {
-        assert_eq!(server_host("https://10.0.0.1:6443").as_deref(), Some("10.0.0.1"));
-        assert_eq!(server_host("https://API.Example.com").as_deref(), Some("api.example.com"));
-        assert_eq!(server_host("https://[::1]:6443/path").as_deref(), Some("::1"));
-        assert_eq!(server_host("https://user@host.example:443/x?y").as_deref(), Some("host.example"));
-        assert_eq!(server_host("host.example:6443").as_deref(), Some("host.example"));
+        assert_eq!(
+            server_host("https://10.0.0.1:6443").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            server_host("https://API.Example.com").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            server_host("https://[::1]:6443/path").as_deref(),
+            Some("::1")
+        );
+        assert_eq!(
+            server_host("https://user@host.example:443/x?y").as_deref(),
+            Some("host.example")
+        );
+        assert_eq!(
+            server_host("host.example:6443").as_deref(),
+            Some("host.example")
+        );
         assert_eq!(server_host("https://"), None);
         assert_eq!(server_host(""), None);
     }
 
     #[test]
     fn loopback_hosts() {
-        for h in
-            ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST.", "api.localhost", "::ffff:127.0.0.1"]
-        {
+        for h in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LOCALHOST.",
+            "api.localhost",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["10.0.0.1", "::2", "localhost.example.com", "kubernetes.default.svc", "0.0.0.0", ""] {
+        for h in [
+            "10.0.0.1",
+            "::2",
+            "localhost.example.com",
+            "kubernetes.default.svc",
+            "0.0.0.0",
+            "",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }
 
     #[test]
     fn error_wording_matches_istiod() {
-        assert_eq!(KubeconfigError::Load("x".into()).to_string(), "kubeconfig cannot be loaded: x");
-        assert_eq!(KubeconfigError::Invalid("x".into()).to_string(), "kubeconfig is not valid: x");
-        assert_eq!(KubeconfigError::NotAllowed("x".into()).to_string(), "kubeconfig is not allowed: x");
+        assert_eq!(
+            KubeconfigError::Load("x".into()).to_string(),
+            "kubeconfig cannot be loaded: x"
+        );
+        assert_eq!(
+            KubeconfigError::Invalid("x".into()).to_string(),
+            "kubeconfig is not valid: x"
+        );
+        assert_eq!(
+            KubeconfigError::NotAllowed("x".into()).to_string(),
+            "kubeconfig is not allowed: x"
+        );
     }
 }

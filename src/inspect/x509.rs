@@ -81,13 +81,19 @@ impl CertInfo {
             e.insert("ip_sans".into(), json!(self.ip_sans));
         }
         e.insert("key_algorithm".into(), json!(self.key_algorithm));
-        e.insert("signature_algorithm".into(), json!(self.signature_algorithm));
+        e.insert(
+            "signature_algorithm".into(),
+            json!(self.signature_algorithm),
+        );
         e
     }
 
     /// The first `spiffe://` URI SAN, if any.
     pub fn spiffe_uri(&self) -> Option<&str> {
-        self.uri_sans.iter().map(String::as_str).find(|u| is_spiffe_uri(u))
+        self.uri_sans
+            .iter()
+            .map(String::as_str)
+            .find(|u| is_spiffe_uri(u))
     }
 
     /// Is the certificate valid at `now` (Unix seconds)?
@@ -106,13 +112,20 @@ pub enum PemError {
     /// No `CERTIFICATE` block at all. `start` quotes the input's first bytes,
     /// unless the input holds a private key (then only block labels are named).
     #[error("no CERTIFICATE PEM block found{}", describe_input(.start, .other_blocks))]
-    NoCertificate { start: Option<String>, other_blocks: Vec<String> },
+    NoCertificate {
+        start: Option<String>,
+        other_blocks: Vec<String>,
+    },
     /// A `BEGIN` line without its matching `END` line.
     #[error("PEM block {index} ({label:?}) has no \"-----END {label}-----\" line")]
     Unterminated { index: usize, label: String },
     /// The base64 body of a certificate block does not decode.
     #[error("CERTIFICATE block {index} is not valid base64 ({reason}); it starts {start:?}")]
-    Base64 { index: usize, reason: String, start: String },
+    Base64 {
+        index: usize,
+        reason: String,
+        start: String,
+    },
     /// The DER is not an X.509 certificate.
     #[error("{what} is not a valid X.509 certificate: {reason}")]
     Der { what: String, reason: String },
@@ -122,7 +135,10 @@ fn describe_input(start: &Option<String>, other: &[String]) -> String {
     let mut s = String::new();
     if !other.is_empty() {
         let labels: Vec<String> = other.iter().map(|l| format!("{l:?}")).collect();
-        s.push_str(&format!("; the input holds only other blocks: {}", labels.join(", ")));
+        s.push_str(&format!(
+            "; the input holds only other blocks: {}",
+            labels.join(", ")
+        ));
     }
     match start {
         Some(start) if start.is_empty() => s.push_str("; the input is empty"),
@@ -157,15 +173,24 @@ fn pem_blocks(pem: &str) -> Result<Vec<PemBlock<'_>>, PemError> {
     while let Some(pos) = rest.find(BEGIN) {
         let after = &rest[pos + BEGIN.len()..];
         let Some(label_end) = after.find("-----") else {
-            return Err(PemError::Unterminated { index: blocks.len(), label: String::new() });
+            return Err(PemError::Unterminated {
+                index: blocks.len(),
+                label: String::new(),
+            });
         };
         let label = &after[..label_end];
         let body_start = &after[label_end + 5..];
         let end_marker = format!("-----END {label}-----");
         let Some(end) = body_start.find(&end_marker) else {
-            return Err(PemError::Unterminated { index: blocks.len(), label: label.to_string() });
+            return Err(PemError::Unterminated {
+                index: blocks.len(),
+                label: label.to_string(),
+            });
         };
-        blocks.push(PemBlock { label, body: &body_start[..end] });
+        blocks.push(PemBlock {
+            label,
+            body: &body_start[..end],
+        });
         rest = &body_start[end + end_marker.len()..];
     }
     Ok(blocks)
@@ -180,7 +205,9 @@ fn decode_pem_body(body: &str) -> Result<Vec<u8>, String> {
         .flat_map(|l| l.chars())
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
-    base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).map_err(|e| e.to_string())
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// Every `CERTIFICATE` block of `pem`, in order. Other blocks (a private key,
@@ -195,26 +222,41 @@ pub fn parse_pem_chain(pem: &str) -> Result<Vec<CertInfo>, PemError> {
             continue;
         }
         let index = certs.len();
-        let der =
-            decode_pem_body(b.body).map_err(|reason| PemError::Base64 { index, reason, start: quote_start(b.body) })?;
+        let der = decode_pem_body(b.body).map_err(|reason| PemError::Base64 {
+            index,
+            reason,
+            start: quote_start(b.body),
+        })?;
         let info = parse_der(&der).map_err(|e| match e {
-            PemError::Der { reason, .. } => PemError::Der { what: format!("CERTIFICATE block {index}"), reason },
+            PemError::Der { reason, .. } => PemError::Der {
+                what: format!("CERTIFICATE block {index}"),
+                reason,
+            },
             other => other,
         })?;
         certs.push(info);
     }
     if certs.is_empty() {
         let holds_key = pem.contains("PRIVATE KEY") || others.iter().any(|l| l.contains("PRIVATE"));
-        let start = if holds_key { None } else { Some(quote_start(pem)) };
-        return Err(PemError::NoCertificate { start, other_blocks: others });
+        let start = if holds_key {
+            None
+        } else {
+            Some(quote_start(pem))
+        };
+        return Err(PemError::NoCertificate {
+            start,
+            other_blocks: others,
+        });
     }
     Ok(certs)
 }
 
 /// One DER-encoded certificate.
 pub fn parse_der(der: &[u8]) -> Result<CertInfo, PemError> {
-    let (_, cert) = X509Certificate::from_der(der)
-        .map_err(|e| PemError::Der { what: "DER input".into(), reason: e.to_string() })?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PemError::Der {
+        what: "DER input".into(),
+        reason: e.to_string(),
+    })?;
     Ok(cert_info(&cert))
 }
 
@@ -245,7 +287,9 @@ fn cert_info(cert: &X509Certificate<'_>) -> CertInfo {
         dns_sans,
         ip_sans,
         key_algorithm: key_algorithm(cert),
-        signature_algorithm: signature_algorithm_name(&cert.signature_algorithm.algorithm.to_id_string()),
+        signature_algorithm: signature_algorithm_name(
+            &cert.signature_algorithm.algorithm.to_id_string(),
+        ),
         der,
     }
 }
@@ -321,14 +365,20 @@ pub struct SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+        write!(
+            f,
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
     }
 }
 
 /// Parse `spiffe://<td>/ns/<ns>/sa/<sa>` as Istio does. Errors quote the input.
 pub fn parse_spiffe(uri: &str) -> Result<SpiffeId, String> {
     let Some(rest) = uri.strip_prefix("spiffe://") else {
-        return Err(format!("identity {uri:?} does not start with \"spiffe://\""));
+        return Err(format!(
+            "identity {uri:?} does not start with \"spiffe://\""
+        ));
     };
     let parts: Vec<&str> = rest.split('/').collect();
     if parts.len() != 5 || parts[1] != "ns" || parts[3] != "sa" {
@@ -420,25 +470,43 @@ impl fmt::Display for ChainProblem {
                 "the chain has {n} element(s); the agent needs the leaf and the root (at least 2) and rejects it as \"invalid empty CertChain\""
             ),
             Unparsable { what, error } => write!(f, "{what} cannot be parsed: {error}"),
-            NotYetValid { index, subject, not_before, now } => write!(
+            NotYetValid {
+                index,
+                subject,
+                not_before,
+                now,
+            } => write!(
                 f,
                 "certificate {index} ({subject:?}) is not valid yet: notBefore {} is {} (now {})",
                 rfc3339(*not_before),
                 expiry_words(not_before - now),
                 rfc3339(*now)
             ),
-            Expired { index, subject, not_after, now } => write!(
+            Expired {
+                index,
+                subject,
+                not_after,
+                now,
+            } => write!(
                 f,
                 "certificate {index} ({subject:?}) expired: notAfter {} was {} (now {})",
                 rfc3339(*not_after),
                 expiry_words(not_after - now),
                 rfc3339(*now)
             ),
-            BadSignature { index, issuer, error } => write!(
+            BadSignature {
+                index,
+                issuer,
+                error,
+            } => write!(
                 f,
                 "certificate {index} is not signed by the next certificate in the chain ({issuer:?}): {error}"
             ),
-            IssuerMismatch { index, issuer, next_subject } => write!(
+            IssuerMismatch {
+                index,
+                issuer,
+                next_subject,
+            } => write!(
                 f,
                 "certificate {index} names issuer {issuer:?} but the next certificate is {next_subject:?} (wrong order or missing intermediate)"
             ),
@@ -448,7 +516,10 @@ impl fmt::Display for ChainProblem {
                     "certificate {index} ({subject:?}) signs the one before it but is not a CA (basicConstraints CA:FALSE or absent)"
                 )
             }
-            RootMismatch { expected_sha256, got_sha256 } => write!(
+            RootMismatch {
+                expected_sha256,
+                got_sha256,
+            } => write!(
                 f,
                 "the chain ends in root sha256 {got_sha256:?}, but the trusted root is sha256 {expected_sha256:?}"
             ),
@@ -456,14 +527,22 @@ impl fmt::Display for ChainProblem {
                 if uri_sans.is_empty() {
                     write!(f, "the leaf has no URI SAN; expected a spiffe:// identity")
                 } else {
-                    write!(f, "the leaf's URI SANs {uri_sans:?} hold no spiffe:// identity")
+                    write!(
+                        f,
+                        "the leaf's URI SANs {uri_sans:?} hold no spiffe:// identity"
+                    )
                 }
             }
             BadSpiffe(e) => write!(f, "the leaf's SPIFFE identity is malformed: {e}"),
             TrustDomain { expected, got } => {
-                write!(f, "the leaf's trust domain is {got:?}, expected {expected:?}")
+                write!(
+                    f,
+                    "the leaf's trust domain is {got:?}, expected {expected:?}"
+                )
             }
-            Identity { expected, got } => write!(f, "the leaf's identity is {got:?}, expected {expected:?}"),
+            Identity { expected, got } => {
+                write!(f, "the leaf's identity is {got:?}, expected {expected:?}")
+            }
         }
     }
 }
@@ -486,12 +565,28 @@ impl ChainCheck {
     /// The chain as evidence: each certificate, the identity, the problems.
     pub fn evidence(&self) -> Evidence {
         let mut e = Evidence::new();
-        e.insert("chain".into(), Value::Array(self.certs.iter().map(|c| Value::Object(c.evidence())).collect()));
+        e.insert(
+            "chain".into(),
+            Value::Array(
+                self.certs
+                    .iter()
+                    .map(|c| Value::Object(c.evidence()))
+                    .collect(),
+            ),
+        );
         if let Some(id) = &self.spiffe {
             e.insert("spiffe_id".into(), json!(id.to_string()));
         }
         if !self.problems.is_empty() {
-            e.insert("problems".into(), json!(self.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>()));
+            e.insert(
+                "problems".into(),
+                json!(
+                    self.problems
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                ),
+            );
         }
         e
     }
@@ -520,9 +615,10 @@ pub fn verify_chain(
     for (i, pem) in chain_pems.iter().enumerate() {
         match parse_pem_chain(pem) {
             Ok(c) => certs.extend(c),
-            Err(e) => {
-                problems.push(ChainProblem::Unparsable { what: format!("chain element {i}"), error: e.to_string() })
-            }
+            Err(e) => problems.push(ChainProblem::Unparsable {
+                what: format!("chain element {i}"),
+                error: e.to_string(),
+            }),
         }
     }
 
@@ -536,7 +632,12 @@ pub fn verify_chain(
             });
         }
         if now > c.not_after {
-            problems.push(ChainProblem::Expired { index: i, subject: c.subject.clone(), not_after: c.not_after, now });
+            problems.push(ChainProblem::Expired {
+                index: i,
+                subject: c.subject.clone(),
+                not_after: c.not_after,
+                now,
+            });
         }
     }
 
@@ -558,7 +659,10 @@ pub fn verify_chain(
             });
         }
         if !parent.is_ca {
-            problems.push(ChainProblem::NotCa { index: i + 1, subject: parent.subject.clone() });
+            problems.push(ChainProblem::NotCa {
+                index: i + 1,
+                subject: parent.subject.clone(),
+            });
         }
     }
 
@@ -574,13 +678,18 @@ pub fn verify_chain(
                 }
             }
         }
-        Err(e) => problems.push(ChainProblem::Unparsable { what: "the trusted root".into(), error: e.to_string() }),
+        Err(e) => problems.push(ChainProblem::Unparsable {
+            what: "the trusted root".into(),
+            error: e.to_string(),
+        }),
     }
 
     let mut spiffe = None;
     if let Some(leaf) = certs.first() {
         match leaf.spiffe_uri() {
-            None => problems.push(ChainProblem::NoSpiffeSan { uri_sans: leaf.uri_sans.clone() }),
+            None => problems.push(ChainProblem::NoSpiffeSan {
+                uri_sans: leaf.uri_sans.clone(),
+            }),
             Some(uri) => match parse_spiffe(uri) {
                 Err(e) => problems.push(ChainProblem::BadSpiffe(e)),
                 Ok(id) => {
@@ -599,8 +708,10 @@ pub fn verify_chain(
                                 || short == format!("ns/{}/sa/{}", id.namespace, id.service_account)
                         };
                         if !matches {
-                            problems
-                                .push(ChainProblem::Identity { expected: expected.to_string(), got: uri.to_string() });
+                            problems.push(ChainProblem::Identity {
+                                expected: expected.to_string(),
+                                got: uri.to_string(),
+                            });
                         }
                     }
                     spiffe = Some(id);
@@ -609,7 +720,11 @@ pub fn verify_chain(
         }
     }
 
-    ChainCheck { certs, problems, spiffe }
+    ChainCheck {
+        certs,
+        problems,
+        spiffe,
+    }
 }
 
 /// A signed duration in short human words: `in 23h 59m`, `3d ago`, `now`.
@@ -618,7 +733,11 @@ pub fn expiry_words(seconds: i64) -> String {
         return "now".into();
     }
     let words = duration_words(seconds.unsigned_abs());
-    if seconds > 0 { format!("in {words}") } else { format!("{words} ago") }
+    if seconds > 0 {
+        format!("in {words}")
+    } else {
+        format!("{words} ago")
+    }
 }
 
 fn duration_words(s: u64) -> String {
@@ -627,7 +746,11 @@ fn duration_words(s: u64) -> String {
     const DAY: u64 = 24 * HOUR;
     const YEAR: u64 = 365 * DAY;
     let join = |big: u64, bu: &str, small: u64, su: &str| {
-        if small == 0 { format!("{big}{bu}") } else { format!("{big}{bu} {small}{su}") }
+        if small == 0 {
+            format!("{big}{bu}")
+        } else {
+            format!("{big}{bu} {small}{su}")
+        }
     };
     if s >= YEAR {
         join(s / YEAR, "y", (s % YEAR) / DAY, "d")
@@ -672,7 +795,11 @@ mod tests {
 
     fn csr() -> String {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap()
+        CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap()
     }
 
     fn now() -> i64 {
@@ -707,7 +834,13 @@ mod tests {
     #[test]
     fn good_three_cert_chain() {
         let m = mesh();
-        let c = verify_chain(&chain(&m, good_leaf(&m.inter)), &m.root.cert_pem, TD, Some(ID), now());
+        let c = verify_chain(
+            &chain(&m, good_leaf(&m.inter)),
+            &m.root.cert_pem,
+            TD,
+            Some(ID),
+            now(),
+        );
         assert!(c.is_ok(), "{:?}", c.problems);
         assert_eq!(c.certs.len(), 3);
         let id = c.spiffe.clone().unwrap();
@@ -740,7 +873,13 @@ mod tests {
         // plug-in CA: cert-chain.pem holds intermediate + root, then istiod appends the root again
         let m = mesh();
         let both = format!("{}{}", m.inter.cert_pem, m.root.cert_pem);
-        let c = verify_chain(&[good_leaf(&m.inter), both, m.root.cert_pem.clone()], &m.root.cert_pem, TD, None, now());
+        let c = verify_chain(
+            &[good_leaf(&m.inter), both, m.root.cert_pem.clone()],
+            &m.root.cert_pem,
+            TD,
+            None,
+            now(),
+        );
         assert!(c.is_ok(), "{:?}", c.problems);
         assert_eq!(c.certs.len(), 4);
     }
@@ -749,18 +888,36 @@ mod tests {
     fn one_element_chain_is_too_short() {
         let m = mesh();
         let c = verify_chain(&[good_leaf(&m.inter)], &m.root.cert_pem, TD, None, now());
-        assert!(c.problems.contains(&ChainProblem::TooShort(1)), "{:?}", c.problems);
-        assert!(c.problems.iter().any(|p| matches!(p, ChainProblem::RootMismatch { .. })));
+        assert!(
+            c.problems.contains(&ChainProblem::TooShort(1)),
+            "{:?}",
+            c.problems
+        );
+        assert!(
+            c.problems
+                .iter()
+                .any(|p| matches!(p, ChainProblem::RootMismatch { .. }))
+        );
         let c0 = verify_chain(&[], &m.root.cert_pem, TD, None, now());
         assert_eq!(c0.problems, vec![ChainProblem::TooShort(0)]);
-        assert!(ChainProblem::TooShort(1).to_string().contains("invalid empty CertChain"));
+        assert!(
+            ChainProblem::TooShort(1)
+                .to_string()
+                .contains("invalid empty CertChain")
+        );
     }
 
     #[test]
     fn wrong_root() {
         let m = mesh();
         let other = Ca::root("root.cluster.local", "cluster.local", 3650);
-        let c = verify_chain(&chain(&m, good_leaf(&m.inter)), &other.cert_pem, TD, None, now());
+        let c = verify_chain(
+            &chain(&m, good_leaf(&m.inter)),
+            &other.cert_pem,
+            TD,
+            None,
+            now(),
+        );
         let want = ChainProblem::RootMismatch {
             expected_sha256: parse_pem_chain(&other.cert_pem).unwrap()[0].sha256.clone(),
             got_sha256: c.certs[2].sha256.clone(),
@@ -780,10 +937,18 @@ mod tests {
         let c = verify_chain(&chain(&m, l), &m.root.cert_pem, TD, None, now());
         assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
         match &c.problems[0] {
-            ChainProblem::Expired { index: 0, not_after, .. } => assert!(*not_after < now()),
+            ChainProblem::Expired {
+                index: 0,
+                not_after,
+                ..
+            } => assert!(*not_after < now()),
             p => panic!("unexpected {p:?}"),
         }
-        assert!(c.problems[0].to_string().contains("1d ago"), "{}", c.problems[0]);
+        assert!(
+            c.problems[0].to_string().contains("1d ago"),
+            "{}",
+            c.problems[0]
+        );
     }
 
     #[test]
@@ -792,10 +957,17 @@ mod tests {
         let l = leaf(&m.inter, ID, Duration::hours(2), Duration::hours(26));
         let c = verify_chain(&chain(&m, l), &m.root.cert_pem, TD, None, now());
         assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
-        assert!(matches!(c.problems[0], ChainProblem::NotYetValid { index: 0, .. }), "{:?}", c.problems);
+        assert!(
+            matches!(c.problems[0], ChainProblem::NotYetValid { index: 0, .. }),
+            "{:?}",
+            c.problems
+        );
         // the same chain judged three hours later is fine
         let later = verify_chain(
-            &chain(&m, leaf(&m.inter, ID, Duration::hours(2), Duration::hours(26))),
+            &chain(
+                &m,
+                leaf(&m.inter, ID, Duration::hours(2), Duration::hours(26)),
+            ),
             &m.root.cert_pem,
             TD,
             None,
@@ -814,24 +986,53 @@ mod tests {
             Duration::hours(1),
         );
         let c = verify_chain(&chain(&m, l), &m.root.cert_pem, TD, None, now());
-        assert_eq!(c.problems, vec![ChainProblem::TrustDomain { expected: TD.into(), got: "other.mesh".into() }]);
-        assert!(c.problems[0].to_string().contains("\"other.mesh\""));
-
-        let c =
-            verify_chain(&chain(&m, good_leaf(&m.inter)), &m.root.cert_pem, TD, Some("istio-system/other-sa"), now());
         assert_eq!(
             c.problems,
-            vec![ChainProblem::Identity { expected: "istio-system/other-sa".into(), got: ID.into() }]
+            vec![ChainProblem::TrustDomain {
+                expected: TD.into(),
+                got: "other.mesh".into()
+            }]
+        );
+        assert!(c.problems[0].to_string().contains("\"other.mesh\""));
+
+        let c = verify_chain(
+            &chain(&m, good_leaf(&m.inter)),
+            &m.root.cert_pem,
+            TD,
+            Some("istio-system/other-sa"),
+            now(),
+        );
+        assert_eq!(
+            c.problems,
+            vec![ChainProblem::Identity {
+                expected: "istio-system/other-sa".into(),
+                got: ID.into()
+            }]
         );
     }
 
     #[test]
     fn leaf_without_spiffe_or_malformed() {
         let m = mesh();
-        let l = leaf(&m.inter, "https://example.com/x", Duration::minutes(-2), Duration::hours(1));
+        let l = leaf(
+            &m.inter,
+            "https://example.com/x",
+            Duration::minutes(-2),
+            Duration::hours(1),
+        );
         let c = verify_chain(&chain(&m, l), &m.root.cert_pem, TD, None, now());
-        assert_eq!(c.problems, vec![ChainProblem::NoSpiffeSan { uri_sans: vec!["https://example.com/x".into()] }]);
-        let l = leaf(&m.inter, "spiffe://cluster.local/workload/x", Duration::minutes(-2), Duration::hours(1));
+        assert_eq!(
+            c.problems,
+            vec![ChainProblem::NoSpiffeSan {
+                uri_sans: vec!["https://example.com/x".into()]
+            }]
+        );
+        let l = leaf(
+            &m.inter,
+            "spiffe://cluster.local/workload/x",
+            Duration::minutes(-2),
+            Duration::hours(1),
+        );
         let c = verify_chain(&chain(&m, l), &m.root.cert_pem, TD, None, now());
         assert!(
             matches!(&c.problems[..], [ChainProblem::BadSpiffe(e)] if e.contains("spiffe://cluster.local/workload/x")),
@@ -845,21 +1046,35 @@ mod tests {
     fn swapped_order_is_an_issuer_mismatch() {
         let m = mesh();
         let l = good_leaf(&m.inter);
-        let c =
-            verify_chain(&[m.inter.cert_pem.clone(), l, m.root.cert_pem.clone()], &m.root.cert_pem, TD, None, now());
+        let c = verify_chain(
+            &[m.inter.cert_pem.clone(), l, m.root.cert_pem.clone()],
+            &m.root.cert_pem,
+            TD,
+            None,
+            now(),
+        );
         assert!(
-            c.problems.iter().any(|p| matches!(p, ChainProblem::IssuerMismatch { index: 0, .. })),
+            c.problems
+                .iter()
+                .any(|p| matches!(p, ChainProblem::IssuerMismatch { index: 0, .. })),
             "{:?}",
             c.problems
         );
         // the leaf is now in the middle, signing nothing and not a CA
         assert!(
-            c.problems.contains(&ChainProblem::NotCa { index: 1, subject: c.certs[1].subject.clone() }),
+            c.problems.contains(&ChainProblem::NotCa {
+                index: 1,
+                subject: c.certs[1].subject.clone()
+            }),
             "{:?}",
             c.problems
         );
         // the first certificate is the intermediate: no SPIFFE SAN
-        assert!(c.problems.iter().any(|p| matches!(p, ChainProblem::NoSpiffeSan { .. })));
+        assert!(
+            c.problems
+                .iter()
+                .any(|p| matches!(p, ChainProblem::NoSpiffeSan { .. }))
+        );
     }
 
     #[test]
@@ -868,14 +1083,22 @@ mod tests {
         // an impostor root with the very same subject but another key
         let impostor = Ca::root("root.cluster.local", "cluster.local", 3650);
         let c = verify_chain(
-            &[good_leaf(&m.inter), m.inter.cert_pem.clone(), impostor.cert_pem.clone()],
+            &[
+                good_leaf(&m.inter),
+                m.inter.cert_pem.clone(),
+                impostor.cert_pem.clone(),
+            ],
             &impostor.cert_pem,
             TD,
             None,
             now(),
         );
         assert_eq!(c.problems.len(), 1, "{:?}", c.problems);
-        assert!(matches!(&c.problems[0], ChainProblem::BadSignature { index: 1, .. }), "{:?}", c.problems);
+        assert!(
+            matches!(&c.problems[0], ChainProblem::BadSignature { index: 1, .. }),
+            "{:?}",
+            c.problems
+        );
     }
 
     #[test]
@@ -883,20 +1106,38 @@ mod tests {
         let m = mesh();
         let l1 = good_leaf(&m.inter);
         // two leaves in a row: the second stands where an issuer must be, and is no CA
-        let c = verify_chain(&[l1.clone(), l1, m.root.cert_pem.clone()], &m.root.cert_pem, TD, None, now());
-        assert!(c.problems.iter().any(|p| matches!(p, ChainProblem::NotCa { index: 1, .. })), "{:?}", c.problems);
+        let c = verify_chain(
+            &[l1.clone(), l1, m.root.cert_pem.clone()],
+            &m.root.cert_pem,
+            TD,
+            None,
+            now(),
+        );
+        assert!(
+            c.problems
+                .iter()
+                .any(|p| matches!(p, ChainProblem::NotCa { index: 1, .. })),
+            "{:?}",
+            c.problems
+        );
     }
 
     #[test]
     fn unparsable_element_and_root() {
         let m = mesh();
-        let c = verify_chain(&[good_leaf(&m.inter), "garbage".into()], "also garbage", TD, None, now());
-        assert!(
-            c.problems.iter().any(|p| matches!(p, ChainProblem::Unparsable { what, .. } if what == "chain element 1"))
+        let c = verify_chain(
+            &[good_leaf(&m.inter), "garbage".into()],
+            "also garbage",
+            TD,
+            None,
+            now(),
         );
-        assert!(
-            c.problems.iter().any(|p| matches!(p, ChainProblem::Unparsable { what, .. } if what == "the trusted root"))
-        );
+        assert!(c.problems.iter().any(
+            |p| matches!(p, ChainProblem::Unparsable { what, .. } if what == "chain element 1")
+        ));
+        assert!(c.problems.iter().any(
+            |p| matches!(p, ChainProblem::Unparsable { what, .. } if what == "the trusted root")
+        ));
     }
 
     #[test]
@@ -915,14 +1156,19 @@ mod tests {
         assert!(!format!("{err:?}").contains(body_line));
 
         let err = parse_pem_chain("hello world, this is not PEM").unwrap_err();
-        assert!(err.to_string().contains("\"hello world, this is not PEM\""), "{err}");
+        assert!(
+            err.to_string().contains("\"hello world, this is not PEM\""),
+            "{err}"
+        );
         let err = parse_pem_chain("").unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
 
-        let err = parse_pem_chain("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap_err();
+        let err = parse_pem_chain("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+            .unwrap_err();
         assert!(matches!(err, PemError::Base64 { index: 0, .. }), "{err:?}");
         assert!(err.to_string().contains("!!!!"));
-        let err = parse_pem_chain("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap_err();
+        let err = parse_pem_chain("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            .unwrap_err();
         assert!(matches!(err, PemError::Der { .. }), "{err:?}");
         let err = parse_pem_chain("-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap_err();
         assert!(matches!(err, PemError::Unterminated { .. }), "{err:?}");
@@ -960,9 +1206,16 @@ mod tests {
     fn spiffe_parsing() {
         assert_eq!(
             parse_spiffe("spiffe://td.example/ns/a/sa/b").unwrap(),
-            SpiffeId { trust_domain: "td.example".into(), namespace: "a".into(), service_account: "b".into() }
+            SpiffeId {
+                trust_domain: "td.example".into(),
+                namespace: "a".into(),
+                service_account: "b".into()
+            }
         );
-        assert_eq!(parse_spiffe("spiffe://td/ns/a/sa/b").unwrap().to_string(), "spiffe://td/ns/a/sa/b");
+        assert_eq!(
+            parse_spiffe("spiffe://td/ns/a/sa/b").unwrap().to_string(),
+            "spiffe://td/ns/a/sa/b"
+        );
         for bad in [
             "http://td/ns/a/sa/b",
             "spiffe:///ns/a/sa/b",

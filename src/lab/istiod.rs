@@ -6,7 +6,9 @@
 
 use crate::lab::apiserver::SharedCluster;
 use crate::lab::pki::{Ca, ServerCert};
-use crate::proto::istio_certificate_service_server::{IstioCertificateService, IstioCertificateServiceServer};
+use crate::proto::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
 use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Secret;
@@ -79,7 +81,9 @@ pub struct IstiodSim {
 
 impl std::fmt::Debug for IstiodSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IstiodSim").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("IstiodSim")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,15 +109,26 @@ impl IstiodSim {
         // Serve leaf + intermediates (not the root), as istiod does, so a
         // client holding only the root can build the path.
         let mut chain = cfg.serving.cert_pem.clone();
-        for c in cfg.signer.chain_pem.iter().take(cfg.signer.chain_pem.len().saturating_sub(1)) {
+        for c in cfg
+            .signer
+            .chain_pem
+            .iter()
+            .take(cfg.signer.chain_pem.len().saturating_sub(1))
+        {
             chain.push_str(c);
         }
         let identity = Identity::from_pem(chain, cfg.serving.key_pem.clone());
         let server = Server::builder()
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| io_err(&e))?;
-        let inner = Arc::new(Inner { cfg, logs: Mutex::new(Vec::new()), logged_once: Mutex::new(HashSet::new()) });
-        let svc = IstioCertificateServiceServer::new(CaService { inner: inner.clone() });
+        let inner = Arc::new(Inner {
+            cfg,
+            logs: Mutex::new(Vec::new()),
+            logged_once: Mutex::new(HashSet::new()),
+        });
+        let svc = IstioCertificateServiceServer::new(CaService {
+            inner: inner.clone(),
+        });
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
         let incoming = TcpIncoming::from(listener);
         let log_inner = inner.clone();
@@ -122,7 +137,11 @@ impl IstiodSim {
                 let _ = stop_rx.wait_for(|v| *v).await;
             };
             let mut router = server;
-            if let Err(e) = router.add_service(svc).serve_with_incoming_shutdown(incoming, signal).await {
+            if let Err(e) = router
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, signal)
+                .await
+            {
                 log_inner.log(format!("gRPC server stopped: {e}"));
             }
         });
@@ -140,7 +159,11 @@ impl IstiodSim {
 
     /// istiod's log lines so far (security and multicluster scopes).
     pub fn logs(&self) -> Vec<String> {
-        self.inner.logs.lock().map(|g| g.clone()).unwrap_or_default()
+        self.inner
+            .logs
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
 
     /// What istiod's `/debug/clusterz` would say: every remote cluster
@@ -158,9 +181,15 @@ impl IstiodSim {
                 Err(e) => ("timeout", Some(e)),
             };
             if status == "timeout" {
-                self.inner.log(format!("remote cluster {id} failed to sync after 30s"));
+                self.inner
+                    .log(format!("remote cluster {id} failed to sync after 30s"));
             }
-            out.push(ClusterzEntry { id, secret_name: reg.secret_key, sync_status: status.into(), detail });
+            out.push(ClusterzEntry {
+                id,
+                secret_name: reg.secret_key,
+                sync_status: status.into(),
+                detail,
+            });
         }
         out
     }
@@ -173,8 +202,14 @@ async fn sync_check(client: &kube::Client) -> Result<(), String> {
     use kube::api::{Api, ListParams};
     let lp = ListParams::default().limit(1);
     let calls = async {
-        Api::<Namespace>::all(client.clone()).list(&lp).await.map(|_| ())?;
-        Api::<Service>::all(client.clone()).list(&lp).await.map(|_| ())?;
+        Api::<Namespace>::all(client.clone())
+            .list(&lp)
+            .await
+            .map(|_| ())?;
+        Api::<Service>::all(client.clone())
+            .list(&lp)
+            .await
+            .map(|_| ())?;
         Api::<Pod>::all(client.clone()).list(&lp).await.map(|_| ())
     };
     match tokio::time::timeout(KUBE_TIMEOUT * 2, calls).await {
@@ -192,7 +227,11 @@ impl Inner {
     }
 
     fn log_once(&self, line: String) {
-        let first = self.logged_once.lock().map(|mut g| g.insert(line.clone())).unwrap_or(true);
+        let first = self
+            .logged_once
+            .lock()
+            .map(|mut g| g.insert(line.clone()))
+            .unwrap_or(true);
         if first {
             self.log(line);
         }
@@ -224,15 +263,22 @@ impl Inner {
             let secret_key = format!("{ns}/{}", s.metadata.name.clone().unwrap_or_default());
             // The API server folds stringData into data on write; accept either
             // in case the lab stored it raw.
-            let mut data: BTreeMap<String, Vec<u8>> =
-                s.string_data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+            let mut data: BTreeMap<String, Vec<u8>> = s
+                .string_data
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
             for (k, v) in s.data.clone().unwrap_or_default() {
                 data.insert(k, v.0);
             }
             for (id, bytes) in data {
                 let fields = format!("\tcluster={id} secret={secret_key}");
                 if id == self.cfg.local_cluster_id {
-                    self.log_once(format!("ignoring cluster as it would overwrite the config cluster{fields}"));
+                    self.log_once(format!(
+                        "ignoring cluster as it would overwrite the config cluster{fields}"
+                    ));
                     continue;
                 }
                 if out.contains_key(&id) {
@@ -241,9 +287,17 @@ impl Inner {
                 }
                 match load_kubeconfig(&bytes) {
                     Ok(kubeconfig) => {
-                        out.insert(id, Registered { secret_key: secret_key.clone(), kubeconfig });
+                        out.insert(
+                            id,
+                            Registered {
+                                secret_key: secret_key.clone(),
+                                kubeconfig,
+                            },
+                        );
                     }
-                    Err(e) => self.log_once(format!("Add cluster: create remote cluster failed: {e}{fields}")),
+                    Err(e) => self.log_once(format!(
+                        "Add cluster: create remote cluster failed: {e}{fields}"
+                    )),
                 }
             }
         }
@@ -252,16 +306,22 @@ impl Inner {
 
     /// A kube client from an accepted kubeconfig, with short timeouts.
     async fn client_for(&self, kc: &Kubeconfig) -> Result<(kube::Client, String), String> {
-        let mut config = kube::Config::from_custom_kubeconfig(kc.clone(), &KubeConfigOptions::default())
-            .await
-            .map_err(|e| format!("failed to create kube clients: {e}"))?;
-        let url = config.cluster_url.to_string().trim_end_matches('/').to_string();
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kc.clone(), &KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("failed to create kube clients: {e}"))?;
+        let url = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string();
         config.connect_timeout = Some(KUBE_TIMEOUT);
         config.read_timeout = Some(KUBE_TIMEOUT);
         config.write_timeout = Some(KUBE_TIMEOUT);
         // istiod's client-go does not retry a TokenReview either.
         config.default_retry = false;
-        let client = kube::Client::try_from(config).map_err(|e| format!("failed to create kube clients: {e}"))?;
+        let client = kube::Client::try_from(config)
+            .map_err(|e| format!("failed to create kube clients: {e}"))?;
         Ok((client, url))
     }
 
@@ -283,7 +343,9 @@ impl Inner {
         let cluster_id = extract_cluster_id(md);
         let local = &self.cfg.local_cluster_id;
         let (client, url) = if cluster_id.is_empty() || cluster_id == *local {
-            self.local_client().await.map_err(|e| format!("failed to validate the JWT from cluster {cluster_id:?}: {e}"))?
+            self.local_client().await.map_err(|e| {
+                format!("failed to validate the JWT from cluster {cluster_id:?}: {e}")
+            })?
         } else {
             let mut registry = self.registry();
             let known: Vec<String> = registry.keys().cloned().collect();
@@ -293,7 +355,9 @@ impl Inner {
                     known.join(" ")
                 )
             };
-            let Some(reg) = registry.remove(&cluster_id) else { return Err(unknown()) };
+            let Some(reg) = registry.remove(&cluster_id) else {
+                return Err(unknown());
+            };
             match self.client_for(&reg.kubeconfig).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -302,7 +366,8 @@ impl Inner {
                         "Add cluster: create remote cluster failed: {e}\tcluster={cluster_id} secret={}",
                         reg.secret_key
                     ));
-                    let known: Vec<String> = known.into_iter().filter(|k| *k != cluster_id).collect();
+                    let known: Vec<String> =
+                        known.into_iter().filter(|k| *k != cluster_id).collect();
                     return Err(format!(
                         "client claims to be in cluster {cluster_id:?}, but we only know about local cluster {local:?} and remote clusters [{}]",
                         known.join(" ")
@@ -311,7 +376,10 @@ impl Inner {
             }
         };
         let review = TokenReview {
-            spec: TokenReviewSpec { token, audiences: Some(self.cfg.token_audiences.clone()) },
+            spec: TokenReviewSpec {
+                token,
+                audiences: Some(self.cfg.token_audiences.clone()),
+            },
             ..Default::default()
         };
         let api = kube::Api::<TokenReview>::all(client);
@@ -320,7 +388,10 @@ impl Inner {
         let result = match tokio::time::timeout(KUBE_TIMEOUT * 2, call).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                return Err(format!("failed to validate the JWT from cluster {cluster_id:?}: {}", kube_error_words(&e, &url)));
+                return Err(format!(
+                    "failed to validate the JWT from cluster {cluster_id:?}: {}",
+                    kube_error_words(&e, &url)
+                ));
             }
             Err(_) => {
                 return Err(format!(
@@ -328,14 +399,18 @@ impl Inner {
                 ));
             }
         };
-        token_review_result(&result).map_err(|e| format!("failed to validate the JWT from cluster {cluster_id:?}: {e}"))
+        token_review_result(&result)
+            .map_err(|e| format!("failed to validate the JWT from cluster {cluster_id:?}: {e}"))
     }
 
     async fn create_certificate(
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
         let (ns, sa) = match self.authenticate(request.metadata()).await {
             Ok(id) => id,
             Err(reason) => {
@@ -345,10 +420,17 @@ impl Inner {
         };
         let req = request.into_inner();
         let q = &self.cfg.quirks;
-        let trust_domain = q.leaf_trust_domain.as_deref().unwrap_or(&self.cfg.trust_domain);
+        let trust_domain = q
+            .leaf_trust_domain
+            .as_deref()
+            .unwrap_or(&self.cfg.trust_domain);
         let identity = format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}");
 
-        let ttl = if req.validity_duration <= 0 { DEFAULT_TTL_SECS } else { req.validity_duration };
+        let ttl = if req.validity_duration <= 0 {
+            DEFAULT_TTL_SECS
+        } else {
+            req.validity_duration
+        };
         if ttl > MAX_TTL_SECS {
             let msg = format!(
                 "requested TTL {} is greater than the max allowed TTL {}",
@@ -356,13 +438,20 @@ impl Inner {
                 go_duration(MAX_TTL_SECS)
             );
             self.log(format!("CSR signing error: {msg}"));
-            return Err(Status::invalid_argument(format!("CSR signing error ({msg})")));
+            return Err(Status::invalid_argument(format!(
+                "CSR signing error ({msg})"
+            )));
         }
         // istiod's clock, possibly skewed by the quirk.
-        let now = time::OffsetDateTime::now_utc() + time::Duration::seconds(q.leaf_not_before_offset_secs);
+        let now = time::OffsetDateTime::now_utc()
+            + time::Duration::seconds(q.leaf_not_before_offset_secs);
         let not_before = now - time::Duration::seconds(BACKDATE_SECS);
         let not_after = now + time::Duration::seconds(ttl);
-        let leaf = match self.cfg.signer.sign_workload_csr(&req.csr, &identity, not_before, not_after) {
+        let leaf = match self
+            .cfg
+            .signer
+            .sign_workload_csr(&req.csr, &identity, not_before, not_after)
+        {
             Ok(l) => l,
             Err(e) => {
                 self.log(format!("CSR signing error: {e}"));
@@ -377,8 +466,13 @@ impl Inner {
         if q.single_element_chain {
             chain.truncate(1);
         }
-        self.log(format!("signed certificate for {identity} (requested from {peer}, {} element chain)", chain.len()));
-        Ok(Response::new(IstioCertificateResponse { cert_chain: chain }))
+        self.log(format!(
+            "signed certificate for {identity} (requested from {peer}, {} element chain)",
+            chain.len()
+        ));
+        Ok(Response::new(IstioCertificateResponse {
+            cert_chain: chain,
+        }))
     }
 }
 
@@ -423,13 +517,20 @@ fn extract_cluster_id(md: &MetadataMap) -> String {
 fn token_review_result(r: &TokenReview) -> Result<(String, String), String> {
     let status = r.status.clone().unwrap_or_default();
     if let Some(e) = status.error.as_deref().filter(|e| !e.is_empty()) {
-        return Err(format!("the service account authentication returns an error: {e}"));
+        return Err(format!(
+            "the service account authentication returns an error: {e}"
+        ));
     }
     if status.authenticated != Some(true) {
         return Err("the token is not authenticated".into());
     }
     let user = status.user.unwrap_or_default();
-    if !user.groups.unwrap_or_default().iter().any(|g| g == "system:serviceaccounts") {
+    if !user
+        .groups
+        .unwrap_or_default()
+        .iter()
+        .any(|g| g == "system:serviceaccounts")
+    {
         return Err("the token is not a service account".into());
     }
     let username = user.username.unwrap_or_default();
@@ -461,7 +562,10 @@ fn kube_error_words(e: &kube::Error, url: &str) -> String {
     if url.is_empty() {
         parts.join(": ")
     } else {
-        format!("Post \"{url}/apis/authentication.k8s.io/v1/tokenreviews\": {}", parts.join(": "))
+        format!(
+            "Post \"{url}/apis/authentication.k8s.io/v1/tokenreviews\": {}",
+            parts.join(": ")
+        )
     }
 }
 
@@ -470,8 +574,10 @@ fn load_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
     if bytes.is_empty() {
         return Err("kubeconfig is empty".into());
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("kubeconfig cannot be loaded: {e}"))?;
-    let kc = Kubeconfig::from_yaml(text).map_err(|e| format!("kubeconfig cannot be loaded: {e}"))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| format!("kubeconfig cannot be loaded: {e}"))?;
+    let kc =
+        Kubeconfig::from_yaml(text).map_err(|e| format!("kubeconfig cannot be loaded: {e}"))?;
     validate_kubeconfig(&kc).map_err(|e| format!("kubeconfig is not valid: {e}"))?;
     sanitize_kubeconfig(&kc).map_err(|e| format!("kubeconfig is not allowed: {e}"))?;
     if kc.current_context.as_deref().unwrap_or_default().is_empty() {
@@ -486,33 +592,52 @@ fn load_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
 
 /// clientcmd.Validate, the checks that matter for an inline kubeconfig.
 fn validate_kubeconfig(kc: &Kubeconfig) -> Result<(), String> {
-    let empty = "no configuration has been provided, try setting KUBERNETES_MASTER environment variable";
-    if kc.clusters.is_empty() && kc.contexts.is_empty() && kc.auth_infos.is_empty() && kc.current_context.is_none() {
+    let empty =
+        "no configuration has been provided, try setting KUBERNETES_MASTER environment variable";
+    if kc.clusters.is_empty()
+        && kc.contexts.is_empty()
+        && kc.auth_infos.is_empty()
+        && kc.current_context.is_none()
+    {
         return Err(format!("invalid configuration: {empty}"));
     }
     let mut errs = Vec::new();
     if let Some(cur) = kc.current_context.as_deref().filter(|c| !c.is_empty()) {
         if !kc.contexts.iter().any(|c| c.name == cur) {
-            errs.push(format!("context was not found for specified context: {cur}"));
+            errs.push(format!(
+                "context was not found for specified context: {cur}"
+            ));
         }
     }
     for c in &kc.contexts {
         let Some(ctx) = &c.context else { continue };
         match ctx.user.as_deref() {
-            None | Some("") => errs.push(format!("user was not specified for context {:?}", c.name)),
+            None | Some("") => {
+                errs.push(format!("user was not specified for context {:?}", c.name))
+            }
             Some(u) if !kc.auth_infos.iter().any(|a| a.name == u) => {
                 errs.push(format!("user {u:?} was not found for context {:?}", c.name))
             }
             _ => {}
         }
         if ctx.cluster.is_empty() {
-            errs.push(format!("cluster was not specified for context {:?}", c.name));
+            errs.push(format!(
+                "cluster was not specified for context {:?}",
+                c.name
+            ));
         } else if !kc.clusters.iter().any(|cl| cl.name == ctx.cluster) {
-            errs.push(format!("cluster {:?} was not found for context {:?}", ctx.cluster, c.name));
+            errs.push(format!(
+                "cluster {:?} was not found for context {:?}",
+                ctx.cluster, c.name
+            ));
         }
     }
     for cl in &kc.clusters {
-        let server = cl.cluster.as_ref().and_then(|c| c.server.as_deref()).unwrap_or_default();
+        let server = cl
+            .cluster
+            .as_ref()
+            .and_then(|c| c.server.as_deref())
+            .unwrap_or_default();
         if server.is_empty() {
             errs.push(format!("no server found for cluster {:?}", cl.name));
         }
@@ -535,7 +660,10 @@ fn sanitize_kubeconfig(kc: &Kubeconfig) -> Result<(), String> {
         if a.client_key.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err("clientKey is not allowed".into());
         }
-        if a.client_certificate.as_deref().is_some_and(|s| !s.is_empty()) {
+        if a.client_certificate
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
+        {
             return Err("clientCertificate is not allowed".into());
         }
         if a.token_file.as_deref().is_some_and(|s| !s.is_empty()) {
@@ -577,7 +705,6 @@ fn go_duration(secs: i64) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,7 +713,9 @@ mod tests {
     use crate::probe::ca_client::{CsrError, CsrRequest, create_certificate, new_csr};
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+    use k8s_openapi::api::rbac::v1::{
+        ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::RwLock;
@@ -627,7 +756,12 @@ mod tests {
 
     impl Default for Opts {
         fn default() -> Self {
-            Opts { token_audiences: vec!["istio-ca".into()], quirks: IstiodQuirks::default(), reader_can_review: true, user_yaml: None }
+            Opts {
+                token_audiences: vec!["istio-ca".into()],
+                quirks: IstiodQuirks::default(),
+                reader_can_review: true,
+                user_yaml: None,
+            }
         }
     }
 
@@ -651,7 +785,13 @@ mod tests {
             self.remote_api.shutdown();
         }
 
-        fn csr<'a>(&'a self, token: &'a str, cluster_id: &'a str, csr_pem: &'a str, ttl: i64) -> CsrRequest<'a> {
+        fn csr<'a>(
+            &'a self,
+            token: &'a str,
+            cluster_id: &'a str,
+            csr_pem: &'a str,
+            ttl: i64,
+        ) -> CsrRequest<'a> {
             CsrRequest {
                 addr: &self.istiod_addr,
                 server_name: SERVER_NAME,
@@ -674,10 +814,38 @@ mod tests {
         let remote_bound = BoundApiServer::bind(&Ca::root("remote api ca", "lab", 30)).unwrap();
 
         // ---- remote: gateway SA + pod, reader SA with its ClusterRole ----
-        let mut remote = ClusterSim::new("remote", Arc::new(SigningKeys::generate("https://remote.invalid")), "remote-admin-token");
-        let gw_uid = remote.store.put(ServiceAccount { metadata: meta(NS, GW_SA), ..Default::default() }).metadata.uid.unwrap();
-        let pod_uid = remote.store.put(Pod { metadata: meta(NS, GW_POD), ..Default::default() }).metadata.uid.unwrap();
-        let reader_uid = remote.store.put(ServiceAccount { metadata: meta(NS, READER), ..Default::default() }).metadata.uid.unwrap();
+        let mut remote = ClusterSim::new(
+            "remote",
+            Arc::new(SigningKeys::generate("https://remote.invalid")),
+            "remote-admin-token",
+        );
+        let gw_uid = remote
+            .store
+            .put(ServiceAccount {
+                metadata: meta(NS, GW_SA),
+                ..Default::default()
+            })
+            .metadata
+            .uid
+            .unwrap();
+        let pod_uid = remote
+            .store
+            .put(Pod {
+                metadata: meta(NS, GW_POD),
+                ..Default::default()
+            })
+            .metadata
+            .uid
+            .unwrap();
+        let reader_uid = remote
+            .store
+            .put(ServiceAccount {
+                metadata: meta(NS, READER),
+                ..Default::default()
+            })
+            .metadata
+            .uid
+            .unwrap();
         let mut rules = vec![PolicyRule {
             api_groups: Some(vec!["".into()]),
             resources: Some(vec!["namespaces".into(), "pods".into(), "services".into()]),
@@ -692,11 +860,24 @@ mod tests {
                 ..Default::default()
             });
         }
-        remote.store.put(ClusterRole { metadata: meta("", "istio-reader"), rules: Some(rules), ..Default::default() });
+        remote.store.put(ClusterRole {
+            metadata: meta("", "istio-reader"),
+            rules: Some(rules),
+            ..Default::default()
+        });
         remote.store.put(ClusterRoleBinding {
             metadata: meta("", "istio-reader"),
-            role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: "istio-reader".into() },
-            subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: READER.into(), namespace: Some(NS.into()), ..Default::default() }]),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: "istio-reader".into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: READER.into(),
+                namespace: Some(NS.into()),
+                ..Default::default()
+            }]),
         });
         let gw_token = remote.keys.mint(&TokenSpec {
             namespace: NS.into(),
@@ -705,7 +886,10 @@ mod tests {
             audiences: vec!["istio-ca".into()],
             issued_at: now,
             expires_at: now + 43200,
-            pod: Some(NameUid { name: GW_POD.into(), uid: pod_uid }),
+            pod: Some(NameUid {
+                name: GW_POD.into(),
+                uid: pod_uid,
+            }),
         });
         let reader_token = remote.keys.mint(&TokenSpec {
             namespace: NS.into(),
@@ -718,15 +902,33 @@ mod tests {
         });
 
         // ---- primary: the remote secret, and a local workload ----
-        let mut primary = ClusterSim::new("primary", Arc::new(SigningKeys::generate("https://primary.invalid")), "primary-admin-token");
-        let user = o.user_yaml.unwrap_or_else(|| format!("    token: {reader_token}\n"));
+        let mut primary = ClusterSim::new(
+            "primary",
+            Arc::new(SigningKeys::generate("https://primary.invalid")),
+            "primary-admin-token",
+        );
+        let user = o
+            .user_yaml
+            .unwrap_or_else(|| format!("    token: {reader_token}\n"));
         let kc = remote_kubeconfig(&remote_bound.url, &remote_bound.ca_pem, &user);
         let mut data = BTreeMap::new();
         data.insert("remote".to_string(), ByteString(kc.into_bytes()));
         let mut sm = meta(NS, "istio-remote-secret-remote");
         sm.labels = Some([(MULTICLUSTER_LABEL.to_string(), "true".to_string())].into());
-        primary.store.put(Secret { metadata: sm, data: Some(data), ..Default::default() });
-        let local_uid = primary.store.put(ServiceAccount { metadata: meta("default", "local-app"), ..Default::default() }).metadata.uid.unwrap();
+        primary.store.put(Secret {
+            metadata: sm,
+            data: Some(data),
+            ..Default::default()
+        });
+        let local_uid = primary
+            .store
+            .put(ServiceAccount {
+                metadata: meta("default", "local-app"),
+                ..Default::default()
+            })
+            .metadata
+            .uid
+            .unwrap();
         let primary_token = primary.keys.mint(&TokenSpec {
             namespace: "default".into(),
             service_account: "local-app".into(),
@@ -796,30 +998,54 @@ mod tests {
                     .collect()
             })
             .unwrap_or_default();
-        Leaf { uris, not_before: cert.validity().not_before.timestamp(), not_after: cert.validity().not_after.timestamp() }
+        Leaf {
+            uris,
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        }
     }
 
     fn auth_failures(f: &Fixture) -> Vec<String> {
-        f.istiod.logs().into_iter().filter(|l| l.starts_with("Failed to authenticate client from ")).collect()
+        f.istiod
+            .logs()
+            .into_iter()
+            .filter(|l| l.starts_with("Failed to authenticate client from "))
+            .collect()
     }
 
     fn unauthenticated() -> CsrError {
-        CsrError::Rpc { code: "Unauthenticated".into(), message: "request authenticate failure".into() }
+        CsrError::Rpc {
+            code: "Unauthenticated".into(),
+            message: "request authenticate failure".into(),
+        }
     }
 
     #[tokio::test]
     async fn remote_gateway_gets_a_certificate() {
         let f = fixture(Opts::default()).await;
-        let (_key, csr) = new_csr("spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway-service-account").unwrap();
+        let (_key, csr) = new_csr(
+            "spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway-service-account",
+        )
+        .unwrap();
         let before = now_unix();
-        let chain = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0)).await.unwrap();
+        let chain = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0))
+            .await
+            .unwrap();
         assert_eq!(chain.len(), 3);
         assert_eq!(chain[1], f.signer_pem);
         assert_eq!(chain[2], f.root_pem);
         let leaf = parse_leaf(&chain[0]);
-        assert_eq!(leaf.uris, vec![format!("spiffe://cluster.local/ns/{NS}/sa/{GW_SA}")]);
+        assert_eq!(
+            leaf.uris,
+            vec![format!("spiffe://cluster.local/ns/{NS}/sa/{GW_SA}")]
+        );
         // NotBefore = now - 2m; default TTL 24h.
-        assert!((leaf.not_before - (before - 120)).abs() <= 5, "{} vs {}", leaf.not_before, before);
+        assert!(
+            (leaf.not_before - (before - 120)).abs() <= 5,
+            "{} vs {}",
+            leaf.not_before,
+            before
+        );
         assert!((leaf.not_after - (before + 86400)).abs() <= 5);
         assert!(auth_failures(&f).is_empty(), "{:?}", f.istiod.logs());
         f.stop();
@@ -829,12 +1055,19 @@ mod tests {
     async fn local_workload_without_cluster_id_uses_the_primary() {
         let f = fixture(Opts::default()).await;
         let (_key, csr) = new_csr("spiffe://cluster.local/ns/default/sa/local-app").unwrap();
-        let chain = create_certificate(&f.csr(&f.primary_token, "", &csr, 3600)).await.unwrap();
+        let chain = create_certificate(&f.csr(&f.primary_token, "", &csr, 3600))
+            .await
+            .unwrap();
         let leaf = parse_leaf(&chain[0]);
-        assert_eq!(leaf.uris, vec!["spiffe://cluster.local/ns/default/sa/local-app".to_string()]);
+        assert_eq!(
+            leaf.uris,
+            vec!["spiffe://cluster.local/ns/default/sa/local-app".to_string()]
+        );
         assert_eq!(leaf.not_after - leaf.not_before, 3600 + 120);
         // The remote gateway's token is not valid in the primary.
-        let e = create_certificate(&f.csr(&f.gw_token, "primary", &csr, 0)).await.unwrap_err();
+        let e = create_certificate(&f.csr(&f.gw_token, "primary", &csr, 0))
+            .await
+            .unwrap_err();
         assert_eq!(e, unauthenticated());
         let logs = auth_failures(&f);
         assert_eq!(logs.len(), 1);
@@ -849,11 +1082,17 @@ mod tests {
     async fn unknown_cluster_id_is_named_in_the_log() {
         let f = fixture(Opts::default()).await;
         let (_key, csr) = new_csr("spiffe://cluster.local/ns/istio-system/sa/x").unwrap();
-        let e = create_certificate(&f.csr(&f.gw_token, "remote-1", &csr, 0)).await.unwrap_err();
+        let e = create_certificate(&f.csr(&f.gw_token, "remote-1", &csr, 0))
+            .await
+            .unwrap_err();
         assert_eq!(e, unauthenticated());
         let logs = auth_failures(&f);
         assert_eq!(logs.len(), 1, "{logs:?}");
-        assert!(logs[0].starts_with("Failed to authenticate client from 127.0.0.1:"), "{}", logs[0]);
+        assert!(
+            logs[0].starts_with("Failed to authenticate client from 127.0.0.1:"),
+            "{}",
+            logs[0]
+        );
         assert!(
             logs[0].ends_with(": Authenticator KubeJWTAuthenticator: client claims to be in cluster \"remote-1\", but we only know about local cluster \"primary\" and remote clusters [remote]"),
             "{}",
@@ -864,9 +1103,15 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_audience_is_refused_by_the_remote_api_server() {
-        let f = fixture(Opts { token_audiences: vec!["other-ca".into()], ..Default::default() }).await;
+        let f = fixture(Opts {
+            token_audiences: vec!["other-ca".into()],
+            ..Default::default()
+        })
+        .await;
         let (_key, csr) = new_csr("spiffe://cluster.local/ns/istio-system/sa/x").unwrap();
-        let e = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0)).await.unwrap_err();
+        let e = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0))
+            .await
+            .unwrap_err();
         assert_eq!(e, unauthenticated());
         let logs = auth_failures(&f);
         assert_eq!(logs.len(), 1, "{logs:?}");
@@ -880,9 +1125,15 @@ mod tests {
 
     #[tokio::test]
     async fn reader_without_tokenreview_rbac_is_forbidden() {
-        let f = fixture(Opts { reader_can_review: false, ..Default::default() }).await;
+        let f = fixture(Opts {
+            reader_can_review: false,
+            ..Default::default()
+        })
+        .await;
         let (_key, csr) = new_csr("spiffe://cluster.local/ns/istio-system/sa/x").unwrap();
-        let e = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0)).await.unwrap_err();
+        let e = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0))
+            .await
+            .unwrap_err();
         assert_eq!(e, unauthenticated());
         let logs = auth_failures(&f);
         assert_eq!(logs.len(), 1, "{logs:?}");
@@ -896,19 +1147,37 @@ mod tests {
     #[tokio::test]
     async fn exec_kubeconfig_is_never_registered() {
         let exec = "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n".to_string();
-        let f = fixture(Opts { user_yaml: Some(exec), ..Default::default() }).await;
+        let f = fixture(Opts {
+            user_yaml: Some(exec),
+            ..Default::default()
+        })
+        .await;
         let (_key, csr) = new_csr("spiffe://cluster.local/ns/istio-system/sa/x").unwrap();
-        let e = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0)).await.unwrap_err();
+        let e = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0))
+            .await
+            .unwrap_err();
         assert_eq!(e, unauthenticated());
         let logs = f.istiod.logs();
         assert!(logs.contains(&format!(
             "Add cluster: create remote cluster failed: kubeconfig is not allowed: exec is not allowed\tcluster=remote secret={NS}/istio-remote-secret-remote"
         )), "{logs:?}");
         let failures = auth_failures(&f);
-        assert!(failures[0].ends_with("but we only know about local cluster \"primary\" and remote clusters []"), "{failures:?}");
+        assert!(
+            failures[0].ends_with(
+                "but we only know about local cluster \"primary\" and remote clusters []"
+            ),
+            "{failures:?}"
+        );
         // Logged once, however many CSRs arrive.
         let _ = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0)).await;
-        assert_eq!(f.istiod.logs().iter().filter(|l| l.contains("exec is not allowed")).count(), 1);
+        assert_eq!(
+            f.istiod
+                .logs()
+                .iter()
+                .filter(|l| l.contains("exec is not allowed"))
+                .count(),
+            1
+        );
         f.stop();
     }
 
@@ -919,21 +1188,33 @@ mod tests {
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(&f.root_pem))
             .domain_name(SERVER_NAME);
-        let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", f.istiod.addr()))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = crate::proto::istio_certificate_service_client::IstioCertificateServiceClient::new(channel);
-        let mk = || IstioCertificateRequest { csr: csr.clone(), validity_duration: 0, metadata: None };
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("https://{}", f.istiod.addr()))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut client =
+            crate::proto::istio_certificate_service_client::IstioCertificateServiceClient::new(
+                channel,
+            );
+        let mk = || IstioCertificateRequest {
+            csr: csr.clone(),
+            validity_duration: 0,
+            metadata: None,
+        };
         let st = client.create_certificate(mk()).await.unwrap_err();
         assert_eq!(st.code(), tonic::Code::Unauthenticated);
         assert_eq!(st.message(), "request authenticate failure");
         let mut req = tonic::Request::new(mk());
-        req.metadata_mut().insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
-        assert_eq!(client.create_certificate(req).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+        req.metadata_mut()
+            .insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
+        assert_eq!(
+            client.create_certificate(req).await.unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         let logs = auth_failures(&f);
         assert_eq!(logs.len(), 2);
         assert!(logs[0].ends_with("Authenticator KubeJWTAuthenticator: target JWT extraction error: no HTTP authorization header exists"), "{logs:?}");
@@ -945,7 +1226,9 @@ mod tests {
     async fn ttl_above_90_days_is_invalid_argument() {
         let f = fixture(Opts::default()).await;
         let (_key, csr) = new_csr("spiffe://cluster.local/ns/istio-system/sa/x").unwrap();
-        let e = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 90 * 86400 + 1)).await.unwrap_err();
+        let e = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 90 * 86400 + 1))
+            .await
+            .unwrap_err();
         assert_eq!(
             e,
             CsrError::Rpc {
@@ -964,19 +1247,41 @@ mod tests {
             leaf_not_before_offset_secs: 3600,
             omit_root: false,
         };
-        let f = fixture(Opts { quirks, ..Default::default() }).await;
+        let f = fixture(Opts {
+            quirks,
+            ..Default::default()
+        })
+        .await;
         let (_key, csr) = new_csr("spiffe://cluster.local/ns/istio-system/sa/x").unwrap();
         let now = now_unix();
-        let chain = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0)).await.unwrap();
+        let chain = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0))
+            .await
+            .unwrap();
         assert_eq!(chain.len(), 1);
         let leaf = parse_leaf(&chain[0]);
-        assert_eq!(leaf.uris, vec![format!("spiffe://other.local/ns/{NS}/sa/{GW_SA}")]);
+        assert_eq!(
+            leaf.uris,
+            vec![format!("spiffe://other.local/ns/{NS}/sa/{GW_SA}")]
+        );
         // An hour ahead, minus the 2-minute back-dating: not yet valid now.
-        assert!((leaf.not_before - (now + 3600 - 120)).abs() <= 5, "{}", leaf.not_before - now);
+        assert!(
+            (leaf.not_before - (now + 3600 - 120)).abs() <= 5,
+            "{}",
+            leaf.not_before - now
+        );
         f.stop();
 
-        let f = fixture(Opts { quirks: IstiodQuirks { omit_root: true, ..Default::default() }, ..Default::default() }).await;
-        let chain = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0)).await.unwrap();
+        let f = fixture(Opts {
+            quirks: IstiodQuirks {
+                omit_root: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await;
+        let chain = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0))
+            .await
+            .unwrap();
         assert_eq!(chain.len(), 2);
         assert_eq!(chain[1], f.signer_pem);
         f.stop();
@@ -1001,15 +1306,40 @@ mod tests {
     #[test]
     fn kubeconfig_rules() {
         assert_eq!(load_kubeconfig(b"").unwrap_err(), "kubeconfig is empty");
-        assert!(load_kubeconfig(b"this: is: not: yaml: [").unwrap_err().starts_with("kubeconfig cannot be loaded: "));
+        assert!(
+            load_kubeconfig(b"this: is: not: yaml: [")
+                .unwrap_err()
+                .starts_with("kubeconfig cannot be loaded: ")
+        );
         let good = remote_kubeconfig("https://127.0.0.1:1", "ca", "    token: abc\n");
         assert!(load_kubeconfig(good.as_bytes()).is_ok());
-        let tf = remote_kubeconfig("https://127.0.0.1:1", "ca", "    tokenFile: /var/run/token\n");
-        assert_eq!(load_kubeconfig(tf.as_bytes()).unwrap_err(), "kubeconfig is not allowed: tokenFile is not allowed");
-        let ck = remote_kubeconfig("https://127.0.0.1:1", "ca", "    client-certificate: /a.crt\n    client-key: /a.key\n");
-        assert_eq!(load_kubeconfig(ck.as_bytes()).unwrap_err(), "kubeconfig is not allowed: clientKey is not allowed");
-        let gcp = remote_kubeconfig("https://127.0.0.1:1", "ca", "    auth-provider:\n      name: gcp\n");
-        assert_eq!(load_kubeconfig(gcp.as_bytes()).unwrap_err(), "kubeconfig is not allowed: auth provider gcp is not allowed");
+        let tf = remote_kubeconfig(
+            "https://127.0.0.1:1",
+            "ca",
+            "    tokenFile: /var/run/token\n",
+        );
+        assert_eq!(
+            load_kubeconfig(tf.as_bytes()).unwrap_err(),
+            "kubeconfig is not allowed: tokenFile is not allowed"
+        );
+        let ck = remote_kubeconfig(
+            "https://127.0.0.1:1",
+            "ca",
+            "    client-certificate: /a.crt\n    client-key: /a.key\n",
+        );
+        assert_eq!(
+            load_kubeconfig(ck.as_bytes()).unwrap_err(),
+            "kubeconfig is not allowed: clientKey is not allowed"
+        );
+        let gcp = remote_kubeconfig(
+            "https://127.0.0.1:1",
+            "ca",
+            "    auth-provider:\n      name: gcp\n",
+        );
+        assert_eq!(
+            load_kubeconfig(gcp.as_bytes()).unwrap_err(),
+            "kubeconfig is not allowed: auth provider gcp is not allowed"
+        );
         let no_ctx = good.replace("current-context: remote\n", "");
         assert_eq!(
             load_kubeconfig(no_ctx.as_bytes()).unwrap_err(),
@@ -1025,17 +1355,27 @@ mod tests {
     #[test]
     fn token_review_results_map_to_istiod_strings() {
         use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
-        let with = |status: TokenReviewStatus| TokenReview { status: Some(status), ..Default::default() };
+        let with = |status: TokenReviewStatus| TokenReview {
+            status: Some(status),
+            ..Default::default()
+        };
         let user = |name: &str, groups: &[&str]| UserInfo {
             username: Some(name.into()),
             groups: Some(groups.iter().map(|g| g.to_string()).collect()),
             ..Default::default()
         };
         assert_eq!(
-            token_review_result(&with(TokenReviewStatus { error: Some("boom".into()), ..Default::default() })).unwrap_err(),
+            token_review_result(&with(TokenReviewStatus {
+                error: Some("boom".into()),
+                ..Default::default()
+            }))
+            .unwrap_err(),
             "the service account authentication returns an error: boom"
         );
-        assert_eq!(token_review_result(&with(TokenReviewStatus::default())).unwrap_err(), "the token is not authenticated");
+        assert_eq!(
+            token_review_result(&with(TokenReviewStatus::default())).unwrap_err(),
+            "the token is not authenticated"
+        );
         assert_eq!(
             token_review_result(&with(TokenReviewStatus {
                 authenticated: Some(true),
@@ -1057,7 +1397,10 @@ mod tests {
         assert_eq!(
             token_review_result(&with(TokenReviewStatus {
                 authenticated: Some(true),
-                user: Some(user("system:serviceaccount:ns1:sa1", &["system:serviceaccounts"])),
+                user: Some(user(
+                    "system:serviceaccount:ns1:sa1",
+                    &["system:serviceaccounts"]
+                )),
                 ..Default::default()
             }))
             .unwrap(),

@@ -3,10 +3,10 @@
 //! gRPC + TLS) so the trace reaches them through the same client code as a
 //! real cluster.
 
-pub mod store;
-pub mod tokens;
-pub mod pki;
 pub mod apiserver;
 pub mod faults;
 pub mod istiod;
+pub mod pki;
+pub mod store;
+pub mod tokens;
 pub mod world;

@@ -2,8 +2,8 @@
 //! mesh CA (root + intermediate) that the simulated istiod signs with.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
@@ -20,7 +20,9 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca").field("chain_len", &self.chain_pem.len()).finish_non_exhaustive()
+        f.debug_struct("Ca")
+            .field("chain_len", &self.chain_pem.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,11 +39,20 @@ fn dn(cn: &str, org: &str) -> DistinguishedName {
     d
 }
 
-fn ca_params(cn: &str, org: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> CertificateParams {
+fn ca_params(
+    cn: &str,
+    org: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = dn(cn, org);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = not_before;
     p.not_after = not_after;
     p
@@ -51,28 +62,55 @@ impl Ca {
     /// A self-signed root valid from an hour ago for `days`.
     pub fn root(cn: &str, org: &str, days: i64) -> Ca {
         let now = OffsetDateTime::now_utc();
-        Ca::root_between(cn, org, now - Duration::hours(1), now + Duration::days(days))
+        Ca::root_between(
+            cn,
+            org,
+            now - Duration::hours(1),
+            now + Duration::days(days),
+        )
     }
 
-    pub fn root_between(cn: &str, org: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Ca {
+    pub fn root_between(
+        cn: &str,
+        org: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Ca {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key generation");
         let params = ca_params(cn, org, not_before, not_after);
         let cert = params.self_signed(&key).expect("self-signed root");
         let cert_pem = cert.pem();
         let key_pem = key.serialize_pem();
-        Ca { chain_pem: vec![cert_pem.clone()], cert_pem, key_pem, issuer: Issuer::new(params, key) }
+        Ca {
+            chain_pem: vec![cert_pem.clone()],
+            cert_pem,
+            key_pem,
+            issuer: Issuer::new(params, key),
+        }
     }
 
     /// An intermediate CA signed by `self`.
     pub fn intermediate(&self, cn: &str, org: &str, days: i64) -> Ca {
         let now = OffsetDateTime::now_utc();
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key generation");
-        let params = ca_params(cn, org, now - Duration::hours(1), now + Duration::days(days));
-        let cert = params.signed_by(&key, &self.issuer).expect("intermediate signing");
+        let params = ca_params(
+            cn,
+            org,
+            now - Duration::hours(1),
+            now + Duration::days(days),
+        );
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("intermediate signing");
         let cert_pem = cert.pem();
         let mut chain_pem = vec![cert_pem.clone()];
         chain_pem.extend(self.chain_pem.iter().cloned());
-        Ca { cert_pem, chain_pem, key_pem: key.serialize_pem(), issuer: Issuer::new(params, key) }
+        Ca {
+            cert_pem,
+            chain_pem,
+            key_pem: key.serialize_pem(),
+            issuer: Issuer::new(params, key),
+        }
     }
 
     /// The PEM of this CA's private key, for the lab's `cacerts` Secret only.
@@ -91,12 +129,23 @@ impl Ca {
             .map(|d| SanType::DnsName((*d).try_into().expect("valid DNS name")))
             .chain(ips.iter().map(|ip| SanType::IpAddress(*ip)))
             .collect();
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         p.not_before = now - Duration::hours(1);
         p.not_after = now + Duration::days(days);
-        let cert = p.signed_by(&key, &self.issuer).expect("server cert signing");
-        ServerCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+        let cert = p
+            .signed_by(&key, &self.issuer)
+            .expect("server cert signing");
+        ServerCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
     }
 
     /// Sign a workload CSR as istiod's CA does: the identity comes from the
@@ -108,16 +157,29 @@ impl Ca {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<String, String> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| format!("CSR parsing error: {e}"))?;
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| format!("CSR parsing error: {e}"))?;
         let p = &mut csr.params;
         p.distinguished_name = DistinguishedName::new();
-        p.subject_alt_names = vec![SanType::URI(san_uri.try_into().map_err(|e| format!("bad SAN {san_uri:?}: {e}"))?)];
+        p.subject_alt_names = vec![SanType::URI(
+            san_uri
+                .try_into()
+                .map_err(|e| format!("bad SAN {san_uri:?}: {e}"))?,
+        )];
         p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         p.not_before = not_before;
         p.not_after = not_after;
-        let cert = csr.signed_by(&self.issuer).map_err(|e| format!("signing error: {e}"))?;
+        let cert = csr
+            .signed_by(&self.issuer)
+            .map_err(|e| format!("signing error: {e}"))?;
         Ok(cert.pem())
     }
 }
@@ -133,12 +195,25 @@ mod tests {
         assert_eq!(inter.chain_pem.len(), 2);
         assert_eq!(inter.chain_pem[1], root.cert_pem);
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+        let csr = CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
         let now = OffsetDateTime::now_utc();
         let leaf = inter
-            .sign_workload_csr(&csr, "spiffe://cluster.local/ns/a/sa/b", now, now + Duration::hours(24))
+            .sign_workload_csr(
+                &csr,
+                "spiffe://cluster.local/ns/a/sa/b",
+                now,
+                now + Duration::hours(24),
+            )
             .unwrap();
         assert!(leaf.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(inter.sign_workload_csr("garbage", "spiffe://x/ns/a/sa/b", now, now).is_err());
+        assert!(
+            inter
+                .sign_workload_csr("garbage", "spiffe://x/ns/a/sa/b", now, now)
+                .is_err()
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! as JSON, keyed by resource and name, so the server can serve any resource
 //! generically while lab builders and faults work with k8s-openapi types.
 
-use k8s_openapi::{Metadata, Resource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{Metadata, Resource};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -62,7 +62,10 @@ impl Store {
         let mut value = serde_json::to_value(&obj).expect("k8s objects serialize");
         value["apiVersion"] = Value::String(K::API_VERSION.to_string());
         value["kind"] = Value::String(K::KIND.to_string());
-        self.objects.entry(ResourceKey::of::<K>()).or_default().insert((ns, name), value);
+        self.objects
+            .entry(ResourceKey::of::<K>())
+            .or_default()
+            .insert((ns, name), value);
         obj
     }
 
@@ -70,7 +73,10 @@ impl Store {
     where
         K: Resource + DeserializeOwned,
     {
-        let v = self.objects.get(&ResourceKey::of::<K>())?.get(&(ns.to_string(), name.to_string()))?;
+        let v = self
+            .objects
+            .get(&ResourceKey::of::<K>())?
+            .get(&(ns.to_string(), name.to_string()))?;
         serde_json::from_value(v.clone()).ok()
     }
 
@@ -80,7 +86,11 @@ impl Store {
     {
         self.objects
             .get(&ResourceKey::of::<K>())
-            .map(|m| m.values().filter_map(|v| serde_json::from_value(v.clone()).ok()).collect())
+            .map(|m| {
+                m.values()
+                    .filter_map(|v| serde_json::from_value(v.clone()).ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -120,7 +130,10 @@ impl Store {
     }
 
     pub fn get_raw(&self, key: &ResourceKey, ns: &str, name: &str) -> Option<Value> {
-        self.objects.get(key)?.get(&(ns.to_string(), name.to_string())).cloned()
+        self.objects
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     pub fn resource_version(&self) -> String {
@@ -137,7 +150,11 @@ mod tests {
     fn put_get_modify_remove() {
         let mut s = Store::default();
         s.put(Secret {
-            metadata: ObjectMeta { name: Some("a".into()), namespace: Some("ns".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("a".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
             ..Default::default()
         });
         let got: Secret = s.get("ns", "a").unwrap();
@@ -146,7 +163,10 @@ mod tests {
         assert_eq!(raw["kind"], "Secret");
         assert_eq!(raw["apiVersion"], "v1");
         assert!(s.modify::<Secret>("ns", "a", |x| x.type_ = Some("Opaque".into())));
-        assert_eq!(s.get::<Secret>("ns", "a").unwrap().type_.as_deref(), Some("Opaque"));
+        assert_eq!(
+            s.get::<Secret>("ns", "a").unwrap().type_.as_deref(),
+            Some("Opaque")
+        );
         assert!(s.remove::<Secret>("ns", "a"));
         assert!(s.get::<Secret>("ns", "a").is_none());
         assert!(!s.modify::<Secret>("ns", "a", |_| {}));

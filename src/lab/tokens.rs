@@ -15,7 +15,10 @@ pub struct SigningKeys {
 
 impl std::fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKeys").field("issuer", &self.issuer).field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKeys")
+            .field("issuer", &self.issuer)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,25 +66,43 @@ pub struct TokenSpec {
 pub enum TokenError {
     #[error("invalid bearer token, {0}")]
     Invalid(String),
-    #[error("invalid bearer token, token audiences {} is invalid for the target audiences {}", go_list(token), go_list(target))]
-    Audience { token: Vec<String>, target: Vec<String> },
+    #[error(
+        "invalid bearer token, token audiences {} is invalid for the target audiences {}",
+        go_list(token),
+        go_list(target)
+    )]
+    Audience {
+        token: Vec<String>,
+        target: Vec<String>,
+    },
     #[error("invalid bearer token, service account token has expired")]
     Expired,
 }
 
 impl SigningKeys {
     pub fn generate(issuer: &str) -> SigningKeys {
-        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key generation");
-        let encoding = EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).expect("rcgen PKCS#8 PEM");
-        let decoding = DecodingKey::from_ec_pem(kp.public_key_pem().as_bytes()).expect("rcgen SPKI PEM");
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .expect("P-256 key generation");
+        let encoding =
+            EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).expect("rcgen PKCS#8 PEM");
+        let decoding =
+            DecodingKey::from_ec_pem(kp.public_key_pem().as_bytes()).expect("rcgen SPKI PEM");
         let kid = hex::encode(&sha2_digest(kp.public_key_raw())[..8]);
-        SigningKeys { issuer: issuer.to_string(), kid, encoding, decoding }
+        SigningKeys {
+            issuer: issuer.to_string(),
+            kid,
+            encoding,
+            decoding,
+        }
     }
 
     pub fn mint(&self, spec: &TokenSpec) -> String {
         let claims = KubeClaims {
             iss: self.issuer.clone(),
-            sub: format!("system:serviceaccount:{}:{}", spec.namespace, spec.service_account),
+            sub: format!(
+                "system:serviceaccount:{}:{}",
+                spec.namespace, spec.service_account
+            ),
             aud: spec.audiences.clone(),
             exp: spec.expires_at,
             iat: spec.issued_at,
@@ -89,7 +110,10 @@ impl SigningKeys {
             jti: format!("{:x}", rand_u64()),
             kubernetes: KubeClaimsBinding {
                 namespace: spec.namespace.clone(),
-                serviceaccount: NameUid { name: spec.service_account.clone(), uid: spec.service_account_uid.clone() },
+                serviceaccount: NameUid {
+                    name: spec.service_account.clone(),
+                    uid: spec.service_account_uid.clone(),
+                },
                 pod: spec.pod.clone(),
             },
         };
@@ -101,7 +125,12 @@ impl SigningKeys {
     /// Verify a token as the API server's authenticator does: signature by this
     /// cluster's key, issuer, expiry at `now`, and one audience in common with
     /// `audiences`.
-    pub fn verify(&self, token: &str, audiences: &[String], now: i64) -> Result<KubeClaims, TokenError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        audiences: &[String],
+        now: i64,
+    ) -> Result<KubeClaims, TokenError> {
         let mut v = Validation::new(Algorithm::ES256);
         v.validate_exp = false;
         v.validate_aud = false;
@@ -110,11 +139,17 @@ impl SigningKeys {
             .map_err(|e| TokenError::Invalid(format!("{e}")))?;
         let c = data.claims;
         if c.iss != self.issuer {
-            return Err(TokenError::Invalid(format!("issuer {:?} is not {:?}", c.iss, self.issuer)));
+            return Err(TokenError::Invalid(format!(
+                "issuer {:?} is not {:?}",
+                c.iss, self.issuer
+            )));
         }
         // kube-apiserver checks the audience before the expiry.
         if !c.aud.iter().any(|a| audiences.contains(a)) {
-            return Err(TokenError::Audience { token: c.aud.clone(), target: audiences.to_vec() });
+            return Err(TokenError::Audience {
+                token: c.aud.clone(),
+                target: audiences.to_vec(),
+            });
         }
         if c.exp <= now {
             return Err(TokenError::Expired);
@@ -125,7 +160,13 @@ impl SigningKeys {
 
 /// Go's %q of a []string: ["a" "b"].
 fn go_list(v: &[String]) -> String {
-    format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" "))
+    format!(
+        "[{}]",
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
 }
 
 fn sha2_digest(data: &[u8]) -> Vec<u8> {
@@ -137,12 +178,18 @@ fn rand_u64() -> u64 {
     // Uniqueness, not secrecy: jti only has to differ between tokens.
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(1);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     t ^ N.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
 }
 
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -169,12 +216,28 @@ mod tests {
         let t = k.mint(&spec("istio-ca", 600));
         let c = k.verify(&t, &["istio-ca".into()], now_unix()).unwrap();
         assert_eq!(c.sub, "system:serviceaccount:istio-system:gw");
-        assert!(matches!(k.verify(&t, &["other".into()], now_unix()), Err(TokenError::Audience { .. })));
+        assert!(matches!(
+            k.verify(&t, &["other".into()], now_unix()),
+            Err(TokenError::Audience { .. })
+        ));
         let expired = k.mint(&spec("istio-ca", -10));
-        assert_eq!(k.verify(&expired, &["istio-ca".into()], now_unix()), Err(TokenError::Expired));
+        assert_eq!(
+            k.verify(&expired, &["istio-ca".into()], now_unix()),
+            Err(TokenError::Expired)
+        );
         let other = SigningKeys::generate("https://remote.invalid");
-        assert!(matches!(other.verify(&t, &["istio-ca".into()], now_unix()), Err(TokenError::Invalid(_))));
-        let msg = TokenError::Audience { token: vec!["x".into()], target: vec!["istio-ca".into()] }.to_string();
-        assert_eq!(msg, "invalid bearer token, token audiences [\"x\"] is invalid for the target audiences [\"istio-ca\"]");
+        assert!(matches!(
+            other.verify(&t, &["istio-ca".into()], now_unix()),
+            Err(TokenError::Invalid(_))
+        ));
+        let msg = TokenError::Audience {
+            token: vec!["x".into()],
+            target: vec!["istio-ca".into()],
+        }
+        .to_string();
+        assert_eq!(
+            msg,
+            "invalid bearer token, token audiences [\"x\"] is invalid for the target audiences [\"istio-ca\"]"
+        );
     }
 }

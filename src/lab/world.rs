@@ -49,11 +49,20 @@ fn meta(ns: &str, name: &str) -> ObjectMeta {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
-    Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
 }
 
 fn b64(s: &str) -> String {
@@ -72,7 +81,10 @@ pub fn kubeconfig(name: &str, server: &str, ca_pem: &str, token: &str) -> String
 
 /// A closed loopback port: bound then released, so a dial is refused.
 fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(9)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(9)
 }
 
 fn has(fault: Option<&Fault>, name: &str) -> bool {
@@ -100,15 +112,26 @@ fn rand_bytes() -> [u8; 16] {
     out
 }
 
-fn namespace(store: &mut Store, name: &str, network: &str, annotations: Option<BTreeMap<String, String>>) {
+fn namespace(
+    store: &mut Store,
+    name: &str,
+    network: &str,
+    annotations: Option<BTreeMap<String, String>>,
+) {
     let mut m = meta("", name);
     m.labels = labels(&[("topology.istio.io/network", network)]);
     m.annotations = annotations;
-    store.put(Namespace { metadata: m, ..Default::default() });
+    store.put(Namespace {
+        metadata: m,
+        ..Default::default()
+    });
 }
 
 fn service_account(store: &mut Store, ns: &str, name: &str) -> String {
-    let sa = store.put(ServiceAccount { metadata: meta(ns, name), ..Default::default() });
+    let sa = store.put(ServiceAccount {
+        metadata: meta(ns, name),
+        ..Default::default()
+    });
     sa.metadata.uid.unwrap_or_default()
 }
 
@@ -121,17 +144,50 @@ fn reader_rules(with_tokenreviews: bool) -> Vec<PolicyRule> {
     };
     let mut rules = vec![
         rule(
-            &["config.istio.io", "security.istio.io", "networking.istio.io", "authentication.istio.io", "rbac.istio.io", "telemetry.istio.io", "extensions.istio.io"],
+            &[
+                "config.istio.io",
+                "security.istio.io",
+                "networking.istio.io",
+                "authentication.istio.io",
+                "rbac.istio.io",
+                "telemetry.istio.io",
+                "extensions.istio.io",
+            ],
             &["*"],
             &["get", "list", "watch"],
         ),
-        rule(&[""], &["endpoints", "pods", "services", "nodes", "replicationcontrollers", "namespaces", "secrets", "configmaps"], &["get", "list", "watch"]),
-        rule(&["discovery.k8s.io"], &["endpointslices"], &["get", "list", "watch"]),
+        rule(
+            &[""],
+            &[
+                "endpoints",
+                "pods",
+                "services",
+                "nodes",
+                "replicationcontrollers",
+                "namespaces",
+                "secrets",
+                "configmaps",
+            ],
+            &["get", "list", "watch"],
+        ),
+        rule(
+            &["discovery.k8s.io"],
+            &["endpointslices"],
+            &["get", "list", "watch"],
+        ),
         rule(&["apps"], &["replicasets"], &["get", "list", "watch"]),
-        rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
+        rule(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+            &["create"],
+        ),
     ];
     if with_tokenreviews {
-        rules.push(rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]));
+        rules.push(rule(
+            &["authentication.k8s.io"],
+            &["tokenreviews"],
+            &["create"],
+        ));
     }
     rules
 }
@@ -153,14 +209,24 @@ impl Lab {
         let remote_api_ca = Ca::root("lab-remote-apiserver-ca", "meshtrace lab", 365);
         let root_days = if has(fault, "root-expiring") { 3 } else { 3650 };
         let mesh_root = Ca::root("lab mesh root", "meshtrace lab", root_days);
-        let signer = Arc::new(mesh_root.intermediate("lab mesh intermediate (primary)", "meshtrace lab", 365));
+        let signer = Arc::new(mesh_root.intermediate(
+            "lab mesh intermediate (primary)",
+            "meshtrace lab",
+            365,
+        ));
 
         let primary_bound = BoundApiServer::bind(&primary_api_ca)?;
         let remote_bound = BoundApiServer::bind(&remote_api_ca)?;
         let mut b = build(fault, &remote_bound, &mesh_root, signer.clone());
 
-        let primary_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(&mut b.primary, new_cluster("x", "x"))));
-        let remote_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(&mut b.remote, new_cluster("x", "x"))));
+        let primary_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(
+            &mut b.primary,
+            new_cluster("x", "x"),
+        )));
+        let remote_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(
+            &mut b.remote,
+            new_cluster("x", "x"),
+        )));
         let primary = primary_bound.serve(primary_state.clone());
         let remote = remote_bound.serve(remote_state.clone());
 
@@ -185,18 +251,38 @@ impl Lab {
         // here, the simulated istiod itself (or a closed port for that fault).
         {
             let mut r = remote_state.write().unwrap_or_else(|e| e.into_inner());
-            let port = if has(fault, "istiod-unreachable") { closed_port() } else { istiod_addr.port() };
+            let port = if has(fault, "istiod-unreachable") {
+                closed_port()
+            } else {
+                istiod_addr.port()
+            };
             if !has(fault, "istiod-no-endpoints") && !has(fault, "istiod-service-missing") {
                 r.store.put(EndpointSlice {
                     metadata: ObjectMeta {
-                        labels: labels(&[("kubernetes.io/service-name", "istiod"), ("endpointslice.kubernetes.io/managed-by", "meshtrace-lab")]),
+                        labels: labels(&[
+                            ("kubernetes.io/service-name", "istiod"),
+                            ("endpointslice.kubernetes.io/managed-by", "meshtrace-lab"),
+                        ]),
                         ..meta(NS, "istiod-lab")
                     },
                     address_type: "IPv4".into(),
-                    endpoints: Some(vec![Endpoint { addresses: vec!["127.0.0.1".into()], ..Default::default() }]),
+                    endpoints: Some(vec![Endpoint {
+                        addresses: vec!["127.0.0.1".into()],
+                        ..Default::default()
+                    }]),
                     ports: Some(vec![
-                        EndpointPort { name: Some("tcp-istiod".into()), port: Some(port as i32), protocol: Some("TCP".into()), ..Default::default() },
-                        EndpointPort { name: Some("tcp-webhook".into()), port: Some(15017), protocol: Some("TCP".into()), ..Default::default() },
+                        EndpointPort {
+                            name: Some("tcp-istiod".into()),
+                            port: Some(port as i32),
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        },
+                        EndpointPort {
+                            name: Some("tcp-webhook".into()),
+                            port: Some(15017),
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        },
                     ]),
                 });
             }
@@ -214,7 +300,16 @@ impl Lab {
             b64(&remote.ca_pem),
             remote.url
         );
-        Ok(Lab { primary, remote, istiod, primary_state, remote_state, kubeconfig_yaml, istiod_addr, fault })
+        Ok(Lab {
+            primary,
+            remote,
+            istiod,
+            primary_state,
+            remote_state,
+            kubeconfig_yaml,
+            istiod_addr,
+            fault,
+        })
     }
 
     pub fn shutdown(&self) {
@@ -224,7 +319,12 @@ impl Lab {
     }
 }
 
-fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root: &Ca, signer: Arc<Ca>) -> Built {
+fn build(
+    fault: Option<&'static Fault>,
+    remote_bound: &BoundApiServer,
+    mesh_root: &Ca,
+    signer: Arc<Ca>,
+) -> Built {
     let now = now_unix();
     let mut primary = new_cluster("lab-primary", "https://primary.invalid");
     let mut remote = new_cluster("lab-remote", "https://remote.invalid");
@@ -233,31 +333,58 @@ fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root
     // ---- remote cluster ----
     let r = &mut remote.store;
     let mut ann = BTreeMap::new();
-    ann.insert("topology.istio.io/controlPlaneClusters".to_string(), PRIMARY_ID.to_string());
+    ann.insert(
+        "topology.istio.io/controlPlaneClusters".to_string(),
+        PRIMARY_ID.to_string(),
+    );
     namespace(r, NS, gw_network, Some(ann));
     namespace(r, "default", gw_network, None);
     let reader_uid = service_account(r, NS, READER_SA);
     let gw_sa_uid = service_account(r, NS, GATEWAY_SA);
     let _ = gw_sa_uid;
-    r.put(ClusterRole { metadata: meta("", READER_ROLE), rules: Some(reader_rules(!has(fault, "no-tokenreview-rbac"))), ..Default::default() });
+    r.put(ClusterRole {
+        metadata: meta("", READER_ROLE),
+        rules: Some(reader_rules(!has(fault, "no-tokenreview-rbac"))),
+        ..Default::default()
+    });
     r.put(ClusterRoleBinding {
         metadata: meta("", READER_ROLE),
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: READER_ROLE.into() },
-        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: READER_SA.into(), namespace: Some(NS.into()), ..Default::default() }]),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: READER_ROLE.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: READER_SA.into(),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        }]),
     });
     // The istiod Service: no selector, 15012 and 443->15017.
     if !has(fault, "istiod-service-missing") {
-        let selector = if has(fault, "istiod-service-selector") { labels(&[("app", "istiod")]) } else { None };
+        let selector = if has(fault, "istiod-service-selector") {
+            labels(&[("app", "istiod")])
+        } else {
+            None
+        };
         r.put(Service {
             metadata: meta(NS, "istiod"),
             spec: Some(ServiceSpec {
                 selector,
                 ports: Some(vec![
-                    ServicePort { name: Some("tcp-istiod".into()), port: 15012, protocol: Some("TCP".into()), ..Default::default() },
+                    ServicePort {
+                        name: Some("tcp-istiod".into()),
+                        port: 15012,
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    },
                     ServicePort {
                         name: Some("tcp-webhook".into()),
                         port: 443,
-                        target_port: Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15017)),
+                        target_port: Some(
+                            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15017),
+                        ),
                         protocol: Some("TCP".into()),
                         ..Default::default()
                     },
@@ -270,18 +397,33 @@ fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root
         });
     }
     // The east-west gateway: Service, ServiceAccount, Pod.
-    let svc_network = if has(fault, "network-mismatch") { "network1" } else { gw_network };
+    let svc_network = if has(fault, "network-mismatch") {
+        "network1"
+    } else {
+        gw_network
+    };
     r.put(Service {
-        metadata: ObjectMeta { labels: labels(&[("topology.istio.io/network", svc_network), ("app", GATEWAY)]), ..meta(NS, GATEWAY) },
+        metadata: ObjectMeta {
+            labels: labels(&[("topology.istio.io/network", svc_network), ("app", GATEWAY)]),
+            ..meta(NS, GATEWAY)
+        },
         spec: Some(ServiceSpec {
             selector: labels(&[("app", GATEWAY)]),
-            ports: Some(vec![ServicePort { name: Some("tls".into()), port: 15443, ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                name: Some("tls".into()),
+                port: 15443,
+                ..Default::default()
+            }]),
             type_: Some("LoadBalancer".into()),
             ..Default::default()
         }),
         ..Default::default()
     });
-    let gw_cluster_id = if has(fault, "cluster-id-is-primary") { PRIMARY_ID } else { REMOTE_ID };
+    let gw_cluster_id = if has(fault, "cluster-id-is-primary") {
+        PRIMARY_ID
+    } else {
+        REMOTE_ID
+    };
     let mut gw_env = vec![
         env("PILOT_CERT_PROVIDER", "istiod"),
         env("CA_ADDR", "istiod.istio-system.svc:15012"),
@@ -291,10 +433,17 @@ fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root
     if !has(fault, "gateway-no-cluster-id") {
         gw_env.push(env("ISTIO_META_CLUSTER_ID", gw_cluster_id));
     }
-    let audience = if has(fault, "gateway-audience") { "kubernetes.default.svc" } else { "istio-ca" };
+    let audience = if has(fault, "gateway-audience") {
+        "kubernetes.default.svc"
+    } else {
+        "istio-ca"
+    };
     let mut volumes = vec![Volume {
         name: "istiod-ca-cert".into(),
-        config_map: Some(ConfigMapVolumeSource { name: "istio-ca-root-cert".into(), ..Default::default() }),
+        config_map: Some(ConfigMapVolumeSource {
+            name: "istio-ca-root-cert".into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }];
     if !has(fault, "gateway-no-projected-token") {
@@ -317,7 +466,11 @@ fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root
     }
     r.put(Pod {
         metadata: ObjectMeta {
-            labels: labels(&[("app", GATEWAY), ("istio", "eastwestgateway"), ("topology.istio.io/network", gw_network)]),
+            labels: labels(&[
+                ("app", GATEWAY),
+                ("istio", "eastwestgateway"),
+                ("topology.istio.io/network", gw_network),
+            ]),
             ..meta(NS, GATEWAY)
         },
         spec: Some(PodSpec {
@@ -327,26 +480,45 @@ fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root
                 image: Some("docker.io/istio/proxyv2:1.28.0".into()),
                 env: Some(gw_env),
                 volume_mounts: Some(vec![
-                    VolumeMount { name: "istio-token".into(), mount_path: "/var/run/secrets/tokens".into(), ..Default::default() },
-                    VolumeMount { name: "istiod-ca-cert".into(), mount_path: "/var/run/secrets/istio".into(), ..Default::default() },
+                    VolumeMount {
+                        name: "istio-token".into(),
+                        mount_path: "/var/run/secrets/tokens".into(),
+                        ..Default::default()
+                    },
+                    VolumeMount {
+                        name: "istiod-ca-cert".into(),
+                        mount_path: "/var/run/secrets/istio".into(),
+                        ..Default::default()
+                    },
                 ]),
                 ..Default::default()
             }],
             volumes: Some(volumes),
             ..Default::default()
         }),
-        status: Some(PodStatus { phase: Some("Running".into()), ..Default::default() }),
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            ..Default::default()
+        }),
     });
     if has(fault, "gateway-sa-deleted") {
         r.remove::<ServiceAccount>(NS, GATEWAY_SA);
     }
     // The root the primary istiod writes into the remote (EXTERNAL_ISTIOD).
-    let remote_root = if has(fault, "stale-root") { Ca::root("lab mesh root (before rotation)", "meshtrace lab", 3650).cert_pem } else { mesh_root.cert_pem.clone() };
+    let remote_root = if has(fault, "stale-root") {
+        Ca::root("lab mesh root (before rotation)", "meshtrace lab", 3650).cert_pem
+    } else {
+        mesh_root.cert_pem.clone()
+    };
     if !has(fault, "root-configmap-missing") {
         for ns in [NS, "default"] {
             let mut data = BTreeMap::new();
             data.insert("root-cert.pem".to_string(), remote_root.clone());
-            r.put(ConfigMap { metadata: meta(ns, "istio-ca-root-cert"), data: Some(data), ..Default::default() });
+            r.put(ConfigMap {
+                metadata: meta(ns, "istio-ca-root-cert"),
+                data: Some(data),
+                ..Default::default()
+            });
         }
     }
 
@@ -358,12 +530,20 @@ fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root
     } else {
         now + 365 * 86400
     };
-    let issuer_keys = if has(fault, "reader-token-other-cluster") { primary.keys.clone() } else { remote.keys.clone() };
+    let issuer_keys = if has(fault, "reader-token-other-cluster") {
+        primary.keys.clone()
+    } else {
+        remote.keys.clone()
+    };
     let reader_token = issuer_keys.mint(&TokenSpec {
         namespace: NS.into(),
         service_account: READER_SA.into(),
         // A token from another cluster names that cluster's account, with its own uid.
-        service_account_uid: if has(fault, "reader-token-other-cluster") { "00000000-0000-4000-8000-0000000000ff".into() } else { reader_uid },
+        service_account_uid: if has(fault, "reader-token-other-cluster") {
+            "00000000-0000-4000-8000-0000000000ff".into()
+        } else {
+            reader_uid
+        },
         audiences: remote.api_audiences.clone(),
         issued_at: now - 7200,
         expires_at: token_exp,
@@ -378,20 +558,49 @@ fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root
     namespace(p, NS, "network1", None);
     namespace(p, "default", "network1", None);
     let mut cacerts = BTreeMap::new();
-    cacerts.insert("ca-cert.pem".to_string(), ByteString(signer.cert_pem.clone().into_bytes()));
-    cacerts.insert("ca-key.pem".to_string(), ByteString(signer.key_pem_for_lab_secret().as_bytes().to_vec()));
-    cacerts.insert("root-cert.pem".to_string(), ByteString(mesh_root.cert_pem.clone().into_bytes()));
+    cacerts.insert(
+        "ca-cert.pem".to_string(),
+        ByteString(signer.cert_pem.clone().into_bytes()),
+    );
+    cacerts.insert(
+        "ca-key.pem".to_string(),
+        ByteString(signer.key_pem_for_lab_secret().as_bytes().to_vec()),
+    );
+    cacerts.insert(
+        "root-cert.pem".to_string(),
+        ByteString(mesh_root.cert_pem.clone().into_bytes()),
+    );
     if !has(fault, "partial-cacerts") {
-        cacerts.insert("cert-chain.pem".to_string(), ByteString(signer.chain_pem.concat().into_bytes()));
+        cacerts.insert(
+            "cert-chain.pem".to_string(),
+            ByteString(signer.chain_pem.concat().into_bytes()),
+        );
     }
-    p.put(Secret { metadata: meta(NS, "cacerts"), data: Some(cacerts), type_: Some("Opaque".into()), ..Default::default() });
+    p.put(Secret {
+        metadata: meta(NS, "cacerts"),
+        data: Some(cacerts),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    });
     let mut root_cm = BTreeMap::new();
     root_cm.insert("root-cert.pem".to_string(), mesh_root.cert_pem.clone());
-    p.put(ConfigMap { metadata: meta(NS, "istio-ca-root-cert"), data: Some(root_cm), ..Default::default() });
+    p.put(ConfigMap {
+        metadata: meta(NS, "istio-ca-root-cert"),
+        data: Some(root_cm),
+        ..Default::default()
+    });
 
     // The remote secret.
-    let remote_ca = if has(fault, "wrong-ca-data") { Ca::root("some other CA", "meshtrace lab", 365).cert_pem } else { remote_bound.ca_pem.clone() };
-    let server = if has(fault, "api-server-unreachable") { format!("https://127.0.0.1:{}", closed_port()) } else { remote_bound.url.clone() };
+    let remote_ca = if has(fault, "wrong-ca-data") {
+        Ca::root("some other CA", "meshtrace lab", 365).cert_pem
+    } else {
+        remote_bound.ca_pem.clone()
+    };
+    let server = if has(fault, "api-server-unreachable") {
+        format!("https://127.0.0.1:{}", closed_port())
+    } else {
+        remote_bound.url.clone()
+    };
     let key = if has(fault, "cluster-id-mismatch") {
         "remote-1"
     } else if has(fault, "cluster-id-is-primary") {
@@ -413,32 +622,74 @@ fn build(fault: Option<&'static Fault>, remote_bound: &BoundApiServer, mesh_root
     };
     let mut data = BTreeMap::new();
     data.insert(key.to_string(), ByteString(kc.into_bytes()));
-    let secret_ns = if has(fault, "secret-wrong-namespace") { "default" } else { NS };
+    let secret_ns = if has(fault, "secret-wrong-namespace") {
+        "default"
+    } else {
+        NS
+    };
     let mut sm = meta(secret_ns, REMOTE_SECRET);
     if !has(fault, "secret-unlabelled") {
         sm.labels = labels(&[("istio/multiCluster", "true")]);
     }
     let mut sa = BTreeMap::new();
-    sa.insert("networking.istio.io/cluster".to_string(), REMOTE_ID.to_string());
+    sa.insert(
+        "networking.istio.io/cluster".to_string(),
+        REMOTE_ID.to_string(),
+    );
     sm.annotations = Some(sa);
     if !has(fault, "no-remote-secret") {
-        p.put(Secret { metadata: sm, data: Some(data), type_: Some("Opaque".into()), ..Default::default() });
+        p.put(Secret {
+            metadata: sm,
+            data: Some(data),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        });
     }
     let mut mesh = BTreeMap::new();
-    mesh.insert("mesh".to_string(), "trustDomain: cluster.local\n".to_string());
-    p.put(ConfigMap { metadata: meta(NS, "istio"), data: Some(mesh), ..Default::default() });
+    mesh.insert(
+        "mesh".to_string(),
+        "trustDomain: cluster.local\n".to_string(),
+    );
+    p.put(ConfigMap {
+        metadata: meta(NS, "istio"),
+        data: Some(mesh),
+        ..Default::default()
+    });
 
     let quirks = IstiodQuirks {
         single_element_chain: has(fault, "chain-single-element"),
-        leaf_trust_domain: if has(fault, "chain-wrong-trust-domain") { Some("other.local".into()) } else { None },
-        leaf_not_before_offset_secs: if has(fault, "chain-clock-skew") { 3600 } else { 0 },
+        leaf_trust_domain: if has(fault, "chain-wrong-trust-domain") {
+            Some("other.local".into())
+        } else {
+            None
+        },
+        leaf_not_before_offset_secs: if has(fault, "chain-clock-skew") {
+            3600
+        } else {
+            0
+        },
         omit_root: false,
     };
-    let token_audiences = if has(fault, "istiod-token-audiences") { vec!["other-ca".to_string()] } else { vec!["istio-ca".to_string()] };
+    let token_audiences = if has(fault, "istiod-token-audiences") {
+        vec!["other-ca".to_string()]
+    } else {
+        vec!["istio-ca".to_string()]
+    };
     let serving_dns = if has(fault, "istiod-cert-wrong-san") {
         vec!["istiod.other-system.svc", "istiod-remote.other-system.svc"]
     } else {
-        vec!["istiod.istio-system.svc", "istiod-remote.istio-system.svc", "istio-pilot.istio-system.svc"]
+        vec![
+            "istiod.istio-system.svc",
+            "istiod-remote.istio-system.svc",
+            "istio-pilot.istio-system.svc",
+        ]
     };
-    Built { primary, remote, quirks, token_audiences, serving_dns, signer }
+    Built {
+        primary,
+        remote,
+        quirks,
+        token_audiences,
+        serving_dns,
+        signer,
+    }
 }

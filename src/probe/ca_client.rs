@@ -4,8 +4,8 @@
 //! in both the gRPC metadata (which istiod's authenticator reads) and the
 //! request's metadata Struct.
 
-use crate::proto::istio_certificate_service_client::IstioCertificateServiceClient;
 use crate::proto::IstioCertificateRequest;
+use crate::proto::istio_certificate_service_client::IstioCertificateServiceClient;
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -66,16 +66,23 @@ fn validate(req: &CsrRequest<'_>) -> Result<(), CsrError> {
     }
     if !req.root_pem.contains("-----BEGIN CERTIFICATE-----") {
         let head: String = req.root_pem.trim().chars().take(40).collect();
-        return Err(CsrError::BadInput(format!("root certificate contains no PEM certificate; it begins {head:?}")));
+        return Err(CsrError::BadInput(format!(
+            "root certificate contains no PEM certificate; it begins {head:?}"
+        )));
     }
     if !req.csr_pem.contains("-----BEGIN CERTIFICATE REQUEST-----") {
-        return Err(CsrError::BadInput("CSR is not a PEM certificate request".into()));
+        return Err(CsrError::BadInput(
+            "CSR is not a PEM certificate request".into(),
+        ));
     }
     if req.token.trim().is_empty() {
         return Err(CsrError::BadInput("service-account token is empty".into()));
     }
     if req.ttl_secs < 0 {
-        return Err(CsrError::BadInput(format!("TTL {} s is negative", req.ttl_secs)));
+        return Err(CsrError::BadInput(format!(
+            "TTL {} s is negative",
+            req.ttl_secs
+        )));
     }
     Ok(())
 }
@@ -99,20 +106,34 @@ async fn send(req: &CsrRequest<'_>) -> Result<Vec<String>, CsrError> {
         .ca_certificate(Certificate::from_pem(req.root_pem))
         .domain_name(req.server_name);
     let endpoint = Endpoint::from_shared(format!("https://{}", req.addr))
-        .map_err(|e| CsrError::BadInput(format!("istiod address {:?} is not usable: {}", req.addr, chain_words(&e))))?
+        .map_err(|e| {
+            CsrError::BadInput(format!(
+                "istiod address {:?} is not usable: {}",
+                req.addr,
+                chain_words(&e)
+            ))
+        })?
         .tls_config(tls)
         .map_err(|e| CsrError::BadInput(format!("TLS settings rejected: {}", chain_words(&e))))?
         .connect_timeout(req.timeout)
         .timeout(req.timeout);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| CsrError::Connect(format!("{} (server name {:?}): {}", req.addr, req.server_name, chain_words(&e))))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        CsrError::Connect(format!(
+            "{} (server name {:?}): {}",
+            req.addr,
+            req.server_name,
+            chain_words(&e)
+        ))
+    })?;
 
     let mut fields = std::collections::BTreeMap::new();
     fields.insert(
         "ClusterID".to_string(),
-        prost_types::Value { kind: Some(prost_types::value::Kind::StringValue(req.cluster_id.to_string())) },
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue(
+                req.cluster_id.to_string(),
+            )),
+        },
     );
     let mut request = tonic::Request::new(IstioCertificateRequest {
         csr: req.csr_pem.to_string(),
@@ -121,34 +142,49 @@ async fn send(req: &CsrRequest<'_>) -> Result<Vec<String>, CsrError> {
     });
     // The value is built here and never formatted into an error: a header
     // parse failure reports only that the token has bad characters.
-    let auth = MetadataValue::try_from(format!("Bearer {}", req.token))
-        .map_err(|_| CsrError::BadInput("token contains characters not allowed in an HTTP header".into()))?;
+    let auth = MetadataValue::try_from(format!("Bearer {}", req.token)).map_err(|_| {
+        CsrError::BadInput("token contains characters not allowed in an HTTP header".into())
+    })?;
     request.metadata_mut().insert("authorization", auth);
     if !req.cluster_id.is_empty() {
-        let cid = MetadataValue::try_from(req.cluster_id)
-            .map_err(|_| CsrError::BadInput(format!("cluster ID {:?} is not a valid header value", req.cluster_id)))?;
+        let cid = MetadataValue::try_from(req.cluster_id).map_err(|_| {
+            CsrError::BadInput(format!(
+                "cluster ID {:?} is not a valid header value",
+                req.cluster_id
+            ))
+        })?;
         request.metadata_mut().insert("clusterid", cid);
     }
 
     let mut client = IstioCertificateServiceClient::new(channel);
     match client.create_certificate(request).await {
         Ok(resp) => Ok(resp.into_inner().cert_chain),
-        Err(status) => Err(CsrError::Rpc { code: format!("{:?}", status.code()), message: status.message().to_string() }),
+        Err(status) => Err(CsrError::Rpc {
+            code: format!("{:?}", status.code()),
+            message: status.message().to_string(),
+        }),
     }
 }
 
 /// A fresh P-256 key and a PEM CSR with the SPIFFE URI SAN (as istio-agent does); the key stays in memory and is dropped by the caller.
 pub fn new_csr(spiffe_id: &str) -> Result<(rcgen::KeyPair, String), String> {
     if !spiffe_id.starts_with("spiffe://") {
-        return Err(format!("{spiffe_id:?} is not a SPIFFE ID (spiffe://<trust domain>/ns/<ns>/sa/<sa>)"));
+        return Err(format!(
+            "{spiffe_id:?} is not a SPIFFE ID (spiffe://<trust domain>/ns/<ns>/sa/<sa>)"
+        ));
     }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| format!("key generation: {e}"))?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| format!("key generation: {e}"))?;
     let mut params = rcgen::CertificateParams::default();
     // istio-agent puts the identity in the URI SAN and leaves the subject empty.
     params.distinguished_name = rcgen::DistinguishedName::new();
-    let uri = spiffe_id.try_into().map_err(|e| format!("SPIFFE ID {spiffe_id:?} cannot be a SAN: {e}"))?;
+    let uri = spiffe_id
+        .try_into()
+        .map_err(|e| format!("SPIFFE ID {spiffe_id:?} cannot be a SAN: {e}"))?;
     params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
-    let csr = params.serialize_request(&key).map_err(|e| format!("CSR: {e}"))?;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| format!("CSR: {e}"))?;
     let pem = csr.pem().map_err(|e| format!("CSR PEM: {e}"))?;
     Ok((key, pem))
 }
@@ -173,7 +209,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(uris, vec!["spiffe://cluster.local/ns/istio-system/sa/gw".to_string()]);
+        assert_eq!(
+            uris,
+            vec!["spiffe://cluster.local/ns/istio-system/sa/gw".to_string()]
+        );
         assert!(new_csr("not-spiffe").is_err());
     }
 
@@ -193,9 +232,24 @@ mod tests {
             timeout: Duration::from_secs(2),
         };
         assert!(!format!("{req:?}").contains("super-secret"));
-        let e = create_certificate(&CsrRequest { root_pem: "nope", ..req }).await.unwrap_err();
-        assert_eq!(e, CsrError::BadInput("root certificate contains no PEM certificate; it begins \"nope\"".into()));
-        let e = create_certificate(&CsrRequest { ttl_secs: -1, ..req }).await.unwrap_err();
+        let e = create_certificate(&CsrRequest {
+            root_pem: "nope",
+            ..req
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e,
+            CsrError::BadInput(
+                "root certificate contains no PEM certificate; it begins \"nope\"".into()
+            )
+        );
+        let e = create_certificate(&CsrRequest {
+            ttl_secs: -1,
+            ..req
+        })
+        .await
+        .unwrap_err();
         assert_eq!(e.to_string(), "bad input: TTL -1 s is negative");
     }
 
@@ -219,8 +273,15 @@ mod tests {
         })
         .await
         .unwrap_err();
-        let CsrError::Connect(msg) = &e else { panic!("{e:?}") };
-        assert!(msg.starts_with(&format!("{addr} (server name \"istiod.istio-system.svc\"): ")), "{msg}");
+        let CsrError::Connect(msg) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            msg.starts_with(&format!(
+                "{addr} (server name \"istiod.istio-system.svc\"): "
+            )),
+            "{msg}"
+        );
         assert!(msg.to_lowercase().contains("refused"), "{msg}");
         assert!(!msg.contains("tok-value-xyz"));
     }

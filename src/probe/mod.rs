@@ -1,4 +1,4 @@
 //! Network probes: TLS handshakes and the istiod CA client. They return facts,
 //! never touch UI state.
-pub mod tls;
 pub mod ca_client;
+pub mod tls;

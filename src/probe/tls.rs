@@ -49,7 +49,10 @@ pub struct TlsReport {
 impl TlsReport {
     /// True when TCP connected, the chain verified and the handshake finished.
     pub fn ok(&self) -> bool {
-        self.tcp_error.is_none() && self.verify_error.is_none() && self.tls_error.is_none() && self.protocol.is_some()
+        self.tcp_error.is_none()
+            && self.verify_error.is_none()
+            && self.tls_error.is_none()
+            && self.protocol.is_some()
     }
 }
 
@@ -81,8 +84,12 @@ impl ServerCertVerifier for RecordingVerifier {
             *g = chain;
         }
         let result = match (&self.inner, &self.roots_problem) {
-            (Some(v), _) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
-            (None, problem) => Err(rustls::Error::General(problem.clone().unwrap_or_else(|| "no trust roots".into()))),
+            (Some(v), _) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            (None, problem) => Err(rustls::Error::General(
+                problem.clone().unwrap_or_else(|| "no trust roots".into()),
+            )),
         };
         if let Err(e) = &result {
             let words = match (&self.inner, e) {
@@ -102,7 +109,12 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -111,11 +123,18 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -123,7 +142,10 @@ fn fmt_unix(t: UnixTime) -> String {
     let secs = t.as_secs() as i64;
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("unix {secs}"))
 }
 
@@ -131,16 +153,24 @@ fn fmt_unix(t: UnixTime) -> String {
 /// extension, for "valid for X, Y" messages.
 pub fn cert_names(der: &[u8]) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
-    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
     san.value
         .general_names
         .iter()
         .filter_map(|n| match n {
             GeneralName::DNSName(d) => Some(d.to_string()),
             GeneralName::IPAddress(b) => match b.len() {
-                4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
-                16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a).to_string()),
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
                 _ => None,
             },
             _ => None,
@@ -210,14 +240,23 @@ fn root_store(roots_pem: &str) -> Result<RootCertStore, String> {
                     rejected.push(e.to_string());
                 }
             }
-            Err(e) => return Err(format!("trust roots are not valid PEM ({e}); they begin {head:?}")),
+            Err(e) => {
+                return Err(format!(
+                    "trust roots are not valid PEM ({e}); they begin {head:?}"
+                ));
+            }
         }
     }
     if found == 0 {
-        return Err(format!("trust roots contain no certificate; they begin {head:?}"));
+        return Err(format!(
+            "trust roots contain no certificate; they begin {head:?}"
+        ));
     }
     if store.is_empty() {
-        return Err(format!("no usable certificate in the trust roots: {}", rejected.join("; ")));
+        return Err(format!(
+            "no usable certificate in the trust roots: {}",
+            rejected.join("; ")
+        ));
     }
     Ok(store)
 }
@@ -261,15 +300,22 @@ async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
     let server_name = match ServerName::try_from(p.server_name.clone()) {
         Ok(n) => n,
         Err(e) => {
-            report.tls_error = Some(format!("server name {:?} is neither a DNS name nor an IP: {e}", p.server_name));
+            report.tls_error = Some(format!(
+                "server name {:?} is neither a DNS name nor an IP: {e}",
+                p.server_name
+            ));
             return;
         }
     };
     let (inner, roots_problem) = match root_store(&p.roots_pem) {
-        Ok(store) => match WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone()).build() {
-            Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(format!("trust roots cannot be used: {e}"))),
-        },
+        Ok(store) => {
+            match WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+                .build()
+            {
+                Ok(v) => (Some(v), None),
+                Err(e) => (None, Some(format!("trust roots cannot be used: {e}"))),
+            }
+        }
         Err(e) => (None, Some(e)),
     };
 
@@ -313,9 +359,14 @@ async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
         seen_error: Mutex::new(None),
         provider: provider.clone(),
     });
-    let config = match rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions() {
+    let config = match rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+    {
         Ok(b) => {
-            let mut c = b.dangerous().with_custom_certificate_verifier(verifier.clone()).with_no_client_auth();
+            let mut c = b
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
             // istiod's gRPC (grpc-go) and tonic both insist on h2 over ALPN; a
             // kube API server speaks either, so offer both and record the choice.
             c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -332,14 +383,24 @@ async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
     *stage = Stage::Tls(t0);
     let result = connector.connect(server_name, tcp).await;
     report.handshake_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    report.peer_chain_der = verifier.seen_chain.lock().map(|g| g.clone()).unwrap_or_default();
+    report.peer_chain_der = verifier
+        .seen_chain
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
     let verify_error = verifier.seen_error.lock().ok().and_then(|g| g.clone());
     match result {
         Ok(stream) => {
             let (_, conn) = stream.get_ref();
-            report.protocol = conn.protocol_version().map(|v| format!("{v:?}").replace('_', "."));
-            report.cipher = conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite()));
-            report.alpn = conn.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned());
+            report.protocol = conn
+                .protocol_version()
+                .map(|v| format!("{v:?}").replace('_', "."));
+            report.cipher = conn
+                .negotiated_cipher_suite()
+                .map(|c| format!("{:?}", c.suite()));
+            report.alpn = conn
+                .alpn_protocol()
+                .map(|a| String::from_utf8_lossy(a).into_owned());
             report.verify_error = verify_error;
         }
         Err(e) => {
@@ -377,16 +438,23 @@ mod tests {
         use rustls::pki_types::PrivateKeyDer;
         use rustls::pki_types::pem::PemObject;
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-        let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((s, _)) = listener.accept().await else { return };
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     if let Ok(mut tls) = acceptor.accept(s).await {
@@ -417,7 +485,9 @@ mod tests {
 
     fn der_of(pem: &str) -> Vec<u8> {
         use rustls::pki_types::pem::PemObject;
-        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
     }
 
     #[tokio::test]
@@ -438,7 +508,11 @@ mod tests {
             assert_eq!(r.peer_chain_der.len(), 2);
             assert_eq!(r.peer_chain_der[0], der_of(&leaf));
             assert_eq!(r.protocol.as_deref(), Some("TLSv1.3"));
-            assert!(r.cipher.as_deref().unwrap().starts_with("TLS13_"), "{:?}", r.cipher);
+            assert!(
+                r.cipher.as_deref().unwrap().starts_with("TLS13_"),
+                "{:?}",
+                r.cipher
+            );
             assert_eq!(r.alpn.as_deref(), Some("h2"));
             assert!(r.handshake_ms > 0.0);
         }
@@ -459,7 +533,13 @@ mod tests {
         assert!(!r.ok());
         assert_eq!(r.tcp_error, None);
         assert_eq!(r.tls_error, None);
-        assert!(r.verify_error.as_deref().unwrap().contains("unknown authority"), "{r:?}");
+        assert!(
+            r.verify_error
+                .as_deref()
+                .unwrap()
+                .contains("unknown authority"),
+            "{r:?}"
+        );
         assert_eq!(r.peer_chain_der.len(), 2);
         assert_eq!(r.peer_chain_der[0], der_of(&leaf));
         assert_eq!(r.protocol, None);
@@ -510,7 +590,10 @@ mod tests {
         })
         .await;
         let e = r.verify_error.unwrap_or_default();
-        assert!(e.starts_with("certificate has expired: it was valid until "), "{e}");
+        assert!(
+            e.starts_with("certificate has expired: it was valid until "),
+            "{e}"
+        );
         let until = (now - time::Duration::days(10)).year().to_string();
         assert!(e.contains(&until), "{e}");
         assert_eq!(r.peer_chain_der.len(), 1);
@@ -529,7 +612,9 @@ mod tests {
         .await;
         assert_eq!(
             r.verify_error.as_deref(),
-            Some("trust roots contain no certificate; they begin \"this is not a certificate at all, it is \"")
+            Some(
+                "trust roots contain no certificate; they begin \"this is not a certificate at all, it is \""
+            )
         );
         // The server's chain is still captured.
         assert_eq!(r.peer_chain_der.len(), 2);
@@ -572,7 +657,9 @@ mod tests {
         assert_eq!(r.connected_to, Some(addr));
         assert_eq!(
             r.tls_error.as_deref(),
-            Some("TLS handshake timed out after 300ms (the server accepted TCP but did not answer the ClientHello)")
+            Some(
+                "TLS handshake timed out after 300ms (the server accepted TCP but did not answer the ClientHello)"
+            )
         );
         assert!(r.handshake_ms >= 250.0, "{}", r.handshake_ms);
         drop(l);
@@ -589,7 +676,11 @@ mod tests {
         })
         .await;
         let e = r.tcp_error.unwrap();
-        assert!(e.starts_with("cannot resolve no-such-host.invalid:15012: ") || e.contains("DNS lookup"), "{e}");
+        assert!(
+            e.starts_with("cannot resolve no-such-host.invalid:15012: ")
+                || e.contains("DNS lookup"),
+            "{e}"
+        );
         assert!(r.resolved.is_empty());
     }
 }

@@ -3,5 +3,6 @@
 use crate::model::TraceReport;
 
 pub fn render(r: &TraceReport) -> String {
-    serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\": \"cannot encode report: {e}\"}}"))
+    serde_json::to_string_pretty(r)
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot encode report: {e}\"}}"))
 }

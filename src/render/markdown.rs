@@ -14,14 +14,30 @@ pub fn render(r: &TraceReport) -> String {
     let _ = writeln!(out, "{}\n", super::text::header(r));
     let _ = writeln!(out, "**{}**\n", super::summary_line(r));
     let _ = writeln!(out, "```mermaid\n{}```\n", super::mermaid::render(r));
-    let _ = writeln!(out, "| | step | check | ms | result |\n|---|---|---|---:|---|");
+    let _ = writeln!(
+        out,
+        "| | step | check | ms | result |\n|---|---|---|---:|---|"
+    );
     for s in &r.steps {
         let result = match s.status {
             Status::Skipped if !s.blocked_by.is_empty() => {
-                format!("blocked by {}", s.blocked_by.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "blocked by {}",
+                    s.blocked_by
+                        .iter()
+                        .map(|b| b.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
             Status::Pass => "pass".into(),
-            _ => s.diagnosis.clone().unwrap_or_else(|| s.status.as_str().into()).chars().take(120).collect(),
+            _ => s
+                .diagnosis
+                .clone()
+                .unwrap_or_else(|| s.status.as_str().into())
+                .chars()
+                .take(120)
+                .collect(),
         };
         let _ = writeln!(
             out,
@@ -34,7 +50,11 @@ pub fn render(r: &TraceReport) -> String {
             cell(&result)
         );
     }
-    for s in r.steps.iter().filter(|s| matches!(s.status, Status::Fail | Status::Warn)) {
+    for s in r
+        .steps
+        .iter()
+        .filter(|s| matches!(s.status, Status::Fail | Status::Warn))
+    {
         let _ = writeln!(out, "\n## {} `{}`: {}\n", s.status.glyph(), s.id, s.title);
         if let Some(d) = &s.diagnosis {
             let _ = writeln!(out, "{d}\n");
@@ -44,7 +64,11 @@ pub fn render(r: &TraceReport) -> String {
         }
         let _ = writeln!(out, "See [{}]({}).\n", s.link, s.link);
         if !s.evidence.is_empty() {
-            let _ = writeln!(out, "<details><summary>Evidence</summary>\n\n```json\n{}\n```\n</details>", serde_json::to_string_pretty(&s.evidence).unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "<details><summary>Evidence</summary>\n\n```json\n{}\n```\n</details>",
+                serde_json::to_string_pretty(&s.evidence).unwrap_or_default()
+            );
         }
     }
     out

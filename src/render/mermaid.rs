@@ -10,7 +10,9 @@ fn id(a: Actor) -> &'static str {
 
 /// Mermaid treats some characters as syntax; keep labels plain.
 fn clean(s: &str) -> String {
-    s.replace([';', '#', '\n'], " ").replace('"', "'").replace("->", "to")
+    s.replace([';', '#', '\n'], " ")
+        .replace('"', "'")
+        .replace("->", "to")
 }
 
 pub fn render(r: &TraceReport) -> String {
@@ -31,11 +33,24 @@ pub fn render(r: &TraceReport) -> String {
             Status::Fail => "FAIL",
             Status::Skipped => "skipped",
         };
-        let _ = writeln!(out, "    {}{}{}: [{}] {}: {}", id(info.from), arrow, id(info.to), mark, s.id, clean(info.message));
+        let _ = writeln!(
+            out,
+            "    {}{}{}: [{}] {}: {}",
+            id(info.from),
+            arrow,
+            id(info.to),
+            mark,
+            s.id,
+            clean(info.message)
+        );
         if matches!(s.status, Status::Fail | Status::Warn) {
             if let Some(d) = &s.diagnosis {
                 let short: String = d.chars().take(140).collect();
-                let over = if info.from == info.to { id(info.from).to_string() } else { format!("{},{}", id(info.from), id(info.to)) };
+                let over = if info.from == info.to {
+                    id(info.from).to_string()
+                } else {
+                    format!("{},{}", id(info.from), id(info.to))
+                };
                 let _ = writeln!(out, "    Note over {over}: {}", clean(&short));
             }
         }

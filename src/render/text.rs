@@ -14,7 +14,11 @@ pub struct TextStyle {
 }
 
 fn paint(s: &str, code: &str, style: TextStyle) -> String {
-    if style.color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+    if style.color {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
 }
 
 pub fn status_mark(st: Status, style: TextStyle) -> String {
@@ -33,7 +37,10 @@ pub fn header(r: &TraceReport) -> String {
 }
 
 pub fn header_for(t: &crate::model::Target) -> String {
-    let mut s = format!("meshtrace: primary {:?} -> remote {:?} (namespace {})", t.primary, t.remote, t.istio_namespace);
+    let mut s = format!(
+        "meshtrace: primary {:?} -> remote {:?} (namespace {})",
+        t.primary, t.remote, t.istio_namespace
+    );
     if t.mode == "lab" {
         s.push_str(" [built-in lab");
         if let Some(f) = &t.fault {
@@ -47,13 +54,28 @@ pub fn header_for(t: &crate::model::Target) -> String {
 /// One step: the line, and below it what a reader needs when it did not pass.
 pub fn step_block(r: &StepResult, style: TextStyle) -> String {
     let mut out = String::new();
-    let timing = if r.status == Status::Skipped { String::new() } else { format!("{:>7.1} ms", r.duration_ms) };
-    let _ = writeln!(out, " {} {:<24} {:<66} {}", status_mark(r.status, style), r.id.as_str(), r.title, paint(&timing, "2", style));
+    let timing = if r.status == Status::Skipped {
+        String::new()
+    } else {
+        format!("{:>7.1} ms", r.duration_ms)
+    };
+    let _ = writeln!(
+        out,
+        " {} {:<24} {:<66} {}",
+        status_mark(r.status, style),
+        r.id.as_str(),
+        r.title,
+        paint(&timing, "2", style)
+    );
     let show_detail = r.status == Status::Fail || r.status == Status::Warn;
     if r.status == Status::Skipped {
         if !r.blocked_by.is_empty() {
             let ids: Vec<_> = r.blocked_by.iter().map(|b| b.as_str()).collect();
-            let _ = writeln!(out, "      {}", paint(&format!("blocked by {}", ids.join(", ")), "2", style));
+            let _ = writeln!(
+                out,
+                "      {}",
+                paint(&format!("blocked by {}", ids.join(", ")), "2", style)
+            );
         } else if let Some(d) = &r.diagnosis {
             let _ = writeln!(out, "      {}", paint(d, "2", style));
         }
@@ -81,7 +103,11 @@ fn evidence_lines(ev: &Evidence, indent: usize, out: &mut String) {
             serde_json::Value::Null => "-".into(),
             other => other.to_string(),
         };
-        let val = if val.chars().count() > 160 { format!("{}…", val.chars().take(160).collect::<String>()) } else { val };
+        let val = if val.chars().count() > 160 {
+            format!("{}…", val.chars().take(160).collect::<String>())
+        } else {
+            val
+        };
         let _ = writeln!(out, "{:indent$}· {k}: {val}", "", indent = indent);
     }
 }

@@ -104,7 +104,8 @@ impl App {
     pub fn on_stream_closed(&mut self, st: &TraceState) {
         self.stream_closed = true;
         if st.finished.is_none() {
-            self.note = Some("the trace engine stopped before the trace finished; r re-runs it".into());
+            self.note =
+                Some("the trace engine stopped before the trace finished; r re-runs it".into());
             self.note_while_running = false;
         }
     }
@@ -181,7 +182,9 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return None;
         }
-        if key.modifiers.contains(KeyModifiers::CONTROL) && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('C')) {
+        if key.modifiers.contains(KeyModifiers::CONTROL)
+            && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('C'))
+        {
             return Some(Command::Quit);
         }
         self.note = None;
@@ -208,7 +211,9 @@ impl App {
             }
             KeyCode::Char('r') => {
                 if st.finished.is_none() && !self.stream_closed {
-                    self.note = Some("the trace is still running; r re-runs it once it has finished".into());
+                    self.note = Some(
+                        "the trace is still running; r re-runs it once it has finished".into(),
+                    );
                 } else {
                     return Some(Command::Rerun);
                 }
@@ -237,7 +242,9 @@ impl App {
             },
             KeyCode::PageDown => self.scroll_detail(self.detail_page.max(1) as i32),
             KeyCode::PageUp => self.scroll_detail(-(self.detail_page.max(1) as i32)),
-            KeyCode::Char(' ') | KeyCode::Right | KeyCode::Char('l') | KeyCode::Char('n') => self.teach_step(1),
+            KeyCode::Char(' ') | KeyCode::Right | KeyCode::Char('l') | KeyCode::Char('n') => {
+                self.teach_step(1)
+            }
             KeyCode::Left | KeyCode::Char('h') | KeyCode::Char('p') => self.teach_step(-1),
             _ => {}
         }
@@ -257,7 +264,10 @@ impl App {
 }
 
 fn earliest(st: &TraceState, s: Status) -> Option<StepId> {
-    STEPS.iter().map(|i| i.id).find(|id| st.result(*id).is_some_and(|r| r.status == s))
+    STEPS
+        .iter()
+        .map(|i| i.id)
+        .find(|id| st.result(*id).is_some_and(|r| r.status == s))
 }
 
 /// The earliest failed step in flow order.
@@ -296,9 +306,18 @@ mod tests {
         assert!(app.help);
         assert_eq!(app.on_key(key(KeyCode::Char('x')), &st), None);
         assert!(!app.help);
-        assert_eq!(app.on_key(key(KeyCode::Char('q')), &st), Some(Command::Quit));
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('q')), &st),
+            Some(Command::Quit)
+        );
         assert_eq!(app.on_key(key(KeyCode::Esc), &st), Some(Command::Quit));
-        assert_eq!(app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL), &st), Some(Command::Quit));
+        assert_eq!(
+            app.on_key(
+                KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+                &st
+            ),
+            Some(Command::Quit)
+        );
     }
 
     #[test]
@@ -308,14 +327,20 @@ mod tests {
         assert_eq!(app.on_key(key(KeyCode::Char('r')), &st), None);
         assert!(app.note.is_some());
         st.finished = Some(10.0);
-        assert_eq!(app.on_key(key(KeyCode::Char('r')), &st), Some(Command::Rerun));
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('r')), &st),
+            Some(Command::Rerun)
+        );
         // An engine that stopped without finishing can be re-run too.
         let st = TraceState::default();
         let mut app = App::new(theme::cycle("default", false), false);
         app.on_stream_closed(&st);
         assert!(!app.running(&st));
         assert!(app.note.as_deref().is_some_and(|n| n.contains("stopped")));
-        assert_eq!(app.on_key(key(KeyCode::Char('r')), &st), Some(Command::Rerun));
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('r')), &st),
+            Some(Command::Rerun)
+        );
     }
 
     #[test]

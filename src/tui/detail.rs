@@ -2,8 +2,8 @@
 //! text for a given width (pure; the view scrolls them).
 
 use super::app::App;
-use super::theme::Theme;
 use super::text::{self, Kind};
+use super::theme::Theme;
 use crate::model::{Evidence, STEPS, Status, StepId, TraceState};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
@@ -20,12 +20,19 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
 
     // Status chip, id, position in the flow.
     let (glyph, word, style) = match (result, st.is_running(id)) {
-        (Some(r), _) => (r.status.glyph(), r.status.as_str().to_uppercase(), th.status(r.status)),
+        (Some(r), _) => (
+            r.status.glyph(),
+            r.status.as_str().to_uppercase(),
+            th.status(r.status),
+        ),
         (None, true) => (app.spinner(), "RUNNING".to_string(), th.running),
         (None, false) => ("·", "PENDING".to_string(), th.pending),
     };
     out.push(Line::from(vec![
-        Span::styled(format!(" {glyph} {word} "), style.add_modifier(Modifier::REVERSED | Modifier::BOLD)),
+        Span::styled(
+            format!(" {glyph} {word} "),
+            style.add_modifier(Modifier::REVERSED | Modifier::BOLD),
+        ),
         Span::raw(" "),
         Span::styled(id.as_str().to_string(), th.label),
         Span::styled(format!("  {}/{}", id.index() + 1, STEPS.len()), th.muted),
@@ -40,16 +47,35 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
     };
     out.extend(field("hop", hop, th, w));
     for l in text::wrap_words(info.message, w.saturating_sub(2)) {
-        out.push(Line::from(vec![Span::raw("  "), Span::styled(l, th.text.add_modifier(Modifier::ITALIC))]));
+        out.push(Line::from(vec![
+            Span::raw("  "),
+            Span::styled(l, th.text.add_modifier(Modifier::ITALIC)),
+        ]));
     }
 
     // Timing.
     match (result, st.running.iter().find(|(r, _)| *r == id)) {
         (Some(r), _) if r.status != Status::Skipped => {
-            out.extend(field("time", format!("{:.1} ms · started at +{:.1} ms", r.duration_ms, r.started_ms), th, w));
+            out.extend(field(
+                "time",
+                format!(
+                    "{:.1} ms · started at +{:.1} ms",
+                    r.duration_ms, r.started_ms
+                ),
+                th,
+                w,
+            ));
         }
         (None, Some((_, at))) => {
-            out.extend(field("time", format!("running {:.0} ms · started at +{at:.1} ms", (app.now_ms - at).max(0.0)), th, w));
+            out.extend(field(
+                "time",
+                format!(
+                    "running {:.0} ms · started at +{at:.1} ms",
+                    (app.now_ms - at).max(0.0)
+                ),
+                th,
+                w,
+            ));
         }
         _ => {}
     }
@@ -58,7 +84,14 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
         out.push(Line::from(vec![
             Span::styled("Δ changed: ", th.changed),
             Span::styled(
-                format!("{} {} in run {}, {} {} now", prev.glyph(), prev.as_str(), app.run - 1, now.glyph(), now.as_str()),
+                format!(
+                    "{} {} in run {}, {} {} now",
+                    prev.glyph(),
+                    prev.as_str(),
+                    app.run - 1,
+                    now.glyph(),
+                    now.as_str()
+                ),
                 th.text,
             ),
         ]));
@@ -76,7 +109,10 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
     match result {
         None if st.is_running(id) => {
             out.push(Line::raw(""));
-            out.push(Line::styled(format!("{} probing…", app.spinner()), th.running));
+            out.push(Line::styled(
+                format!("{} probing…", app.spinner()),
+                th.running,
+            ));
         }
         None => {
             out.push(Line::raw(""));
@@ -109,7 +145,15 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
                 out.extend(hint_lines(h, w, th));
             }
             out.push(Line::raw(""));
-            out.push(Line::from(vec![Span::styled("docs ", th.label), Span::styled(r.link.clone(), th.accent.remove_modifier(Modifier::BOLD).add_modifier(Modifier::UNDERLINED))]));
+            out.push(Line::from(vec![
+                Span::styled("docs ", th.label),
+                Span::styled(
+                    r.link.clone(),
+                    th.accent
+                        .remove_modifier(Modifier::BOLD)
+                        .add_modifier(Modifier::UNDERLINED),
+                ),
+            ]));
             if !r.evidence.is_empty() {
                 out.push(Line::raw(""));
                 out.push(heading("Evidence", th));
@@ -121,7 +165,10 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
 }
 
 fn join_ids(ids: &[StepId]) -> String {
-    ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|i| i.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn heading(s: &str, th: &Theme) -> Line<'static> {
@@ -135,7 +182,11 @@ fn field(name: &str, value: String, th: &Theme, w: usize) -> Vec<Line<'static>> 
         .into_iter()
         .enumerate()
         .map(|(i, piece)| {
-            let head = if i == 0 { Span::styled(format!("{name} "), th.label) } else { Span::raw(" ".repeat(lead)) };
+            let head = if i == 0 {
+                Span::styled(format!("{name} "), th.label)
+            } else {
+                Span::raw(" ".repeat(lead))
+            };
             Line::from(vec![head, Span::styled(piece, th.text)])
         })
         .collect()
@@ -165,7 +216,13 @@ pub fn hint_lines(h: &str, w: usize, th: &Theme) -> Vec<Line<'static>> {
 
 /// Evidence as `key: value`, nested objects indented, arrays of scalars
 /// inline when they fit, YAML-like `- ` items otherwise.
-pub fn evidence_lines(ev: &Evidence, indent: usize, w: usize, th: &Theme, out: &mut Vec<Line<'static>>) {
+pub fn evidence_lines(
+    ev: &Evidence,
+    indent: usize,
+    w: usize,
+    th: &Theme,
+    out: &mut Vec<Line<'static>>,
+) {
     for (k, v) in ev {
         value_lines(Some(k), v, indent, "", w, th, out);
     }
@@ -184,7 +241,15 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-fn value_lines(key: Option<&str>, v: &Value, indent: usize, bullet: &str, w: usize, th: &Theme, out: &mut Vec<Line<'static>>) {
+fn value_lines(
+    key: Option<&str>,
+    v: &Value,
+    indent: usize,
+    bullet: &str,
+    w: usize,
+    th: &Theme,
+    out: &mut Vec<Line<'static>>,
+) {
     let key_style = th.accent.remove_modifier(Modifier::BOLD);
     let mut head = vec![Span::raw(" ".repeat(indent))];
     if !bullet.is_empty() {
@@ -197,13 +262,20 @@ fn value_lines(key: Option<&str>, v: &Value, indent: usize, bullet: &str, w: usi
     let key_w = key.map(|k| text::width(k) + 1).unwrap_or(0);
     if let Some(s) = scalar(v) {
         let start = lead + key_w + usize::from(key.is_some());
-        let style = if v.is_null() || v.as_str() == Some("") { th.muted } else { th.text };
+        let style = if v.is_null() || v.as_str() == Some("") {
+            th.muted
+        } else {
+            th.text
+        };
         // A value that does not fit after its key but fits a line of its own goes there, whole.
         let own = lead + 2;
         let sw = text::width(&s);
         if key.is_some() && start + sw > w && own + sw <= w {
             out.push(Line::from(head));
-            out.push(Line::from(vec![Span::raw(" ".repeat(own)), Span::styled(s, style)]));
+            out.push(Line::from(vec![
+                Span::raw(" ".repeat(own)),
+                Span::styled(s, style),
+            ]));
             return;
         }
         // Otherwise after the key, continued under it (YAML-like), or under
@@ -219,7 +291,10 @@ fn value_lines(key: Option<&str>, v: &Value, indent: usize, bullet: &str, w: usi
         head.push(Span::styled(it.next().unwrap_or_default(), style));
         out.push(Line::from(head));
         for p in it {
-            out.push(Line::from(vec![Span::raw(" ".repeat(hang)), Span::styled(p, style)]));
+            out.push(Line::from(vec![
+                Span::raw(" ".repeat(hang)),
+                Span::styled(p, style),
+            ]));
         }
         return;
     }
@@ -227,7 +302,14 @@ fn value_lines(key: Option<&str>, v: &Value, indent: usize, bullet: &str, w: usi
         Value::Array(items) => {
             // Scalars that fit on one line: inline.
             if items.iter().all(|i| scalar(i).is_some()) {
-                let inline = format!("[{}]", items.iter().map(|i| scalar(i).unwrap_or_default()).collect::<Vec<_>>().join(", "));
+                let inline = format!(
+                    "[{}]",
+                    items
+                        .iter()
+                        .map(|i| scalar(i).unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
                 if lead + key_w + 1 + text::width(&inline) <= w {
                     if key.is_some() {
                         head.push(Span::raw(" "));

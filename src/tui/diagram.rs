@@ -54,13 +54,23 @@ pub fn teaching_note(st: &TraceState, app: &App, width: u16) -> Option<(u16, Vec
     if inner < 16 {
         return None;
     }
-    let mut lines: Vec<Line<'static>> = text::wrap_words(info.explain, inner).into_iter().map(|l| Line::styled(l, th.text)).collect();
+    let mut lines: Vec<Line<'static>> = text::wrap_words(info.explain, inner)
+        .into_iter()
+        .map(|l| Line::styled(l, th.text))
+        .collect();
     let (glyph, what, style) = match (st.result(info.id), st.is_running(info.id)) {
         (Some(r), _) => {
             let what = match (r.status, &r.diagnosis) {
                 (Status::Pass, _) => format!("passed in {:.1} ms", r.duration_ms),
                 (Status::Skipped, _) if !r.blocked_by.is_empty() => {
-                    format!("blocked: {} failed first", r.blocked_by.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "blocked: {} failed first",
+                        r.blocked_by
+                            .iter()
+                            .map(|b| b.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
                 (_, Some(d)) => format!("{}: {d}", r.status.as_str()),
                 (s, None) => s.as_str().to_string(),
@@ -68,7 +78,11 @@ pub fn teaching_note(st: &TraceState, app: &App, width: u16) -> Option<(u16, Vec
             (r.status.glyph(), what, th.status(r.status))
         }
         (None, true) => (app.spinner(), "running…".to_string(), th.running),
-        (None, false) => ("·", "the trace has not reached this hop yet".to_string(), th.pending),
+        (None, false) => (
+            "·",
+            "the trace has not reached this hop yet".to_string(),
+            th.pending,
+        ),
     };
     let result = format!("{glyph} {what}");
     // At most three lines of the result; the detail pane has the rest.
@@ -84,7 +98,9 @@ pub fn teaching_note(st: &TraceState, app: &App, width: u16) -> Option<(u16, Vec
 
 /// Rows the teaching note takes below the last hop (with a blank row above it).
 fn note_rows(st: &TraceState, app: &App, width: u16) -> u16 {
-    teaching_note(st, app, width).map(|(_, l)| l.len() as u16 + 3).unwrap_or(0)
+    teaching_note(st, app, width)
+        .map(|(_, l)| l.len() as u16 + 3)
+        .unwrap_or(0)
 }
 
 /// First body row shown, and the body's total rows, for a body of `height` rows.
@@ -101,7 +117,9 @@ pub fn scroll(st: &TraceState, app: &App, width: u16, height: u16) -> (u16, u16)
     }
     let sel_top = app.selected.min(app.revealed().saturating_sub(1)) as u16 * ROWS_PER_STEP;
     // Keep the selected step near the middle.
-    let off = (sel_top + ROWS_PER_STEP / 2).saturating_sub(height / 2).min(total - height);
+    let off = (sel_top + ROWS_PER_STEP / 2)
+        .saturating_sub(height / 2)
+        .min(total - height);
     (off, total)
 }
 
@@ -133,7 +151,11 @@ impl Widget for Diagram<'_> {
             let x = area.x + lanes[lane_of(a)];
             let (top, bottom) = actor_lines(a);
             let hot = a == sel_info.from || a == sel_info.to;
-            let style = if hot { th.accent.add_modifier(Modifier::UNDERLINED) } else { th.label };
+            let style = if hot {
+                th.accent.add_modifier(Modifier::UNDERLINED)
+            } else {
+                th.label
+            };
             for (dy, s) in [(0u16, top), (1u16, bottom)] {
                 let w = text::width(s) as u16;
                 let sx = x.saturating_sub(w / 2).max(area.x + GUTTER);
@@ -141,13 +163,20 @@ impl Widget for Diagram<'_> {
             }
         }
 
-        let body = Rect { x: area.x, y: area.y + HEAD, width: area.width, height: area.height - HEAD };
+        let body = Rect {
+            x: area.x,
+            y: area.y + HEAD,
+            width: area.width,
+            height: area.height - HEAD,
+        };
         let (off, total) = scroll(self.st, self.app, area.width, body.height);
 
         // Lifelines down the whole body, so the diagram has its shape before any arrow.
         for dy in 0..body.height {
             for lx in lanes {
-                buf[(body.x + lx, body.y + dy)].set_symbol("│").set_style(th.border);
+                buf[(body.x + lx, body.y + dy)]
+                    .set_symbol("│")
+                    .set_style(th.border);
             }
         }
 
@@ -161,7 +190,8 @@ impl Widget for Diagram<'_> {
                 (None, true) => Phase::Running,
                 (None, false) => Phase::Pending,
             };
-            let rows = [top, top + 1].map(|r| (r >= off && r < off + body.height).then(|| body.y + r - off));
+            let rows = [top, top + 1]
+                .map(|r| (r >= off && r < off + body.height).then(|| body.y + r - off));
             self.draw_step(i, info, phase, rows, body, &lanes, buf);
         }
 
@@ -171,17 +201,32 @@ impl Widget for Diagram<'_> {
             let h = lines.len() as u16 + 2;
             // Only drawn whole; the scroll keeps it in view when it can.
             if top >= off && top + h <= off + body.height {
-                let rect = Rect { x: body.x + GUTTER, y: body.y + top - off, width: note_w, height: h };
+                let rect = Rect {
+                    x: body.x + GUTTER,
+                    y: body.y + top - off,
+                    width: note_w,
+                    height: h,
+                };
                 let k = self.app.teaching.unwrap_or(0);
                 let block = Block::bordered()
                     .border_type(BorderType::Rounded)
                     .border_style(th.accent.remove_modifier(Modifier::BOLD))
-                    .title(Line::styled(format!(" hop {} · {} ", k + 1, STEPS[k].id.as_str()), th.accent))
+                    .title(Line::styled(
+                        format!(" hop {} · {} ", k + 1, STEPS[k].id.as_str()),
+                        th.accent,
+                    ))
                     .style(th.background);
                 let inner = block.inner(rect);
                 Clear.render(rect, buf);
                 block.render(rect, buf);
-                Paragraph::new(lines).render(Rect { x: inner.x + 1, width: inner.width.saturating_sub(1), ..inner }, buf);
+                Paragraph::new(lines).render(
+                    Rect {
+                        x: inner.x + 1,
+                        width: inner.width.saturating_sub(1),
+                        ..inner
+                    },
+                    buf,
+                );
             }
         }
 
@@ -197,11 +242,21 @@ impl Widget for Diagram<'_> {
 
 impl Diagram<'_> {
     #[allow(clippy::too_many_arguments)]
-    fn draw_step(&self, i: usize, info: &StepInfo, phase: Phase, rows: [Option<u16>; 2], body: Rect, lanes: &[u16; 4], buf: &mut Buffer) {
+    fn draw_step(
+        &self,
+        i: usize,
+        info: &StepInfo,
+        phase: Phase,
+        rows: [Option<u16>; 2],
+        body: Rect,
+        lanes: &[u16; 4],
+        buf: &mut Buffer,
+    ) {
         let th = self.app.theme();
         let app = self.app;
         let selected = i == app.selected;
-        let failing = phase == Phase::Done(Status::Fail) && super::app::first_problem(self.st) == Some(info.id);
+        let failing = phase == Phase::Done(Status::Fail)
+            && super::app::first_problem(self.st) == Some(info.id);
         let style = match phase {
             Phase::Pending => th.pending,
             Phase::Running => th.running,
@@ -219,7 +274,15 @@ impl Diagram<'_> {
         // Selection band first, so that everything drawn after keeps its colours.
         if selected {
             for y in rows.iter().flatten() {
-                buf.set_style(Rect { x: body.x, y: *y, width: body.width, height: 1 }, th.selection);
+                buf.set_style(
+                    Rect {
+                        x: body.x,
+                        y: *y,
+                        width: body.width,
+                        height: 1,
+                    },
+                    th.selection,
+                );
             }
         }
 
@@ -228,7 +291,12 @@ impl Diagram<'_> {
             if selected {
                 buf.set_string(body.x, y, "▶", th.accent);
             }
-            buf.set_string(body.x + 1, y, format!("{:>2}", i + 1), if selected { th.label } else { th.muted });
+            buf.set_string(
+                body.x + 1,
+                y,
+                format!("{:>2}", i + 1),
+                if selected { th.label } else { th.muted },
+            );
             if app.changed(self.st, info.id).is_some() {
                 buf.set_string(body.x + 3, y, "Δ", th.changed);
             }
@@ -237,14 +305,29 @@ impl Diagram<'_> {
             let detail = match (phase, self.st.result(info.id)) {
                 (Phase::Pending, _) => String::new(),
                 (Phase::Done(Status::Skipped), Some(r)) if !r.blocked_by.is_empty() => {
-                    format!("blocked by {}", r.blocked_by.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "blocked by {}",
+                        r.blocked_by
+                            .iter()
+                            .map(|b| b.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
                 _ => info.message.to_string(),
             };
             let chip = format!("{glyph} {}", info.id.as_str());
-            let chip_style = if failing { style.add_modifier(Modifier::REVERSED | Modifier::BOLD) } else { style };
+            let chip_style = if failing {
+                style.add_modifier(Modifier::REVERSED | Modifier::BOLD)
+            } else {
+                style
+            };
             let chip_text = if failing { format!(" {chip} ") } else { chip };
-            let rest = if detail.is_empty() { String::new() } else { format!(" · {detail}") };
+            let rest = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" · {detail}")
+            };
             let label_w = (text::width(&chip_text) + text::width(&rest)) as u16;
             let start = if from == to {
                 // Right of the loop when it fits there, else to its left.
@@ -257,10 +340,16 @@ impl Diagram<'_> {
                 }
             } else {
                 let natural = from.min(to) + 2;
-                natural.min(right.saturating_sub(label_w)).max(body.x + GUTTER)
+                natural
+                    .min(right.saturating_sub(label_w))
+                    .max(body.x + GUTTER)
             };
             // A label left of a loop stops before the loop.
-            let right = if from == to && start < from { from - 1 } else { right };
+            let right = if from == to && start < from {
+                from - 1
+            } else {
+                right
+            };
             if start < right {
                 // Clear the lifelines under the label.
                 let clear_to = (start + label_w).min(right);
@@ -276,7 +365,11 @@ impl Diagram<'_> {
                         Phase::Pending => th.pending,
                         _ => style,
                     };
-                    let shown = if text::width(&rest) > room { ellipsize(&rest, room) } else { rest };
+                    let shown = if text::width(&rest) > room {
+                        ellipsize(&rest, room)
+                    } else {
+                        rest
+                    };
                     buf.set_stringn(x2, y, shown, room, rest_style);
                 }
             }
@@ -291,7 +384,11 @@ impl Diagram<'_> {
             Phase::Done(Status::Skipped) => ("┄", "▷", "◁"),
             _ => ("─", "▶", "◀"),
         };
-        let line_style = if failing { style.add_modifier(Modifier::BOLD) } else { style };
+        let line_style = if failing {
+            style.add_modifier(Modifier::BOLD)
+        } else {
+            style
+        };
 
         if from == to {
             // A loop: out on the label row, back on the arrow row.
@@ -310,7 +407,14 @@ impl Diagram<'_> {
         }
         let Some(y) = rows[1] else { return };
         let (lo, hi) = (from.min(to), from.max(to));
-        set(buf, from, y, if from < to { "├" } else { "┤" }, line_style, right);
+        set(
+            buf,
+            from,
+            y,
+            if from < to { "├" } else { "┤" },
+            line_style,
+            right,
+        );
         for x in lo + 1..hi {
             set(buf, x, y, line, line_style, right);
         }

@@ -43,7 +43,10 @@ pub struct TuiOptions {
 
 impl Default for TuiOptions {
     fn default() -> Self {
-        TuiOptions { theme: "default".into(), teaching: false }
+        TuiOptions {
+            theme: "default".into(),
+            teaching: false,
+        }
     }
 }
 
@@ -58,11 +61,18 @@ pub fn usable() -> bool {
 /// Run the UI until the user quits. `rx` is the first run's event stream;
 /// `rerun` starts a new run of the engine and returns its stream (`r`).
 /// Returns the report of the last run as it stands when the user quits.
-pub async fn run_tui<F>(rx: UnboundedReceiver<TraceEvent>, mut rerun: F, opts: TuiOptions) -> io::Result<TraceReport>
+pub async fn run_tui<F>(
+    rx: UnboundedReceiver<TraceEvent>,
+    mut rerun: F,
+    opts: TuiOptions,
+) -> io::Result<TraceReport>
 where
     F: FnMut() -> UnboundedReceiver<TraceEvent>,
 {
-    let mut app = App::new(theme::cycle(&opts.theme, theme::no_color_env()), opts.teaching);
+    let mut app = App::new(
+        theme::cycle(&opts.theme, theme::no_color_env()),
+        opts.teaching,
+    );
     let mut st = TraceState::default();
     let mut events = Some(rx);
     let mut run_start = Instant::now();
@@ -73,7 +83,11 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     loop {
-        app.now_ms = if st.finished.is_some() { st.finished.unwrap_or(0.0) } else { run_start.elapsed().as_secs_f64() * 1000.0 };
+        app.now_ms = if st.finished.is_some() {
+            st.finished.unwrap_or(0.0)
+        } else {
+            run_start.elapsed().as_secs_f64() * 1000.0
+        };
         let mut info = view::ViewInfo::default();
         term.terminal.draw(|f| info = view::draw(f, &st, &app))?;
         app.detail_max_scroll = info.detail_max_scroll;
@@ -216,7 +230,11 @@ impl InputThread {
                 }
             })
             .ok();
-        InputThread { events: rx, stop, thread }
+        InputThread {
+            events: rx,
+            stop,
+            thread,
+        }
     }
 }
 

@@ -37,7 +37,11 @@ fn result(id: StepId, status: Status) -> StepResult {
         id,
         title: id.info().title.into(),
         status,
-        duration_ms: if status == Status::Skipped { 0.0 } else { 3.0 + i * 2.5 },
+        duration_ms: if status == Status::Skipped {
+            0.0
+        } else {
+            3.0 + i * 2.5
+        },
         started_ms: i * 6.0,
         evidence: Evidence::new(),
         diagnosis: None,
@@ -81,16 +85,25 @@ fn rbac_failure() -> StepResult {
 /// Every step finished as given; the others pass.
 fn finished(fault: Option<&str>, special: Vec<StepResult>) -> TraceState {
     let mut st = TraceState::default();
-    st.apply(&TraceEvent::TraceStarted { target: target(fault) });
+    st.apply(&TraceEvent::TraceStarted {
+        target: target(fault),
+    });
     for s in STEPS {
-        st.apply(&TraceEvent::StepStarted { id: s.id, at_ms: s.id.index() as f64 * 6.0 });
-        let r = special.iter().find(|r| r.id == s.id).cloned().unwrap_or_else(|| {
-            let mut r = result(s.id, Status::Pass);
-            if s.id == StepId::GatewayPod {
-                r.evidence = gateway_pod_evidence();
-            }
-            r
+        st.apply(&TraceEvent::StepStarted {
+            id: s.id,
+            at_ms: s.id.index() as f64 * 6.0,
         });
+        let r = special
+            .iter()
+            .find(|r| r.id == s.id)
+            .cloned()
+            .unwrap_or_else(|| {
+                let mut r = result(s.id, Status::Pass);
+                if s.id == StepId::GatewayPod {
+                    r.evidence = gateway_pod_evidence();
+                }
+                r
+            });
         st.apply(&TraceEvent::StepFinished { result: r });
     }
     st.apply(&TraceEvent::TraceFinished { total_ms: 128.4 });
@@ -109,24 +122,47 @@ fn failing() -> TraceState {
     };
     finished(
         Some("no-tokenreview-rbac"),
-        vec![rbac_failure(), blocked(StepId::TokenReview), blocked(StepId::Csr), blocked(StepId::IssuedChain)],
+        vec![
+            rbac_failure(),
+            blocked(StepId::TokenReview),
+            blocked(StepId::Csr),
+            blocked(StepId::IssuedChain),
+        ],
     )
 }
 
 fn in_progress() -> TraceState {
     let mut st = TraceState::default();
-    st.apply(&TraceEvent::TraceStarted { target: target(None) });
-    for id in [StepId::GatewayPod, StepId::RemoteSecret, StepId::RemoteIstiodEndpoint, StepId::RootOfTrust] {
+    st.apply(&TraceEvent::TraceStarted {
+        target: target(None),
+    });
+    for id in [
+        StepId::GatewayPod,
+        StepId::RemoteSecret,
+        StepId::RemoteIstiodEndpoint,
+        StepId::RootOfTrust,
+    ] {
         st.apply(&TraceEvent::StepStarted { id, at_ms: 0.5 });
     }
     for id in [StepId::GatewayPod, StepId::RemoteSecret] {
-        st.apply(&TraceEvent::StepFinished { result: result(id, Status::Pass) });
+        st.apply(&TraceEvent::StepFinished {
+            result: result(id, Status::Pass),
+        });
     }
-    for id in [StepId::RemoteKubeconfig, StepId::GatewayToken, StepId::NetworkLabels] {
+    for id in [
+        StepId::RemoteKubeconfig,
+        StepId::GatewayToken,
+        StepId::NetworkLabels,
+    ] {
         st.apply(&TraceEvent::StepStarted { id, at_ms: 30.0 });
     }
-    st.apply(&TraceEvent::StepFinished { result: result(StepId::RemoteKubeconfig, Status::Pass) });
-    st.apply(&TraceEvent::StepStarted { id: StepId::RemoteApiTls, at_ms: 33.0 });
+    st.apply(&TraceEvent::StepFinished {
+        result: result(StepId::RemoteKubeconfig, Status::Pass),
+    });
+    st.apply(&TraceEvent::StepStarted {
+        id: StepId::RemoteApiTls,
+        at_ms: 33.0,
+    });
     let mut warn = result(StepId::NetworkLabels, Status::Warn);
     warn.diagnosis = Some("the gateway Service has no topology.istio.io/network label".into());
     st.apply(&TraceEvent::StepFinished { result: warn });
@@ -188,10 +224,17 @@ fn failing_step_and_blocked_steps_100x30() {
     let st = failing();
     let mut a = app("default", false);
     a.follow(&st);
-    assert_eq!(a.selected_id(), StepId::RemoteRbac, "the UI jumps to the failing step");
+    assert_eq!(
+        a.selected_id(),
+        StepId::RemoteRbac,
+        "the UI jumps to the failing step"
+    );
     let t = draw(&st, &mut a, 100, 30);
     let s = screen(&t);
-    assert!(s.contains("FAIL at remote-rbac · 10 passed 1 failed 3 skipped · 128 ms"), "{s}");
+    assert!(
+        s.contains("FAIL at remote-rbac · 10 passed 1 failed 3 skipped · 128 ms"),
+        "{s}"
+    );
     insta::assert_snapshot!(s);
 
     // Colour, which the snapshot cannot show: the failing arrow's head and the
@@ -200,7 +243,10 @@ fn failing_step_and_blocked_steps_100x30() {
     let buf = t.backend().buffer();
     let (lx, ly) = find(buf, "✘ remote-rbac").expect("failing label drawn");
     assert_eq!(buf[(lx, ly)].fg, th.fail.fg.unwrap());
-    let head = (0..buf.area.width).map(|x| &buf[(x, ly + 1)]).find(|c| c.symbol() == "✘").expect("failing arrow head");
+    let head = (0..buf.area.width)
+        .map(|x| &buf[(x, ly + 1)])
+        .find(|c| c.symbol() == "✘")
+        .expect("failing arrow head");
     assert_eq!(head.fg, th.fail.fg.unwrap());
     let (bx, by) = find(buf, "○ token-review").expect("blocked step drawn");
     assert_eq!(buf[(bx, by)].fg, th.skipped.fg.unwrap());
@@ -224,7 +270,10 @@ fn run_in_progress_100x30() {
     a.follow(&st);
     let t = draw(&st, &mut a, 100, 30);
     let s = screen(&t);
-    assert!(s.contains("tracing · 4/14 finished · 4 running · 41 ms"), "{s}");
+    assert!(
+        s.contains("tracing · 4/14 finished · 4 running · 41 ms"),
+        "{s}"
+    );
     insta::assert_snapshot!(s);
     let th = Theme::builtin("default").unwrap();
     let buf = t.backend().buffer();
@@ -237,7 +286,10 @@ fn run_in_progress_100x30() {
 fn teaching_mode_at_step_3() {
     let st = failing();
     let mut a = app("default", true);
-    let space = crossterm::event::KeyEvent::new(crossterm::event::KeyCode::Char(' '), crossterm::event::KeyModifiers::NONE);
+    let space = crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Char(' '),
+        crossterm::event::KeyModifiers::NONE,
+    );
     a.on_key(space, &st);
     a.on_key(space, &st);
     assert_eq!(a.selected_id(), StepId::RemoteKubeconfig);
@@ -246,7 +298,10 @@ fn teaching_mode_at_step_3() {
     assert!(s.contains("teaching · hop 3/14"), "{s}");
     assert!(s.contains("What happens at this hop"), "{s}");
     assert!(!s.contains("remote-api-tls"), "later hops stay hidden: {s}");
-    assert!(!s.contains("FAIL at"), "the verdict waits for the last hop: {s}");
+    assert!(
+        !s.contains("FAIL at"),
+        "the verdict waits for the last hop: {s}"
+    );
     insta::assert_snapshot!(s);
 }
 
@@ -276,7 +331,11 @@ fn mono_theme_has_no_colour_at_all() {
     }
     // Status is still there without colour: glyph plus reverse/bold on the failure.
     let (lx, ly) = find(buf, "✘ remote-rbac").expect("failing label");
-    assert!(buf[(lx, ly)].modifier.contains(ratatui::style::Modifier::REVERSED));
+    assert!(
+        buf[(lx, ly)]
+            .modifier
+            .contains(ratatui::style::Modifier::REVERSED)
+    );
 }
 
 #[test]
@@ -313,7 +372,10 @@ fn detail_scrolls_with_page_keys_and_focus() {
     let mut a = app("default", false);
     a.follow(&st);
     draw(&st, &mut a, 80, 24);
-    assert!(a.detail_max_scroll > 0, "the failing step's detail is longer than the pane");
+    assert!(
+        a.detail_max_scroll > 0,
+        "the failing step's detail is longer than the pane"
+    );
     let key = |c| crossterm::event::KeyEvent::new(c, crossterm::event::KeyModifiers::NONE);
     a.on_key(key(crossterm::event::KeyCode::PageDown), &st);
     assert!(a.detail_scroll > 0);
@@ -322,13 +384,21 @@ fn detail_scrolls_with_page_keys_and_focus() {
     let before = a.detail_scroll;
     a.on_key(key(crossterm::event::KeyCode::Up), &st);
     assert_eq!(a.detail_scroll, before - 1);
-    assert_eq!(a.selected_id(), StepId::RemoteRbac, "arrows scroll, not select, in the detail");
+    assert_eq!(
+        a.selected_id(),
+        StepId::RemoteRbac,
+        "arrows scroll, not select, in the detail"
+    );
     for _ in 0..50 {
         a.on_key(key(crossterm::event::KeyCode::PageDown), &st);
     }
     assert_eq!(a.detail_scroll, a.detail_max_scroll);
     let t = draw(&st, &mut a, 80, 24);
-    assert!(screen(&t).contains("Evidence") || screen(&t).contains("allowed"), "{}", screen(&t));
+    assert!(
+        screen(&t).contains("Evidence") || screen(&t).contains("allowed"),
+        "{}",
+        screen(&t)
+    );
 }
 
 #[test]
@@ -352,7 +422,8 @@ fn every_step_is_drawn_as_an_arrow_in_flow_order() {
     let mut last_y = 0;
     let mut seen = HashMap::new();
     for s in STEPS {
-        let (_, y) = find(buf, &format!("✔ {} ", s.id.as_str())).unwrap_or_else(|| panic!("{} drawn", s.id));
+        let (_, y) =
+            find(buf, &format!("✔ {} ", s.id.as_str())).unwrap_or_else(|| panic!("{} drawn", s.id));
         assert!(y > last_y, "{} below the step before it", s.id);
         last_y = y;
         seen.insert(s.id, y);
@@ -362,7 +433,10 @@ fn every_step_is_drawn_as_an_arrow_in_flow_order() {
     let (lx, _) = find(buf, "✔ remote-kubeconfig").unwrap();
     let (ox, oy) = find(buf, "├──┐").expect("loop drawn");
     assert_eq!(oy, y);
-    assert!(ox > lx, "the label sits left of the loop when the right has no room");
+    assert!(
+        ox > lx,
+        "the label sits left of the loop when the right has no room"
+    );
     assert_eq!(find(buf, "│◀─┘"), Some((ox, y + 1)));
 }
 

@@ -35,7 +35,13 @@ pub fn wrap_words(s: &str, w: usize) -> Vec<String> {
 pub fn wrap_hard(s: &str, first: usize, rest: usize) -> Vec<String> {
     let mut out: Vec<String> = vec![];
     let mut cur = String::new();
-    let room = |out: &Vec<String>| if out.is_empty() { first.max(1) } else { rest.max(1) };
+    let room = |out: &Vec<String>| {
+        if out.is_empty() {
+            first.max(1)
+        } else {
+            rest.max(1)
+        }
+    };
     for word in s.split(' ') {
         let ww = width(word);
         let cw = width(&cur);
@@ -79,14 +85,20 @@ pub fn wrap_hard(s: &str, first: usize, rest: usize) -> Vec<String> {
 pub enum Atom {
     Word(String),
     /// `pre` and `post` are punctuation around the command (`(`, `),`, `;`).
-    Command { pre: String, words: Vec<String>, post: String },
+    Command {
+        pre: String,
+        words: Vec<String>,
+        post: String,
+    },
 }
 
 impl Atom {
     pub fn width(&self) -> usize {
         match self {
             Atom::Word(w) => width(w),
-            Atom::Command { pre, words, post } => width(pre) + width(&words.join(" ")) + width(post),
+            Atom::Command { pre, words, post } => {
+                width(pre) + width(&words.join(" ")) + width(post)
+            }
         }
     }
 }
@@ -134,14 +146,22 @@ pub fn hint_atoms(h: &str) -> Vec<Atom> {
             }
         }
         cmd.retain(|c| !c.is_empty());
-        out.push(Atom::Command { pre, words: cmd, post });
+        out.push(Atom::Command {
+            pre,
+            words: cmd,
+            post,
+        });
     }
     out
 }
 
 /// If `w` ends a command, the word without its closing punctuation and that punctuation.
 fn ends_command(w: &str, opened: bool) -> Option<(String, String)> {
-    let closers: &[char] = if opened { &[',', ';', ')'] } else { &[',', ';'] };
+    let closers: &[char] = if opened {
+        &[',', ';', ')']
+    } else {
+        &[',', ';']
+    };
     let trimmed = w.trim_end_matches(closers);
     if trimmed.len() == w.len() {
         return None;
@@ -208,7 +228,13 @@ pub fn layout_hint(h: &str, avail: usize) -> Vec<Vec<(String, Kind)>> {
                     let need = if last { ww + width(&post) } else { ww + 2 };
                     let space = !first;
                     if !first && col + 1 + need > avail && aw > avail {
-                        put(&mut lines, &mut col, " \\".into(), Kind::Continuation, false);
+                        put(
+                            &mut lines,
+                            &mut col,
+                            " \\".into(),
+                            Kind::Continuation,
+                            false,
+                        );
                         lines.push(vec![("  ".into(), Kind::Prose)]);
                         col = 2;
                         put_long(&mut lines, &mut col, word, avail);
@@ -244,7 +270,10 @@ fn put_long(lines: &mut Vec<Vec<(String, Kind)>>, col: &mut usize, word: String,
         }
         let (head, tail) = split_word(&rest, room);
         lines.last_mut().expect("a line").push((head, Kind::Code));
-        lines.last_mut().expect("a line").push(("\\".into(), Kind::Continuation));
+        lines
+            .last_mut()
+            .expect("a line")
+            .push(("\\".into(), Kind::Continuation));
         lines.push(vec![]);
         *col = 0;
         rest = tail;
@@ -272,7 +301,10 @@ fn split_word(w: &str, room: usize) -> (String, String) {
 
 /// The line ends with an opening `(` the command must follow without a space.
 fn ends_open(lines: &[Vec<(String, Kind)>]) -> bool {
-    lines.last().and_then(|l| l.last()).is_some_and(|(s, _)| s.ends_with('('))
+    lines
+        .last()
+        .and_then(|l| l.last())
+        .is_some_and(|(s, _)| s.ends_with('('))
 }
 
 #[cfg(test)]
@@ -280,7 +312,10 @@ mod tests {
     use super::*;
 
     fn plain(lines: &[Vec<(String, Kind)>]) -> Vec<String> {
-        lines.iter().map(|l| l.iter().map(|(s, _)| s.as_str()).collect()).collect()
+        lines
+            .iter()
+            .map(|l| l.iter().map(|(s, _)| s.as_str()).collect())
+            .collect()
     }
 
     const RBAC: &str = "bind it to Istio's reader role: kubectl --context <remote> create clusterrolebinding istio-reader-tokenreview --clusterrole=istio-reader-clusterrole-istio-system --serviceaccount=istio-system:istio-reader-service-account (the ClusterRole must allow create on tokenreviews.authentication.k8s.io)";
@@ -288,14 +323,36 @@ mod tests {
     #[test]
     fn commands_are_found_with_their_punctuation() {
         let a = hint_atoms("inject it (istioctl install --set x=<id>), or pass --cluster-id");
-        assert_eq!(a[2], Atom::Command { pre: "(".into(), words: vec!["istioctl".into(), "install".into(), "--set".into(), "x=<id>".into()], post: "),".into() });
+        assert_eq!(
+            a[2],
+            Atom::Command {
+                pre: "(".into(),
+                words: vec![
+                    "istioctl".into(),
+                    "install".into(),
+                    "--set".into(),
+                    "x=<id>".into()
+                ],
+                post: "),".into()
+            }
+        );
         assert_eq!(a[3], Atom::Word("or".into()));
-        let a = hint_atoms("read the log: kubectl logs deploy/istiod | grep -i 'authenticate'; check istioctl remote-clusters");
-        let Atom::Command { words, post, .. } = &a[3] else { panic!("{a:?}") };
-        assert_eq!(words.join(" "), "kubectl logs deploy/istiod | grep -i 'authenticate'");
+        let a = hint_atoms(
+            "read the log: kubectl logs deploy/istiod | grep -i 'authenticate'; check istioctl remote-clusters",
+        );
+        let Atom::Command { words, post, .. } = &a[3] else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            words.join(" "),
+            "kubectl logs deploy/istiod | grep -i 'authenticate'"
+        );
         assert_eq!(post, ";");
         let a = hint_atoms(RBAC);
-        assert!(matches!(&a[6], Atom::Command { words, .. } if words.len() == 8), "{a:?}");
+        assert!(
+            matches!(&a[6], Atom::Command { words, .. } if words.len() == 8),
+            "{a:?}"
+        );
         assert_eq!(a[7], Atom::Word("(the".into()));
     }
 
@@ -306,7 +363,10 @@ mod tests {
         for avail in [cmd.len(), cmd.len() + 5, 80, 120] {
             let lines = plain(&layout_hint(h, avail));
             assert!(lines.iter().any(|l| l.contains(cmd)), "{avail}: {lines:#?}");
-            assert!(lines.iter().all(|l| width(l) <= avail), "{avail}: {lines:#?}");
+            assert!(
+                lines.iter().all(|l| width(l) <= avail),
+                "{avail}: {lines:#?}"
+            );
         }
     }
 
@@ -314,9 +374,16 @@ mod tests {
     fn a_long_command_continues_with_backslashes() {
         let lines = plain(&layout_hint(RBAC, 60));
         assert!(lines.iter().all(|l| width(l) <= 60), "{lines:#?}");
-        let joined: String = lines.iter().map(|l| l.trim_end_matches(" \\").trim_start().to_string()).collect::<Vec<_>>().join(" ");
+        let joined: String = lines
+            .iter()
+            .map(|l| l.trim_end_matches(" \\").trim_start().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(joined.contains("kubectl --context <remote> create clusterrolebinding istio-reader-tokenreview --clusterrole=istio-reader-clusterrole-istio-system --serviceaccount=istio-system:istio-reader-service-account"), "{lines:#?}");
-        assert!(lines.iter().filter(|l| l.ends_with(" \\")).count() >= 2, "{lines:#?}");
+        assert!(
+            lines.iter().filter(|l| l.ends_with(" \\")).count() >= 2,
+            "{lines:#?}"
+        );
         assert_eq!(lines[0], "bind it to Istio's reader role:");
     }
 
@@ -343,10 +410,17 @@ mod tests {
 
     #[test]
     fn wrap_breaks_long_words_and_respects_widths() {
-        let l = wrap_hard("sha256 2fe950da893574eeed2b1b6588a9edee18f2532306baa8fa166cd8cf61309a8c", 20, 30);
+        let l = wrap_hard(
+            "sha256 2fe950da893574eeed2b1b6588a9edee18f2532306baa8fa166cd8cf61309a8c",
+            20,
+            30,
+        );
         assert_eq!(l[0], "sha256");
         assert!(l.iter().skip(1).all(|p| width(p) <= 30), "{l:?}");
-        assert_eq!(l.concat().replace("sha256", ""), "2fe950da893574eeed2b1b6588a9edee18f2532306baa8fa166cd8cf61309a8c");
+        assert_eq!(
+            l.concat().replace("sha256", ""),
+            "2fe950da893574eeed2b1b6588a9edee18f2532306baa8fa166cd8cf61309a8c"
+        );
         assert_eq!(wrap_words("", 10), vec![String::new()]);
     }
 }

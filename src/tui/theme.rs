@@ -42,7 +42,13 @@ impl SlotSpec {
     fn style(&self, slot: &str) -> Result<Style, String> {
         let color = |v: &Option<String>, which: &str| -> Result<Option<Color>, String> {
             v.as_deref()
-                .map(|s| Color::from_str(s).map_err(|_| format!("slot {slot}: {which} {s:?} is not a colour (a name, 0-255 or #rrggbb)")))
+                .map(|s| {
+                    Color::from_str(s).map_err(|_| {
+                        format!(
+                            "slot {slot}: {which} {s:?} is not a colour (a name, 0-255 or #rrggbb)"
+                        )
+                    })
+                })
                 .transpose()
         };
         let mut st = Style::new();
@@ -206,7 +212,25 @@ mod tests {
     #[test]
     fn mono_has_no_colour_and_distinct_status_styles() {
         let t = Theme::builtin("mono").unwrap();
-        for st in [t.text, t.background, t.pass, t.warn, t.fail, t.skipped, t.running, t.pending, t.accent, t.label, t.muted, t.code, t.border, t.border_focus, t.selection, t.changed, t.title] {
+        for st in [
+            t.text,
+            t.background,
+            t.pass,
+            t.warn,
+            t.fail,
+            t.skipped,
+            t.running,
+            t.pending,
+            t.accent,
+            t.label,
+            t.muted,
+            t.code,
+            t.border,
+            t.border_focus,
+            t.selection,
+            t.changed,
+            t.title,
+        ] {
             assert_eq!(st.fg, None);
             assert_eq!(st.bg, None);
         }
@@ -220,7 +244,9 @@ mod tests {
     fn colorblind_avoids_red_and_green() {
         let t = Theme::builtin("colorblind").unwrap();
         for st in [t.pass, t.fail, t.warn] {
-            let Some(Color::Rgb(r, g, b)) = st.fg else { panic!("colorblind uses exact colours") };
+            let Some(Color::Rgb(r, g, b)) = st.fg else {
+                panic!("colorblind uses exact colours")
+            };
             // Neither pure-red-ish nor pure-green-ish: the two hues red-green colour blindness confuses.
             assert!(!(r > 150 && g < 90 && b < 90), "red in colorblind theme");
             assert!(!(g > 150 && r < 90 && b < 90), "green in colorblind theme");

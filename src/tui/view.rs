@@ -9,7 +9,10 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, BorderType, Cell, Clear, Paragraph, Row, Scrollbar, ScrollbarOrientation, ScrollbarState, Table};
+use ratatui::widgets::{
+    Block, BorderType, Cell, Clear, Paragraph, Row, Scrollbar, ScrollbarOrientation,
+    ScrollbarState, Table,
+};
 
 /// Smallest terminal the full-screen view is drawn for.
 pub const MIN_WIDTH: u16 = 60;
@@ -29,17 +32,31 @@ pub fn draw(f: &mut Frame, st: &TraceState, app: &App) -> ViewInfo {
     let th = app.theme();
     f.render_widget(Block::new().style(th.background), area);
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        let msg = format!("terminal too small: {}x{}, meshtrace needs {MIN_WIDTH}x{MIN_HEIGHT} (q quits)", area.width, area.height);
-        f.render_widget(Paragraph::new(text::wrap_words(&msg, area.width as usize).join("\n")).style(th.warn), area);
+        let msg = format!(
+            "terminal too small: {}x{}, meshtrace needs {MIN_WIDTH}x{MIN_HEIGHT} (q quits)",
+            area.width, area.height
+        );
+        f.render_widget(
+            Paragraph::new(text::wrap_words(&msg, area.width as usize).join("\n")).style(th.warn),
+            area,
+        );
         return ViewInfo::default();
     }
-    let [header, body, footer] = Layout::vertical([Constraint::Length(2), Constraint::Min(6), Constraint::Length(1)]).areas(area);
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(6),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     draw_header(f, header, st, app);
     let (dia, det) = if area.width >= SIDE_BY_SIDE {
-        let [a, b] = Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(body);
+        let [a, b] = Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)])
+            .areas(body);
         (a, b)
     } else {
-        let dh = (body.height * 11 / 20).max(8).min(body.height.saturating_sub(5));
+        let dh = (body.height * 11 / 20)
+            .max(8)
+            .min(body.height.saturating_sub(5));
         let [a, b] = Layout::vertical([Constraint::Length(dh), Constraint::Min(5)]).areas(body);
         (a, b)
     };
@@ -55,7 +72,11 @@ pub fn draw(f: &mut Frame, st: &TraceState, app: &App) -> ViewInfo {
 fn block<'a>(title: Line<'a>, focused: bool, app: &App) -> Block<'a> {
     let th = app.theme();
     Block::bordered()
-        .border_type(if focused { BorderType::Thick } else { BorderType::Plain })
+        .border_type(if focused {
+            BorderType::Thick
+        } else {
+            BorderType::Plain
+        })
         .border_style(if focused { th.border_focus } else { th.border })
         .title(title)
 }
@@ -74,10 +95,16 @@ fn draw_header(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
             Span::styled("remote ", th.muted),
             Span::styled(t.remote.clone(), th.label),
         ];
-        let ns = vec![Span::styled(format!(" · ns {}", t.istio_namespace), th.muted)];
+        let ns = vec![Span::styled(
+            format!(" · ns {}", t.istio_namespace),
+            th.muted,
+        )];
         let mut lab = vec![];
         if t.mode == "lab" {
-            lab.push(Span::styled(" · lab", th.accent.remove_modifier(Modifier::BOLD)));
+            lab.push(Span::styled(
+                " · lab",
+                th.accent.remove_modifier(Modifier::BOLD),
+            ));
             if let Some(fault) = &t.fault {
                 lab.push(Span::styled(" fault ", th.muted));
                 lab.push(Span::styled(fault.clone(), th.warn));
@@ -105,7 +132,11 @@ fn draw_header(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
 pub fn summary(st: &TraceState) -> String {
     let r = st.report();
     let mut counts = vec![format!("{} passed", r.count(Status::Pass))];
-    for (s, word) in [(Status::Warn, "warned"), (Status::Fail, "failed"), (Status::Skipped, "skipped")] {
+    for (s, word) in [
+        (Status::Warn, "warned"),
+        (Status::Fail, "failed"),
+        (Status::Skipped, "skipped"),
+    ] {
         let n = r.count(s);
         if n > 0 {
             counts.push(format!("{n} {word}"));
@@ -125,7 +156,10 @@ fn status_line(st: &TraceState, app: &App) -> Line<'static> {
     let done = st.results.len();
     let hiding = app.teaching.is_some_and(|_| app.revealed() < STEPS.len());
     if let Some(k) = app.teaching {
-        spans.push(Span::styled(format!("teaching · hop {}/{}", k + 1, STEPS.len()), th.accent));
+        spans.push(Span::styled(
+            format!("teaching · hop {}/{}", k + 1, STEPS.len()),
+            th.accent,
+        ));
         spans.push(Span::styled(" · ", th.muted));
     }
     if st.finished.is_some() && !hiding {
@@ -143,23 +177,51 @@ fn status_line(st: &TraceState, app: &App) -> Line<'static> {
         };
         spans.push(Span::styled(format!("{glyph} {}", summary(st)), style));
     } else if st.finished.is_some() {
-        spans.push(Span::styled(format!("the trace finished underneath ({:.0} ms); Space/→ reveals the next hop", st.finished.unwrap_or(0.0)), th.muted));
+        spans.push(Span::styled(
+            format!(
+                "the trace finished underneath ({:.0} ms); Space/→ reveals the next hop",
+                st.finished.unwrap_or(0.0)
+            ),
+            th.muted,
+        ));
     } else if !app.running(st) {
-        spans.push(Span::styled(format!("{} the trace stopped early · {done}/{} finished", Status::Warn.glyph(), STEPS.len()), th.warn));
+        spans.push(Span::styled(
+            format!(
+                "{} the trace stopped early · {done}/{} finished",
+                Status::Warn.glyph(),
+                STEPS.len()
+            ),
+            th.warn,
+        ));
     } else {
         spans.push(Span::styled(
-            format!("{} tracing · {done}/{} finished · {} running · {:.0} ms", app.spinner(), STEPS.len(), st.running.len(), app.now_ms),
+            format!(
+                "{} tracing · {done}/{} finished · {} running · {:.0} ms",
+                app.spinner(),
+                STEPS.len(),
+                st.running.len(),
+                app.now_ms
+            ),
             th.running,
         ));
     }
     if app.run > 1 {
         spans.push(Span::styled(format!("  run {}", app.run), th.muted));
         if st.finished.is_some() && !hiding {
-            let n = STEPS.iter().filter(|s| app.changed(st, s.id).is_some()).count();
+            let n = STEPS
+                .iter()
+                .filter(|s| app.changed(st, s.id).is_some())
+                .count();
             if n > 0 {
-                spans.push(Span::styled(format!(" · Δ {n} changed since run {}", app.run - 1), th.changed));
+                spans.push(Span::styled(
+                    format!(" · Δ {n} changed since run {}", app.run - 1),
+                    th.changed,
+                ));
             } else {
-                spans.push(Span::styled(format!(" · nothing changed since run {}", app.run - 1), th.muted));
+                spans.push(Span::styled(
+                    format!(" · nothing changed since run {}", app.run - 1),
+                    th.muted,
+                ));
             }
         }
     }
@@ -174,7 +236,10 @@ fn draw_diagram(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
         Some(k) => format!("hop {}/{} ", k + 1, STEPS.len()),
         None => format!("{done}/{} ", STEPS.len()),
     };
-    let title = Line::from(vec![Span::styled(" Sequence ", th.label), Span::styled(progress, th.muted)]);
+    let title = Line::from(vec![
+        Span::styled(" Sequence ", th.label),
+        Span::styled(progress, th.muted),
+    ]);
     let b = block(title, focused, app);
     let inner = b.inner(area);
     f.render_widget(b, area);
@@ -182,9 +247,22 @@ fn draw_diagram(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
     let body_h = inner.height.saturating_sub(diagram::HEAD);
     let (off, total) = diagram::scroll(st, app, inner.width, body_h);
     if total > body_h {
-        let mut sb = ScrollbarState::new((total - body_h) as usize).position(off as usize).viewport_content_length(body_h as usize);
-        let sb_area = Rect { y: area.y + 1 + diagram::HEAD, height: area.height.saturating_sub(2 + diagram::HEAD), ..area };
-        f.render_stateful_widget(Scrollbar::new(ScrollbarOrientation::VerticalRight).style(th.border).begin_symbol(None).end_symbol(None), sb_area, &mut sb);
+        let mut sb = ScrollbarState::new((total - body_h) as usize)
+            .position(off as usize)
+            .viewport_content_length(body_h as usize);
+        let sb_area = Rect {
+            y: area.y + 1 + diagram::HEAD,
+            height: area.height.saturating_sub(2 + diagram::HEAD),
+            ..area
+        };
+        f.render_stateful_widget(
+            Scrollbar::new(ScrollbarOrientation::VerticalRight)
+                .style(th.border)
+                .begin_symbol(None)
+                .end_symbol(None),
+            sb_area,
+            &mut sb,
+        );
     }
 }
 
@@ -192,11 +270,18 @@ fn draw_detail(f: &mut Frame, area: Rect, st: &TraceState, app: &App) -> ViewInf
     let th = app.theme();
     let focused = app.focus == Focus::Detail;
     let id = app.selected_id();
-    let title = Line::from(vec![Span::styled(" Detail ", th.label), Span::styled(format!("{} ", id.as_str()), th.muted)]);
+    let title = Line::from(vec![
+        Span::styled(" Detail ", th.label),
+        Span::styled(format!("{} ", id.as_str()), th.muted),
+    ]);
     let b = block(title, focused, app);
     let inner = b.inner(area);
     // One column for the scrollbar, one of padding on the left.
-    let text_area = Rect { x: inner.x + 1, width: inner.width.saturating_sub(2), ..inner };
+    let text_area = Rect {
+        x: inner.x + 1,
+        width: inner.width.saturating_sub(2),
+        ..inner
+    };
     let lines = detail::lines(st, app, text_area.width);
     let n_lines = lines.len() as u16;
     let max = (lines.len() as u16).saturating_sub(text_area.height);
@@ -204,24 +289,63 @@ fn draw_detail(f: &mut Frame, area: Rect, st: &TraceState, app: &App) -> ViewInf
     f.render_widget(b, area);
     f.render_widget(Paragraph::new(lines).scroll((scroll, 0)), text_area);
     if max > 0 {
-        let mut sb = ScrollbarState::new(max as usize).position(scroll as usize).viewport_content_length(text_area.height as usize);
-        let sb_area = Rect { y: area.y + 1, height: area.height.saturating_sub(2), ..area };
-        f.render_stateful_widget(Scrollbar::new(ScrollbarOrientation::VerticalRight).style(th.border).begin_symbol(None).end_symbol(None), sb_area, &mut sb);
-        let more = format!(" {}/{} PgDn ", scroll + text_area.height.min(n_lines), n_lines);
+        let mut sb = ScrollbarState::new(max as usize)
+            .position(scroll as usize)
+            .viewport_content_length(text_area.height as usize);
+        let sb_area = Rect {
+            y: area.y + 1,
+            height: area.height.saturating_sub(2),
+            ..area
+        };
+        f.render_stateful_widget(
+            Scrollbar::new(ScrollbarOrientation::VerticalRight)
+                .style(th.border)
+                .begin_symbol(None)
+                .end_symbol(None),
+            sb_area,
+            &mut sb,
+        );
+        let more = format!(
+            " {}/{} PgDn ",
+            scroll + text_area.height.min(n_lines),
+            n_lines
+        );
         let w = text::width(&more) as u16;
         if area.width > w + 4 {
-            f.buffer_mut().set_string(area.right() - w - 2, area.bottom() - 1, more, th.muted);
+            f.buffer_mut()
+                .set_string(area.right() - w - 2, area.bottom() - 1, more, th.muted);
         }
     }
-    ViewInfo { detail_max_scroll: max, detail_page: text_area.height.saturating_sub(1).max(1) }
+    ViewInfo {
+        detail_max_scroll: max,
+        detail_page: text_area.height.saturating_sub(1).max(1),
+    }
 }
 
 fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     let th = app.theme();
     let keys: &[(&str, &str)] = if app.teaching.is_some() {
-        &[("Space/→", "next hop"), ("←", "back"), ("↑↓", "select"), ("Tab", "focus"), ("PgUp/Dn", "scroll"), ("r", "re-run"), ("t", "theme"), ("?", "help"), ("q", "quit")]
+        &[
+            ("Space/→", "next hop"),
+            ("←", "back"),
+            ("↑↓", "select"),
+            ("Tab", "focus"),
+            ("PgUp/Dn", "scroll"),
+            ("r", "re-run"),
+            ("t", "theme"),
+            ("?", "help"),
+            ("q", "quit"),
+        ]
     } else {
-        &[("↑↓/jk", "select"), ("Tab", "focus"), ("PgUp/Dn", "scroll"), ("r", "re-run"), ("t", "theme"), ("?", "help"), ("q", "quit")]
+        &[
+            ("↑↓/jk", "select"),
+            ("Tab", "focus"),
+            ("PgUp/Dn", "scroll"),
+            ("r", "re-run"),
+            ("t", "theme"),
+            ("?", "help"),
+            ("q", "quit"),
+        ]
     };
     let right = match &app.note {
         Some(n) => n.clone(),
@@ -231,7 +355,11 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     // When the line is short, keep help and quit; drop from the end of the rest.
     let cost = |(k, what): &(&str, &str)| text::width(k) + 1 + text::width(what) + 2;
     let essential = |k: &str| k == "?" || k == "q";
-    let mut used = 1 + keys.iter().filter(|k| essential(k.0)).map(cost).sum::<usize>();
+    let mut used = 1 + keys
+        .iter()
+        .filter(|k| essential(k.0))
+        .map(cost)
+        .sum::<usize>();
     let mut shown = vec![];
     for k in keys {
         if essential(k.0) {
@@ -247,16 +375,24 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
         spans.push(Span::styled(format!(" {what}  "), th.muted));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
-    let note_style = if app.note.is_some() { th.accent.remove_modifier(Modifier::BOLD) } else { th.muted };
+    let note_style = if app.note.is_some() {
+        th.accent.remove_modifier(Modifier::BOLD)
+    } else {
+        th.muted
+    };
     let w = text::width(&right) as u16;
     if area.width > w + 1 {
-        f.buffer_mut().set_stringn(area.right() - w - 1, area.y, &right, w as usize, note_style);
+        f.buffer_mut()
+            .set_stringn(area.right() - w - 1, area.y, &right, w as usize, note_style);
     }
 }
 
 /// Key / action rows of the help overlay, grouped.
 pub const HELP: &[(&str, &str)] = &[
-    ("↑ ↓  j k", "select a step (scroll the detail when it has focus)"),
+    (
+        "↑ ↓  j k",
+        "select a step (scroll the detail when it has focus)",
+    ),
     ("Enter  Tab", "switch focus: diagram ⇄ detail"),
     ("PgUp PgDn", "scroll the detail and its evidence"),
     ("g G  Home End", "first / last step"),
@@ -265,7 +401,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("r", "re-run the trace; Δ marks steps whose status changed"),
     ("t", "next theme: default, light, colorblind, mono"),
     ("?  F1", "this help (any key closes it)"),
-    ("q  Esc  Ctrl-C", "quit; the text summary stays in the scrollback"),
+    (
+        "q  Esc  Ctrl-C",
+        "quit; the text summary stays in the scrollback",
+    ),
 ];
 
 fn draw_help(f: &mut Frame, area: Rect, app: &App) {
@@ -273,7 +412,12 @@ fn draw_help(f: &mut Frame, area: Rect, app: &App) {
     let w = area.width.saturating_sub(4).min(76);
     let legend_rows = 2u16;
     let h = (HELP.len() as u16 + legend_rows + 5).min(area.height.saturating_sub(2));
-    let pop = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
+    let pop = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
     f.render_widget(Clear, pop);
     let b = Block::bordered()
         .border_type(BorderType::Rounded)
@@ -283,14 +427,37 @@ fn draw_help(f: &mut Frame, area: Rect, app: &App) {
         .style(th.background);
     let inner = b.inner(pop);
     f.render_widget(b, pop);
-    let [table_area, _, legend_area] = Layout::vertical([Constraint::Min(1), Constraint::Length(1), Constraint::Length(legend_rows)]).areas(inner);
-    let rows = HELP.iter().map(|(k, what)| Row::new([Cell::from(Span::styled(*k, th.accent)), Cell::from(Span::styled(*what, th.text))]));
+    let [table_area, _, legend_area] = Layout::vertical([
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(legend_rows),
+    ])
+    .areas(inner);
+    let rows = HELP.iter().map(|(k, what)| {
+        Row::new([
+            Cell::from(Span::styled(*k, th.accent)),
+            Cell::from(Span::styled(*what, th.text)),
+        ])
+    });
     let table = Table::new(rows, [Constraint::Length(16), Constraint::Fill(1)])
-        .header(Row::new([Cell::from("key"), Cell::from("action")]).style(th.label.add_modifier(Modifier::UNDERLINED)))
+        .header(
+            Row::new([Cell::from("key"), Cell::from("action")])
+                .style(th.label.add_modifier(Modifier::UNDERLINED)),
+        )
         .column_spacing(2);
-    f.render_widget(table, Rect { x: table_area.x + 1, width: table_area.width.saturating_sub(2), ..table_area });
+    f.render_widget(
+        table,
+        Rect {
+            x: table_area.x + 1,
+            width: table_area.width.saturating_sub(2),
+            ..table_area
+        },
+    );
     let g = |s: Status, word: &str| -> Vec<Span<'static>> {
-        vec![Span::styled(s.glyph().to_string(), th.status(s)), Span::styled(format!(" {word}   "), th.text)]
+        vec![
+            Span::styled(s.glyph().to_string(), th.status(s)),
+            Span::styled(format!(" {word}   "), th.text),
+        ]
     };
     let mut l1 = vec![Span::raw(" ")];
     l1.extend(g(Status::Pass, "pass"));

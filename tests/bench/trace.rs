@@ -21,14 +21,22 @@ use tokio::sync::mpsc;
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Longest chain of step durations through the `needs` graph.
 fn critical_path(r: &TraceReport) -> f64 {
     let mut best: std::collections::HashMap<StepId, f64> = Default::default();
     for s in &r.steps {
-        let before = engine::waits_for(s.id).iter().filter_map(|d| best.get(d)).cloned().fold(0.0, f64::max);
+        let before = engine::waits_for(s.id)
+            .iter()
+            .filter_map(|d| best.get(d))
+            .cloned()
+            .fold(0.0, f64::max);
         best.insert(s.id, before + s.duration_ms);
     }
     best.values().cloned().fold(0.0, f64::max)
@@ -48,7 +56,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     meshtrace::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let lab = rt.block_on(Lab::start(None)).expect("lab starts");
     let opts = TraceOptions::default();
 
@@ -57,7 +68,9 @@ fn main() {
     let mut serial = Vec::new();
     let mut critical = Vec::new();
     for i in 0..runs + 3 {
-        let (clusters, target) = rt.block_on(meshtrace::cli::lab_target(&lab, &opts)).expect("clients");
+        let (clusters, target) = rt
+            .block_on(meshtrace::cli::lab_target(&lab, &opts))
+            .expect("clients");
         let (tx, _rx) = mpsc::unbounded_channel();
         let t = Instant::now();
         let report = rt.block_on(engine::run(clusters, opts.clone(), target, tx));
@@ -69,11 +82,21 @@ fn main() {
             critical.push(critical_path(&report));
         }
     }
-    let (mw, ms, mc) = (median(&mut walls), median(&mut serial), median(&mut critical));
+    let (mw, ms, mc) = (
+        median(&mut walls),
+        median(&mut serial),
+        median(&mut critical),
+    );
     println!("in-process trace over {runs} runs (lab start excluded):");
     println!("  median wall time            {mw:8.1} ms   (target < 250 ms)");
-    println!("  median sum of step times    {ms:8.1} ms   ({:.2}x the wall time: steps overlap)", ms / mw);
-    println!("  median critical path        {mc:8.1} ms   ({:.2}x the wall time)", mc / mw);
+    println!(
+        "  median sum of step times    {ms:8.1} ms   ({:.2}x the wall time: steps overlap)",
+        ms / mw
+    );
+    println!(
+        "  median critical path        {mc:8.1} ms   ({:.2}x the wall time)",
+        mc / mw
+    );
 
     // The binary as a user runs it, against the same lab.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -84,30 +107,65 @@ fn main() {
     for _ in 0..runs.min(20) {
         let t = Instant::now();
         let out = Command::new(exe)
-            .args(["--kubeconfig", kc.to_str().unwrap(), "--primary", "lab-primary", "--remote", "lab-remote", "-o", "json"])
+            .args([
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--primary",
+                "lab-primary",
+                "--remote",
+                "lab-remote",
+                "-o",
+                "json",
+            ])
             .output()
             .expect("run meshtrace");
         cli_walls.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert!(out.status.success(), "meshtrace failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "meshtrace failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let rss = peak_rss_children_kib();
     let mcli = median(&mut cli_walls);
     println!("meshtrace binary ({exe}):");
-    println!("  median wall time            {mcli:8.1} ms   (process start, kubeconfig, TLS, 14 steps)");
-    println!("  peak RSS                    {:8.1} MB   (target < 40 MB)", rss as f64 / 1024.0);
+    println!(
+        "  median wall time            {mcli:8.1} ms   (process start, kubeconfig, TLS, 14 steps)"
+    );
+    println!(
+        "  peak RSS                    {:8.1} MB   (target < 40 MB)",
+        rss as f64 / 1024.0
+    );
 
-    if Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         let mut k = Vec::new();
         for _ in 0..runs.min(10) {
             let t = Instant::now();
             let _ = Command::new("kubectl")
-                .args(["--kubeconfig", kc.to_str().unwrap(), "--context", "lab-remote", "get", "secrets", "-n", "istio-system"])
+                .args([
+                    "--kubeconfig",
+                    kc.to_str().unwrap(),
+                    "--context",
+                    "lab-remote",
+                    "get",
+                    "secrets",
+                    "-n",
+                    "istio-system",
+                ])
                 .output();
             k.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let mk = median(&mut k);
         println!("kubectl get secrets (one request, for scale):");
-        println!("  median wall time            {mk:8.1} ms   (meshtrace = {:.2}x one kubectl get)", mcli / mk);
+        println!(
+            "  median wall time            {mk:8.1} ms   (meshtrace = {:.2}x one kubectl get)",
+            mcli / mk
+        );
     }
     lab.shutdown();
 }

@@ -8,8 +8,16 @@ fn meshtrace() -> Command {
 
 #[test]
 fn lab_json_names_the_failing_step_first_and_exits_1() {
-    let out = meshtrace().args(["lab", "--fault", "no-tokenreview-rbac", "-o", "json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = meshtrace()
+        .args(["lab", "--fault", "no-tokenreview-rbac", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(v["schema"], "meshtrace.v1");
     assert_eq!(v["verdict"], "fail");
@@ -20,7 +28,12 @@ fn lab_json_names_the_failing_step_first_and_exits_1() {
 #[test]
 fn healthy_lab_text_exits_0() {
     let out = meshtrace().args(["lab", "-o", "text"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("PASS: every step passed"), "{text}");
     assert!(text.contains("issued-chain"));
@@ -28,21 +41,46 @@ fn healthy_lab_text_exits_0() {
 
 #[test]
 fn warnings_fail_only_with_fail_on_warn() {
-    let out = meshtrace().args(["lab", "--fault", "root-expiring", "-o", "json"]).output().unwrap();
+    let out = meshtrace()
+        .args(["lab", "--fault", "root-expiring", "-o", "json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let out = meshtrace().args(["lab", "--fault", "root-expiring", "-o", "json", "--fail-on-warn"]).output().unwrap();
+    let out = meshtrace()
+        .args([
+            "lab",
+            "--fault",
+            "root-expiring",
+            "-o",
+            "json",
+            "--fail-on-warn",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn mermaid_and_markdown_render_the_flow() {
-    let out = meshtrace().args(["lab", "--fault", "stale-root", "-o", "mermaid"]).output().unwrap();
+    let out = meshtrace()
+        .args(["lab", "--fault", "stale-root", "-o", "mermaid"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("sequenceDiagram"));
-    assert!(text.contains("-x") && text.contains("root-of-trust"), "{text}");
-    let out = meshtrace().args(["lab", "--fault", "stale-root", "-o", "markdown"]).output().unwrap();
+    assert!(
+        text.contains("-x") && text.contains("root-of-trust"),
+        "{text}"
+    );
+    let out = meshtrace()
+        .args(["lab", "--fault", "stale-root", "-o", "markdown"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("```mermaid") && text.contains("docs/checks.md#root-of-trust"), "{text}");
+    assert!(
+        text.contains("```mermaid") && text.contains("docs/checks.md#root-of-trust"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -51,21 +89,42 @@ fn list_faults_lists_each_with_its_step() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     for f in meshtrace::lab::faults::FAULTS {
-        assert!(text.lines().any(|l| l.starts_with(f.name) && l.contains(f.step.as_str())), "{} missing", f.name);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(f.name) && l.contains(f.step.as_str())),
+            "{} missing",
+            f.name
+        );
     }
 }
 
 #[test]
 fn bad_input_exits_2_and_quotes_the_value() {
-    let out = meshtrace().args(["lab", "--fault", "no-such-fault"]).output().unwrap();
+    let out = meshtrace()
+        .args(["lab", "--fault", "no-such-fault"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"no-such-fault\""));
 
-    let out = meshtrace().args(["--primary", "a", "--remote", "b", "--kubeconfig", "/nonexistent/kc"]).output().unwrap();
+    let out = meshtrace()
+        .args([
+            "--primary",
+            "a",
+            "--remote",
+            "b",
+            "--kubeconfig",
+            "/nonexistent/kc",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/kc"));
 
-    let out = meshtrace().args(["lab", "--timeout", "fast"]).output().unwrap();
+    let out = meshtrace()
+        .args(["lab", "--timeout", "fast"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fast"));
 }
@@ -79,7 +138,17 @@ fn unknown_context_exits_2_naming_it() {
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: real\n  context:\n    cluster: c\n    user: u\nusers:\n- name: u\n  user:\n    token: t\ncurrent-context: real\n",
     )
     .unwrap();
-    let out = meshtrace().args(["--kubeconfig", kc.to_str().unwrap(), "--primary", "real", "--remote", "nope"]).output().unwrap();
+    let out = meshtrace()
+        .args([
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--primary",
+            "real",
+            "--remote",
+            "nope",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"nope\"") && err.contains("real"), "{err}");
@@ -89,23 +158,46 @@ fn unknown_context_exits_2_naming_it() {
 /// enums there match the model's ids.
 #[test]
 fn json_matches_documented_schema() {
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/schema.json")).unwrap()).unwrap();
-    let out = meshtrace().args(["lab", "--fault", "wrong-ca-data", "-o", "json"]).output().unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/schema.json")).unwrap(),
+    )
+    .unwrap();
+    let out = meshtrace()
+        .args(["lab", "--fault", "wrong-ca-data", "-o", "json"])
+        .output()
+        .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in schema["required"].as_array().unwrap() {
-        assert!(report.get(key.as_str().unwrap()).is_some(), "report lacks required {key}");
+        assert!(
+            report.get(key.as_str().unwrap()).is_some(),
+            "report lacks required {key}"
+        );
     }
     let text = schema.to_string();
     for s in meshtrace::model::STEPS {
-        assert!(text.contains(&format!("\"{}\"", s.id.as_str())), "schema lacks step id {}", s.id);
+        assert!(
+            text.contains(&format!("\"{}\"", s.id.as_str())),
+            "schema lacks step id {}",
+            s.id
+        );
     }
     for step in report["steps"].as_array().unwrap() {
-        for key in ["id", "title", "status", "duration_ms", "started_ms", "evidence", "link"] {
+        for key in [
+            "id",
+            "title",
+            "status",
+            "duration_ms",
+            "started_ms",
+            "evidence",
+            "link",
+        ] {
             assert!(step.get(key).is_some(), "step lacks {key}: {step}");
         }
         if step["status"] == "skipped" && step["id"] != "csr" {
-            assert!(step["blocked_by"].as_array().is_some_and(|b| !b.is_empty()), "{step}");
+            assert!(
+                step["blocked_by"].as_array().is_some_and(|b| !b.is_empty()),
+                "{step}"
+            );
         }
     }
 }

@@ -50,7 +50,10 @@ fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
 }
 
 fn iters() -> usize {
-    std::env::var("MESHTRACE_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)
+    std::env::var("MESHTRACE_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
 }
 
 fn seeds() -> (String, String, String) {
@@ -69,7 +72,12 @@ fn seeds() -> (String, String, String) {
         expires_at: now + 600,
         pod: None,
     });
-    let kc = meshtrace::lab::world::kubeconfig("remote", "https://127.0.0.1:6443", &root.cert_pem, &token);
+    let kc = meshtrace::lab::world::kubeconfig(
+        "remote",
+        "https://127.0.0.1:6443",
+        &root.cert_pem,
+        &token,
+    );
     (kc, token, chain)
 }
 
@@ -93,12 +101,18 @@ fn parsers_never_panic_on_mutated_input() {
             accepted[2] += 1;
         }
         let _ = x509::verify_chain(std::slice::from_ref(&text), &text, "cluster.local", None, 0);
-        let _ = x509::parse_spiffe(&String::from_utf8_lossy(&mutate(&mut rng, b"spiffe://cluster.local/ns/a/sa/b")));
+        let _ = x509::parse_spiffe(&String::from_utf8_lossy(&mutate(
+            &mut rng,
+            b"spiffe://cluster.local/ns/a/sa/b",
+        )));
         let _ = x509::parse_der(&c);
     }
     // The mutations must leave some inputs valid, or the fuzzer tests nothing
     // but the first error path.
-    assert!(accepted.iter().all(|n| *n > 0), "accepted per parser: {accepted:?}");
+    assert!(
+        accepted.iter().all(|n| *n > 0),
+        "accepted per parser: {accepted:?}"
+    );
 }
 
 #[test]

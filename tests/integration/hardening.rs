@@ -23,7 +23,11 @@ fn lab_secrets(lab: &Lab) -> Vec<String> {
             let text = String::from_utf8_lossy(&v.0).to_string();
             if k == "ca-key.pem" {
                 // The key body, without the PEM armour every PEM shares.
-                out.extend(text.lines().filter(|l| !l.starts_with("-----") && l.len() > 20).map(str::to_string));
+                out.extend(
+                    text.lines()
+                        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+                        .map(str::to_string),
+                );
             }
             for line in text.lines() {
                 if let Some(tok) = line.trim().strip_prefix("token: ") {
@@ -42,10 +46,19 @@ fn lab_secrets(lab: &Lab) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_output_format_leaks_a_secret() {
-    for fault in [None, faults::find("no-tokenreview-rbac"), faults::find("reader-token-expired"), faults::find("gateway-audience")] {
+    for fault in [
+        None,
+        faults::find("no-tokenreview-rbac"),
+        faults::find("reader-token-expired"),
+        faults::find("gateway-audience"),
+    ] {
         let lab = Lab::start(fault).await.unwrap();
         let secrets = lab_secrets(&lab);
-        assert!(secrets.len() >= 4, "the audit must have secrets to look for: {}", secrets.len());
+        assert!(
+            secrets.len() >= 4,
+            "the audit must have secrets to look for: {}",
+            secrets.len()
+        );
         let opts = TraceOptions::default();
         let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts).await.unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -55,7 +68,11 @@ async fn no_output_format_leaks_a_secret() {
             events.push_str(&serde_json::to_string(&e).unwrap());
         }
         lab.shutdown();
-        let style = render::text::TextStyle { color: false, verbose: true, ascii: false };
+        let style = render::text::TextStyle {
+            color: false,
+            verbose: true,
+            ascii: false,
+        };
         let outputs = [
             ("json", render::json::render(&report)),
             ("text -v", render::text::render(&report, style)),
@@ -64,9 +81,17 @@ async fn no_output_format_leaks_a_secret() {
             ("events", events),
         ];
         for (name, out) in &outputs {
-            assert!(!out.contains("PRIVATE KEY"), "{name}: private key armour in output");
+            assert!(
+                !out.contains("PRIVATE KEY"),
+                "{name}: private key armour in output"
+            );
             for s in &secrets {
-                assert!(!out.contains(s.as_str()), "{name} ({:?}): a secret of {} chars leaked", fault.map(|f| f.name), s.len());
+                assert!(
+                    !out.contains(s.as_str()),
+                    "{name} ({:?}): a secret of {} chars leaked",
+                    fault.map(|f| f.name),
+                    s.len()
+                );
             }
         }
     }
@@ -89,15 +114,30 @@ async fn silent_peer() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istiod_that_accepts_but_never_answers_costs_one_timeout() {
     let (addr, holder) = silent_peer().await;
-    let opts = TraceOptions { istiod_addr: Some(addr.to_string()), timeout: Duration::from_millis(600), ..Default::default() };
+    let opts = TraceOptions {
+        istiod_addr: Some(addr.to_string()),
+        timeout: Duration::from_millis(600),
+        ..Default::default()
+    };
     let started = Instant::now();
     let (r, _) = trace_lab(None, opts).await;
     holder.abort();
     let tls = r.step(StepId::IstiodTls).unwrap();
     assert_eq!(tls.status, Status::Fail, "{:?}", tls.diagnosis);
-    assert!(tls.diagnosis.as_deref().unwrap_or("").contains("timed out"), "{:?}", tls.diagnosis);
-    assert_eq!(r.step(StepId::Csr).unwrap().blocked_by, vec![StepId::IstiodTls]);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        tls.diagnosis.as_deref().unwrap_or("").contains("timed out"),
+        "{:?}",
+        tls.diagnosis
+    );
+    assert_eq!(
+        r.step(StepId::Csr).unwrap().blocked_by,
+        vec![StepId::IstiodTls]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,24 +149,44 @@ async fn api_server_that_never_answers_fails_within_the_timeout() {
     {
         use k8s_openapi::api::core::v1::Secret;
         let mut p = lab.primary_state.write().unwrap();
-        p.store.modify::<Secret>("istio-system", "istio-remote-secret-remote", |s| {
-            let data = s.data.as_mut().unwrap();
-            let kc = String::from_utf8(data["remote"].0.clone()).unwrap();
-            let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
-            data.insert("remote".into(), k8s_openapi::ByteString(kc.replace(&server, &format!("https://{addr}")).into_bytes()));
-        });
+        p.store
+            .modify::<Secret>("istio-system", "istio-remote-secret-remote", |s| {
+                let data = s.data.as_mut().unwrap();
+                let kc = String::from_utf8(data["remote"].0.clone()).unwrap();
+                let server = kc
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("server: "))
+                    .unwrap()
+                    .to_string();
+                data.insert(
+                    "remote".into(),
+                    k8s_openapi::ByteString(
+                        kc.replace(&server, &format!("https://{addr}")).into_bytes(),
+                    ),
+                );
+            });
     }
-    let opts = TraceOptions { timeout: Duration::from_millis(600), ..Default::default() };
+    let opts = TraceOptions {
+        timeout: Duration::from_millis(600),
+        ..Default::default()
+    };
     let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     let r = engine::run(clusters, opts, target, tx).await;
     lab.shutdown();
     holder.abort();
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     let tls = r.step(StepId::RemoteApiTls).unwrap();
     assert_eq!(tls.status, Status::Fail, "{:?}", tls.diagnosis);
-    assert_eq!(r.step(StepId::TokenReview).unwrap().blocked_by, vec![StepId::RemoteApiTls]);
+    assert_eq!(
+        r.step(StepId::TokenReview).unwrap().blocked_by,
+        vec![StepId::RemoteApiTls]
+    );
     // The stream ended with a finish for every step, none left running.
     let mut finished = 0;
     while let Ok(e) = rx.try_recv() {

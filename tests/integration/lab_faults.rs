@@ -11,15 +11,31 @@ use meshtrace::model::{STEPS, Status, TraceEvent, Verdict};
 async fn healthy_lab_passes_every_step() {
     let (r, events) = trace_lab(None, TraceOptions::default()).await;
     for s in &r.steps {
-        assert_eq!(s.status, Status::Pass, "{} did not pass: {:?} {:?}", s.id, s.diagnosis, s.evidence);
+        assert_eq!(
+            s.status,
+            Status::Pass,
+            "{} did not pass: {:?} {:?}",
+            s.id,
+            s.diagnosis,
+            s.evidence
+        );
     }
     assert_eq!(r.steps.len(), STEPS.len());
     assert_eq!(r.verdict, Verdict::Pass);
     assert_eq!(r.first_failure, None);
     // The stream: started first, finished last, one finish per step.
-    assert!(matches!(events.first(), Some(TraceEvent::TraceStarted { .. })));
-    assert!(matches!(events.last(), Some(TraceEvent::TraceFinished { .. })));
-    let finished = events.iter().filter(|e| matches!(e, TraceEvent::StepFinished { .. })).count();
+    assert!(matches!(
+        events.first(),
+        Some(TraceEvent::TraceStarted { .. })
+    ));
+    assert!(matches!(
+        events.last(),
+        Some(TraceEvent::TraceFinished { .. })
+    ));
+    let finished = events
+        .iter()
+        .filter(|e| matches!(e, TraceEvent::StepFinished { .. }))
+        .count();
     assert_eq!(finished, STEPS.len());
     // The chain really was issued for the gateway's identity.
     let chain = r.step(meshtrace::model::StepId::IssuedChain).unwrap();
@@ -31,7 +47,10 @@ async fn healthy_lab_passes_every_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_mode_sends_no_csr() {
-    let opts = TraceOptions { no_csr: true, ..Default::default() };
+    let opts = TraceOptions {
+        no_csr: true,
+        ..Default::default()
+    };
     let (r, _) = trace_lab(None, opts).await;
     let csr = r.step(meshtrace::model::StepId::Csr).unwrap();
     assert_eq!(csr.status, Status::Skipped);
@@ -44,9 +63,15 @@ async fn passive_mode_sends_no_csr() {
 async fn check_fault(name: &str) {
     let fault = faults::find(name).unwrap_or_else(|| panic!("no fault {name}"));
     let (r, _) = trace_lab(Some(fault), TraceOptions::default()).await;
-    let first = r.first_failure.unwrap_or_else(|| panic!("{name}: every step passed"));
+    let first = r
+        .first_failure
+        .unwrap_or_else(|| panic!("{name}: every step passed"));
     let step = r.step(first).unwrap();
-    assert_eq!(first, fault.step, "{name}: first failing step is {first}: {:?}", step.diagnosis);
+    assert_eq!(
+        first, fault.step,
+        "{name}: first failing step is {first}: {:?}",
+        step.diagnosis
+    );
     assert_eq!(step.status, fault.status, "{name}: {:?}", step.diagnosis);
     let diag = step.diagnosis.clone().unwrap_or_default();
     assert!(
@@ -54,7 +79,10 @@ async fn check_fault(name: &str) {
         "{name}: diagnosis lacks {:?}: {diag}",
         fault.keyword
     );
-    assert!(step.hint.as_deref().is_some_and(|h| !h.is_empty()), "{name}: no hint");
+    assert!(
+        step.hint.as_deref().is_some_and(|h| !h.is_empty()),
+        "{name}: no hint"
+    );
     assert_eq!(step.link, format!("docs/checks.md#{}", fault.step));
     // Only the faulty step fails; the others pass or name it as their blocker.
     for s in &r.steps {
@@ -74,12 +102,17 @@ async fn check_fault(name: &str) {
     }
     // No token or key material leaks into the report.
     let json = serde_json::to_string(&r).unwrap();
-    assert!(!json.contains("PRIVATE KEY"), "{name}: private key in report");
+    assert!(
+        !json.contains("PRIVATE KEY"),
+        "{name}: private key in report"
+    );
     for part in json.split('"') {
         let dots = part.matches('.').count();
         let segs: Vec<_> = part.split('.').collect();
         assert!(
-            !(dots == 2 && segs.len() == 3 && segs.iter().all(|s| s.len() > 20 && !s.contains(' '))),
+            !(dots == 2
+                && segs.len() == 3
+                && segs.iter().all(|s| s.len() > 20 && !s.contains(' '))),
             "{name}: something that looks like a JWT in the report"
         );
     }

@@ -5,9 +5,14 @@ use tokio::sync::mpsc;
 
 /// Start a lab (optionally with a fault), trace it through the same client
 /// code as real clusters, stop it, and return the report and the events.
-pub async fn trace_lab(fault: Option<&'static Fault>, opts: TraceOptions) -> (TraceReport, Vec<TraceEvent>) {
+pub async fn trace_lab(
+    fault: Option<&'static Fault>,
+    opts: TraceOptions,
+) -> (TraceReport, Vec<TraceEvent>) {
     let lab = Lab::start(fault).await.expect("lab starts");
-    let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts).await.expect("lab clients");
+    let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts)
+        .await
+        .expect("lab clients");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let report = engine::run(clusters, opts, target, tx).await;
     lab.shutdown();

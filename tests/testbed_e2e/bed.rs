@@ -52,7 +52,9 @@ fn required() -> bool {
 /// Panics when MESHTRACE_TESTBED_REQUIRED=1 and it is not configured, or when
 /// it is configured but unusable.
 pub fn testbed() -> Option<&'static Testbed> {
-    let kc = std::env::var("MESHTRACE_TESTBED_KUBECONFIG").ok().filter(|v| !v.is_empty());
+    let kc = std::env::var("MESHTRACE_TESTBED_KUBECONFIG")
+        .ok()
+        .filter(|v| !v.is_empty());
     let Some(kc) = kc else {
         if required() {
             panic!(
@@ -72,8 +74,13 @@ pub fn testbed() -> Option<&'static Testbed> {
 
 /// `KEY=value` lines of the env file that `up` writes (values `printf %q`-quoted).
 fn parse_env_file(path: &Path) -> HashMap<String, String> {
-    let Ok(text) = std::fs::read_to_string(path) else { return HashMap::new() };
-    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().to_string(), unquote(v.trim()))).collect()
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), unquote(v.trim())))
+        .collect()
 }
 
 fn unquote(v: &str) -> String {
@@ -98,20 +105,35 @@ fn unquote(v: &str) -> String {
 }
 
 fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
-    let state_env = std::env::var("MESHTRACE_TESTBED_STATE").ok().filter(|v| !v.is_empty());
+    let state_env = std::env::var("MESHTRACE_TESTBED_STATE")
+        .ok()
+        .filter(|v| !v.is_empty());
     let env_file = state_env
         .as_ref()
         .map(|s| PathBuf::from(s).join("env"))
         .filter(|p| p.exists())
         .or_else(|| Some(PathBuf::from("/tmp/meshtrace-testbed/env")).filter(|p| p.exists()))
-        .or_else(|| kubeconfig.parent().map(|p| p.join("env")).filter(|p| p.exists()));
+        .or_else(|| {
+            kubeconfig
+                .parent()
+                .map(|p| p.join("env"))
+                .filter(|p| p.exists())
+        });
     let file = env_file.as_deref().map(parse_env_file).unwrap_or_default();
-    let var = |k: &str| -> Option<String> { std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| file.get(k).cloned().filter(|v| !v.is_empty())) };
+    let var = |k: &str| -> Option<String> {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| file.get(k).cloned().filter(|v| !v.is_empty()))
+    };
     let need = |k: &str| -> Result<String, String> {
         var(k).ok_or_else(|| {
             format!(
                 "{k} is neither in the environment nor in the env file ({})",
-                env_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none found".into())
+                env_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none found".into())
             )
         })
     };
@@ -120,17 +142,23 @@ fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
         .or_else(|| kubeconfig.parent().map(Path::to_path_buf))
         .ok_or("cannot tell the test bed's state dir")?;
     let root_path = need("TB_MESH_ROOT_CERT")?;
-    let root_pem = std::fs::read_to_string(&root_path).map_err(|e| format!("TB_MESH_ROOT_CERT {root_path}: {e}"))?;
+    let root_pem = std::fs::read_to_string(&root_path)
+        .map_err(|e| format!("TB_MESH_ROOT_CERT {root_path}: {e}"))?;
     let kubectl = PathBuf::from(need("TB_KUBECTL")?);
     if !kubectl.exists() {
         return Err(format!("TB_KUBECTL {} does not exist", kubectl.display()));
     }
     if !kubeconfig.exists() {
-        return Err(format!("MESHTRACE_TESTBED_KUBECONFIG {} does not exist (is the test bed up?)", kubeconfig.display()));
+        return Err(format!(
+            "MESHTRACE_TESTBED_KUBECONFIG {} does not exist (is the test bed up?)",
+            kubeconfig.display()
+        ));
     }
     let istiod_addr = need("ISTIOD_ADDR")?;
     // Fail fast (not after a 30 s wait per test) when the env points at a test bed that is down.
-    let sock: std::net::SocketAddr = istiod_addr.parse().map_err(|e| format!("ISTIOD_ADDR {istiod_addr:?}: {e}"))?;
+    let sock: std::net::SocketAddr = istiod_addr
+        .parse()
+        .map_err(|e| format!("ISTIOD_ADDR {istiod_addr:?}: {e}"))?;
     std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
         .map_err(|e| format!("istiod at ISTIOD_ADDR {istiod_addr} does not accept connections ({e}): is the test bed up? (tests/testbed/up)"))?;
     Ok(Testbed {
@@ -177,7 +205,12 @@ impl std::fmt::Debug for Token {
 
 fn looks_like_jwt(w: &str) -> bool {
     let segs: Vec<&str> = w.split('.').collect();
-    segs.len() == 3 && segs.iter().all(|s| s.len() >= 16 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    segs.len() == 3
+        && segs.iter().all(|s| {
+            s.len() >= 16
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 /// Replaces anything that looks like a JWT by `<redacted>`.
@@ -207,7 +240,10 @@ pub fn redact(text: &str) -> String {
 // ------------------------------------------------------------------ kubectl
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -223,7 +259,13 @@ impl Testbed {
     }
 
     fn base_args(&self, c: Cluster) -> Vec<String> {
-        vec!["--kubeconfig".into(), self.kubeconfig.display().to_string(), "--context".into(), self.context(c).to_string(), "--request-timeout=10s".into()]
+        vec![
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+            "--context".into(),
+            self.context(c).to_string(),
+            "--request-timeout=10s".into(),
+        ]
     }
 
     /// The exact command line, for messages and for fixing by hand.
@@ -234,10 +276,23 @@ impl Testbed {
         parts.join(" ")
     }
 
-    fn exec(&self, c: Cluster, args: &[&str], stdin: Option<&[u8]>, secret_stdout: bool) -> Result<String, String> {
+    fn exec(
+        &self,
+        c: Cluster,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        secret_stdout: bool,
+    ) -> Result<String, String> {
         let mut cmd = Command::new(&self.kubectl);
-        cmd.args(self.base_args(c)).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.args(self.base_args(c))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         let line = || {
             let l = self.command_line(c, args);
             match stdin {
@@ -245,16 +300,34 @@ impl Testbed {
                 None => l,
             }
         };
-        let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", line()))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", line()))?;
         if let Some(b) = stdin {
             let mut i = child.stdin.take().expect("stdin piped");
-            i.write_all(b).map_err(|e| format!("{}: writing stdin: {e}", line()))?;
+            i.write_all(b)
+                .map_err(|e| format!("{}: writing stdin: {e}", line()))?;
         }
-        let out = child.wait_with_output().map_err(|e| format!("{}: {e}", line()))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("{}: {e}", line()))?;
         if !out.status.success() {
             let err = redact(String::from_utf8_lossy(&out.stderr).trim());
-            let stdout = if secret_stdout { String::new() } else { redact(String::from_utf8_lossy(&out.stdout).trim()) };
-            return Err(format!("command failed ({}): {}\n{err}{}", out.status, line(), if stdout.is_empty() { String::new() } else { format!("\n{stdout}") }));
+            let stdout = if secret_stdout {
+                String::new()
+            } else {
+                redact(String::from_utf8_lossy(&out.stdout).trim())
+            };
+            return Err(format!(
+                "command failed ({}): {}\n{err}{}",
+                out.status,
+                line(),
+                if stdout.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n{stdout}")
+                }
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -269,7 +342,13 @@ impl Testbed {
     }
 
     /// The object as JSON, None when it does not exist.
-    pub fn get(&self, c: Cluster, kind: &str, ns: Option<&str>, name: &str) -> Result<Option<Value>, String> {
+    pub fn get(
+        &self,
+        c: Cluster,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, String> {
         let mut args = vec!["get", kind, name, "-o", "json", "--ignore-not-found"];
         if let Some(ns) = ns {
             args.extend(["-n", ns]);
@@ -278,15 +357,30 @@ impl Testbed {
         if out.trim().is_empty() {
             return Ok(None);
         }
-        serde_json::from_str(&out).map(Some).map_err(|e| format!("{}: not JSON: {e}", self.command_line(c, &args)))
+        serde_json::from_str(&out)
+            .map(Some)
+            .map_err(|e| format!("{}: not JSON: {e}", self.command_line(c, &args)))
     }
 
-    pub fn exists(&self, c: Cluster, kind: &str, ns: Option<&str>, name: &str) -> Result<bool, String> {
+    pub fn exists(
+        &self,
+        c: Cluster,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<bool, String> {
         self.get(c, kind, ns, name).map(|o| o.is_some())
     }
 
     /// A TokenRequest token (`kubectl create token`); never printed.
-    pub fn token(&self, c: Cluster, sa: &str, audience: Option<&str>, bound_pod: Option<&str>, duration: &str) -> Result<Token, String> {
+    pub fn token(
+        &self,
+        c: Cluster,
+        sa: &str,
+        audience: Option<&str>,
+        bound_pod: Option<&str>,
+        duration: &str,
+    ) -> Result<Token, String> {
         let mut args = vec!["-n", NS, "create", "token", sa, "--duration", duration];
         if let Some(a) = audience {
             args.extend(["--audience", a]);
@@ -304,12 +398,16 @@ impl Testbed {
 
     /// The length of istiod's log now, to read what it logs from here on.
     pub fn istiod_log_len(&self) -> u64 {
-        std::fs::metadata(&self.istiod_log).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(&self.istiod_log)
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     /// What istiod logged since `offset`, redacted.
     pub fn istiod_log_since(&self, offset: u64) -> String {
-        let Ok(bytes) = std::fs::read(&self.istiod_log) else { return String::new() };
+        let Ok(bytes) = std::fs::read(&self.istiod_log) else {
+            return String::new();
+        };
         let from = (offset as usize).min(bytes.len());
         redact(&String::from_utf8_lossy(&bytes[from..]))
     }
@@ -324,7 +422,16 @@ impl Testbed {
 pub fn clean(obj: &Value) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        for k in ["resourceVersion", "uid", "creationTimestamp", "managedFields", "generation", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        for k in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+            "selfLink",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
             m.remove(k);
         }
     }
@@ -337,9 +444,17 @@ pub fn clean(obj: &Value) -> Value {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)
 }
 
@@ -384,7 +499,15 @@ fn key_str(kind: &str, ns: Option<&str>, name: &str) -> String {
 
 impl<'a> Session<'a> {
     pub fn new(tb: &'static Testbed, rt: &'a tokio::runtime::Runtime, name: &str) -> Session<'a> {
-        Session { tb, rt, name: name.to_string(), reverts: Vec::new(), saved: Vec::new(), log_offset: tb.istiod_log_len(), istiod_may_hang: None }
+        Session {
+            tb,
+            rt,
+            name: name.to_string(),
+            reverts: Vec::new(),
+            saved: Vec::new(),
+            log_offset: tb.istiod_log_len(),
+            istiod_may_hang: None,
+        }
     }
 
     /// This test may leave istiod hung: after reverting, a short wait, and if
@@ -394,20 +517,44 @@ impl<'a> Session<'a> {
     }
 
     /// Registers an arbitrary revert step (run after later-registered ones).
-    pub fn on_revert(&mut self, what: impl Into<String>, by_hand: impl Into<String>, action: impl FnOnce(&Testbed) -> Result<(), String> + 'static) {
-        self.reverts.push(Revert { what: what.into(), by_hand: by_hand.into(), action: Box::new(action) });
+    pub fn on_revert(
+        &mut self,
+        what: impl Into<String>,
+        by_hand: impl Into<String>,
+        action: impl FnOnce(&Testbed) -> Result<(), String> + 'static,
+    ) {
+        self.reverts.push(Revert {
+            what: what.into(),
+            by_hand: by_hand.into(),
+            action: Box::new(action),
+        });
     }
 
     /// Saves an object (to a file in the state dir) and registers its
     /// restore; returns it. Saving the same object again returns it as it is
     /// now and keeps the first saved copy.
-    pub fn save(&mut self, c: Cluster, kind: &str, ns: Option<&str>, name: &str, how: Restore) -> Result<Value, String> {
-        let obj = self
-            .tb
-            .get(c, kind, ns, name)?
-            .ok_or_else(|| format!("{} does not exist in {:?}: the test bed is not in its healthy shape", key_str(kind, ns, name), c))?;
+    pub fn save(
+        &mut self,
+        c: Cluster,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+        how: Restore,
+    ) -> Result<Value, String> {
+        let obj = self.tb.get(c, kind, ns, name)?.ok_or_else(|| {
+            format!(
+                "{} does not exist in {:?}: the test bed is not in its healthy shape",
+                key_str(kind, ns, name),
+                c
+            )
+        })?;
         // Keyed by the object's own kind, so "cm" and "ConfigMap" are one object.
-        let id = (c, obj["kind"].as_str().unwrap_or(kind).to_lowercase(), ns.unwrap_or("").to_string(), name.to_string());
+        let id = (
+            c,
+            obj["kind"].as_str().unwrap_or(kind).to_lowercase(),
+            ns.unwrap_or("").to_string(),
+            name.to_string(),
+        );
         if self.saved.contains(&id) {
             return Ok(obj);
         }
@@ -415,13 +562,23 @@ impl<'a> Session<'a> {
         let file = self.tb.saved_dir().join(format!(
             "{}-{}-{}-{}-{}.json",
             self.name,
-            if c == Cluster::Primary { "primary" } else { "remote" },
+            if c == Cluster::Primary {
+                "primary"
+            } else {
+                "remote"
+            },
             kind.replace('.', "_"),
             ns.unwrap_or("cluster"),
             name
         ));
         let manifest = serde_json::to_vec_pretty(&clean(&obj)).expect("JSON");
-        write_private(&file, &manifest).map_err(|e| format!("cannot save {} to {}: {e}", key_str(kind, ns, name), file.display()))?;
+        write_private(&file, &manifest).map_err(|e| {
+            format!(
+                "cannot save {} to {}: {e}",
+                key_str(kind, ns, name),
+                file.display()
+            )
+        })?;
         let f = file.display().to_string();
         let mut del = vec!["delete", kind, name, "--ignore-not-found", "--wait=true"];
         if let Some(ns) = ns {
@@ -429,33 +586,57 @@ impl<'a> Session<'a> {
         }
         let by_hand = match how {
             Restore::Replace => {
-                format!("{}   (or, if it is gone: {})", self.tb.command_line(c, &["replace", "-f", &f]), self.tb.command_line(c, &["create", "-f", &f]))
+                format!(
+                    "{}   (or, if it is gone: {})",
+                    self.tb.command_line(c, &["replace", "-f", &f]),
+                    self.tb.command_line(c, &["create", "-f", &f])
+                )
             }
-            Restore::Recreate => format!("{} && {}", self.tb.command_line(c, &del), self.tb.command_line(c, &["create", "-f", &f])),
+            Restore::Recreate => format!(
+                "{} && {}",
+                self.tb.command_line(c, &del),
+                self.tb.command_line(c, &["create", "-f", &f])
+            ),
         };
         let (kind_s, ns_s, name_s) = (kind.to_string(), ns.map(str::to_string), name.to_string());
-        self.on_revert(format!("restore {} in {c:?}", key_str(kind, ns, name)), by_hand, move |tb| {
-            let exists = tb.exists(c, &kind_s, ns_s.as_deref(), &name_s)?;
-            if exists && how == Restore::Recreate {
-                let mut del = vec!["delete", kind_s.as_str(), name_s.as_str(), "--ignore-not-found", "--wait=true"];
-                if let Some(ns) = &ns_s {
-                    del.extend(["-n", ns.as_str()]);
+        self.on_revert(
+            format!("restore {} in {c:?}", key_str(kind, ns, name)),
+            by_hand,
+            move |tb| {
+                let exists = tb.exists(c, &kind_s, ns_s.as_deref(), &name_s)?;
+                if exists && how == Restore::Recreate {
+                    let mut del = vec![
+                        "delete",
+                        kind_s.as_str(),
+                        name_s.as_str(),
+                        "--ignore-not-found",
+                        "--wait=true",
+                    ];
+                    if let Some(ns) = &ns_s {
+                        del.extend(["-n", ns.as_str()]);
+                    }
+                    tb.kubectl(c, &del)?;
                 }
-                tb.kubectl(c, &del)?;
-            }
-            if exists && how == Restore::Replace {
-                tb.kubectl(c, &["replace", "-f", &f])?;
-            } else {
-                tb.kubectl(c, &["create", "-f", &f])?;
-            }
-            let _ = std::fs::remove_file(&f);
-            Ok(())
-        });
+                if exists && how == Restore::Replace {
+                    tb.kubectl(c, &["replace", "-f", &f])?;
+                } else {
+                    tb.kubectl(c, &["create", "-f", &f])?;
+                }
+                let _ = std::fs::remove_file(&f);
+                Ok(())
+            },
+        );
         Ok(obj)
     }
 
     /// Saves, then deletes an object.
-    pub fn delete(&mut self, c: Cluster, kind: &str, ns: Option<&str>, name: &str) -> Result<Value, String> {
+    pub fn delete(
+        &mut self,
+        c: Cluster,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, String> {
         let obj = self.save(c, kind, ns, name, Restore::Replace)?;
         let mut args = vec!["delete", kind, name, "--wait=true"];
         if let Some(ns) = ns {
@@ -468,18 +649,39 @@ impl<'a> Session<'a> {
     /// Writes a changed version of an object saved before (`save`):
     /// `replace` for Restore::Replace, delete + create for Restore::Recreate.
     pub fn write(&mut self, c: Cluster, obj: &Value, how: Restore) -> Result<(), String> {
-        let kind = obj["kind"].as_str().ok_or("object without kind")?.to_string();
-        let name = obj["metadata"]["name"].as_str().ok_or("object without name")?.to_string();
+        let kind = obj["kind"]
+            .as_str()
+            .ok_or("object without kind")?
+            .to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .ok_or("object without name")?
+            .to_string();
         let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
-        let id = (c, kind.to_lowercase(), ns.clone().unwrap_or_default(), name.clone());
-        assert!(self.saved.contains(&id), "{}: write() before save()", key_str(&kind, ns.as_deref(), &name));
+        let id = (
+            c,
+            kind.to_lowercase(),
+            ns.clone().unwrap_or_default(),
+            name.clone(),
+        );
+        assert!(
+            self.saved.contains(&id),
+            "{}: write() before save()",
+            key_str(&kind, ns.as_deref(), &name)
+        );
         let body = serde_json::to_vec(&clean(obj)).expect("JSON");
         match how {
             Restore::Replace => {
                 self.tb.kubectl_stdin(c, &["replace", "-f", "-"], &body)?;
             }
             Restore::Recreate => {
-                let mut del = vec!["delete", kind.as_str(), name.as_str(), "--ignore-not-found", "--wait=true"];
+                let mut del = vec![
+                    "delete",
+                    kind.as_str(),
+                    name.as_str(),
+                    "--ignore-not-found",
+                    "--wait=true",
+                ];
                 if let Some(ns) = &ns {
                     del.extend(["-n", ns.as_str()]);
                 }
@@ -492,10 +694,22 @@ impl<'a> Session<'a> {
 
     /// Creates a new object and registers its deletion.
     pub fn create(&mut self, c: Cluster, obj: &Value) -> Result<(), String> {
-        let kind = obj["kind"].as_str().ok_or("object without kind")?.to_string();
-        let name = obj["metadata"]["name"].as_str().ok_or("object without name")?.to_string();
+        let kind = obj["kind"]
+            .as_str()
+            .ok_or("object without kind")?
+            .to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .ok_or("object without name")?
+            .to_string();
         let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
-        let mut del: Vec<String> = vec!["delete".into(), kind.clone(), name.clone(), "--ignore-not-found".into(), "--wait=true".into()];
+        let mut del: Vec<String> = vec![
+            "delete".into(),
+            kind.clone(),
+            name.clone(),
+            "--ignore-not-found".into(),
+            "--wait=true".into(),
+        ];
         if let Some(ns) = &ns {
             del.extend(["-n".into(), ns.clone()]);
         }
@@ -503,10 +717,14 @@ impl<'a> Session<'a> {
         let by_hand = self.tb.command_line(c, &del_refs);
         let body = serde_json::to_vec(&clean(obj)).expect("JSON");
         self.tb.kubectl_stdin(c, &["create", "-f", "-"], &body)?;
-        self.on_revert(format!("delete {} in {c:?}", key_str(&kind, ns.as_deref(), &name)), by_hand, move |tb| {
-            let refs: Vec<&str> = del.iter().map(String::as_str).collect();
-            tb.kubectl(c, &refs).map(|_| ())
-        });
+        self.on_revert(
+            format!("delete {} in {c:?}", key_str(&kind, ns.as_deref(), &name)),
+            by_hand,
+            move |tb| {
+                let refs: Vec<&str> = del.iter().map(String::as_str).collect();
+                tb.kubectl(c, &refs).map(|_| ())
+            },
+        );
         Ok(())
     }
 
@@ -523,7 +741,10 @@ impl<'a> Session<'a> {
                 return Ok(());
             }
             if t0.elapsed() > timeout {
-                return Err(format!("istiod did not log {needle:?} within {timeout:?}; it logged:\n{}", tail(&self.istiod_log(), 25)));
+                return Err(format!(
+                    "istiod did not log {needle:?} within {timeout:?}; it logged:\n{}",
+                    tail(&self.istiod_log(), 25)
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -541,11 +762,18 @@ impl Drop for Session<'_> {
         let mut failures = Vec::new();
         while let Some(r) = self.reverts.pop() {
             if let Err(e) = (r.action)(self.tb) {
-                failures.push(format!("- {} failed: {e}\n  fix by hand: {}", r.what, r.by_hand));
+                failures.push(format!(
+                    "- {} failed: {e}\n  fix by hand: {}",
+                    r.what, r.by_hand
+                ));
             }
         }
         if !failures.is_empty() {
-            let msg = format!("[{}] reverting the test bed failed:\n{}", self.name, failures.join("\n"));
+            let msg = format!(
+                "[{}] reverting the test bed failed:\n{}",
+                self.name,
+                failures.join("\n")
+            );
             *DIRTY.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
             if std::thread::panicking() {
                 eprintln!("{msg}");
@@ -556,14 +784,23 @@ impl Drop for Session<'_> {
         }
         // Reverted: the lock is released only once the test bed is healthy again.
         if let Some(hang) = &self.istiod_may_hang {
-            if let Err(why) = self.rt.block_on(crate::probe::wait_healthy(self.tb, Duration::from_secs(10))) {
-                let msg = format!("[{}] reverted, but istiod did not recover ({hang}); restart the test bed: TB_RESTART=1 tests/testbed/up\n{why}", self.name);
+            if let Err(why) = self
+                .rt
+                .block_on(crate::probe::wait_healthy(self.tb, Duration::from_secs(10)))
+            {
+                let msg = format!(
+                    "[{}] reverted, but istiod did not recover ({hang}); restart the test bed: TB_RESTART=1 tests/testbed/up\n{why}",
+                    self.name
+                );
                 eprintln!("{msg}");
                 *DIRTY.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
             }
             return;
         }
-        if let Err(why) = self.rt.block_on(crate::probe::wait_healthy(self.tb, Duration::from_secs(30))) {
+        if let Err(why) = self
+            .rt
+            .block_on(crate::probe::wait_healthy(self.tb, Duration::from_secs(30)))
+        {
             let msg = format!(
                 "[{}] reverted, but the test bed is not healthy again within 30 s:\n{why}\nistiod logged:\n{}",
                 self.name,
@@ -581,5 +818,9 @@ impl Drop for Session<'_> {
 /// A runtime for one test (the tests are plain #[test]s so that the revert
 /// guard runs outside any async context).
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }

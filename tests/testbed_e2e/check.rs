@@ -5,7 +5,10 @@
 //! against istiod's answer.
 
 use crate::bed::{Session, lock, runtime, tail, testbed};
-use crate::probe::{self, Answer, GatewayView, ask_istiod, ask_stays_issued, ask_until, lab_trace, summary, trace, wait_healthy};
+use crate::probe::{
+    self, Answer, GatewayView, ask_istiod, ask_stays_issued, ask_until, lab_trace, summary, trace,
+    wait_healthy,
+};
 use meshtrace::engine::TraceOptions;
 use meshtrace::lab::faults::{self, Fault};
 use meshtrace::model::{Status, StepId, TraceReport};
@@ -26,13 +29,33 @@ pub struct Expect {
 /// The lab's fault `name`: expected step, status and keyword are the lab's.
 pub fn lab(name: &'static str) -> Expect {
     let f = faults::find(name).unwrap_or_else(|| panic!("the lab has no fault {name:?}"));
-    Expect { name, lab: Some(f), step: f.step, status: f.status, keyword: f.keyword }
+    Expect {
+        name,
+        lab: Some(f),
+        step: f.step,
+        status: f.status,
+        keyword: f.keyword,
+    }
 }
 
 /// A fault only the test bed expresses (or expresses differently).
-pub fn testbed_only(name: &'static str, step: StepId, status: Status, keyword: &'static str) -> Expect {
-    assert!(faults::find(name).is_none(), "{name} is a lab fault: use lab()");
-    Expect { name, lab: None, step, status, keyword }
+pub fn testbed_only(
+    name: &'static str,
+    step: StepId,
+    status: Status,
+    keyword: &'static str,
+) -> Expect {
+    assert!(
+        faults::find(name).is_none(),
+        "{name} is a lab fault: use lab()"
+    );
+    Expect {
+        name,
+        lab: None,
+        step,
+        status,
+        keyword,
+    }
 }
 
 /// What istiod must answer a CSR.
@@ -62,7 +85,17 @@ impl Want {
 /// istiod must refuse the gateway (gRPC Unauthenticated).
 pub fn auth_path(step: StepId) -> bool {
     use StepId::*;
-    matches!(step, RemoteSecret | RemoteKubeconfig | RemoteApiTls | RemoteIdentity | RemoteRbac | GatewayPod | GatewayToken | TokenReview)
+    matches!(
+        step,
+        RemoteSecret
+            | RemoteKubeconfig
+            | RemoteApiTls
+            | RemoteIdentity
+            | RemoteRbac
+            | GatewayPod
+            | GatewayToken
+            | TokenReview
+    )
 }
 
 /// How a test drives the check after injecting its fault.
@@ -110,7 +143,12 @@ impl Plan {
 async fn ask_for(g: &GatewayView, want: &Want) -> Answer {
     match want {
         // istiod's secret controller is an informer: give it a moment.
-        Want::Unauthenticated => ask_until(g, Duration::from_secs(10), |a| matches!(a, Answer::Unauthenticated(_))).await,
+        Want::Unauthenticated => {
+            ask_until(g, Duration::from_secs(10), |a| {
+                matches!(a, Answer::Unauthenticated(_))
+            })
+            .await
+        }
         Want::IssuedFor(_) => ask_until(g, Duration::from_secs(10), |a| want.matches(a)).await,
         // Must issue, and keep issuing for a second (no late reaction).
         Want::Issued => ask_stays_issued(g, Duration::from_secs(1)).await,
@@ -139,7 +177,11 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
         Err(e) => panic!("[{}] injecting the fault failed: {e}", expect.name),
     };
     let answer = rt.block_on(ask_for(&plan.gateway, &plan.want));
-    let extra: Vec<Answer> = plan.extra.iter().map(|(_, g, w)| rt.block_on(ask_for(g, w))).collect();
+    let extra: Vec<Answer> = plan
+        .extra
+        .iter()
+        .map(|(_, g, w)| rt.block_on(ask_for(g, w)))
+        .collect();
     let report = rt.block_on(trace(tb, plan.trace_opts.clone()));
     let log = s.istiod_log();
     let ctx = format!(
@@ -152,13 +194,27 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
         "[{}] test bed: first failure {:?} ({:?}); lab: {}; istiod: {}{}",
         expect.name,
         report.first_failure.map(|s| s.as_str()),
-        report.first_failure.and_then(|f| report.step(f)).map(|s| s.status),
-        lab_report.as_ref().map(|r| format!("{:?}", r.first_failure.map(|s| s.as_str()))).unwrap_or_else(|| "-".into()),
+        report
+            .first_failure
+            .and_then(|f| report.step(f))
+            .map(|s| s.status),
+        lab_report
+            .as_ref()
+            .map(|r| format!("{:?}", r.first_failure.map(|s| s.as_str())))
+            .unwrap_or_else(|| "-".into()),
         answer.short(),
-        extra.iter().zip(&plan.extra).map(|(a, (why, _, _))| format!("; {why}: {}", a.short())).collect::<String>(),
+        extra
+            .iter()
+            .zip(&plan.extra)
+            .map(|(a, (why, _, _))| format!("; {why}: {}", a.short()))
+            .collect::<String>(),
     );
 
-    if let Some(d) = report.first_failure.and_then(|f| report.step(f)).and_then(|s| s.diagnosis.clone()) {
+    if let Some(d) = report
+        .first_failure
+        .and_then(|f| report.step(f))
+        .and_then(|s| s.diagnosis.clone())
+    {
         println!("[{}] meshtrace: {d}", expect.name);
     }
     if let Some(why) = istiod_reason(&log) {
@@ -170,7 +226,12 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
     }
     assert_istiod_agrees(&expect, &report, &plan, &answer, &ctx);
     for (a, (why, _, want)) in extra.iter().zip(&plan.extra) {
-        assert!(want.matches(a), "[{}] {why}: istiod should answer {want:?}, answered {}{ctx}", expect.name, a.short());
+        assert!(
+            want.matches(a),
+            "[{}] {why}: istiod should answer {want:?}, answered {}{ctx}",
+            expect.name,
+            a.short()
+        );
     }
     if let Some(needle) = &plan.istiod_log {
         if let Err(e) = s.wait_istiod_log(needle, Duration::from_secs(3)) {
@@ -178,7 +239,11 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
         }
     }
     drop(s); // revert, and wait until the test bed is healthy again
-    println!("[{}] ok in {:.1} s (revert included)", expect.name, t0.elapsed().as_secs_f64());
+    println!(
+        "[{}] ok in {:.1} s (revert included)",
+        expect.name,
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 /// istiod's own words for the last problem it logged: why it refused a
@@ -188,7 +253,8 @@ fn istiod_reason(log: &str) -> Option<String> {
         if let Some(i) = l.find("KubeJWTAuthenticator: ") {
             return Some(l[i + "KubeJWTAuthenticator: ".len()..].to_string());
         }
-        l.find("create remote cluster failed: ").map(|i| l[i..].split('\t').next().unwrap_or("").to_string())
+        l.find("create remote cluster failed: ")
+            .map(|i| l[i..].split('\t').next().unwrap_or("").to_string())
     })
 }
 
@@ -196,46 +262,99 @@ fn istiod_reason(log: &str) -> Option<String> {
 /// step passes or is skipped because of it; no secret in the report.
 pub fn assert_report(e: &Expect, r: &TraceReport, ctx: &str) {
     let name = e.name;
-    let first = r.first_failure.unwrap_or_else(|| panic!("[{name}] meshtrace found nothing wrong{ctx}"));
-    assert_eq!(first, e.step, "[{name}] first failing step is {first}, expected {}{ctx}", e.step);
+    let first = r
+        .first_failure
+        .unwrap_or_else(|| panic!("[{name}] meshtrace found nothing wrong{ctx}"));
+    assert_eq!(
+        first, e.step,
+        "[{name}] first failing step is {first}, expected {}{ctx}",
+        e.step
+    );
     let step = r.step(first).expect("step in report");
-    assert_eq!(step.status, e.status, "[{name}] {first} is {:?}, expected {:?}{ctx}", step.status, e.status);
+    assert_eq!(
+        step.status, e.status,
+        "[{name}] {first} is {:?}, expected {:?}{ctx}",
+        step.status, e.status
+    );
     let diag = step.diagnosis.clone().unwrap_or_default();
-    assert!(diag.to_lowercase().contains(&e.keyword.to_lowercase()), "[{name}] the diagnosis lacks {:?}: {diag}{ctx}", e.keyword);
-    assert!(step.hint.as_deref().is_some_and(|h| !h.is_empty()), "[{name}] no hint{ctx}");
+    assert!(
+        diag.to_lowercase().contains(&e.keyword.to_lowercase()),
+        "[{name}] the diagnosis lacks {:?}: {diag}{ctx}",
+        e.keyword
+    );
+    assert!(
+        step.hint.as_deref().is_some_and(|h| !h.is_empty()),
+        "[{name}] no hint{ctx}"
+    );
     for s in &r.steps {
         if s.id == first {
             continue;
         }
         match s.status {
             Status::Pass => {}
-            Status::Skipped => assert!(s.blocked_by.contains(&first), "[{name}] {} skipped, blocked by {:?}, not by {first}{ctx}", s.id, s.blocked_by),
+            Status::Skipped => assert!(
+                s.blocked_by.contains(&first),
+                "[{name}] {} skipped, blocked by {:?}, not by {first}{ctx}",
+                s.id,
+                s.blocked_by
+            ),
             other => panic!("[{name}] {} is {other:?} too: {:?}{ctx}", s.id, s.diagnosis),
         }
     }
     let json = serde_json::to_string(r).unwrap();
-    assert!(!json.contains("PRIVATE KEY"), "[{name}] a private key in the report");
-    assert_eq!(crate::bed::redact(&json), json, "[{name}] something that looks like a JWT in the report");
+    assert!(
+        !json.contains("PRIVATE KEY"),
+        "[{name}] a private key in the report"
+    );
+    assert_eq!(
+        crate::bed::redact(&json),
+        json,
+        "[{name}] something that looks like a JWT in the report"
+    );
 }
 
 /// (c) lab fidelity: the lab's report for the same fault names the same
 /// first step with the same status, both diagnoses carry the keyword, and
 /// every step has the same status (unless the plan says why not).
-pub fn assert_lab_agrees(e: &Expect, tb: &TraceReport, lab: &TraceReport, differs: &[(StepId, &'static str)]) {
+pub fn assert_lab_agrees(
+    e: &Expect,
+    tb: &TraceReport,
+    lab: &TraceReport,
+    differs: &[(StepId, &'static str)],
+) {
     let name = e.name;
     let both = format!("\nlab:      {}\ntest bed: {}", summary(lab), summary(tb));
-    assert_eq!(lab.first_failure, Some(e.step), "[{name}] the lab itself does not report its fault at {}{both}", e.step);
-    assert_eq!(tb.first_failure, lab.first_failure, "[{name}] LAB AND TEST BED DISAGREE on the first failing step{both}");
+    assert_eq!(
+        lab.first_failure,
+        Some(e.step),
+        "[{name}] the lab itself does not report its fault at {}{both}",
+        e.step
+    );
+    assert_eq!(
+        tb.first_failure, lab.first_failure,
+        "[{name}] LAB AND TEST BED DISAGREE on the first failing step{both}"
+    );
     let (ls, ts) = (lab.step(e.step).unwrap(), tb.step(e.step).unwrap());
-    assert_eq!(ts.status, ls.status, "[{name}] lab and test bed disagree on the status of {}{both}", e.step);
+    assert_eq!(
+        ts.status, ls.status,
+        "[{name}] lab and test bed disagree on the status of {}{both}",
+        e.step
+    );
     for (who, s) in [("lab", ls), ("test bed", ts)] {
         let d = s.diagnosis.clone().unwrap_or_default().to_lowercase();
-        assert!(d.contains(&e.keyword.to_lowercase()), "[{name}] the {who}'s diagnosis lacks {:?}{both}", e.keyword);
+        assert!(
+            d.contains(&e.keyword.to_lowercase()),
+            "[{name}] the {who}'s diagnosis lacks {:?}{both}",
+            e.keyword
+        );
     }
     for s in &tb.steps {
         let l = lab.step(s.id).map(|l| l.status);
         if l != Some(s.status) && !differs.iter().any(|(id, _)| *id == s.id) {
-            panic!("[{name}] lab and test bed disagree on step {}: lab {:?}, test bed {:?}{both}", s.id, l, s.status);
+            panic!(
+                "[{name}] lab and test bed disagree on step {}: lab {:?}, test bed {:?}{both}",
+                s.id, l, s.status
+            );
         }
     }
 }
@@ -246,14 +365,21 @@ pub fn assert_istiod_agrees(e: &Expect, r: &TraceReport, plan: &Plan, answer: &A
     let name = e.name;
     let first = r.first_failure.expect("checked before");
     let status = r.step(first).map(|s| s.status).unwrap();
-    let by_rule = if status == Status::Fail && auth_path(first) { Want::Unauthenticated } else { Want::Issued };
+    let by_rule = if status == Status::Fail && auth_path(first) {
+        Want::Unauthenticated
+    } else {
+        Want::Issued
+    };
     match plan.rule_exception {
         None => assert!(
-            plan.want == by_rule || (by_rule == Want::Issued && matches!(plan.want, Want::IssuedFor(_))),
+            plan.want == by_rule
+                || (by_rule == Want::Issued && matches!(plan.want, Want::IssuedFor(_))),
             "[{name}] the test expects istiod to answer {:?}, but meshtrace's first failure {first} ({status:?}) means {by_rule:?}",
             plan.want
         ),
-        Some(why) => println!("[{name}] istiod's answer departs from the auth-path rule ({by_rule:?}): {why}"),
+        Some(why) => println!(
+            "[{name}] istiod's answer departs from the auth-path rule ({by_rule:?}): {why}"
+        ),
     }
     assert!(
         plan.want.matches(answer),

@@ -54,11 +54,26 @@ pub const COMPARED_WITH_LAB: &[&str] = &[
 
 /// Lab faults the test bed cannot express with kubectl, and why.
 pub const NOT_EXPRESSIBLE: &[(&str, &str)] = &[
-    ("reader-token-expired", "TokenRequest tokens live at least 10 minutes; an expired token needs a wait or another signing key"),
-    ("root-expiring", "needs a new plug-in CA whose root expires soon, and an istiod restart to load it"),
-    ("istiod-cert-wrong-san", "istiod's serving certificate is made by istiod itself; see gateway_ca_addr_fqdn for the same check from the gateway's side"),
-    ("istiod-token-audiences", "TOKEN_AUDIENCES is an istiod environment variable: needs an istiod restart"),
-    ("chain-single-element", "the real istiod always returns the whole chain"),
+    (
+        "reader-token-expired",
+        "TokenRequest tokens live at least 10 minutes; an expired token needs a wait or another signing key",
+    ),
+    (
+        "root-expiring",
+        "needs a new plug-in CA whose root expires soon, and an istiod restart to load it",
+    ),
+    (
+        "istiod-cert-wrong-san",
+        "istiod's serving certificate is made by istiod itself; see gateway_ca_addr_fqdn for the same check from the gateway's side",
+    ),
+    (
+        "istiod-token-audiences",
+        "TOKEN_AUDIENCES is an istiod environment variable: needs an istiod restart",
+    ),
+    (
+        "chain-single-element",
+        "the real istiod always returns the whole chain",
+    ),
     ("chain-clock-skew", "needs istiod's clock moved"),
 ];
 
@@ -70,7 +85,9 @@ pub(crate) fn b64e(s: &str) -> String {
 
 fn b64d(v: &Value) -> Result<String, String> {
     let s = v.as_str().ok_or("secret data is not a string")?;
-    let b = base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| format!("secret data is not base64: {e}"))?;
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("secret data is not base64: {e}"))?;
     String::from_utf8(b).map_err(|e| format!("secret data is not UTF-8: {e}"))
 }
 
@@ -83,7 +100,11 @@ fn closed_port() -> u16 {
 /// The remote secret's kubeconfig, changed by `f`, written back (`how`:
 /// Replace = an update istiod sees as a change; Recreate = delete and create,
 /// a secret istiod sees for the first time).
-pub(crate) fn edit_remote_kubeconfig(s: &mut Session, how: Restore, f: impl FnOnce(&str) -> String) -> Result<(), String> {
+pub(crate) fn edit_remote_kubeconfig(
+    s: &mut Session,
+    how: Restore,
+    f: impl FnOnce(&str) -> String,
+) -> Result<(), String> {
     let sec = s.save(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET, how)?;
     let key = s.tb.remote_cluster_id.clone();
     let kc = b64d(&sec["data"][&key])?;
@@ -108,7 +129,10 @@ fn replace_token_line(kc: &str, with: &str) -> String {
             }
         })
         .collect();
-    assert_eq!(n, 1, "the remote secret's kubeconfig should have one token line");
+    assert_eq!(
+        n, 1,
+        "the remote secret's kubeconfig should have one token line"
+    );
     out.join("\n") + "\n"
 }
 
@@ -144,7 +168,10 @@ fn edit_gateway_pod(s: &mut Session, f: impl FnOnce(&mut Value)) -> Result<(), S
 }
 
 fn proxy_container(p: &mut Value) -> &mut Value {
-    p["spec"]["containers"].as_array_mut().and_then(|c| c.iter_mut().find(|c| c["name"] == "istio-proxy")).expect("istio-proxy container")
+    p["spec"]["containers"]
+        .as_array_mut()
+        .and_then(|c| c.iter_mut().find(|c| c["name"] == "istio-proxy"))
+        .expect("istio-proxy container")
 }
 
 fn set_env(p: &mut Value, name: &str, value: Option<&str>) {
@@ -157,21 +184,60 @@ fn set_env(p: &mut Value, name: &str, value: Option<&str>) {
 
 /// The gateway view with another token (same SA, bound to the pod).
 fn with_token(tb: &Testbed, audience: Option<&str>) -> Result<GatewayView, String> {
-    Ok(GatewayView { token: tb.token(Cluster::Remote, GATEWAY_SA, audience, Some(GATEWAY), "10m")?, ..GatewayView::healthy(tb)? })
+    Ok(GatewayView {
+        token: tb.token(Cluster::Remote, GATEWAY_SA, audience, Some(GATEWAY), "10m")?,
+        ..GatewayView::healthy(tb)?
+    })
 }
 
 fn istiod_slice_name(tb: &Testbed) -> Result<String, String> {
-    let out = tb.kubectl(Cluster::Remote, &["-n", NS, "get", "endpointslices", "-l", "kubernetes.io/service-name=istiod", "-o", "json"])?;
+    let out = tb.kubectl(
+        Cluster::Remote,
+        &[
+            "-n",
+            NS,
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=istiod",
+            "-o",
+            "json",
+        ],
+    )?;
     let v: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    v["items"][0]["metadata"]["name"].as_str().map(str::to_string).ok_or_else(|| "the remote has no istiod EndpointSlice".into())
+    v["items"][0]["metadata"]["name"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "the remote has no istiod EndpointSlice".into())
 }
 
 /// Removes and restores the remote secret's label, so istiod drops the
 /// remote cluster and adds it again (and re-reads the remote namespace).
 fn bounce_remote_secret(tb: &Testbed) -> Result<(), String> {
-    tb.kubectl(Cluster::Primary, &["-n", NS, "label", "secret", REMOTE_SECRET, &format!("{MC_LABEL}-")])?;
+    tb.kubectl(
+        Cluster::Primary,
+        &[
+            "-n",
+            NS,
+            "label",
+            "secret",
+            REMOTE_SECRET,
+            &format!("{MC_LABEL}-"),
+        ],
+    )?;
     std::thread::sleep(std::time::Duration::from_millis(300));
-    tb.kubectl(Cluster::Primary, &["-n", NS, "label", "secret", REMOTE_SECRET, &format!("{MC_LABEL}=true"), "--overwrite"])?;
+    tb.kubectl(
+        Cluster::Primary,
+        &[
+            "-n",
+            NS,
+            "label",
+            "secret",
+            REMOTE_SECRET,
+            &format!("{MC_LABEL}=true"),
+            "--overwrite",
+        ],
+    )?;
     Ok(())
 }
 
@@ -183,16 +249,47 @@ fn bounce_remote_secret(tb: &Testbed) -> Result<(), String> {
 fn stop_istiod_writing_root(s: &mut Session) -> Result<(), String> {
     let bounce_by_hand = format!(
         "{} ; {}",
-        s.tb.command_line(Cluster::Primary, &["-n", NS, "label", "secret", REMOTE_SECRET, &format!("{MC_LABEL}-")]),
-        s.tb.command_line(Cluster::Primary, &["-n", NS, "label", "secret", REMOTE_SECRET, &format!("{MC_LABEL}=true")])
+        s.tb.command_line(
+            Cluster::Primary,
+            &[
+                "-n",
+                NS,
+                "label",
+                "secret",
+                REMOTE_SECRET,
+                &format!("{MC_LABEL}-")
+            ]
+        ),
+        s.tb.command_line(
+            Cluster::Primary,
+            &[
+                "-n",
+                NS,
+                "label",
+                "secret",
+                REMOTE_SECRET,
+                &format!("{MC_LABEL}=true")
+            ]
+        )
     );
-    s.on_revert("bounce the remote secret so istiod re-reads the annotation", bounce_by_hand, bounce_remote_secret);
+    s.on_revert(
+        "bounce the remote secret so istiod re-reads the annotation",
+        bounce_by_hand,
+        bounce_remote_secret,
+    );
     let ns = s.save(Cluster::Remote, "namespace", None, NS, Restore::Replace)?;
     let mut n = ns.clone();
-    n["metadata"]["annotations"].as_object_mut().ok_or("namespace without annotations")?.remove(CPC_ANNOTATION).ok_or("no controlPlaneClusters annotation")?;
+    n["metadata"]["annotations"]
+        .as_object_mut()
+        .ok_or("namespace without annotations")?
+        .remove(CPC_ANNOTATION)
+        .ok_or("no controlPlaneClusters annotation")?;
     s.write(Cluster::Remote, &n, Restore::Replace)?;
     bounce_remote_secret(s.tb)?;
-    s.wait_istiod_log("should join leader-election for cluster remote: false", std::time::Duration::from_secs(10))
+    s.wait_istiod_log(
+        "should join leader-election for cluster remote: false",
+        std::time::Duration::from_secs(10),
+    )
 }
 
 // ------------------------------------------------------------------ catalogue row 1-3: the remote secret
@@ -201,35 +298,72 @@ fn stop_istiod_writing_root(s: &mut Session) -> Result<(), String> {
 fn no_remote_secret() {
     run_case(lab("no-remote-secret"), |s| {
         s.delete(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("client claims to be in cluster \"remote\""))
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("client claims to be in cluster \"remote\""),
+        )
     });
 }
 
 #[test]
 fn secret_unlabelled() {
     run_case(lab("secret-unlabelled"), |s| {
-        s.save(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET, Restore::Replace)?;
-        s.tb.kubectl(Cluster::Primary, &["-n", NS, "label", "secret", REMOTE_SECRET, &format!("{MC_LABEL}-")])?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("client claims to be in cluster \"remote\""))
+        s.save(
+            Cluster::Primary,
+            "secret",
+            Some(NS),
+            REMOTE_SECRET,
+            Restore::Replace,
+        )?;
+        s.tb.kubectl(
+            Cluster::Primary,
+            &[
+                "-n",
+                NS,
+                "label",
+                "secret",
+                REMOTE_SECRET,
+                &format!("{MC_LABEL}-"),
+            ],
+        )?;
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("client claims to be in cluster \"remote\""),
+        )
     });
 }
 
 #[test]
 fn secret_wrong_namespace() {
     run_case(lab("secret-wrong-namespace"), |s| {
-        let sec = s.save(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET, Restore::Replace)?;
+        let sec = s.save(
+            Cluster::Primary,
+            "secret",
+            Some(NS),
+            REMOTE_SECRET,
+            Restore::Replace,
+        )?;
         let mut copy = sec.clone();
         copy["metadata"]["namespace"] = json!("default");
         s.create(Cluster::Primary, &copy)?;
         s.delete(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("client claims to be in cluster \"remote\""))
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("client claims to be in cluster \"remote\""),
+        )
     });
 }
 
 #[test]
 fn cluster_id_mismatch() {
     run_case(lab("cluster-id-mismatch"), |s| {
-        let sec = s.save(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET, Restore::Replace)?;
+        let sec = s.save(
+            Cluster::Primary,
+            "secret",
+            Some(NS),
+            REMOTE_SECRET,
+            Restore::Replace,
+        )?;
         let kc = sec["data"][&s.tb.remote_cluster_id].clone();
         let mut new = sec.clone();
         new["data"] = json!({ "remote-1": kc });
@@ -242,7 +376,13 @@ fn cluster_id_mismatch() {
 #[test]
 fn cluster_id_is_primary() {
     run_case(lab("cluster-id-is-primary"), |s| {
-        let sec = s.save(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET, Restore::Replace)?;
+        let sec = s.save(
+            Cluster::Primary,
+            "secret",
+            Some(NS),
+            REMOTE_SECRET,
+            Restore::Replace,
+        )?;
         let kc = sec["data"][&s.tb.remote_cluster_id].clone();
         let mut new = sec.clone();
         new["data"] = json!({ "primary": kc });
@@ -250,8 +390,12 @@ fn cluster_id_is_primary() {
         edit_gateway_pod(s, |p| set_env(p, "ISTIO_META_CLUSTER_ID", Some("primary")))?;
         // The gateway sends clusterid "primary": istiod reviews its token
         // with the primary's API server, which did not issue it.
-        let g = GatewayView { cluster_id: "primary".into(), ..GatewayView::healthy(s.tb)? };
-        Ok(Plan::new(s.tb, g, Want::Unauthenticated).log("failed to validate the JWT from cluster \"primary\""))
+        let g = GatewayView {
+            cluster_id: "primary".into(),
+            ..GatewayView::healthy(s.tb)?
+        };
+        Ok(Plan::new(s.tb, g, Want::Unauthenticated)
+            .log("failed to validate the JWT from cluster \"primary\""))
     });
 }
 
@@ -263,11 +407,20 @@ fn cluster_id_is_primary() {
 #[test]
 fn kubeconfig_empty() {
     run_case(lab("kubeconfig-empty"), |s| {
-        let sec = s.save(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET, Restore::Recreate)?;
+        let sec = s.save(
+            Cluster::Primary,
+            "secret",
+            Some(NS),
+            REMOTE_SECRET,
+            Restore::Recreate,
+        )?;
         let mut new = sec.clone();
         new["data"][&s.tb.remote_cluster_id] = json!("");
         s.write(Cluster::Primary, &new, Restore::Recreate)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("kubeconfig is empty"))
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("kubeconfig is empty"),
+        )
     });
 }
 
@@ -275,36 +428,55 @@ fn kubeconfig_empty() {
 fn kubeconfig_not_yaml() {
     run_case(lab("kubeconfig-not-yaml"), |s| {
         edit_remote_kubeconfig(s, Restore::Recreate, |_| "this: is: not: yaml: [".into())?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("kubeconfig cannot be loaded"))
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("kubeconfig cannot be loaded"),
+        )
     });
 }
 
 #[test]
 fn kubeconfig_no_current_context() {
     run_case(lab("kubeconfig-no-current-context"), |s| {
-        edit_remote_kubeconfig(s, Restore::Recreate, |kc| kc.lines().filter(|l| !l.starts_with("current-context:")).collect::<Vec<_>>().join("\n") + "\n")?;
+        edit_remote_kubeconfig(s, Restore::Recreate, |kc| {
+            kc.lines()
+                .filter(|l| !l.starts_with("current-context:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n"
+        })?;
         // Measured: istiod's words are client-go's, not "kubeconfig is not valid".
         Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
             .log("create remote cluster failed: invalid configuration: no configuration has been provided"))
     });
 }
 
-const EXEC_USER: &str =
-    "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, remote]";
+const EXEC_USER: &str = "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, remote]";
 
 #[test]
 fn kubeconfig_exec() {
     run_case(lab("kubeconfig-exec"), |s| {
         edit_remote_kubeconfig(s, Restore::Recreate, |kc| replace_token_line(kc, EXEC_USER))?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("kubeconfig is not allowed: exec is not allowed"))
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("kubeconfig is not allowed: exec is not allowed"),
+        )
     });
 }
 
 #[test]
 fn kubeconfig_token_file() {
     run_case(lab("kubeconfig-token-file"), |s| {
-        edit_remote_kubeconfig(s, Restore::Recreate, |kc| replace_token_line(kc, "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token"))?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("tokenFile is not allowed"))
+        edit_remote_kubeconfig(s, Restore::Recreate, |kc| {
+            replace_token_line(
+                kc,
+                "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token",
+            )
+        })?;
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("tokenFile is not allowed"),
+        )
     });
 }
 
@@ -315,13 +487,24 @@ fn kubeconfig_token_file() {
 /// now would not load.
 #[test]
 fn kubeconfig_update_keeps_old_cluster() {
-    run_case(testbed_only("kubeconfig-exec-update", StepId::RemoteKubeconfig, Status::Fail, "exec is not allowed"), |s| {
-        edit_remote_kubeconfig(s, Restore::Replace, |kc| replace_token_line(kc, EXEC_USER))?;
-        s.wait_istiod_log("create remote cluster failed: kubeconfig is not allowed: exec is not allowed", std::time::Duration::from_secs(10))?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).exception(
+    run_case(
+        testbed_only(
+            "kubeconfig-exec-update",
+            StepId::RemoteKubeconfig,
+            Status::Fail,
+            "exec is not allowed",
+        ),
+        |s| {
+            edit_remote_kubeconfig(s, Restore::Replace, |kc| replace_token_line(kc, EXEC_USER))?;
+            s.wait_istiod_log(
+                "create remote cluster failed: kubeconfig is not allowed: exec is not allowed",
+                std::time::Duration::from_secs(10),
+            )?;
+            Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).exception(
             "istiod keeps the remote cluster it built from the previous, valid kubeconfig until it restarts; the next restart breaks authentication",
         ))
-    });
+        },
+    );
 }
 
 // ------------------------------------------------------------------ rows 6-9: the remote API server and the reader identity
@@ -343,8 +526,13 @@ fn kubeconfig_update_keeps_old_cluster() {
 fn api_server_unreachable() {
     run_case(lab("api-server-unreachable"), |s| {
         let port = closed_port();
-        edit_remote_kubeconfig(s, Restore::Recreate, |kc| replace_field(kc, "server", &format!("https://127.0.0.1:{port}")))?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("connection refused"))
+        edit_remote_kubeconfig(s, Restore::Recreate, |kc| {
+            replace_field(kc, "server", &format!("https://127.0.0.1:{port}"))
+        })?;
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("connection refused"),
+        )
     });
 }
 
@@ -352,9 +540,15 @@ fn api_server_unreachable() {
 fn wrong_ca_data() {
     run_case(lab("wrong-ca-data"), |s| {
         // The primary API server's CA: a real CA, just not the remote's.
-        let other = std::fs::read_to_string(s.tb.state.join("pki/primary/ca.crt")).map_err(|e| format!("primary CA: {e}"))?;
-        edit_remote_kubeconfig(s, Restore::Recreate, |kc| replace_field(kc, "certificate-authority-data", &b64e(&other)))?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("certificate signed by unknown authority"))
+        let other = std::fs::read_to_string(s.tb.state.join("pki/primary/ca.crt"))
+            .map_err(|e| format!("primary CA: {e}"))?;
+        edit_remote_kubeconfig(s, Restore::Recreate, |kc| {
+            replace_field(kc, "certificate-authority-data", &b64e(&other))
+        })?;
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("certificate signed by unknown authority"),
+        )
     });
 }
 
@@ -366,22 +560,46 @@ fn reader_sa_deleted() {
         // into the remote secret (runs after the account is restored).
         let by_hand = format!(
             "{} ; then put the new token into the kubeconfig under key remote of {} (secret {NS}/{REMOTE_SECRET})",
-            s.tb.command_line(Cluster::Remote, &["-n", NS, "create", "token", READER_SA, "--duration", "8760h"]),
+            s.tb.command_line(
+                Cluster::Remote,
+                &[
+                    "-n",
+                    NS,
+                    "create",
+                    "token",
+                    READER_SA,
+                    "--duration",
+                    "8760h"
+                ]
+            ),
             s.tb.context(Cluster::Primary)
         );
-        s.on_revert("mint a new reader token into the remote secret", by_hand, |tb| {
-            let t = tb.token(Cluster::Remote, READER_SA, None, None, "8760h")?;
-            let mut sec = tb.get(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET)?.ok_or("the remote secret is gone")?;
-            let key = tb.remote_cluster_id.clone();
-            let kc = b64d(&sec["data"][&key])?;
-            sec["data"][&key] = json!(b64e(&set_token(&kc, &t)));
-            // Delete and create, not replace: see ISTIOD_HANG.
-            let body = serde_json::to_vec(&clean(&sec)).expect("JSON");
-            tb.kubectl(Cluster::Primary, &["-n", NS, "delete", "secret", REMOTE_SECRET, "--wait=true"])?;
-            tb.kubectl_stdin(Cluster::Primary, &["create", "-f", "-"], &body).map(|_| ())
-        });
+        s.on_revert(
+            "mint a new reader token into the remote secret",
+            by_hand,
+            |tb| {
+                let t = tb.token(Cluster::Remote, READER_SA, None, None, "8760h")?;
+                let mut sec = tb
+                    .get(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET)?
+                    .ok_or("the remote secret is gone")?;
+                let key = tb.remote_cluster_id.clone();
+                let kc = b64d(&sec["data"][&key])?;
+                sec["data"][&key] = json!(b64e(&set_token(&kc, &t)));
+                // Delete and create, not replace: see ISTIOD_HANG.
+                let body = serde_json::to_vec(&clean(&sec)).expect("JSON");
+                tb.kubectl(
+                    Cluster::Primary,
+                    &["-n", NS, "delete", "secret", REMOTE_SECRET, "--wait=true"],
+                )?;
+                tb.kubectl_stdin(Cluster::Primary, &["create", "-f", "-"], &body)
+                    .map(|_| ())
+            },
+        );
         s.delete(Cluster::Remote, "serviceaccount", Some(NS), READER_SA)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("failed to validate the JWT from cluster \"remote\""))
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("failed to validate the JWT from cluster \"remote\""),
+        )
     });
 }
 
@@ -397,14 +615,29 @@ fn reader_token_expiring() {
 #[test]
 fn no_tokenreview_rbac() {
     run_case(lab("no-tokenreview-rbac"), |s| {
-        let role = s.save(Cluster::Remote, "clusterrole", None, READER_ROLE, Restore::Replace)?;
+        let role = s.save(
+            Cluster::Remote,
+            "clusterrole",
+            None,
+            READER_ROLE,
+            Restore::Replace,
+        )?;
         let mut r = role.clone();
-        let rules = r["rules"].as_array_mut().ok_or("ClusterRole without rules")?;
+        let rules = r["rules"]
+            .as_array_mut()
+            .ok_or("ClusterRole without rules")?;
         let before = rules.len();
-        rules.retain(|rule| !rule["resources"].as_array().is_some_and(|rs| rs.iter().any(|x| x == "tokenreviews")));
+        rules.retain(|rule| {
+            !rule["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|x| x == "tokenreviews"))
+        });
         assert_eq!(rules.len(), before - 1, "expected one tokenreviews rule");
         s.write(Cluster::Remote, &r, Restore::Replace)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("tokenreviews.authentication.k8s.io is forbidden"))
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("tokenreviews.authentication.k8s.io is forbidden"),
+        )
     });
 }
 
@@ -424,7 +657,13 @@ fn istiod_service_missing() {
 #[test]
 fn istiod_service_selector() {
     run_case(lab("istiod-service-selector"), |s| {
-        let svc = s.save(Cluster::Remote, "service", Some(NS), "istiod", Restore::Replace)?;
+        let svc = s.save(
+            Cluster::Remote,
+            "service",
+            Some(NS),
+            "istiod",
+            Restore::Replace,
+        )?;
         let mut n = svc.clone();
         n["spec"]["selector"] = json!({"app": "istiod"});
         s.write(Cluster::Remote, &n, Restore::Replace)?;
@@ -434,13 +673,30 @@ fn istiod_service_selector() {
 
 #[test]
 fn istiod_service_no_15012() {
-    run_case(testbed_only("istiod-service-no-15012", StepId::RemoteIstiodEndpoint, Status::Fail, "15012"), |s| {
-        let svc = s.save(Cluster::Remote, "service", Some(NS), "istiod", Restore::Replace)?;
-        let mut n = svc.clone();
-        n["spec"]["ports"].as_array_mut().ok_or("no ports")?.retain(|p| p["port"] != 15012);
-        s.write(Cluster::Remote, &n, Restore::Replace)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued))
-    });
+    run_case(
+        testbed_only(
+            "istiod-service-no-15012",
+            StepId::RemoteIstiodEndpoint,
+            Status::Fail,
+            "15012",
+        ),
+        |s| {
+            let svc = s.save(
+                Cluster::Remote,
+                "service",
+                Some(NS),
+                "istiod",
+                Restore::Replace,
+            )?;
+            let mut n = svc.clone();
+            n["spec"]["ports"]
+                .as_array_mut()
+                .ok_or("no ports")?
+                .retain(|p| p["port"] != 15012);
+            s.write(Cluster::Remote, &n, Restore::Replace)?;
+            Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued))
+        },
+    );
 }
 
 #[test]
@@ -458,7 +714,13 @@ fn istiod_unreachable() {
     // EndpointSlice says (no --istiod-addr), as the gateway does.
     run_case(lab("istiod-unreachable"), |s| {
         let name = istiod_slice_name(s.tb)?;
-        let slice = s.save(Cluster::Remote, "endpointslice", Some(NS), &name, Restore::Replace)?;
+        let slice = s.save(
+            Cluster::Remote,
+            "endpointslice",
+            Some(NS),
+            &name,
+            Restore::Replace,
+        )?;
         // Not 127.0.0.1: the API server refuses loopback addresses here.
         let ip = crate::probe::local_ip()?;
         let port = crate::probe::closed_port_on(ip);
@@ -470,9 +732,15 @@ fn istiod_unreachable() {
             }
         }
         s.write(Cluster::Remote, &n, Restore::Replace)?;
-        let gateway = GatewayView { addr: format!("{ip}:{port}"), ..GatewayView::healthy(s.tb)? };
-        let mut plan =
-            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).also("the gateway dials the EndpointSlice's address", gateway, Want::NotReached);
+        let gateway = GatewayView {
+            addr: format!("{ip}:{port}"),
+            ..GatewayView::healthy(s.tb)?
+        };
+        let mut plan = Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).also(
+            "the gateway dials the EndpointSlice's address",
+            gateway,
+            Want::NotReached,
+        );
         plan.trace_opts = crate::probe::options(None);
         Ok(plan)
     });
@@ -486,7 +754,10 @@ fn gateway_no_cluster_id() {
         edit_gateway_pod(s, |p| set_env(p, "ISTIO_META_CLUSTER_ID", None))?;
         // No cluster ID: the gateway sends none, istiod reviews the token
         // with its own (primary) API server.
-        let g = GatewayView { cluster_id: String::new(), ..GatewayView::healthy(s.tb)? };
+        let g = GatewayView {
+            cluster_id: String::new(),
+            ..GatewayView::healthy(s.tb)?
+        };
         // istiod logs the empty ID as such, then reviews with the primary.
         Ok(Plan::new(s.tb, g, Want::Unauthenticated)
             .log("failed to validate the JWT from cluster \"\": the service account authentication returns an error: invalid bearer token"))
@@ -499,7 +770,8 @@ fn gateway_audience() {
         edit_gateway_pod(s, |p| {
             for v in p["spec"]["volumes"].as_array_mut().expect("volumes") {
                 if v["name"] == "istio-token" {
-                    v["projected"]["sources"][0]["serviceAccountToken"]["audience"] = json!("kubernetes.default.svc");
+                    v["projected"]["sources"][0]["serviceAccountToken"]["audience"] =
+                        json!("kubernetes.default.svc");
                 }
             }
         })?;
@@ -512,8 +784,14 @@ fn gateway_audience() {
 fn gateway_no_projected_token() {
     run_case(lab("gateway-no-projected-token"), |s| {
         edit_gateway_pod(s, |p| {
-            p["spec"]["volumes"].as_array_mut().expect("volumes").retain(|v| v["name"] != "istio-token");
-            proxy_container(p)["volumeMounts"].as_array_mut().expect("mounts").retain(|m| m["name"] != "istio-token");
+            p["spec"]["volumes"]
+                .as_array_mut()
+                .expect("volumes")
+                .retain(|v| v["name"] != "istio-token");
+            proxy_container(p)["volumeMounts"]
+                .as_array_mut()
+                .expect("mounts")
+                .retain(|m| m["name"] != "istio-token");
         })?;
         // Without the projected token the agent sends the pod's default
         // token: the API server's own audience.
@@ -528,7 +806,8 @@ fn gateway_sa_deleted() {
         // The gateway still holds the token projected before the deletion.
         let g = GatewayView::healthy(s.tb)?;
         s.delete(Cluster::Remote, "serviceaccount", Some(NS), GATEWAY_SA)?;
-        Ok(Plan::new(s.tb, g, Want::Unauthenticated).log("the service account authentication returns an error"))
+        Ok(Plan::new(s.tb, g, Want::Unauthenticated)
+            .log("the service account authentication returns an error"))
     });
 }
 
@@ -536,12 +815,29 @@ fn gateway_sa_deleted() {
 /// then a name istiod's certificate does not carry.
 #[test]
 fn gateway_ca_addr_fqdn() {
-    run_case(testbed_only("gateway-ca-addr-fqdn", StepId::IstiodTls, Status::Fail, "valid for"), |s| {
-        let host = "istiod.istio-system.svc.cluster.local";
-        edit_gateway_pod(s, |p| set_env(p, "CA_ADDR", Some(&format!("{host}:15012"))))?;
-        let gateway = GatewayView { server_name: host.into(), ..GatewayView::healthy(s.tb)? };
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).also("TLS with the gateway's server name", gateway, Want::NotReached))
-    });
+    run_case(
+        testbed_only(
+            "gateway-ca-addr-fqdn",
+            StepId::IstiodTls,
+            Status::Fail,
+            "valid for",
+        ),
+        |s| {
+            let host = "istiod.istio-system.svc.cluster.local";
+            edit_gateway_pod(s, |p| set_env(p, "CA_ADDR", Some(&format!("{host}:15012"))))?;
+            let gateway = GatewayView {
+                server_name: host.into(),
+                ..GatewayView::healthy(s.tb)?
+            };
+            Ok(
+                Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).also(
+                    "TLS with the gateway's server name",
+                    gateway,
+                    Want::NotReached,
+                ),
+            )
+        },
+    );
 }
 
 // ------------------------------------------------------------------ rows 13, 17, 18: roots and CA material
@@ -552,8 +848,13 @@ fn root_configmap_missing() {
         stop_istiod_writing_root(s)?;
         s.delete(Cluster::Remote, "configmap", Some(NS), "istio-ca-root-cert")?;
         std::thread::sleep(std::time::Duration::from_millis(500));
-        if s.tb.exists(Cluster::Remote, "configmap", Some(NS), "istio-ca-root-cert")? {
-            return Err("istiod wrote istio-ca-root-cert again although it no longer leads the remote".into());
+        if s.tb
+            .exists(Cluster::Remote, "configmap", Some(NS), "istio-ca-root-cert")?
+        {
+            return Err(
+                "istiod wrote istio-ca-root-cert again although it no longer leads the remote"
+                    .into(),
+            );
         }
         Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued))
     });
@@ -563,19 +864,39 @@ fn root_configmap_missing() {
 fn stale_root() {
     run_case(lab("stale-root"), |s| {
         stop_istiod_writing_root(s)?;
-        let old = meshtrace::lab::pki::Ca::root("Root CA (before rotation)", "Istio", 3650).cert_pem;
-        let cm = s.save(Cluster::Remote, "configmap", Some(NS), "istio-ca-root-cert", Restore::Replace)?;
+        let old =
+            meshtrace::lab::pki::Ca::root("Root CA (before rotation)", "Istio", 3650).cert_pem;
+        let cm = s.save(
+            Cluster::Remote,
+            "configmap",
+            Some(NS),
+            "istio-ca-root-cert",
+            Restore::Replace,
+        )?;
         let mut n = cm.clone();
         n["data"]["root-cert.pem"] = json!(old);
         s.write(Cluster::Remote, &n, Restore::Replace)?;
         std::thread::sleep(std::time::Duration::from_millis(500));
-        let now = s.tb.get(Cluster::Remote, "configmap", Some(NS), "istio-ca-root-cert")?.ok_or("istio-ca-root-cert vanished")?;
+        let now =
+            s.tb.get(Cluster::Remote, "configmap", Some(NS), "istio-ca-root-cert")?
+                .ok_or("istio-ca-root-cert vanished")?;
         if now["data"]["root-cert.pem"] != json!(old) {
-            return Err("istiod rewrote istio-ca-root-cert although it no longer leads the remote".into());
+            return Err(
+                "istiod rewrote istio-ca-root-cert although it no longer leads the remote".into(),
+            );
         }
         // istiod itself is fine; the gateway, trusting the stale root, cannot verify it.
-        let gateway = GatewayView { root_pem: old, ..GatewayView::healthy(s.tb)? };
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).also("TLS with the gateway's stale root", gateway, Want::NotReached))
+        let gateway = GatewayView {
+            root_pem: old,
+            ..GatewayView::healthy(s.tb)?
+        };
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).also(
+                "TLS with the gateway's stale root",
+                gateway,
+                Want::NotReached,
+            ),
+        )
     });
 }
 
@@ -585,9 +906,19 @@ fn partial_cacerts() {
     // changing the Secret does not reach it (in a cluster it would matter at
     // the next restart), so it must keep issuing.
     run_case(lab("partial-cacerts"), |s| {
-        let sec = s.save(Cluster::Primary, "secret", Some(NS), "cacerts", Restore::Replace)?;
+        let sec = s.save(
+            Cluster::Primary,
+            "secret",
+            Some(NS),
+            "cacerts",
+            Restore::Replace,
+        )?;
         let mut n = sec.clone();
-        n["data"].as_object_mut().ok_or("cacerts without data")?.remove("cert-chain.pem").ok_or("no cert-chain.pem")?;
+        n["data"]
+            .as_object_mut()
+            .ok_or("cacerts without data")?
+            .remove("cert-chain.pem")
+            .ok_or("no cert-chain.pem")?;
         s.write(Cluster::Primary, &n, Restore::Replace)?;
         Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued))
     });
@@ -612,7 +943,13 @@ fn chain_wrong_trust_domain() {
 #[test]
 fn network_mismatch() {
     run_case(lab("network-mismatch"), |s| {
-        let svc = s.save(Cluster::Remote, "service", Some(NS), GATEWAY, Restore::Replace)?;
+        let svc = s.save(
+            Cluster::Remote,
+            "service",
+            Some(NS),
+            GATEWAY,
+            Restore::Replace,
+        )?;
         let mut n = svc.clone();
         n["metadata"]["labels"]["topology.istio.io/network"] = json!("network1");
         s.write(Cluster::Remote, &n, Restore::Replace)?;
@@ -623,13 +960,28 @@ fn network_mismatch() {
 /// Two labelled Secrets with the same data key: istiod registers one.
 #[test]
 fn secret_duplicate_key() {
-    run_case(testbed_only("secret-duplicate-key", StepId::RemoteSecret, Status::Warn, "already been registered"), |s| {
-        let sec = s.save(Cluster::Primary, "secret", Some(NS), REMOTE_SECRET, Restore::Replace)?;
-        let mut copy = sec.clone();
-        copy["metadata"]["name"] = json!(format!("{REMOTE_SECRET}-copy"));
-        s.create(Cluster::Primary, &copy)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued).log("cluster has already been registered"))
-    });
+    run_case(
+        testbed_only(
+            "secret-duplicate-key",
+            StepId::RemoteSecret,
+            Status::Warn,
+            "already been registered",
+        ),
+        |s| {
+            let sec = s.save(
+                Cluster::Primary,
+                "secret",
+                Some(NS),
+                REMOTE_SECRET,
+                Restore::Replace,
+            )?;
+            let mut copy = sec.clone();
+            copy["metadata"]["name"] = json!(format!("{REMOTE_SECRET}-copy"));
+            s.create(Cluster::Primary, &copy)?;
+            Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued)
+                .log("cluster has already been registered"))
+        },
+    );
 }
 
 /// Every lab fault is either reproduced above or listed with a reason.
@@ -638,9 +990,19 @@ fn every_lab_fault_is_covered_or_explained() {
     for f in meshtrace::lab::faults::FAULTS {
         let covered = COMPARED_WITH_LAB.contains(&f.name);
         let explained = NOT_EXPRESSIBLE.iter().any(|(n, _)| *n == f.name);
-        assert!(covered ^ explained, "lab fault {}: covered {covered}, explained {explained} (exactly one)", f.name);
+        assert!(
+            covered ^ explained,
+            "lab fault {}: covered {covered}, explained {explained} (exactly one)",
+            f.name
+        );
     }
-    for n in COMPARED_WITH_LAB.iter().chain(NOT_EXPRESSIBLE.iter().map(|(n, _)| n)) {
-        assert!(meshtrace::lab::faults::find(n).is_some(), "{n} is not a lab fault");
+    for n in COMPARED_WITH_LAB
+        .iter()
+        .chain(NOT_EXPRESSIBLE.iter().map(|(n, _)| n))
+    {
+        assert!(
+            meshtrace::lab::faults::find(n).is_some(),
+            "{n} is not a lab fault"
+        );
     }
 }

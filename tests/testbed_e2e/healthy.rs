@@ -2,7 +2,9 @@
 //! the binary, and the real istiod issues what meshtrace says it issues.
 
 use crate::bed::{Cluster, GATEWAY_SA, NS, Restore, Session, lock, runtime, testbed};
-use crate::probe::{Answer, GatewayView, ask_istiod, local_ip, options, passthrough, summary, trace, wait_healthy};
+use crate::probe::{
+    Answer, GatewayView, ask_istiod, local_ip, options, passthrough, summary, trace, wait_healthy,
+};
 use meshtrace::model::{STEPS, Status, StepId, Verdict};
 use serde_json::json;
 use std::time::Duration;
@@ -17,11 +19,19 @@ fn healthy_testbed_passes_every_step() {
     let _g = lock();
     let rt = runtime();
     // The previous test may have just reverted: let istiod settle first.
-    rt.block_on(wait_healthy(tb, Duration::from_secs(30))).unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
+    rt.block_on(wait_healthy(tb, Duration::from_secs(30)))
+        .unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
     let r = rt.block_on(trace(tb, options(Some(&tb.istiod_addr))));
     assert_eq!(r.steps.len(), STEPS.len(), "{}", summary(&r));
     for s in &r.steps {
-        assert_eq!(s.status, Status::Pass, "{} did not pass: {:?} {:?}", s.id, s.diagnosis, s.evidence);
+        assert_eq!(
+            s.status,
+            Status::Pass,
+            "{} did not pass: {:?} {:?}",
+            s.id,
+            s.diagnosis,
+            s.evidence
+        );
     }
     assert_eq!(r.verdict, Verdict::Pass);
     assert_eq!(r.first_failure, None);
@@ -30,14 +40,31 @@ fn healthy_testbed_passes_every_step() {
     // What meshtrace saw of the real test bed.
     let secret = r.step(StepId::RemoteSecret).unwrap();
     assert_eq!(secret.evidence["key"], json!(tb.remote_cluster_id));
-    assert_eq!(secret.evidence["primary_cluster_id"]["value"], json!("primary"));
+    assert_eq!(
+        secret.evidence["primary_cluster_id"]["value"],
+        json!("primary")
+    );
     let review = r.step(StepId::TokenReview).unwrap();
-    assert_eq!(review.evidence["identity"], json!({"namespace": NS, "service_account": GATEWAY_SA}));
+    assert_eq!(
+        review.evidence["identity"],
+        json!({"namespace": NS, "service_account": GATEWAY_SA})
+    );
     // The real istiod agrees: it issues for the gateway (leaf, intermediate,
     // root from cert-chain.pem, and the root again: 4, measured).
-    let a = rt.block_on(ask_istiod(&GatewayView::healthy(tb).expect("gateway token")));
-    assert_eq!(a, Answer::Issued { chain_len: 4, uri_sans: vec![spiffe()] });
-    assert_eq!(r.step(StepId::Csr).unwrap().evidence["cert_chain_length"], json!(4));
+    let a = rt.block_on(ask_istiod(
+        &GatewayView::healthy(tb).expect("gateway token"),
+    ));
+    assert_eq!(
+        a,
+        Answer::Issued {
+            chain_len: 4,
+            uri_sans: vec![spiffe()]
+        }
+    );
+    assert_eq!(
+        r.step(StepId::Csr).unwrap().evidence["cert_chain_length"],
+        json!(4)
+    );
 }
 
 /// The binary, as a user runs it: `-o json`, exit 0.
@@ -46,7 +73,8 @@ fn healthy_testbed_cli_json() {
     let Some(tb) = testbed() else { return };
     let _g = lock();
     let rt = runtime();
-    rt.block_on(wait_healthy(tb, Duration::from_secs(30))).unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
+    rt.block_on(wait_healthy(tb, Duration::from_secs(30)))
+        .unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
     let out = assert_cmd::Command::cargo_bin("meshtrace")
         .expect("binary builds")
         .args([
@@ -64,7 +92,12 @@ fn healthy_testbed_cli_json() {
         .output()
         .expect("meshtrace runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(v["verdict"], "pass");
     assert_eq!(v["target"]["mode"], "clusters");
@@ -82,13 +115,34 @@ fn endpointslice_to_istiod_passes_without_istiod_addr() {
     let Some(tb) = testbed() else { return };
     let _g = lock();
     let rt = runtime();
-    rt.block_on(wait_healthy(tb, Duration::from_secs(30))).unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
+    rt.block_on(wait_healthy(tb, Duration::from_secs(30)))
+        .unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
     let mut s = Session::new(tb, &rt, "endpointslice-to-istiod");
     let out = tb
-        .kubectl(Cluster::Remote, &["-n", NS, "get", "endpointslices", "-l", "kubernetes.io/service-name=istiod", "-o", "jsonpath={.items[0].metadata.name}"])
+        .kubectl(
+            Cluster::Remote,
+            &[
+                "-n",
+                NS,
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=istiod",
+                "-o",
+                "jsonpath={.items[0].metadata.name}",
+            ],
+        )
         .expect("list EndpointSlices");
     let name = out.trim().to_string();
-    let slice = s.save(Cluster::Remote, "endpointslice", Some(NS), &name, Restore::Replace).expect("save EndpointSlice");
+    let slice = s
+        .save(
+            Cluster::Remote,
+            "endpointslice",
+            Some(NS),
+            &name,
+            Restore::Replace,
+        )
+        .expect("save EndpointSlice");
     let ip = local_ip().unwrap_or_else(|e| panic!("{e}"));
     let gw = rt.block_on(passthrough(ip, tb.istiod_addr.clone()));
     let mut n = slice.clone();
@@ -98,7 +152,8 @@ fn endpointslice_to_istiod_passes_without_istiod_addr() {
             p["port"] = json!(gw.port());
         }
     }
-    s.write(Cluster::Remote, &n, Restore::Replace).expect("patch EndpointSlice");
+    s.write(Cluster::Remote, &n, Restore::Replace)
+        .expect("patch EndpointSlice");
     let r = rt.block_on(trace(tb, options(None)));
     assert_eq!(r.verdict, Verdict::Pass, "{}", summary(&r));
     let ep = r.step(StepId::RemoteIstiodEndpoint).unwrap();

@@ -12,16 +12,24 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub fn options(istiod_addr: Option<&str>) -> TraceOptions {
-    TraceOptions { istiod_addr: istiod_addr.map(str::to_string), ..Default::default() }
+    TraceOptions {
+        istiod_addr: istiod_addr.map(str::to_string),
+        ..Default::default()
+    }
 }
 
 /// meshtrace against the test bed, as `meshtrace --kubeconfig ... --primary
 /// tb-primary --remote tb-remote [--istiod-addr ...]` runs it.
 pub async fn trace(tb: &Testbed, opts: TraceOptions) -> TraceReport {
     meshtrace::install_crypto_provider();
-    let kc = load_kubeconfig(std::slice::from_ref(&tb.kubeconfig)).expect("test bed kubeconfig loads");
-    let (primary, _) = client_for(&kc, &tb.primary_ctx, opts.timeout).await.expect("primary client");
-    let (remote, remote_server) = client_for(&kc, &tb.remote_ctx, opts.timeout).await.expect("remote client");
+    let kc =
+        load_kubeconfig(std::slice::from_ref(&tb.kubeconfig)).expect("test bed kubeconfig loads");
+    let (primary, _) = client_for(&kc, &tb.primary_ctx, opts.timeout)
+        .await
+        .expect("primary client");
+    let (remote, remote_server) = client_for(&kc, &tb.remote_ctx, opts.timeout)
+        .await
+        .expect("remote client");
     let target = Target {
         primary: tb.primary_ctx.clone(),
         remote: tb.remote_ctx.clone(),
@@ -30,7 +38,17 @@ pub async fn trace(tb: &Testbed, opts: TraceOptions) -> TraceReport {
         fault: None,
     };
     let (tx, _rx) = mpsc::unbounded_channel();
-    engine::run(Clusters { primary, remote, remote_server }, opts, target, tx).await
+    engine::run(
+        Clusters {
+            primary,
+            remote,
+            remote_server,
+        },
+        opts,
+        target,
+        tx,
+    )
+    .await
 }
 
 /// meshtrace against the lab with one fault (as tests/integration does).
@@ -38,7 +56,9 @@ pub async fn lab_trace(fault: &'static Fault) -> TraceReport {
     meshtrace::install_crypto_provider();
     let lab = Lab::start(Some(fault)).await.expect("lab starts");
     let opts = TraceOptions::default();
-    let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts).await.unwrap_or_else(|e| panic!("lab clients: {}", e.0));
+    let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("lab clients: {}", e.0));
     let (tx, _rx) = mpsc::unbounded_channel();
     let report = engine::run(clusters, opts, target, tx).await;
     lab.shutdown();
@@ -47,17 +67,28 @@ pub async fn lab_trace(fault: &'static Fault) -> TraceReport {
 
 /// One line per step that did not pass.
 pub fn summary(r: &TraceReport) -> String {
-    let mut out = format!("verdict {:?}, first failure {:?}", r.verdict, r.first_failure.map(|s| s.as_str()));
+    let mut out = format!(
+        "verdict {:?}, first failure {:?}",
+        r.verdict,
+        r.first_failure.map(|s| s.as_str())
+    );
     for s in &r.steps {
         if s.status != Status::Pass {
-            out.push_str(&format!("\n  {} {}: {}", s.status.as_str(), s.id, s.diagnosis.as_deref().unwrap_or("")));
+            out.push_str(&format!(
+                "\n  {} {}: {}",
+                s.status.as_str(),
+                s.id,
+                s.diagnosis.as_deref().unwrap_or("")
+            ));
         }
     }
     out
 }
 
 fn all_pass(r: &TraceReport) -> bool {
-    r.verdict == Verdict::Pass && r.steps.len() == meshtrace::model::STEPS.len() && r.steps.iter().all(|s| s.status == Status::Pass)
+    r.verdict == Verdict::Pass
+        && r.steps.len() == meshtrace::model::STEPS.len()
+        && r.steps.iter().all(|s| s.status == Status::Pass)
 }
 
 /// Traces until every step passes (the CSR step included, so istiod has
@@ -95,7 +126,13 @@ impl GatewayView {
     /// mesh root, istiod's address.
     pub fn healthy(tb: &Testbed) -> Result<GatewayView, String> {
         Ok(GatewayView {
-            token: tb.token(crate::bed::Cluster::Remote, GATEWAY_SA, Some("istio-ca"), Some(GATEWAY), "10m")?,
+            token: tb.token(
+                crate::bed::Cluster::Remote,
+                GATEWAY_SA,
+                Some("istio-ca"),
+                Some(GATEWAY),
+                "10m",
+            )?,
             cluster_id: tb.remote_cluster_id.clone(),
             root_pem: tb.root_pem.clone(),
             addr: tb.istiod_addr.clone(),
@@ -126,7 +163,10 @@ pub enum Answer {
 impl Answer {
     pub fn short(&self) -> String {
         match self {
-            Answer::Issued { chain_len, uri_sans } => format!("issued ({chain_len} certs, {})", uri_sans.join(",")),
+            Answer::Issued {
+                chain_len,
+                uri_sans,
+            } => format!("issued ({chain_len} certs, {})", uri_sans.join(",")),
             Answer::Unauthenticated(m) => format!("Unauthenticated {m:?}"),
             Answer::Rpc { code, message } => format!("{code} {message:?}"),
             Answer::NotReached(m) => format!("not reached: {m}"),
@@ -159,10 +199,18 @@ pub async fn ask_istiod(g: &GatewayView) -> Answer {
     drop(key);
     match r {
         Ok(chain) => {
-            let leaf = chain.first().and_then(|p| meshtrace::inspect::x509::parse_pem_chain(p).ok()).and_then(|c| c.into_iter().next());
-            Answer::Issued { chain_len: chain.len(), uri_sans: leaf.map(|l| l.uri_sans).unwrap_or_default() }
+            let leaf = chain
+                .first()
+                .and_then(|p| meshtrace::inspect::x509::parse_pem_chain(p).ok())
+                .and_then(|c| c.into_iter().next());
+            Answer::Issued {
+                chain_len: chain.len(),
+                uri_sans: leaf.map(|l| l.uri_sans).unwrap_or_default(),
+            }
         }
-        Err(CsrError::Rpc { code, message }) if code == "Unauthenticated" => Answer::Unauthenticated(message),
+        Err(CsrError::Rpc { code, message }) if code == "Unauthenticated" => {
+            Answer::Unauthenticated(message)
+        }
         Err(CsrError::Rpc { code, message }) => Answer::Rpc { code, message },
         Err(CsrError::Connect(m)) => Answer::NotReached(crate::bed::redact(&m)),
         Err(e) => Answer::Other(crate::bed::redact(&e.to_string())),
@@ -171,7 +219,11 @@ pub async fn ask_istiod(g: &GatewayView) -> Answer {
 
 /// Asks until `done` holds (istiod's informers need a moment to see a
 /// change), at most `timeout`; returns the last answer.
-pub async fn ask_until(g: &GatewayView, timeout: Duration, done: impl Fn(&Answer) -> bool) -> Answer {
+pub async fn ask_until(
+    g: &GatewayView,
+    timeout: Duration,
+    done: impl Fn(&Answer) -> bool,
+) -> Answer {
     let t0 = Instant::now();
     loop {
         let a = ask_istiod(g).await;
@@ -201,8 +253,16 @@ pub async fn ask_stays_issued(g: &GatewayView, over: Duration) -> Answer {
 /// refuses loopback (and link-local) addresses in EndpointSlices
 /// (`may not be in the loopback range`).
 pub fn local_ip() -> Result<std::net::IpAddr, String> {
-    for probe in ["192.0.2.1:9", "10.255.255.1:9", "172.31.255.1:9", "192.168.255.1:9", "8.8.8.8:53"] {
-        let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") else { continue };
+    for probe in [
+        "192.0.2.1:9",
+        "10.255.255.1:9",
+        "172.31.255.1:9",
+        "192.168.255.1:9",
+        "8.8.8.8:53",
+    ] {
+        let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+            continue;
+        };
         if sock.connect(probe).is_err() {
             continue;
         }
@@ -219,7 +279,9 @@ pub fn local_ip() -> Result<std::net::IpAddr, String> {
 /// A TCP pass-through on `ip` to `target` (the east-west gateway's role: TLS
 /// passes through untouched). Runs on the current runtime until it stops.
 pub async fn passthrough(ip: std::net::IpAddr, target: String) -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind pass-through");
+    let l = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .expect("bind pass-through");
     let addr = l.local_addr().expect("local addr");
     tokio::spawn(async move {
         while let Ok((mut inbound, _)) = l.accept().await {

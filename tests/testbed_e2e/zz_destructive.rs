@@ -44,6 +44,9 @@ fn reader_token_other_cluster() {
         s.create(Cluster::Primary, &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": READER_SA, "namespace": NS}}))?;
         let t = s.tb.token(Cluster::Primary, READER_SA, None, None, "24h")?;
         edit_remote_kubeconfig(s, Restore::Recreate, |kc| set_token(kc, &t))?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated).log("failed to validate the JWT from cluster \"remote\": Unauthorized"))
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("failed to validate the JWT from cluster \"remote\": Unauthorized"),
+        )
     });
 }

@@ -11,7 +11,11 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
-const GATEWAY_LABELS: &[&str] = &["istio=eastwestgateway", "istio=ingressgateway", "app=istio-eastwestgateway"];
+const GATEWAY_LABELS: &[&str] = &[
+    "istio=eastwestgateway",
+    "istio=ingressgateway",
+    "app=istio-eastwestgateway",
+];
 
 async fn find_gateway(ctx: &Ctx) -> Result<Pod, Outcome> {
     let client = ctx.clusters.remote.clone();
@@ -26,7 +30,15 @@ async fn find_gateway(ctx: &Ctx) -> Result<Pod, Outcome> {
         match pods.get_opt(name).await {
             Ok(Some(p)) => return Ok(p),
             Ok(None) => {}
-            Err(e) => return Err(Outcome::new().fail(format!("cannot read pod {ns}/{name} in the remote: {}", kube_err(&e)), "check the --remote context's access")),
+            Err(e) => {
+                return Err(Outcome::new().fail(
+                    format!(
+                        "cannot read pod {ns}/{name} in the remote: {}",
+                        kube_err(&e)
+                    ),
+                    "check the --remote context's access",
+                ));
+            }
         }
         let deps: Api<Deployment> = Api::namespaced(client.clone(), ns);
         let dep = match deps.get_opt(name).await {
@@ -37,17 +49,33 @@ async fn find_gateway(ctx: &Ctx) -> Result<Pod, Outcome> {
                     format!("kubectl --context <remote> get pods,deployments -n {ns}"),
                 ));
             }
-            Err(e) => return Err(Outcome::new().fail(format!("cannot read deployment {ns}/{name}: {}", kube_err(&e)), "check the --remote context's access")),
+            Err(e) => {
+                return Err(Outcome::new().fail(
+                    format!("cannot read deployment {ns}/{name}: {}", kube_err(&e)),
+                    "check the --remote context's access",
+                ));
+            }
         };
         let selector = dep
             .spec
             .selector
             .match_labels
-            .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default();
-        let list = pods.list(&ListParams::default().labels(&selector)).await.map_err(|e| {
-            Outcome::new().fail(format!("cannot list pods of deployment {spec}: {}", kube_err(&e)), "check the --remote context's access")
-        })?;
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| {
+                Outcome::new().fail(
+                    format!("cannot list pods of deployment {spec}: {}", kube_err(&e)),
+                    "check the --remote context's access",
+                )
+            })?;
         return list.items.into_iter().next().ok_or_else(|| {
             Outcome::new().fail(
                 format!("deployment {spec} has no pods (selector {selector:?})"),
@@ -61,7 +89,12 @@ async fn find_gateway(ctx: &Ctx) -> Result<Pod, Outcome> {
             Ok(list) => {
                 let mut items = list.items;
                 // Prefer the istio namespace, then name order, so runs are stable.
-                items.sort_by_key(|p| (p.metadata.namespace.as_deref() != Some(ctx.opts.istio_namespace.as_str()), p.metadata.name.clone()));
+                items.sort_by_key(|p| {
+                    (
+                        p.metadata.namespace.as_deref() != Some(ctx.opts.istio_namespace.as_str()),
+                        p.metadata.name.clone(),
+                    )
+                });
                 if let Some(p) = items.into_iter().next() {
                     return Ok(p);
                 }
@@ -75,7 +108,10 @@ async fn find_gateway(ctx: &Ctx) -> Result<Pod, Outcome> {
         }
     }
     Err(Outcome::new().fail(
-        format!("no gateway pod in the remote: no pod labelled {}", GATEWAY_LABELS.join(" or ")),
+        format!(
+            "no gateway pod in the remote: no pod labelled {}",
+            GATEWAY_LABELS.join(" or ")
+        ),
         "pass --gateway NAMESPACE/NAME of the east-west or ingress gateway",
     ))
 }
@@ -89,7 +125,10 @@ pub async fn gateway_pod(ctx: &Ctx) -> Outcome {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    let sa = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
+    let sa = spec
+        .service_account_name
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let container = spec
         .containers
         .iter()
@@ -98,7 +137,12 @@ pub async fn gateway_pod(ctx: &Ctx) -> Outcome {
         .cloned()
         .unwrap_or_default();
     let env = |k: &str| -> Option<String> {
-        container.env.as_ref()?.iter().find(|e| e.name == k).and_then(|e| e.value.clone())
+        container
+            .env
+            .as_ref()?
+            .iter()
+            .find(|e| e.name == k)
+            .and_then(|e| e.value.clone())
     };
     let projected = spec.volumes.as_ref().and_then(|vs| {
         vs.iter().find(|v| v.name == "istio-token").map(|v| {
@@ -107,7 +151,10 @@ pub async fn gateway_pod(ctx: &Ctx) -> Outcome {
                 .as_ref()
                 .and_then(|p| p.sources.as_ref())
                 .and_then(|s| s.iter().find_map(|src| src.service_account_token.clone()));
-            (sat.as_ref().and_then(|t| t.audience.clone()), sat.and_then(|t| t.expiration_seconds))
+            (
+                sat.as_ref().and_then(|t| t.audience.clone()),
+                sat.and_then(|t| t.expiration_seconds),
+            )
         })
     });
     let facts = GatewayFacts {
@@ -133,7 +180,9 @@ pub async fn gateway_pod(ctx: &Ctx) -> Outcome {
         .ev("PILOT_CERT_PROVIDER", env("PILOT_CERT_PROVIDER"))
         .ev(
             "istio_token_volume",
-            projected.as_ref().map(|(aud, exp)| json!({"audience": aud, "expirationSeconds": exp})),
+            projected
+                .as_ref()
+                .map(|(aud, exp)| json!({"audience": aud, "expirationSeconds": exp})),
         );
     let cluster_id = match (&ctx.opts.cluster_id, &facts.cluster_id) {
         (Some(flag), _) => Some((flag.clone(), "--cluster-id")),
@@ -169,7 +218,10 @@ pub async fn gateway_token(ctx: &Ctx) -> Outcome {
         Some((aud, exp)) => (aud.clone(), *exp),
         None => (None, None),
     };
-    out.ev("service_account", format!("{}/{}", gw.namespace, gw.service_account));
+    out.ev(
+        "service_account",
+        format!("{}/{}", gw.namespace, gw.service_account),
+    );
     // Ask for the token the kubelet would project: same audience, bound to the pod.
     let audiences = audience.clone().map(|a| vec![a]).unwrap_or_default();
     let tr = TokenRequest {
@@ -187,7 +239,9 @@ pub async fn gateway_token(ctx: &Ctx) -> Outcome {
         ..Default::default()
     };
     let sas: Api<ServiceAccount> = Api::namespaced(ctx.clusters.remote.clone(), &gw.namespace);
-    let resp: Result<TokenRequest, _> = sas.create_subresource("token", &gw.service_account, &PostParams::default(), &tr).await;
+    let resp: Result<TokenRequest, _> = sas
+        .create_subresource("token", &gw.service_account, &PostParams::default(), &tr)
+        .await;
     let token = match resp {
         Ok(tr) => tr.status.and_then(|s| s.token).unwrap_or_default(),
         Err(e) if api_code(&e) == Some(404) => {
@@ -215,7 +269,12 @@ pub async fn gateway_token(ctx: &Ctx) -> Outcome {
         Ok(summary) => {
             out.ev("token", summary.evidence());
         }
-        Err(e) => return out.fail(format!("the API server returned a token that is not a JWT: {e}"), "check the remote API server's service-account issuer settings"),
+        Err(e) => {
+            return out.fail(
+                format!("the API server returned a token that is not a JWT: {e}"),
+                "check the remote API server's service-account issuer settings",
+            );
+        }
     }
     ctx.facts().gateway_token = Some(Sensitive(token));
 
@@ -254,28 +313,58 @@ pub async fn network_labels(ctx: &Ctx) -> Outcome {
     let ns_api: Api<Namespace> = Api::all(remote.clone());
     let ns_label = match ns_api.get_opt(&ctx.opts.istio_namespace).await {
         Ok(n) => n.and_then(|n| n.metadata.labels.and_then(|l| l.get(label).cloned())),
-        Err(e) => return out.fail(format!("cannot read namespace {}: {}", ctx.opts.istio_namespace, kube_err(&e)), "check the --remote context's access"),
+        Err(e) => {
+            return out.fail(
+                format!(
+                    "cannot read namespace {}: {}",
+                    ctx.opts.istio_namespace,
+                    kube_err(&e)
+                ),
+                "check the --remote context's access",
+            );
+        }
     };
     let svc_api: Api<Service> = Api::namespaced(remote, &gw.namespace);
     let mut svc_labels = Vec::new();
     if let Ok(list) = svc_api.list(&ListParams::default()).await {
         for s in list.items {
-            let sel = s.spec.as_ref().and_then(|sp| sp.selector.clone()).unwrap_or_default();
-            let selects_gw = !sel.is_empty() && sel.iter().all(|(k, v)| gw.labels.get(k) == Some(v));
+            let sel = s
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.selector.clone())
+                .unwrap_or_default();
+            let selects_gw =
+                !sel.is_empty() && sel.iter().all(|(k, v)| gw.labels.get(k) == Some(v));
             if selects_gw {
-                let l = s.metadata.labels.as_ref().and_then(|l| l.get(label).cloned());
+                let l = s
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(label).cloned());
                 svc_labels.push((s.metadata.name.clone().unwrap_or_default(), l));
             }
         }
     }
     let pod_label = gw.labels.get(label).cloned();
-    out.ev("namespace_label", json!({"namespace": ctx.opts.istio_namespace, "value": ns_label}))
-        .ev("gateway_pod_label", &pod_label)
-        .ev("gateway_env_ISTIO_META_NETWORK", &gw.network)
-        .ev("gateway_services", svc_labels.iter().map(|(n, l)| json!({"service": n, "value": l})).collect::<Vec<_>>());
+    out.ev(
+        "namespace_label",
+        json!({"namespace": ctx.opts.istio_namespace, "value": ns_label}),
+    )
+    .ev("gateway_pod_label", &pod_label)
+    .ev("gateway_env_ISTIO_META_NETWORK", &gw.network)
+    .ev(
+        "gateway_services",
+        svc_labels
+            .iter()
+            .map(|(n, l)| json!({"service": n, "value": l}))
+            .collect::<Vec<_>>(),
+    );
     let mut seen: Vec<(String, String)> = Vec::new();
     if let Some(v) = &ns_label {
-        seen.push((format!("namespace {} label", ctx.opts.istio_namespace), v.clone()));
+        seen.push((
+            format!("namespace {} label", ctx.opts.istio_namespace),
+            v.clone(),
+        ));
     }
     if let Some(v) = &pod_label {
         seen.push(("gateway pod label".into(), v.clone()));
@@ -289,7 +378,10 @@ pub async fn network_labels(ctx: &Ctx) -> Outcome {
         }
     }
     let first = seen.first().map(|(_, v)| v.clone());
-    let disagree: Vec<_> = seen.iter().filter(|(_, v)| Some(v) != first.as_ref()).collect();
+    let disagree: Vec<_> = seen
+        .iter()
+        .filter(|(_, v)| Some(v) != first.as_ref())
+        .collect();
     if seen.is_empty() {
         out.ev("note", "no network labels: a single-network mesh");
         return out.pass();
@@ -298,7 +390,11 @@ pub async fn network_labels(ctx: &Ctx) -> Outcome {
         out.ev("network", &first);
         return out.pass();
     }
-    let all = seen.iter().map(|(w, v)| format!("{w} = {v:?}")).collect::<Vec<_>>().join(", ");
+    let all = seen
+        .iter()
+        .map(|(w, v)| format!("{w} = {v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     out.warn(
         format!("network names disagree: {all}; cross-network traffic through this gateway will be routed as the wrong network"),
         format!("make them equal: kubectl --context <remote> label namespace {} {label}=<network> --overwrite, and the same on the gateway Service and ISTIO_META_NETWORK", ctx.opts.istio_namespace),

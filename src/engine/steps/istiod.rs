@@ -2,8 +2,8 @@
 //! the CSR, and the chain istiod returns.
 
 use super::{kube_err, now_unix};
-use crate::inspect::x509::rfc3339;
 use crate::engine::{Ctx, Outcome};
+use crate::inspect::x509::rfc3339;
 use crate::inspect::{jwt, x509};
 use crate::model::StepId;
 use crate::probe::ca_client::{self, CsrError, CsrRequest};
@@ -16,7 +16,11 @@ use serde_json::json;
 const CA_PORT: i32 = 15012;
 
 fn join_host_port(host: &str, port: i32) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
@@ -35,7 +39,15 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
     let override_addr = ctx.opts.istiod_addr.clone();
     let svc = match svc {
         Ok(s) => s,
-        Err(e) => return out.fail(format!("cannot read Service {ns}/istiod in the remote: {}", kube_err(&e)), "check the --remote context's access"),
+        Err(e) => {
+            return out.fail(
+                format!(
+                    "cannot read Service {ns}/istiod in the remote: {}",
+                    kube_err(&e)
+                ),
+                "check the --remote context's access",
+            );
+        }
     };
     let problem: Option<(String, String)>;
     let mut from_external_name = false;
@@ -57,15 +69,27 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
                 from_external_name = true;
                 problem = None;
             } else if let Some(sel) = spec.selector.as_ref().filter(|s| !s.is_empty()) {
-                let sel_text = sel.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+                let sel_text = sel
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
                 problem = Some((
-                    format!("Service {ns}/istiod in the remote has selector {sel_text:?}: it selects pods of the remote, where no istiod runs, instead of pointing at the primary"),
-                    format!("remove the selector and let the EndpointSlice hold the primary's east-west gateway address: kubectl --context <remote> -n {ns} patch service istiod --type=json -p='[{{\"op\":\"remove\",\"path\":\"/spec/selector\"}}]'"),
+                    format!(
+                        "Service {ns}/istiod in the remote has selector {sel_text:?}: it selects pods of the remote, where no istiod runs, instead of pointing at the primary"
+                    ),
+                    format!(
+                        "remove the selector and let the EndpointSlice hold the primary's east-west gateway address: kubectl --context <remote> -n {ns} patch service istiod --type=json -p='[{{\"op\":\"remove\",\"path\":\"/spec/selector\"}}]'"
+                    ),
                 ));
             } else if !ports.contains(&CA_PORT) {
                 problem = Some((
-                    format!("Service {ns}/istiod in the remote has ports {ports:?} but not {CA_PORT}: the gateway's CSR has nowhere to go"),
-                    format!("add port 15012 (name tcp-istiod) to Service {ns}/istiod in the remote"),
+                    format!(
+                        "Service {ns}/istiod in the remote has ports {ports:?} but not {CA_PORT}: the gateway's CSR has nowhere to go"
+                    ),
+                    format!(
+                        "add port 15012 (name tcp-istiod) to Service {ns}/istiod in the remote"
+                    ),
                 ));
             } else {
                 problem = None;
@@ -73,10 +97,19 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
         }
     }
     // Addresses from EndpointSlices (1.28+), else Endpoints (older remotes).
-    let mut from = if from_external_name { "ExternalName" } else { "EndpointSlice" };
+    let mut from = if from_external_name {
+        "ExternalName"
+    } else {
+        "EndpointSlice"
+    };
     if let (false, Ok(list)) = (from_external_name, slice_list) {
         for sl in &list.items {
-            let port = sl.ports.iter().flatten().find(|p| p.port == Some(CA_PORT) || p.name.as_deref() == Some("tcp-istiod")).and_then(|p| p.port);
+            let port = sl
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.port == Some(CA_PORT) || p.name.as_deref() == Some("tcp-istiod"))
+                .and_then(|p| p.port);
             for e in sl.endpoints.iter().flatten() {
                 for a in &e.addresses {
                     if let Some(p) = port {
@@ -90,7 +123,12 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
         if let Ok(Some(ep)) = ep {
             from = "Endpoints";
             for subset in ep.subsets.iter().flatten() {
-                let port = subset.ports.iter().flatten().find(|p| p.port == CA_PORT || p.name.as_deref() == Some("tcp-istiod")).map(|p| p.port);
+                let port = subset
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.port == CA_PORT || p.name.as_deref() == Some("tcp-istiod"))
+                    .map(|p| p.port);
                 for a in subset.addresses.iter().flatten() {
                     if let Some(p) = port {
                         addrs.push(join_host_port(&a.ip, p));
@@ -99,7 +137,8 @@ pub async fn istiod_endpoint(ctx: &Ctx) -> Outcome {
             }
         }
     }
-    out.ev("endpoint_addresses", &addrs).ev("endpoint_source", from);
+    out.ev("endpoint_addresses", &addrs)
+        .ev("endpoint_source", from);
     // istiod-tls needs this step, so on failure no address is published.
     if let Some((d, h)) = problem {
         return out.fail(d, h);
@@ -138,40 +177,78 @@ fn agent_server_name(ca_addr: Option<&str>, istiod_san: Option<&str>) -> String 
         return san.to_string();
     }
     let Some(addr) = ca_addr else { return default };
-    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr).trim_matches(['[', ']']);
-    if host == "localhost" || host.is_empty() { default } else { host.to_string() }
+    let host = addr
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(addr)
+        .trim_matches(['[', ']']);
+    if host == "localhost" || host.is_empty() {
+        default
+    } else {
+        host.to_string()
+    }
 }
 
 pub async fn istiod_tls(ctx: &Ctx) -> Outcome {
     let (addr, root, gw) = {
         let f = ctx.facts();
-        (f.istiod_addr.clone(), f.remote_root_pem.clone(), f.gateway.clone())
+        (
+            f.istiod_addr.clone(),
+            f.remote_root_pem.clone(),
+            f.gateway.clone(),
+        )
     };
     let Some((addr, source)) = addr else {
         return Outcome::new().blocked(StepId::RemoteIstiodEndpoint, "no istiod address");
     };
     let Some(root) = root else {
-        return Outcome::new().blocked(StepId::RootOfTrust, "no root in the remote's istio-ca-root-cert to verify istiod with");
+        return Outcome::new().blocked(
+            StepId::RootOfTrust,
+            "no root in the remote's istio-ca-root-cert to verify istiod with",
+        );
     };
     let mut out = Outcome::new();
-    let server_name = agent_server_name(gw.as_ref().and_then(|g| g.ca_addr.as_deref()), gw.as_ref().and_then(|g| g.istiod_san.as_deref()));
-    out.ev("address", &addr).ev("address_source", &source).ev("server_name", &server_name);
-    let r = probe(&TlsProbe { addr: addr.clone(), server_name: server_name.clone(), roots_pem: root, timeout: ctx.opts.timeout }).await;
-    out.ev("handshake_ms", r.handshake_ms).ev("protocol", &r.protocol).ev("cipher", &r.cipher).ev("alpn", &r.alpn);
+    let server_name = agent_server_name(
+        gw.as_ref().and_then(|g| g.ca_addr.as_deref()),
+        gw.as_ref().and_then(|g| g.istiod_san.as_deref()),
+    );
+    out.ev("address", &addr)
+        .ev("address_source", &source)
+        .ev("server_name", &server_name);
+    let r = probe(&TlsProbe {
+        addr: addr.clone(),
+        server_name: server_name.clone(),
+        roots_pem: root,
+        timeout: ctx.opts.timeout,
+    })
+    .await;
+    out.ev("handshake_ms", r.handshake_ms)
+        .ev("protocol", &r.protocol)
+        .ev("cipher", &r.cipher)
+        .ev("alpn", &r.alpn);
     if let Some(e) = &r.tcp_error {
         return out.fail(
             format!("cannot reach istiod at {addr} ({source}) from here: {e}. The gateway dials the same address; if it is reachable from the remote's pods but not from this machine, run meshtrace from inside the remote's network"),
             "check the primary's east-west gateway exposes 15012 (TLS passthrough) and that the remote's istiod EndpointSlice holds its address",
         );
     }
-    let presented: Vec<_> = r.peer_chain_der.iter().filter_map(|d| x509::parse_der(d).ok()).collect();
+    let presented: Vec<_> = r
+        .peer_chain_der
+        .iter()
+        .filter_map(|d| x509::parse_der(d).ok())
+        .collect();
     if let Some(leaf) = presented.first() {
         out.ev("istiod_certificate", leaf.evidence());
     }
     if let Some(e) = &r.verify_error {
-        let names = presented.first().map(|c| c.dns_sans.join(", ")).unwrap_or_default();
+        let names = presented
+            .first()
+            .map(|c| c.dns_sans.join(", "))
+            .unwrap_or_default();
         let fix = if e.contains("name") || e.contains("valid for") {
-            format!("the gateway dials {server_name:?}; istiod's certificate is valid for [{names}]. Set ISTIOD_CUSTOM_HOST={server_name} on the primary istiod, or point CA_ADDR at a name istiod's certificate carries")
+            format!(
+                "the gateway dials {server_name:?}; istiod's certificate is valid for [{names}]. Set ISTIOD_CUSTOM_HOST={server_name} on the primary istiod, or point CA_ADDR at a name istiod's certificate carries"
+            )
         } else {
             "istiod's serving certificate is not signed by the root in the remote's istio-ca-root-cert: fix root-of-trust first, then restart istiod so it reissues its certificate from the shared CA".to_string()
         };
@@ -192,7 +269,13 @@ pub async fn csr(ctx: &Ctx) -> Outcome {
     }
     let (addr, root, gw, token, cid) = {
         let f = ctx.facts();
-        (f.istiod_addr.clone(), f.remote_root_pem.clone(), f.gateway.clone(), f.gateway_token.clone(), f.cluster_id.clone())
+        (
+            f.istiod_addr.clone(),
+            f.remote_root_pem.clone(),
+            f.gateway.clone(),
+            f.gateway_token.clone(),
+            f.cluster_id.clone(),
+        )
     };
     let (Some((addr, _)), Some(root)) = (addr, root) else {
         return Outcome::new().blocked(StepId::IstiodTls, "no verified path to istiod");
@@ -202,13 +285,25 @@ pub async fn csr(ctx: &Ctx) -> Outcome {
     };
     let gw = gw.unwrap_or_default();
     let cid = cid.map(|c| c.0).unwrap_or_default();
-    let td = gw.trust_domain.clone().or_else(|| ctx.facts().trust_domain.clone()).unwrap_or_else(|| "cluster.local".into());
-    let spiffe = format!("spiffe://{td}/ns/{}/sa/{}", gw.namespace, gw.service_account);
+    let td = gw
+        .trust_domain
+        .clone()
+        .or_else(|| ctx.facts().trust_domain.clone())
+        .unwrap_or_else(|| "cluster.local".into());
+    let spiffe = format!(
+        "spiffe://{td}/ns/{}/sa/{}",
+        gw.namespace, gw.service_account
+    );
     let server_name = agent_server_name(gw.ca_addr.as_deref(), gw.istiod_san.as_deref());
     let mut out = Outcome::new();
     let (key, csr_pem) = match ca_client::new_csr(&spiffe) {
         Ok(k) => k,
-        Err(e) => return out.fail(format!("cannot make a CSR: {e}"), "report this as a meshtrace bug"),
+        Err(e) => {
+            return out.fail(
+                format!("cannot make a CSR: {e}"),
+                "report this as a meshtrace bug",
+            );
+        }
     };
     let ttl = 3600;
     out.ev("address", &addr)
@@ -249,37 +344,76 @@ pub async fn csr(ctx: &Ctx) -> Outcome {
             };
             out.fail(diag, "read istiod's log: kubectl --context <primary> -n istio-system logs deploy/istiod | grep -i 'authenticate'; check istioctl remote-clusters shows the cluster synced")
         }
-        Err(e) => out.fail(format!("CreateCertificate to {addr} failed: {e}"), "see istiod-tls; check istiod is serving on 15012"),
+        Err(e) => out.fail(
+            format!("CreateCertificate to {addr} failed: {e}"),
+            "see istiod-tls; check istiod is serving on 15012",
+        ),
     }
 }
 
 pub async fn issued_chain(ctx: &Ctx) -> Outcome {
     let (chain, root, gw, td) = {
         let f = ctx.facts();
-        (f.chain.clone(), f.remote_root_pem.clone(), f.gateway.clone(), f.trust_domain.clone())
+        (
+            f.chain.clone(),
+            f.remote_root_pem.clone(),
+            f.gateway.clone(),
+            f.trust_domain.clone(),
+        )
     };
     let Some(chain) = chain else {
         return Outcome::new().blocked(StepId::Csr, "no certificate chain");
     };
     let root = root.unwrap_or_default();
     let gw = gw.unwrap_or_default();
-    let td = gw.trust_domain.clone().or(td).unwrap_or_else(|| "cluster.local".into());
-    let identity = format!("spiffe://{td}/ns/{}/sa/{}", gw.namespace, gw.service_account);
+    let td = gw
+        .trust_domain
+        .clone()
+        .or(td)
+        .unwrap_or_else(|| "cluster.local".into());
+    let identity = format!(
+        "spiffe://{td}/ns/{}/sa/{}",
+        gw.namespace, gw.service_account
+    );
     let mut out = Outcome::new();
     let check = x509::verify_chain(&chain, &root, &td, Some(&identity), now_unix());
-    out.ev("chain", check.certs.iter().map(|c| c.evidence()).collect::<Vec<_>>())
-        .ev("expected_identity", &identity);
+    out.ev(
+        "chain",
+        check.certs.iter().map(|c| c.evidence()).collect::<Vec<_>>(),
+    )
+    .ev("expected_identity", &identity);
     if let Some(s) = &check.spiffe {
-        out.ev("spiffe_id", format!("spiffe://{}/ns/{}/sa/{}", s.trust_domain, s.namespace, s.service_account));
+        out.ev(
+            "spiffe_id",
+            format!(
+                "spiffe://{}/ns/{}/sa/{}",
+                s.trust_domain, s.namespace, s.service_account
+            ),
+        );
     }
     if let Some(p) = check.problems.first() {
-        let all = check.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ");
+        let all = check
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
         let fix = match p {
-            x509::ChainProblem::TrustDomain { .. } | x509::ChainProblem::Identity { .. } => "make the primary's meshConfig.trustDomain and the gateway's TRUST_DOMAIN agree",
-            x509::ChainProblem::NotYetValid { .. } | x509::ChainProblem::Expired { .. } => "check clocks on the primary istiod's node and here (NTP); istiod backdates certificates by 2 minutes only",
-            x509::ChainProblem::TooShort(_) => "istiod must return leaf, intermediates and root: check the plug-in CA's cert-chain.pem",
-            x509::ChainProblem::RootMismatch { .. } => "the CA that signed differs from the root the remote trusts: align cacerts/root-cert.pem and istio-ca-root-cert",
-            _ => "the primary's CA material is inconsistent: check cacerts (ca-cert.pem, cert-chain.pem, root-cert.pem)",
+            x509::ChainProblem::TrustDomain { .. } | x509::ChainProblem::Identity { .. } => {
+                "make the primary's meshConfig.trustDomain and the gateway's TRUST_DOMAIN agree"
+            }
+            x509::ChainProblem::NotYetValid { .. } | x509::ChainProblem::Expired { .. } => {
+                "check clocks on the primary istiod's node and here (NTP); istiod backdates certificates by 2 minutes only"
+            }
+            x509::ChainProblem::TooShort(_) => {
+                "istiod must return leaf, intermediates and root: check the plug-in CA's cert-chain.pem"
+            }
+            x509::ChainProblem::RootMismatch { .. } => {
+                "the CA that signed differs from the root the remote trusts: align cacerts/root-cert.pem and istio-ca-root-cert"
+            }
+            _ => {
+                "the primary's CA material is inconsistent: check cacerts (ca-cert.pem, cert-chain.pem, root-cert.pem)"
+            }
         };
         return out.fail(format!("the chain istiod issued is wrong: {all}"), fix);
     }

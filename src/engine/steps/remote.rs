@@ -3,16 +3,18 @@
 //! istiod runs with it.
 
 use super::{api_code, kube_err, now_unix, quote_list};
-use crate::inspect::x509::rfc3339;
 use crate::engine::facts::RemoteSecretFacts;
 use crate::engine::{Ctx, Outcome};
 use crate::inspect::kubeconfig::{self, Credential};
+use crate::inspect::x509::rfc3339;
 use crate::inspect::{jwt, x509};
 use crate::model::StepId;
 use crate::probe::tls::{TlsProbe, probe};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
@@ -25,18 +27,34 @@ async fn primary_cluster_id(ctx: &Ctx) -> Option<(String, &'static str)> {
     if let Some(id) = &ctx.opts.primary_cluster_id {
         return Some((id.clone(), "--primary-cluster-id"));
     }
-    let deps: Api<Deployment> = Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
+    let deps: Api<Deployment> =
+        Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
     if let Ok(Some(d)) = deps.get_opt("istiod").await {
-        let env = d.spec.template.spec.and_then(|s| s.containers.into_iter().next()).and_then(|c| c.env);
-        if let Some(v) = env.and_then(|e| e.into_iter().find(|v| v.name == "CLUSTER_ID")).and_then(|v| v.value) {
+        let env = d
+            .spec
+            .template
+            .spec
+            .and_then(|s| s.containers.into_iter().next())
+            .and_then(|c| c.env);
+        if let Some(v) = env
+            .and_then(|e| e.into_iter().find(|v| v.name == "CLUSTER_ID"))
+            .and_then(|v| v.value)
+        {
             return Some((v, "primary istiod CLUSTER_ID"));
         }
     }
     let ns: Api<Namespace> = Api::all(ctx.clusters.remote.clone());
     if let Ok(Some(n)) = ns.get_opt(&ctx.opts.istio_namespace).await {
-        if let Some(v) = n.metadata.annotations.and_then(|a| a.get("topology.istio.io/controlPlaneClusters").cloned()) {
+        if let Some(v) = n
+            .metadata
+            .annotations
+            .and_then(|a| a.get("topology.istio.io/controlPlaneClusters").cloned())
+        {
             if v != "*" && !v.contains(',') {
-                return Some((v, "remote namespace annotation topology.istio.io/controlPlaneClusters"));
+                return Some((
+                    v,
+                    "remote namespace annotation topology.istio.io/controlPlaneClusters",
+                ));
             }
         }
     }
@@ -44,30 +62,52 @@ async fn primary_cluster_id(ctx: &Ctx) -> Option<(String, &'static str)> {
 }
 
 fn server_of(kc: &[u8]) -> Option<String> {
-    kubeconfig::parse_remote_kubeconfig(kc).ok().map(|k| k.server)
+    kubeconfig::parse_remote_kubeconfig(kc)
+        .ok()
+        .map(|k| k.server)
 }
 
 pub async fn remote_secret(ctx: &Ctx) -> Outcome {
     let mut out = Outcome::new();
     let ns = ctx.opts.istio_namespace.clone();
     let secrets: Api<Secret> = Api::all(ctx.clusters.primary.clone());
-    let labelled = match secrets.list(&ListParams::default().labels(&format!("{MC_LABEL}=true"))).await {
+    let labelled = match secrets
+        .list(&ListParams::default().labels(&format!("{MC_LABEL}=true")))
+        .await
+    {
         Ok(l) => l.items,
         Err(e) => {
             return out.fail(
-                format!("cannot list Secrets labelled {MC_LABEL}=true in the primary: {}", kube_err(&e)),
+                format!(
+                    "cannot list Secrets labelled {MC_LABEL}=true in the primary: {}",
+                    kube_err(&e)
+                ),
                 "the --primary context needs list secrets",
             );
         }
     };
-    let (here, elsewhere): (Vec<_>, Vec<_>) = labelled.into_iter().partition(|s| s.metadata.namespace.as_deref() == Some(ns.as_str()));
-    let keys_of = |s: &Secret| -> Vec<String> { s.data.as_ref().map(|d| d.keys().cloned().collect()).unwrap_or_default() };
+    let (here, elsewhere): (Vec<_>, Vec<_>) = labelled
+        .into_iter()
+        .partition(|s| s.metadata.namespace.as_deref() == Some(ns.as_str()));
+    let keys_of = |s: &Secret| -> Vec<String> {
+        s.data
+            .as_ref()
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default()
+    };
     out.ev(
         "remote_secrets",
-        here.iter().map(|s| json!({"name": s.metadata.name, "keys": keys_of(s)})).collect::<Vec<_>>(),
+        here.iter()
+            .map(|s| json!({"name": s.metadata.name, "keys": keys_of(s)}))
+            .collect::<Vec<_>>(),
     );
     let primary_id = primary_cluster_id(ctx).await;
-    out.ev("primary_cluster_id", primary_id.as_ref().map(|(v, src)| json!({"value": v, "source": src})));
+    out.ev(
+        "primary_cluster_id",
+        primary_id
+            .as_ref()
+            .map(|(v, src)| json!({"value": v, "source": src})),
+    );
 
     // The cluster ID to look for: the gateway's, else the key whose kubeconfig
     // points at the --remote context's server.
@@ -76,8 +116,13 @@ pub async fn remote_secret(ctx: &Ctx) -> Outcome {
         let want = ctx.clusters.remote_server.trim_end_matches('/').to_string();
         for s in &here {
             for (k, v) in s.data.iter().flatten() {
-                if server_of(&v.0).map(|x| x.trim_end_matches('/').to_string()) == Some(want.clone()) {
-                    cluster_id = Some((k.clone(), "remote secret key whose server is the --remote context's"));
+                if server_of(&v.0).map(|x| x.trim_end_matches('/').to_string())
+                    == Some(want.clone())
+                {
+                    cluster_id = Some((
+                        k.clone(),
+                        "remote secret key whose server is the --remote context's",
+                    ));
                 }
             }
         }
@@ -113,7 +158,15 @@ pub async fn remote_secret(ctx: &Ctx) -> Outcome {
             Ok(l) => l
                 .items
                 .iter()
-                .filter(|s| keys_of(s).contains(&cid) && s.metadata.labels.as_ref().and_then(|l| l.get(MC_LABEL)).map(String::as_str) != Some("true"))
+                .filter(|s| {
+                    keys_of(s).contains(&cid)
+                        && s.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(MC_LABEL))
+                            .map(String::as_str)
+                            != Some("true")
+                })
                 .filter_map(|s| s.metadata.name.clone())
                 .collect(),
             Err(_) => vec![],
@@ -121,7 +174,13 @@ pub async fn remote_secret(ctx: &Ctx) -> Outcome {
         let misplaced: Vec<String> = elsewhere
             .iter()
             .filter(|s| keys_of(s).contains(&cid))
-            .map(|s| format!("{}/{}", s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default()))
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    s.metadata.namespace.clone().unwrap_or_default(),
+                    s.metadata.name.clone().unwrap_or_default()
+                )
+            })
             .collect();
         if let Some(name) = unlabelled.first() {
             return out.fail(
@@ -155,14 +214,34 @@ pub async fn remote_secret(ctx: &Ctx) -> Outcome {
     }
     let chosen = matching[0];
     let name = chosen.metadata.name.clone().unwrap_or_default();
-    let kc = chosen.data.as_ref().and_then(|d| d.get(&cid)).map(|b| b.0.clone()).unwrap_or_default();
-    out.ev("secret", format!("{ns}/{name}")).ev("key", &cid).ev("kubeconfig_bytes", kc.len());
-    if let Some(a) = chosen.metadata.annotations.as_ref().and_then(|a| a.get("networking.istio.io/cluster")) {
+    let kc = chosen
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&cid))
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
+    out.ev("secret", format!("{ns}/{name}"))
+        .ev("key", &cid)
+        .ev("kubeconfig_bytes", kc.len());
+    if let Some(a) = chosen
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("networking.istio.io/cluster"))
+    {
         out.ev("annotation_networking.istio.io/cluster", a);
     }
-    ctx.facts().remote_secret = Some(RemoteSecretFacts { namespace: ns.clone(), name: name.clone(), key: cid.clone(), kubeconfig: kc });
+    ctx.facts().remote_secret = Some(RemoteSecretFacts {
+        namespace: ns.clone(),
+        name: name.clone(),
+        key: cid.clone(),
+        kubeconfig: kc,
+    });
     if matching.len() > 1 {
-        let names: Vec<String> = matching.iter().filter_map(|s| s.metadata.name.clone()).collect();
+        let names: Vec<String> = matching
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
         return out.warn(
             format!("{} Secrets hold key {cid:?}: {}; istiod registers one and logs `cluster has already been registered` for the others", names.len(), quote_list(&names)),
             "delete the stale duplicates so the kubeconfig istiod uses is the one you expect",
@@ -176,13 +255,18 @@ pub async fn remote_kubeconfig(ctx: &Ctx) -> Outcome {
         return Outcome::new().blocked(StepId::RemoteSecret, "no remote secret");
     };
     let mut out = Outcome::new();
-    out.ev("secret", format!("{}/{}", sec.namespace, sec.name)).ev("key", &sec.key);
+    out.ev("secret", format!("{}/{}", sec.namespace, sec.name))
+        .ev("key", &sec.key);
     let kc = match kubeconfig::parse_remote_kubeconfig(&sec.kubeconfig) {
         Ok(k) => k,
         Err(e) => {
             let fix = match e {
-                kubeconfig::KubeconfigError::NotAllowed(_) => "use inline credentials (token or client-certificate-data) instead of exec plugins and file paths; istioctl create-remote-secret writes such a kubeconfig",
-                _ => "recreate the secret: istioctl create-remote-secret --context=<remote> --name=<id> | kubectl apply --context=<primary> -f -",
+                kubeconfig::KubeconfigError::NotAllowed(_) => {
+                    "use inline credentials (token or client-certificate-data) instead of exec plugins and file paths; istioctl create-remote-secret writes such a kubeconfig"
+                }
+                _ => {
+                    "recreate the secret: istioctl create-remote-secret --context=<remote> --name=<id> | kubectl apply --context=<primary> -f -"
+                }
             };
             return out.fail(
                 format!(
@@ -201,7 +285,10 @@ pub async fn remote_kubeconfig(ctx: &Ctx) -> Outcome {
     if let Some(ca) = &kc.ca_data_pem {
         match x509::parse_pem_chain(ca) {
             Ok(certs) => {
-                out.ev("certificate_authority", certs.iter().map(|c| c.evidence()).collect::<Vec<_>>());
+                out.ev(
+                    "certificate_authority",
+                    certs.iter().map(|c| c.evidence()).collect::<Vec<_>>(),
+                );
             }
             Err(e) => {
                 return out.fail(
@@ -214,10 +301,15 @@ pub async fn remote_kubeconfig(ctx: &Ctx) -> Outcome {
     let cred = match &kc.credential {
         Credential::Token(t) => match jwt::decode(t.expose()) {
             Ok(j) => json!({"type": "token", "token": j.evidence()}),
-            Err(_) => json!({"type": "token", "fingerprint": jwt::fingerprint(t.expose()), "format": "opaque (not a JWT)"}),
+            Err(_) => {
+                json!({"type": "token", "fingerprint": jwt::fingerprint(t.expose()), "format": "opaque (not a JWT)"})
+            }
         },
         Credential::ClientCertData { cert_pem } => {
-            let info = x509::parse_pem_chain(cert_pem).ok().and_then(|c| c.into_iter().next()).map(|c| c.evidence());
+            let info = x509::parse_pem_chain(cert_pem)
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .map(|c| c.evidence());
             json!({"type": "client-certificate-data", "certificate": info})
         }
         Credential::OidcAuthProvider => json!({"type": "oidc auth-provider"}),
@@ -242,18 +334,33 @@ pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
     };
     let mut out = Outcome::new();
     let Some(host) = kubeconfig::server_host(&kc.server) else {
-        return out.fail(format!("server {:?} in the kubeconfig is not a URL with a host", kc.server), "set clusters[].cluster.server to https://<remote API address>");
+        return out.fail(
+            format!(
+                "server {:?} in the kubeconfig is not a URL with a host",
+                kc.server
+            ),
+            "set clusters[].cluster.server to https://<remote API address>",
+        );
     };
     let port = server_port(&kc.server);
-    let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let server_name = kc.tls_server_name.clone().unwrap_or_else(|| host.clone());
     out.ev("server", &kc.server).ev("server_name", &server_name);
 
     // Loopback in the secret works only when istiod runs on the host itself,
     // not in a pod: look for istiod pods in the primary.
     if kubeconfig::is_loopback_host(&host) {
-        let pods: Api<Pod> = Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
-        let in_cluster = pods.list(&ListParams::default().labels("app=istiod")).await.map(|l| l.items.len()).unwrap_or(0);
+        let pods: Api<Pod> =
+            Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
+        let in_cluster = pods
+            .list(&ListParams::default().labels("app=istiod"))
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0);
         if in_cluster > 0 {
             return out.fail(
                 format!(
@@ -269,27 +376,52 @@ pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
         out.ev("insecure_skip_tls_verify", true);
     }
     let roots = kc.ca_data_pem.clone().unwrap_or_default();
-    let report = probe(&TlsProbe { addr: addr.clone(), server_name: server_name.clone(), roots_pem: roots.clone(), timeout: ctx.opts.timeout }).await;
-    out.ev("resolved", report.resolved.iter().map(|a| a.to_string()).collect::<Vec<_>>())
-        .ev("handshake_ms", report.handshake_ms)
-        .ev("protocol", &report.protocol)
-        .ev("alpn", &report.alpn);
+    let report = probe(&TlsProbe {
+        addr: addr.clone(),
+        server_name: server_name.clone(),
+        roots_pem: roots.clone(),
+        timeout: ctx.opts.timeout,
+    })
+    .await;
+    out.ev(
+        "resolved",
+        report
+            .resolved
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .ev("handshake_ms", report.handshake_ms)
+    .ev("protocol", &report.protocol)
+    .ev("alpn", &report.alpn);
     if let Some(e) = &report.tcp_error {
         return out.fail(
             format!("cannot reach the remote API server {addr} named in the remote secret: {e} (istiod logs `remote cluster ... failed to sync`)"),
             "check the server address in the remote secret and that the primary's network reaches it (firewall, load balancer, private endpoint)",
         );
     }
-    let presented: Vec<_> = report.peer_chain_der.iter().filter_map(|d| x509::parse_der(d).ok()).collect();
-    out.ev("presented_certificate", presented.first().map(|c| c.evidence()));
+    let presented: Vec<_> = report
+        .peer_chain_der
+        .iter()
+        .filter_map(|d| x509::parse_der(d).ok())
+        .collect();
+    out.ev(
+        "presented_certificate",
+        presented.first().map(|c| c.evidence()),
+    );
     // Without CA data istiod verifies with its system roots, which meshtrace
     // does not load: a verification failure then says nothing.
     let unverifiable = kc.ca_data_pem.is_none() && report.verify_error.is_some();
     if unverifiable {
         out.ev("note", "no certificate-authority-data: istiod verifies with its system roots, which meshtrace does not load");
     } else if let (false, Some(e)) = (kc.insecure_skip_tls_verify, &report.verify_error) {
-        let ca_subjects: Vec<String> = x509::parse_pem_chain(&roots).map(|c| c.into_iter().map(|c| c.subject).collect()).unwrap_or_default();
-        let issuer = presented.first().map(|c| c.issuer.clone()).unwrap_or_default();
+        let ca_subjects: Vec<String> = x509::parse_pem_chain(&roots)
+            .map(|c| c.into_iter().map(|c| c.subject).collect())
+            .unwrap_or_default();
+        let issuer = presented
+            .first()
+            .map(|c| c.issuer.clone())
+            .unwrap_or_default();
         return out.fail(
             format!(
                 "the remote API server's certificate does not verify with the secret's certificate-authority-data: {e}. Server cert issuer: {issuer:?}; CA data subject(s): {}",
@@ -307,7 +439,12 @@ pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
     // A client that acts as istiod does: the secret's credentials.
     match istiod_view_client(&kc, ctx.opts.timeout).await {
         Ok(c) => ctx.facts().istiod_view = Some(c),
-        Err(e) => return out.fail(format!("cannot build a client from the remote secret's kubeconfig: {e}"), "recreate the remote secret"),
+        Err(e) => {
+            return out.fail(
+                format!("cannot build a client from the remote secret's kubeconfig: {e}"),
+                "recreate the remote secret",
+            );
+        }
     }
     if unverifiable {
         return out.warn(
@@ -328,16 +465,26 @@ fn server_port(server: &str) -> u16 {
     server
         .parse::<http::Uri>()
         .ok()
-        .and_then(|u| u.port_u16().or(match u.scheme_str() {
-            Some("http") => Some(80),
-            _ => Some(443),
-        }))
+        .and_then(|u| {
+            u.port_u16().or(match u.scheme_str() {
+                Some("http") => Some(80),
+                _ => Some(443),
+            })
+        })
         .unwrap_or(443)
 }
 
-async fn istiod_view_client(kc: &kubeconfig::RemoteKubeconfig, timeout: std::time::Duration) -> Result<kube::Client, String> {
-    let opts = kube::config::KubeConfigOptions { context: Some(kc.context.clone()), ..Default::default() };
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc.raw.clone(), &opts).await.map_err(|e| e.to_string())?;
+async fn istiod_view_client(
+    kc: &kubeconfig::RemoteKubeconfig,
+    timeout: std::time::Duration,
+) -> Result<kube::Client, String> {
+    let opts = kube::config::KubeConfigOptions {
+        context: Some(kc.context.clone()),
+        ..Default::default()
+    };
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc.raw.clone(), &opts)
+        .await
+        .map_err(|e| e.to_string())?;
     cfg.connect_timeout = Some(timeout);
     cfg.read_timeout = Some(timeout);
     cfg.write_timeout = Some(timeout);
@@ -350,7 +497,10 @@ pub async fn remote_identity(ctx: &Ctx) -> Outcome {
         (f.istiod_view.clone(), f.kubeconfig.clone())
     };
     let (Some(client), Some(kc)) = (client, kc) else {
-        return Outcome::new().blocked(StepId::RemoteApiTls, "no connection to the remote API server");
+        return Outcome::new().blocked(
+            StepId::RemoteApiTls,
+            "no connection to the remote API server",
+        );
     };
     let mut out = Outcome::new();
     let claims = match &kc.credential {
@@ -358,13 +508,16 @@ pub async fn remote_identity(ctx: &Ctx) -> Outcome {
         _ => None,
     };
     if let Some(c) = &claims {
-        out.ev("token_issuer", &c.issuer).ev("token_subject", &c.subject);
+        out.ev("token_issuer", &c.issuer)
+            .ev("token_subject", &c.subject);
         if let Some(exp) = c.expires_at {
             out.ev("token_expires", rfc3339(exp));
         }
     }
     let api: Api<SelfSubjectReview> = Api::all(client.clone());
-    let review = api.create(&PostParams::default(), &SelfSubjectReview::default()).await;
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await;
     let user = match review {
         Ok(r) => r.status.and_then(|s| s.user_info).unwrap_or_default(),
         Err(e) if api_code(&e) == Some(401) => {
@@ -375,15 +528,35 @@ pub async fn remote_identity(ctx: &Ctx) -> Outcome {
             // Before Kubernetes 1.28 there is no SelfSubjectReview: any GET proves authentication.
             match client.apiserver_version().await {
                 Ok(_) => {
-                    out.ev("note", "SelfSubjectReview not served; authenticated by GET /version");
+                    out.ev(
+                        "note",
+                        "SelfSubjectReview not served; authenticated by GET /version",
+                    );
                     Default::default()
                 }
-                Err(e) => return out.fail(format!("the remote secret's credential cannot call the remote API server: {}", kube_err(&e)), "recreate the remote secret"),
+                Err(e) => {
+                    return out.fail(
+                        format!(
+                            "the remote secret's credential cannot call the remote API server: {}",
+                            kube_err(&e)
+                        ),
+                        "recreate the remote secret",
+                    );
+                }
             }
         }
-        Err(e) => return out.fail(format!("SelfSubjectReview as the remote secret's identity failed: {}", kube_err(&e)), "check the remote API server"),
+        Err(e) => {
+            return out.fail(
+                format!(
+                    "SelfSubjectReview as the remote secret's identity failed: {}",
+                    kube_err(&e)
+                ),
+                "check the remote API server",
+            );
+        }
     };
-    out.ev("username", &user.username).ev("groups", &user.groups);
+    out.ev("username", &user.username)
+        .ev("groups", &user.groups);
     if let Some(c) = &claims {
         if let Some(left) = c.expires_in(now_unix()) {
             if left < ctx.opts.warn_within.as_secs() as i64 {
@@ -401,11 +574,21 @@ pub async fn remote_identity(ctx: &Ctx) -> Outcome {
 async fn explain_unauthorized(ctx: &Ctx, claims: Option<&jwt::JwtSummary>) -> (String, String) {
     let recreate = "recreate the remote secret: istioctl create-remote-secret --context=<remote> --name=<id> | kubectl apply --context=<primary> -f -".to_string();
     let Some(c) = claims else {
-        return ("the credential is not a service-account JWT meshtrace can decode".into(), recreate);
+        return (
+            "the credential is not a service-account JWT meshtrace can decode".into(),
+            recreate,
+        );
     };
     if let Some(exp) = c.expires_at {
         if exp <= now_unix() {
-            return (format!("the token expired at {} ({})", rfc3339(exp), x509::expiry_words(exp - now_unix())), recreate);
+            return (
+                format!(
+                    "the token expired at {} ({})",
+                    rfc3339(exp),
+                    x509::expiry_words(exp - now_unix())
+                ),
+                recreate,
+            );
         }
     }
     // A token from another cluster: its issuer is not the remote's. Checked
@@ -413,8 +596,12 @@ async fn explain_unauthorized(ctx: &Ctx, claims: Option<&jwt::JwtSummary>) -> (S
     if let (Some(iss), Some(remote_iss)) = (&c.issuer, remote_issuer(ctx).await) {
         if *iss != remote_iss {
             return (
-                format!("the token was issued by {iss:?}, but the remote API server's service-account issuer is {remote_iss:?}: it was signed by another cluster's key"),
-                format!("{recreate} (run it against the remote context, so the token comes from the remote)"),
+                format!(
+                    "the token was issued by {iss:?}, but the remote API server's service-account issuer is {remote_iss:?}: it was signed by another cluster's key"
+                ),
+                format!(
+                    "{recreate} (run it against the remote context, so the token comes from the remote)"
+                ),
             );
         }
     }
@@ -423,15 +610,28 @@ async fn explain_unauthorized(ctx: &Ctx, claims: Option<&jwt::JwtSummary>) -> (S
         match sas.get_opt(name).await {
             Ok(None) => {
                 return (
-                    format!("the token's service account {ns}/{name} no longer exists in the remote"),
-                    format!("kubectl --context <remote> -n {ns} create serviceaccount {name}, bind it to istio-reader-clusterrole, then {recreate}"),
+                    format!(
+                        "the token's service account {ns}/{name} no longer exists in the remote"
+                    ),
+                    format!(
+                        "kubectl --context <remote> -n {ns} create serviceaccount {name}, bind it to istio-reader-clusterrole, then {recreate}"
+                    ),
                 );
             }
             Ok(Some(sa)) => {
-                let token_uid = c.claims.get("kubernetes.io").and_then(|k| k["serviceaccount"]["uid"].as_str()).map(str::to_string);
+                let token_uid = c
+                    .claims
+                    .get("kubernetes.io")
+                    .and_then(|k| k["serviceaccount"]["uid"].as_str())
+                    .map(str::to_string);
                 if let (Some(tu), Some(now_uid)) = (token_uid, sa.metadata.uid.clone()) {
                     if tu != now_uid {
-                        return (format!("the token was issued to an earlier service account {ns}/{name} (uid {tu}); the current one has uid {now_uid}"), recreate);
+                        return (
+                            format!(
+                                "the token was issued to an earlier service account {ns}/{name} (uid {tu}); the current one has uid {now_uid}"
+                            ),
+                            recreate,
+                        );
                     }
                 }
             }
@@ -450,14 +650,21 @@ async fn explain_unauthorized(ctx: &Ctx, claims: Option<&jwt::JwtSummary>) -> (S
 
 /// The remote's service-account issuer, from its OIDC discovery document.
 async fn remote_issuer(ctx: &Ctx) -> Option<String> {
-    let req = http::Request::get("/.well-known/openid-configuration").body(Vec::new()).ok()?;
+    let req = http::Request::get("/.well-known/openid-configuration")
+        .body(Vec::new())
+        .ok()?;
     let text = ctx.clusters.remote.request_text(req).await.ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["issuer"].as_str().map(str::to_string)
 }
 
 fn attrs(verb: &str, group: &str, resource: &str) -> ResourceAttributes {
-    ResourceAttributes { verb: Some(verb.into()), group: Some(group.into()), resource: Some(resource.into()), ..Default::default() }
+    ResourceAttributes {
+        verb: Some(verb.into()),
+        group: Some(group.into()),
+        resource: Some(resource.into()),
+        ..Default::default()
+    }
 }
 
 pub async fn remote_rbac(ctx: &Ctx) -> Outcome {
@@ -478,7 +685,10 @@ pub async fn remote_rbac(ctx: &Ctx) -> Outcome {
     let reviews = futures::future::join_all(checks.iter().map(|(verb, group, res, _)| {
         let api = api.clone();
         let ssar = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec { resource_attributes: Some(attrs(verb, group, res)), ..Default::default() },
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(attrs(verb, group, res)),
+                ..Default::default()
+            },
             ..Default::default()
         };
         async move { api.create(&PostParams::default(), &ssar).await }
@@ -488,7 +698,11 @@ pub async fn remote_rbac(ctx: &Ctx) -> Outcome {
     let mut denied_sync = Vec::new();
     let mut table = Vec::new();
     for ((verb, group, res, required), r) in checks.iter().zip(reviews) {
-        let label = if group.is_empty() { format!("{verb} {res}") } else { format!("{verb} {res}.{group}") };
+        let label = if group.is_empty() {
+            format!("{verb} {res}")
+        } else {
+            format!("{verb} {res}.{group}")
+        };
         match r {
             Ok(rev) => {
                 let allowed = rev.status.as_ref().map(|s| s.allowed).unwrap_or(false);
@@ -517,7 +731,10 @@ pub async fn remote_rbac(ctx: &Ctx) -> Outcome {
         })
         .unwrap_or_else(|| "<the remote secret's user>".into());
     if let Some(l) = denied_required {
-        let sa = user.strip_prefix("system:serviceaccount:").unwrap_or(&user).to_string();
+        let sa = user
+            .strip_prefix("system:serviceaccount:")
+            .unwrap_or(&user)
+            .to_string();
         let role = format!("istio-reader-clusterrole-{}", ctx.opts.istio_namespace);
         return out.fail(
             format!("{user:?} may not {l} in the remote: istiod's TokenReview fails with `tokenreviews.authentication.k8s.io is forbidden: User {user:?} cannot create resource \"tokenreviews\"`"),
@@ -536,7 +753,11 @@ pub async fn remote_rbac(ctx: &Ctx) -> Outcome {
 pub async fn token_review(ctx: &Ctx) -> Outcome {
     let (client, token, cid) = {
         let f = ctx.facts();
-        (f.istiod_view.clone(), f.gateway_token.clone(), f.cluster_id.clone())
+        (
+            f.istiod_view.clone(),
+            f.gateway_token.clone(),
+            f.cluster_id.clone(),
+        )
     };
     let Some(client) = client else {
         return Outcome::new().blocked(StepId::RemoteRbac, "no authenticated identity");
@@ -547,9 +768,14 @@ pub async fn token_review(ctx: &Ctx) -> Outcome {
     let cid = cid.map(|c| c.0).unwrap_or_default();
     let aud = ctx.opts.token_audience.clone();
     let mut out = Outcome::new();
-    out.ev("audiences", [&aud]).ev("as", "the remote secret's credentials").ev("token", jwt::fingerprint(&token.0));
+    out.ev("audiences", [&aud])
+        .ev("as", "the remote secret's credentials")
+        .ev("token", jwt::fingerprint(&token.0));
     let review = TokenReview {
-        spec: TokenReviewSpec { token: token.0.clone(), audiences: Some(vec![aud.clone()]) },
+        spec: TokenReviewSpec {
+            token: token.0.clone(),
+            audiences: Some(vec![aud.clone()]),
+        },
         ..Default::default()
     };
     let api: Api<TokenReview> = Api::all(client);
@@ -570,18 +796,25 @@ pub async fn token_review(ctx: &Ctx) -> Outcome {
         .ev("error", &status.error);
     if let Some(err) = status.error.as_ref().filter(|e| !e.is_empty()) {
         let fix = if err.contains("audiences") {
-            format!("give the gateway's istio-token volume audience {aud:?} (projected serviceAccountToken)")
+            format!(
+                "give the gateway's istio-token volume audience {aud:?} (projected serviceAccountToken)"
+            )
         } else if err.contains("expired") {
-            "the gateway token expired: restart the gateway pod so the kubelet projects a fresh one".into()
+            "the gateway token expired: restart the gateway pod so the kubelet projects a fresh one"
+                .into()
         } else if err.contains("deleted") || err.contains("not found") {
-            "the gateway's service account or pod is gone: recreate it and restart the gateway".into()
+            "the gateway's service account or pod is gone: recreate it and restart the gateway"
+                .into()
         } else {
             "check the gateway's service account and the remote API server's issuer".into()
         };
         return out.fail(format!("the remote API server refuses the gateway token: {err}. istiod logs `the service account authentication returns an error: {err}`"), fix);
     }
     if !status.authenticated.unwrap_or(false) {
-        return out.fail("the token is not authenticated (istiod: `the token is not authenticated`)", "restart the gateway so it gets a fresh token");
+        return out.fail(
+            "the token is not authenticated (istiod: `the token is not authenticated`)",
+            "restart the gateway so it gets a fresh token",
+        );
     }
     let groups = user.groups.clone().unwrap_or_default();
     if !groups.iter().any(|g| g == "system:serviceaccounts") {
@@ -599,6 +832,9 @@ pub async fn token_review(ctx: &Ctx) -> Outcome {
             "the gateway must present its service-account token",
         );
     }
-    out.ev("identity", json!({"namespace": parts[2], "service_account": parts[3]}));
+    out.ev(
+        "identity",
+        json!({"namespace": parts[2], "service_account": parts[3]}),
+    );
     out.pass()
 }

@@ -46,7 +46,10 @@ fn admin() -> UserInfo {
 
 /// Authenticate an API request. A missing or bad credential is 401 (the lab
 /// behaves like kube-apiserver with `--anonymous-auth=false`).
-pub(crate) fn authenticate_request(cl: &ClusterSim, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+pub(crate) fn authenticate_request(
+    cl: &ClusterSim,
+    headers: &HeaderMap,
+) -> Result<UserInfo, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -69,20 +72,29 @@ pub(crate) fn authenticate_token(
     audiences: &[String],
     now: i64,
 ) -> Result<(UserInfo, Vec<String>), String> {
-    let wanted: Vec<String> = if audiences.is_empty() { cl.api_audiences.clone() } else { audiences.to_vec() };
+    let wanted: Vec<String> = if audiences.is_empty() {
+        cl.api_audiences.clone()
+    } else {
+        audiences.to_vec()
+    };
     // Static tokens are audience-agnostic, as kube-apiserver's token file is.
     if !cl.admin_token.is_empty() && token == cl.admin_token {
         return Ok((admin(), wanted));
     }
-    let claims = cl.keys.verify(token, &wanted, now).map_err(|e| aggregate(&e))?;
+    let claims = cl
+        .keys
+        .verify(token, &wanted, now)
+        .map_err(|e| aggregate(&e))?;
     let k = &claims.kubernetes;
     let ns = &k.namespace;
     let invalid = |msg: String| aggregate(&TokenError::Invalid(msg));
     // Same checks and wording as pkg/serviceaccount/claims.go (validator.Validate).
-    let sa: ServiceAccount = cl
-        .store
-        .get(ns, &k.serviceaccount.name)
-        .ok_or_else(|| invalid(format!("serviceaccounts {:?} not found", k.serviceaccount.name)))?;
+    let sa: ServiceAccount = cl.store.get(ns, &k.serviceaccount.name).ok_or_else(|| {
+        invalid(format!(
+            "serviceaccounts {:?} not found",
+            k.serviceaccount.name
+        ))
+    })?;
     let sa_uid = sa.metadata.uid.unwrap_or_default();
     if sa_uid != k.serviceaccount.uid {
         return Err(invalid(format!(
@@ -91,7 +103,10 @@ pub(crate) fn authenticate_token(
         )));
     }
     let mut extra = BTreeMap::new();
-    extra.insert("authentication.kubernetes.io/credential-id".to_string(), vec![format!("JTI={}", claims.jti)]);
+    extra.insert(
+        "authentication.kubernetes.io/credential-id".to_string(),
+        vec![format!("JTI={}", claims.jti)],
+    );
     if let Some(podref) = &k.pod {
         let pod = cl
             .store
@@ -104,8 +119,14 @@ pub(crate) fn authenticate_token(
                 podref.uid
             )));
         }
-        extra.insert("authentication.kubernetes.io/pod-name".into(), vec![podref.name.clone()]);
-        extra.insert("authentication.kubernetes.io/pod-uid".into(), vec![podref.uid.clone()]);
+        extra.insert(
+            "authentication.kubernetes.io/pod-name".into(),
+            vec![podref.name.clone()],
+        );
+        extra.insert(
+            "authentication.kubernetes.io/pod-uid".into(),
+            vec![podref.uid.clone()],
+        );
     }
     let user = UserInfo {
         username: format!("system:serviceaccount:{ns}:{}", k.serviceaccount.name),
@@ -117,7 +138,12 @@ pub(crate) fn authenticate_token(
         ],
         extra,
     };
-    let auds = claims.aud.iter().filter(|a| wanted.contains(a)).cloned().collect();
+    let auds = claims
+        .aud
+        .iter()
+        .filter(|a| wanted.contains(a))
+        .cloned()
+        .collect();
     Ok((user, auds))
 }
 
@@ -131,10 +157,19 @@ fn aggregate(e: &TokenError) -> String {
 /// `--as-group`) as kube-apiserver's impersonation filter does: the real
 /// user needs the `impersonate` verb on users, groups, uids or the named
 /// serviceaccount; the impersonated user gets system:authenticated.
-pub(crate) fn impersonate(cl: &ClusterSim, real: UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+pub(crate) fn impersonate(
+    cl: &ClusterSim,
+    real: UserInfo,
+    headers: &HeaderMap,
+) -> Result<UserInfo, ApiError> {
     use super::rbac::{Attrs, authorize, forbidden};
     let values = |name: &str| -> Vec<String> {
-        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
     };
     let user = values("impersonate-user").into_iter().next();
     let groups = values("impersonate-group");
@@ -143,24 +178,43 @@ pub(crate) fn impersonate(cl: &ClusterSim, real: UserInfo, headers: &HeaderMap) 
         if groups.is_empty() && uid.is_none() {
             return Ok(real);
         }
-        return Err(ApiError::bad_request("requested impersonation of groups or uid without impersonating a user".into()));
+        return Err(ApiError::bad_request(
+            "requested impersonation of groups or uid without impersonating a user".into(),
+        ));
     };
     let check = |resource: &str, name: &str, namespace: &str| -> Result<(), ApiError> {
         let a = Attrs {
             verb: "impersonate".into(),
-            group: if resource == "uids" { "authentication.k8s.io".into() } else { String::new() },
+            group: if resource == "uids" {
+                "authentication.k8s.io".into()
+            } else {
+                String::new()
+            },
             resource: resource.into(),
             name: name.into(),
             namespace: namespace.into(),
             ..Default::default()
         };
-        if authorize(&cl.store, &real, &a).allowed { Ok(()) } else { Err(forbidden(&real, &a)) }
+        if authorize(&cl.store, &real, &a).allowed {
+            Ok(())
+        } else {
+            Err(forbidden(&real, &a))
+        }
     };
-    let mut out = UserInfo { username: username.clone(), ..Default::default() };
-    match username.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+    let mut out = UserInfo {
+        username: username.clone(),
+        ..Default::default()
+    };
+    match username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|r| r.split_once(':'))
+    {
         Some((ns, name)) => {
             check("serviceaccounts", name, ns)?;
-            out.groups = vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}")];
+            out.groups = vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+            ];
         }
         None => check("users", &username, "")?,
     }

@@ -68,7 +68,12 @@ impl ClusterSim {
 
     /// Authenticate `token` for `audiences` (empty = this server's audiences)
     /// exactly as a TokenReview would. Err is the TokenReview `status.error`.
-    pub fn authenticate_token(&self, token: &str, audiences: &[String], now: i64) -> Result<UserInfo, String> {
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+        now: i64,
+    ) -> Result<UserInfo, String> {
         authn::authenticate_token(self, token, audiences, now).map(|(u, _)| u)
     }
 }
@@ -88,7 +93,9 @@ pub struct BoundApiServer {
 
 impl std::fmt::Debug for BoundApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BoundApiServer").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("BoundApiServer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,7 +110,9 @@ pub struct ApiServer {
 
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiServer").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("ApiServer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,26 +125,46 @@ impl BoundApiServer {
         let addr = listener.local_addr()?;
         let cert = ca.server_cert(
             "kube-apiserver",
-            &["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
+            &[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
             &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
             365,
         );
         // Serve leaf + intermediates; clients trust the root, as with a real
         // cluster whose kubeconfig carries the root CA.
         let mut chain_pem = cert.cert_pem.clone();
-        let root = ca.chain_pem.last().cloned().unwrap_or_else(|| ca.cert_pem.clone());
+        let root = ca
+            .chain_pem
+            .last()
+            .cloned()
+            .unwrap_or_else(|| ca.cert_pem.clone());
         for c in &ca.chain_pem[..ca.chain_pem.len().saturating_sub(1)] {
             chain_pem.push_str(c);
         }
         let tls = server_tls(&chain_pem, &cert.key_pem)?;
-        Ok(BoundApiServer { addr, url: format!("https://{addr}"), ca_pem: root, listener, tls })
+        Ok(BoundApiServer {
+            addr,
+            url: format!("https://{addr}"),
+            ca_pem: root,
+            listener,
+            tls,
+        })
     }
 
     /// Start serving `cluster` (spawns on the current tokio runtime).
     pub fn serve(self, cluster: SharedCluster) -> ApiServer {
         let handle = axum_server::Handle::<SocketAddr>::new();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let state = AppState { cluster, stop: stop_rx, addr: self.addr };
+        let state = AppState {
+            cluster,
+            stop: stop_rx,
+            addr: self.addr,
+        };
         let app = axum::Router::new().fallback(dispatch).with_state(state);
         let config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
         match axum_server::tls_rustls::from_tcp_rustls(self.listener, config) {
@@ -148,9 +177,17 @@ impl BoundApiServer {
                     }
                 });
             }
-            Err(e) => tracing::error!(url = %self.url, error = %e, "lab API server could not start"),
+            Err(e) => {
+                tracing::error!(url = %self.url, error = %e, "lab API server could not start")
+            }
         }
-        ApiServer { addr: self.addr, url: self.url, ca_pem: self.ca_pem, handle, stop }
+        ApiServer {
+            addr: self.addr,
+            url: self.url,
+            ca_pem: self.ca_pem,
+            handle,
+            stop,
+        }
     }
 }
 
@@ -166,19 +203,23 @@ impl ApiServer {
 fn server_tls(chain_pem: &str, key_pem: &str) -> std::io::Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let bad = |e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+    let bad = |e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+    };
     let certs = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(&e))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad(&e))?;
     // An explicit provider, so serving does not depend on which process-wide
     // default someone installed.
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(&e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| bad(&e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(&e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| bad(&e))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -202,13 +243,22 @@ pub(crate) struct Req {
 
 impl Req {
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     pub fn content_type(&self) -> &str {
-        self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json")
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
     }
     pub fn accept(&self) -> &str {
-        self.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
     pub fn dry_run(&self) -> bool {
         self.query.iter().any(|(k, v)| k == "dryRun" && v == "All")
@@ -220,33 +270,51 @@ impl Req {
         }
         let ct = self.content_type();
         if ct.contains("protobuf") {
-            return protobuf::decode(&self.body).map_err(|e| ApiError::new(415, "UnsupportedMediaType", e));
+            return protobuf::decode(&self.body)
+                .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e));
         }
         if ct.contains("yaml") {
-            serde_yaml::from_slice::<Value>(&self.body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML request body: {e}")))
+            serde_yaml::from_slice::<Value>(&self.body).map_err(|e| {
+                ApiError::bad_request(format!("error decoding YAML request body: {e}"))
+            })
         } else {
-            serde_json::from_slice::<Value>(&self.body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding JSON request body: {e}")))
+            serde_json::from_slice::<Value>(&self.body).map_err(|e| {
+                ApiError::bad_request(format!("error decoding JSON request body: {e}"))
+            })
         }
     }
 }
 
 /// What a handler produces.
 pub(crate) enum Reply {
-    Json { code: StatusCode, body: Value, content_type: Option<String> },
+    Json {
+        code: StatusCode,
+        body: Value,
+        content_type: Option<String>,
+    },
     Text(&'static str),
     /// A watch: send `initial` events, then keep the stream open and silent
     /// (the lab has no event log) until `timeout` or shutdown.
-    Watch { timeout: Option<Duration>, initial: Vec<Value> },
+    Watch {
+        timeout: Option<Duration>,
+        initial: Vec<Value>,
+    },
 }
 
 impl Reply {
     pub fn ok(body: Value) -> Reply {
-        Reply::Json { code: StatusCode::OK, body, content_type: None }
+        Reply::Json {
+            code: StatusCode::OK,
+            body,
+            content_type: None,
+        }
     }
     pub fn created(body: Value) -> Reply {
-        Reply::Json { code: StatusCode::CREATED, body, content_type: None }
+        Reply::Json {
+            code: StatusCode::CREATED,
+            body,
+            content_type: None,
+        }
     }
 }
 
@@ -261,7 +329,11 @@ pub(crate) struct ApiError {
 
 /// "secrets" or "clusterroles.rbac.authorization.k8s.io", as GroupResource.String().
 pub(crate) fn qualified(resource: &str, group: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 fn details(name: &str, group: &str, kind: &str) -> Value {
@@ -278,7 +350,12 @@ fn details(name: &str, group: &str, kind: &str) -> Value {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: String) -> ApiError {
-        ApiError { code, reason, message, details: None }
+        ApiError {
+            code,
+            reason,
+            message,
+            details: None,
+        }
     }
     pub fn unauthorized() -> ApiError {
         ApiError::new(401, "Unauthorized", "Unauthorized".into())
@@ -299,7 +376,9 @@ impl ApiError {
             code: 404,
             reason: "NotFound",
             message: "the server could not find the requested resource".into(),
-            details: Some(json!({"causes":[{"reason":"UnexpectedServerResponse","message":"404 page not found"}]})),
+            details: Some(
+                json!({"causes":[{"reason":"UnexpectedServerResponse","message":"404 page not found"}]}),
+            ),
         }
     }
     pub fn already_exists(resource: &str, group: &str, name: &str) -> ApiError {
@@ -314,17 +393,30 @@ impl ApiError {
         ApiError {
             code: 409,
             reason: "Conflict",
-            message: format!("Operation cannot be fulfilled on {} {name:?}: {why}", qualified(resource, group)),
+            message: format!(
+                "Operation cannot be fulfilled on {} {name:?}: {why}",
+                qualified(resource, group)
+            ),
             details: Some(details(name, group, resource)),
         }
     }
     /// 422, as apierrors.NewInvalid: `Kind.group "name" is invalid: field: Invalid value: v: why`.
-    pub fn invalid(kind: &str, group: &str, name: &str, field: &str, value: &str, why: &str) -> ApiError {
+    pub fn invalid(
+        kind: &str,
+        group: &str,
+        name: &str,
+        field: &str,
+        value: &str,
+        why: &str,
+    ) -> ApiError {
         let cause = format!("Invalid value: {value}: {why}");
         ApiError {
             code: 422,
             reason: "Invalid",
-            message: format!("{} {name:?} is invalid: {field}: {cause}", qualified(kind, group)),
+            message: format!(
+                "{} {name:?} is invalid: {field}: {cause}",
+                qualified(kind, group)
+            ),
             details: Some(json!({
                 "name": name, "group": group, "kind": kind,
                 "causes": [{"reason": "FieldValueInvalid", "message": cause, "field": field}],
@@ -332,10 +424,20 @@ impl ApiError {
         }
     }
     pub fn method_not_allowed() -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource".into())
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource".into(),
+        )
     }
     pub fn unsupported_media_type(ct: &str) -> ApiError {
-        ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"))
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"
+            ),
+        )
     }
 
     pub fn to_status(&self) -> Value {
@@ -362,7 +464,11 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, 32 << 20).await {
         Ok(b) => b,
-        Err(e) => return error_response(&ApiError::bad_request(format!("reading the request body: {e}"))),
+        Err(e) => {
+            return error_response(&ApiError::bad_request(format!(
+                "reading the request body: {e}"
+            )));
+        }
     };
     let req = Req {
         method: parts.method,
@@ -378,7 +484,11 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
     };
     // Tokens never reach the log: only method, path and outcome.
     match result {
-        Ok(Reply::Json { code, body, content_type }) => {
+        Ok(Reply::Json {
+            code,
+            body,
+            content_type,
+        }) => {
             tracing::debug!(method = %req.method, path = %req.path, code = code.as_u16(), "lab apiserver");
             let mut resp = (code, body.to_string()).into_response();
             let ct = content_type.unwrap_or_else(|| "application/json".into());
@@ -387,7 +497,12 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
             }
             resp
         }
-        Ok(Reply::Text(t)) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], t).into_response(),
+        Ok(Reply::Text(t)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            t,
+        )
+            .into_response(),
         Ok(Reply::Watch { timeout, initial }) => {
             let mut stop = st.stop.clone();
             let wait = async move {
@@ -414,10 +529,16 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
                 first.push_str(&e.to_string());
                 first.push('\n');
             }
-            let head = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(Bytes::from(first)) });
+            let head =
+                futures::stream::once(
+                    async move { Ok::<Bytes, std::io::Error>(Bytes::from(first)) },
+                );
             let stream = futures::StreamExt::chain(head, futures::stream::once(wait));
             let mut resp = Response::new(Body::from_stream(stream));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             resp
         }
         Err(e) => {
@@ -429,7 +550,12 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
 
 fn error_response(e: &ApiError) -> Response {
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, [(header::CONTENT_TYPE, "application/json")], e.to_status().to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        e.to_status().to_string(),
+    )
+        .into_response()
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {
@@ -450,7 +576,10 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(v) => {
                         out.push(v);
                         i += 2;
@@ -529,12 +658,18 @@ fn route(cl: &mut ClusterSim, req: &Req) -> ApiResult<Reply> {
         return Err(rbac::forbidden(&user, &attrs));
     }
     match (&target.def.storage, target.sub.as_deref()) {
-        (resources::Storage::Review, None) if target.name.is_none() => reviews::handle(cl, &user, &target, req, now),
-        (resources::Storage::Stored(_), Some("token")) if target.def.plural == "serviceaccounts" => {
+        (resources::Storage::Review, None) if target.name.is_none() => {
+            reviews::handle(cl, &user, &target, req, now)
+        }
+        (resources::Storage::Stored(_), Some("token"))
+            if target.def.plural == "serviceaccounts" =>
+        {
             reviews::token_request(cl, &target, req, now)
         }
         // status is stored with the object in the lab.
-        (resources::Storage::Stored(_), None | Some("status")) => objects::handle(&mut cl.store, &target, verb, req, now),
+        (resources::Storage::Stored(_), None | Some("status")) => {
+            objects::handle(&mut cl.store, &target, verb, req, now)
+        }
         _ => Err(ApiError::no_route()),
     }
 }
@@ -553,7 +688,11 @@ fn non_resource_allowed(cl: &ClusterSim, user: &UserInfo, req: &Req, path: &str)
     };
     let attrs = rbac::Attrs {
         verb: verb.into(),
-        path: Some(if path.is_empty() { "/".into() } else { path.to_string() }),
+        path: Some(if path.is_empty() {
+            "/".into()
+        } else {
+            path.to_string()
+        }),
         ..Default::default()
     };
     if rbac::authorize(&cl.store, user, &attrs).allowed {
@@ -565,21 +704,34 @@ fn non_resource_allowed(cl: &ClusterSim, user: &UserInfo, req: &Req, path: &str)
 
 fn parse_target(group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
     let (namespace, plural, name, sub) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if tail.len() <= 2 => {
-            (Some(ns.to_string()), *plural, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string()))
-        }
-        [plural, tail @ ..] if tail.len() <= 2 => {
-            (None, *plural, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string()))
-        }
+        ["namespaces", ns, plural, tail @ ..] if tail.len() <= 2 => (
+            Some(ns.to_string()),
+            *plural,
+            tail.first().map(|s| s.to_string()),
+            tail.get(1).map(|s| s.to_string()),
+        ),
+        [plural, tail @ ..] if tail.len() <= 2 => (
+            None,
+            *plural,
+            tail.first().map(|s| s.to_string()),
+            tail.get(1).map(|s| s.to_string()),
+        ),
         _ => return Err(ApiError::no_route()),
     };
     let def = resources::find(group, version, plural).ok_or_else(ApiError::no_route)?;
     // A namespaced resource by name needs its namespace in the path; a
     // cluster-scoped one never has one.
-    if (def.namespaced && namespace.is_none() && name.is_some()) || (!def.namespaced && namespace.is_some()) {
+    if (def.namespaced && namespace.is_none() && name.is_some())
+        || (!def.namespaced && namespace.is_some())
+    {
         return Err(ApiError::no_route());
     }
-    Ok(Target { def, namespace, name, sub })
+    Ok(Target {
+        def,
+        namespace,
+        name,
+        sub,
+    })
 }
 
 fn is_true(v: Option<&str>) -> bool {

@@ -10,16 +10,34 @@ use serde_json::{Map, Value, json};
 use std::time::Duration;
 
 fn api_version(def: &ResourceDef) -> String {
-    if def.group.is_empty() { def.version.to_string() } else { format!("{}/{}", def.group, def.version) }
+    if def.group.is_empty() {
+        def.version.to_string()
+    } else {
+        format!("{}/{}", def.group, def.version)
+    }
 }
 
 fn key_of(def: &ResourceDef) -> ResourceKey {
-    ResourceKey { group: def.group.into(), version: def.version.into(), plural: def.plural.into() }
+    ResourceKey {
+        group: def.group.into(),
+        version: def.version.into(),
+        plural: def.plural.into(),
+    }
 }
 
-pub(crate) fn handle(store: &mut Store, t: &Target, verb: &str, req: &Req, now: i64) -> ApiResult<Reply> {
+pub(crate) fn handle(
+    store: &mut Store,
+    t: &Target,
+    verb: &str,
+    req: &Req,
+    now: i64,
+) -> ApiResult<Reply> {
     let def = t.def;
-    let ns = if def.namespaced { t.namespace.clone().unwrap_or_default() } else { String::new() };
+    let ns = if def.namespaced {
+        t.namespace.clone().unwrap_or_default()
+    } else {
+        String::new()
+    };
     let name = t.name.clone().unwrap_or_default();
     // Server-side dry run: do the work on a scratch copy.
     let mut scratch;
@@ -33,7 +51,9 @@ pub(crate) fn handle(store: &mut Store, t: &Target, verb: &str, req: &Req, now: 
         "list" => list(store, def, t.namespace.as_deref(), req, now),
         "watch" => watch(store, def, t.namespace.as_deref(), t.name.as_deref(), req),
         "get" => {
-            let mut obj = store.get_raw(&key_of(def), &ns, &name).ok_or_else(|| not_found(def, &name))?;
+            let mut obj = store
+                .get_raw(&key_of(def), &ns, &name)
+                .ok_or_else(|| not_found(def, &name))?;
             apply_defaults(def, &mut obj);
             Ok(match resources::negotiate(req, &[As::Table, As::Partial]) {
                 As::Table => table_reply(def, &[obj], &store.resource_version(), req, now),
@@ -51,8 +71,14 @@ pub(crate) fn handle(store: &mut Store, t: &Target, verb: &str, req: &Req, now: 
         "deletecollection" => {
             let items = select(store, def, t.namespace.as_deref(), req)?;
             for o in &items {
-                let n = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
-                let on = o["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+                let n = o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let on = o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 remove(store, def, &on, &n);
             }
             Ok(Reply::ok(list_doc(def, items, &store.resource_version())))
@@ -67,8 +93,10 @@ fn not_found(def: &ResourceDef, name: &str) -> ApiError {
 
 /// Matching objects, without their apiVersion/kind (list items carry none).
 fn select(store: &Store, def: &ResourceDef, ns: Option<&str>, req: &Req) -> ApiResult<Vec<Value>> {
-    let labels = parse_label_selector(req.param("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
-    let fields = parse_field_selector(req.param("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+    let labels = parse_label_selector(req.param("labelSelector").unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let fields = parse_field_selector(req.param("fieldSelector").unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
     Ok(store
         .list_raw(&key_of(def), ns)
         .into_iter()
@@ -107,24 +135,38 @@ fn table_reply(def: &ResourceDef, items: &[Value], rv: &str, req: &Req, now: i64
     }
 }
 
-fn list(store: &Store, def: &ResourceDef, ns: Option<&str>, req: &Req, now: i64) -> ApiResult<Reply> {
+fn list(
+    store: &Store,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    req: &Req,
+    now: i64,
+) -> ApiResult<Reply> {
     let items = select(store, def, ns, req)?;
     let rv = store.resource_version();
-    Ok(match resources::negotiate(req, &[As::Table, As::PartialList]) {
-        As::Table => table_reply(def, &items, &rv, req, now),
-        As::PartialList => Reply::ok(json!({
-            "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-            "metadata": {"resourceVersion": rv},
-            "items": items.iter().map(resources::partial).collect::<Vec<_>>(),
-        })),
-        _ => Reply::ok(list_doc(def, items, &rv)),
-    })
+    Ok(
+        match resources::negotiate(req, &[As::Table, As::PartialList]) {
+            As::Table => table_reply(def, &items, &rv, req, now),
+            As::PartialList => Reply::ok(json!({
+                "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"resourceVersion": rv},
+                "items": items.iter().map(resources::partial).collect::<Vec<_>>(),
+            })),
+            _ => Reply::ok(list_doc(def, items, &rv)),
+        },
+    )
 }
 
 /// The lab keeps no event history: a watch stays open and silent, except
 /// that a streaming list (sendInitialEvents=true) gets its ADDED events and
 /// the closing bookmark so kube-rs' streaming watcher can finish its list.
-fn watch(store: &Store, def: &ResourceDef, ns: Option<&str>, name: Option<&str>, req: &Req) -> ApiResult<Reply> {
+fn watch(
+    store: &Store,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    name: Option<&str>,
+    req: &Req,
+) -> ApiResult<Reply> {
     let mut initial = Vec::new();
     if super::is_true(req.param("sendInitialEvents")) {
         for mut o in select(store, def, ns, req)? {
@@ -142,9 +184,9 @@ fn watch(store: &Store, def: &ResourceDef, ns: Option<&str>, name: Option<&str>,
         }}));
     }
     let timeout = match req.param("timeoutSeconds") {
-        Some(s) => Some(Duration::from_secs(
-            s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {s:?}")))?,
-        )),
+        Some(s) => Some(Duration::from_secs(s.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("invalid timeoutSeconds {s:?}"))
+        })?)),
         None => None,
     };
     Ok(Reply::Watch { timeout, initial })
@@ -153,17 +195,28 @@ fn watch(store: &Store, def: &ResourceDef, ns: Option<&str>, name: Option<&str>,
 /// apiVersion/kind in a body must be this resource's; missing ones are filled.
 fn check_type(def: &ResourceDef, body: &mut Value) -> ApiResult<()> {
     let Some(m) = body.as_object_mut() else {
-        return Err(ApiError::bad_request(format!("the body of a {} must be a JSON object", def.kind)));
+        return Err(ApiError::bad_request(format!(
+            "the body of a {} must be a JSON object",
+            def.kind
+        )));
     };
     let want_av = api_version(def);
-    if let Some(av) = m.get("apiVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(av) = m
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         if av != want_av {
             return Err(ApiError::bad_request(format!(
                 "the API version in the data ({av}) does not match the expected API version ({want_av})"
             )));
         }
     }
-    if let Some(k) = m.get("kind").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(k) = m
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         if k != def.kind {
             return Err(ApiError::bad_request(format!(
                 "the kind in the data ({k}) does not match the expected kind ({})",
@@ -189,7 +242,9 @@ fn check_type(def: &ResourceDef, body: &mut Value) -> ApiResult<()> {
 }
 
 fn meta_mut(body: &mut Value) -> ApiResult<&mut Map<String, Value>> {
-    let bad = || ApiError::bad_request("the object must be a JSON object with an object \"metadata\"".into());
+    let bad = || {
+        ApiError::bad_request("the object must be a JSON object with an object \"metadata\"".into())
+    };
     let obj = body.as_object_mut().ok_or_else(bad)?;
     let m = obj.entry("metadata").or_insert_with(|| json!({}));
     if !m.is_object() {
@@ -198,10 +253,21 @@ fn meta_mut(body: &mut Value) -> ApiResult<&mut Map<String, Value>> {
     m.as_object_mut().ok_or_else(bad)
 }
 
-fn store_put(store: &mut Store, def: &ResourceDef, body: Value, ns: &str, name: &str) -> ApiResult<Value> {
-    let Storage::Stored(put) = def.storage else { return Err(ApiError::method_not_allowed()) };
+fn store_put(
+    store: &mut Store,
+    def: &ResourceDef,
+    body: Value,
+    ns: &str,
+    name: &str,
+) -> ApiResult<Value> {
+    let Storage::Stored(put) = def.storage else {
+        return Err(ApiError::method_not_allowed());
+    };
     put(store, body).map_err(|e| {
-        ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", def.kind, def.version, def.kind))
+        ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: {e}",
+            def.kind, def.version, def.kind
+        ))
     })?;
     // Defaults go into the stored object (its shape is now known good), as
     // kube-apiserver stores them.
@@ -223,13 +289,20 @@ fn random_suffix() -> String {
         .unwrap_or(7);
     (0..5)
         .map(|_| {
-            n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ALPHA[((n >> 33) % ALPHA.len() as u64) as usize] as char
         })
         .collect()
 }
 
-pub(crate) fn create(store: &mut Store, def: &ResourceDef, ns: &str, mut body: Value) -> ApiResult<Value> {
+pub(crate) fn create(
+    store: &mut Store,
+    def: &ResourceDef,
+    ns: &str,
+    mut body: Value,
+) -> ApiResult<Value> {
     check_type(def, &mut body)?;
     let meta = meta_mut(&mut body)?;
     if def.namespaced {
@@ -246,9 +319,17 @@ pub(crate) fn create(store: &mut Store, def: &ResourceDef, ns: &str, mut body: V
     } else {
         meta.remove("namespace");
     }
-    let mut name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if name.is_empty() {
-        if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        if let Some(prefix) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
             name = format!("{prefix}{}", random_suffix());
             meta.insert("name".into(), json!(name));
         }
@@ -264,7 +345,13 @@ pub(crate) fn create(store: &mut Store, def: &ResourceDef, ns: &str, mut body: V
         ));
     }
     // The server owns these.
-    for k in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "selfLink"] {
+    for k in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "selfLink",
+    ] {
         meta.remove(k);
     }
     if store.get_raw(&key_of(def), ns, &name).is_some() {
@@ -274,7 +361,13 @@ pub(crate) fn create(store: &mut Store, def: &ResourceDef, ns: &str, mut body: V
 }
 
 /// Server-owned fields of `existing` carried over to its replacement.
-fn keep_server_fields(body: &mut Value, existing: &Value, ns: &str, name: &str, namespaced: bool) -> ApiResult<()> {
+fn keep_server_fields(
+    body: &mut Value,
+    existing: &Value,
+    ns: &str,
+    name: &str,
+    namespaced: bool,
+) -> ApiResult<()> {
     let old = &existing["metadata"];
     let meta = meta_mut(body)?;
     meta.insert("name".into(), json!(name));
@@ -292,7 +385,9 @@ fn keep_server_fields(body: &mut Value, existing: &Value, ns: &str, name: &str, 
 }
 
 fn check_rv(def: &ResourceDef, body: &Value, existing: &Value, name: &str) -> ApiResult<()> {
-    let want = body["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+    let want = body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default();
     if !want.is_empty() && existing["metadata"]["resourceVersion"].as_str() != Some(want) {
         return Err(ApiError::conflict(
             def.plural,
@@ -304,7 +399,13 @@ fn check_rv(def: &ResourceDef, body: &Value, existing: &Value, name: &str) -> Ap
     Ok(())
 }
 
-fn update(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, mut body: Value) -> ApiResult<Value> {
+fn update(
+    store: &mut Store,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+    mut body: Value,
+) -> ApiResult<Value> {
     check_type(def, &mut body)?;
     let body_name = body["metadata"]["name"].as_str().unwrap_or_default();
     if !body_name.is_empty() && body_name != name {
@@ -312,14 +413,28 @@ fn update(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, mut body: 
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
         )));
     }
-    let existing = store.get_raw(&key_of(def), ns, name).ok_or_else(|| not_found(def, name))?;
+    let existing = store
+        .get_raw(&key_of(def), ns, name)
+        .ok_or_else(|| not_found(def, name))?;
     check_rv(def, &body, &existing, name)?;
     keep_server_fields(&mut body, &existing, ns, name, def.namespaced)?;
     store_put(store, def, body, ns, name)
 }
 
-fn patch(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, req: &Req) -> ApiResult<Reply> {
-    let ct = req.content_type().split(';').next().unwrap_or("").trim().to_string();
+fn patch(
+    store: &mut Store,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+    req: &Req,
+) -> ApiResult<Reply> {
+    let ct = req
+        .content_type()
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let patch_body = req.json_body()?;
     let existing = store.get_raw(&key_of(def), ns, name);
     if ct == "application/apply-patch+yaml" {
@@ -355,7 +470,10 @@ fn patch(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, req: &Req) 
 }
 
 fn remove(store: &mut Store, def: &ResourceDef, ns: &str, name: &str) -> Option<Value> {
-    let removed = store.objects.get_mut(&key_of(def)).and_then(|m| m.remove(&(ns.to_string(), name.to_string())));
+    let removed = store
+        .objects
+        .get_mut(&key_of(def))
+        .and_then(|m| m.remove(&(ns.to_string(), name.to_string())));
     // The lab has no namespace controller: a namespace takes its contents
     // with it at once instead of going through Terminating.
     if removed.is_some() && def.plural == "namespaces" && def.group.is_empty() {
@@ -366,9 +484,20 @@ fn remove(store: &mut Store, def: &ResourceDef, ns: &str, name: &str) -> Option<
     removed
 }
 
-fn delete(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, req: &Req) -> ApiResult<Reply> {
-    let existing = store.get_raw(&key_of(def), ns, name).ok_or_else(|| not_found(def, name))?;
-    let uid = existing["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+fn delete(
+    store: &mut Store,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+    req: &Req,
+) -> ApiResult<Reply> {
+    let existing = store
+        .get_raw(&key_of(def), ns, name)
+        .ok_or_else(|| not_found(def, name))?;
+    let uid = existing["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if !req.body.is_empty() {
         let opts = req.json_body()?;
         let pre = &opts["preconditions"];
@@ -378,18 +507,24 @@ fn delete(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, req: &Req)
                     def.plural,
                     def.group,
                     name,
-                    &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"),
+                    &format!(
+                        "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                    ),
                 ));
             }
         }
         if let Some(want) = pre["resourceVersion"].as_str().filter(|s| !s.is_empty()) {
-            let have = existing["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+            let have = existing["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
             if want != have {
                 return Err(ApiError::conflict(
                     def.plural,
                     def.group,
                     name,
-                    &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {have}"),
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {have}"
+                    ),
                 ));
             }
         }
@@ -438,24 +573,39 @@ fn split_top(s: &str) -> Vec<&str> {
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 fn valid_value(v: &str) -> bool {
-    v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 pub(crate) fn parse_label_selector(s: &str) -> Result<Vec<LabelReq>, String> {
     let mut out = Vec::new();
-    for term in split_top(s).into_iter().map(str::trim).filter(|t| !t.is_empty()) {
+    for term in split_top(s)
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         let bad = |why: &str| format!("unable to parse requirement: {why} in label selector {s:?}");
         let key = |k: &str| -> Result<String, String> {
             let k = k.trim();
-            if valid_key(k) { Ok(k.to_string()) } else { Err(bad(&format!("invalid label key {k:?}"))) }
+            if valid_key(k) {
+                Ok(k.to_string())
+            } else {
+                Err(bad(&format!("invalid label key {k:?}")))
+            }
         };
         let value = |v: &str| -> Result<String, String> {
             let v = v.trim();
-            if valid_value(v) { Ok(v.to_string()) } else { Err(bad(&format!("invalid label value {v:?}"))) }
+            if valid_value(v) {
+                Ok(v.to_string())
+            } else {
+                Err(bad(&format!("invalid label value {v:?}")))
+            }
         };
         let req = if let Some(k) = term.strip_prefix('!') {
             LabelReq::NotExists(key(k)?)
@@ -466,8 +616,14 @@ pub(crate) fn parse_label_selector(s: &str) -> Result<Vec<LabelReq>, String> {
         } else if let Some((k, v)) = term.split_once('=') {
             LabelReq::Eq(key(k)?, value(v)?)
         } else if let Some(open) = term.find('(') {
-            let close = term.rfind(')').filter(|c| *c > open).ok_or_else(|| bad("missing ')'"))?;
-            let vals = term[open + 1..close].split(',').map(value).collect::<Result<Vec<_>, _>>()?;
+            let close = term
+                .rfind(')')
+                .filter(|c| *c > open)
+                .ok_or_else(|| bad("missing ')'"))?;
+            let vals = term[open + 1..close]
+                .split(',')
+                .map(value)
+                .collect::<Result<Vec<_>, _>>()?;
             let head: Vec<&str> = term[..open].split_whitespace().collect();
             match head.as_slice() {
                 [k, "in"] => LabelReq::In(key(k)?, vals),
@@ -510,7 +666,9 @@ fn parse_field_selector(s: &str) -> Result<Vec<FieldReq>, String> {
         } else if let Some((k, v)) = term.split_once('=') {
             (k, v, true)
         } else {
-            return Err(format!("invalid selector: {s:?}; can't understand {term:?}"));
+            return Err(format!(
+                "invalid selector: {s:?}; can't understand {term:?}"
+            ));
         };
         out.push((k.trim().to_string(), v.trim().to_string(), eq));
     }
@@ -556,16 +714,21 @@ pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
 
 fn strip_directives(v: &Value) -> Value {
     match v {
-        Value::Object(m) => {
-            Value::Object(m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect())
-        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
     }
 }
 
 fn named_objects(a: &[Value]) -> bool {
-    !a.is_empty() && a.iter().all(|e| e.get("name").is_some_and(Value::is_string))
+    !a.is_empty()
+        && a.iter()
+            .all(|e| e.get("name").is_some_and(Value::is_string))
 }
 
 /// Strategic merge patch, approximated: a JSON merge patch where lists of
@@ -600,7 +763,9 @@ pub(crate) fn strategic_merge(target: &mut Value, patch: &Value) {
             continue;
         }
         match (t.get_mut(k), v) {
-            (Some(Value::Array(cur)), Value::Array(new)) if named_objects(cur) && named_objects(new) => {
+            (Some(Value::Array(cur)), Value::Array(new))
+                if named_objects(cur) && named_objects(new) =>
+            {
                 for e in new {
                     let pos = cur.iter().position(|c| c["name"] == e["name"]);
                     let del = e.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -626,8 +791,13 @@ fn pointer_tokens(p: &str) -> Result<Vec<String>, String> {
     if p.is_empty() {
         return Ok(Vec::new());
     }
-    let rest = p.strip_prefix('/').ok_or_else(|| format!("JSON pointer {p:?} must start with '/'"))?;
-    Ok(rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect())
+    let rest = p
+        .strip_prefix('/')
+        .ok_or_else(|| format!("JSON pointer {p:?} must start with '/'"))?;
+    Ok(rest
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect())
 }
 
 fn navigate<'a>(doc: &'a mut Value, toks: &[String], path: &str) -> Result<&'a mut Value, String> {
@@ -665,7 +835,9 @@ fn jp_add(doc: &mut Value, path: &str, val: Value) -> Result<(), String> {
 
 fn jp_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
     let toks = pointer_tokens(path)?;
-    let (last, parent) = toks.split_last().ok_or_else(|| "cannot remove the whole document".to_string())?;
+    let (last, parent) = toks
+        .split_last()
+        .ok_or_else(|| "cannot remove the whole document".to_string())?;
     let missing = || format!("doc is missing path: {path:?}");
     match navigate(doc, parent, path)? {
         Value::Object(m) => m.remove(last).ok_or_else(missing),
@@ -679,11 +851,23 @@ fn jp_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
 
 /// RFC 6902 JSON patch.
 pub(crate) fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
-    let ops = ops.as_array().ok_or("a JSON patch must be an array of operations")?;
+    let ops = ops
+        .as_array()
+        .ok_or("a JSON patch must be an array of operations")?;
     for op in ops {
-        let path = op["path"].as_str().ok_or("a JSON patch operation needs a \"path\"")?;
-        let from = || op["from"].as_str().ok_or_else(|| format!("operation {op} needs \"from\""));
-        let value = || op.get("value").cloned().ok_or_else(|| format!("operation {op} needs \"value\""));
+        let path = op["path"]
+            .as_str()
+            .ok_or("a JSON patch operation needs a \"path\"")?;
+        let from = || {
+            op["from"]
+                .as_str()
+                .ok_or_else(|| format!("operation {op} needs \"from\""))
+        };
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| format!("operation {op} needs \"value\""))
+        };
         match op["op"].as_str() {
             Some("add") => jp_add(doc, path, value()?)?,
             Some("remove") => {
@@ -703,7 +887,10 @@ pub(crate) fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
                 jp_add(doc, path, v)?;
             }
             Some("copy") => {
-                let v = doc.pointer(from()?).cloned().ok_or_else(|| format!("doc is missing path: {op}"))?;
+                let v = doc
+                    .pointer(from()?)
+                    .cloned()
+                    .ok_or_else(|| format!("doc is missing path: {op}"))?;
                 jp_add(doc, path, v)?;
             }
             other => return Err(format!("unexpected JSON patch operation {other:?}")),
@@ -731,7 +918,10 @@ fn default_field(m: &mut Map<String, Value>, key: &str, val: Value) {
 }
 
 fn each(v: Option<&mut Value>) -> impl Iterator<Item = &mut Map<String, Value>> {
-    v.and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut)
+    v.and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
 }
 
 /// The defaults kube-apiserver fills in on write, applied to what the lab

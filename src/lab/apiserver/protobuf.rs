@@ -36,9 +36,16 @@ const SECRET: &[Field] = &[
     (4, "stringData", F::MapStr),
     (5, "immutable", F::Bool),
 ];
-const CONFIG_MAP: &[Field] =
-    &[(1, "metadata", F::Msg(META)), (2, "data", F::MapStr), (3, "binaryData", F::MapBytes), (4, "immutable", F::Bool)];
-const SERVICE_ACCOUNT: &[Field] = &[(1, "metadata", F::Msg(META)), (4, "automountServiceAccountToken", F::Bool)];
+const CONFIG_MAP: &[Field] = &[
+    (1, "metadata", F::Msg(META)),
+    (2, "data", F::MapStr),
+    (3, "binaryData", F::MapBytes),
+    (4, "immutable", F::Bool),
+];
+const SERVICE_ACCOUNT: &[Field] = &[
+    (1, "metadata", F::Msg(META)),
+    (4, "automountServiceAccountToken", F::Bool),
+];
 const NAMESPACE: &[Field] = &[(1, "metadata", F::Msg(META))];
 const RA: &[Field] = &[
     (1, "namespace", F::Str),
@@ -52,7 +59,14 @@ const RA: &[Field] = &[
 const NRA: &[Field] = &[(1, "path", F::Str), (2, "verb", F::Str)];
 const SSAR: &[Field] = &[
     (1, "metadata", F::Msg(META)),
-    (2, "spec", F::Msg(&[(1, "resourceAttributes", F::Msg(RA)), (2, "nonResourceAttributes", F::Msg(NRA))])),
+    (
+        2,
+        "spec",
+        F::Msg(&[
+            (1, "resourceAttributes", F::Msg(RA)),
+            (2, "nonResourceAttributes", F::Msg(NRA)),
+        ]),
+    ),
 ];
 const SAR: &[Field] = &[
     (1, "metadata", F::Msg(META)),
@@ -68,19 +82,37 @@ const SAR: &[Field] = &[
         ]),
     ),
 ];
-const SSRR: &[Field] = &[(1, "metadata", F::Msg(META)), (2, "spec", F::Msg(&[(1, "namespace", F::Str)]))];
+const SSRR: &[Field] = &[
+    (1, "metadata", F::Msg(META)),
+    (2, "spec", F::Msg(&[(1, "namespace", F::Str)])),
+];
 const SSR: &[Field] = &[(1, "metadata", F::Msg(META))];
-const BOUND: &[Field] = &[(1, "kind", F::Str), (2, "apiVersion", F::Str), (3, "name", F::Str), (4, "uid", F::Str)];
+const BOUND: &[Field] = &[
+    (1, "kind", F::Str),
+    (2, "apiVersion", F::Str),
+    (3, "name", F::Str),
+    (4, "uid", F::Str),
+];
 const TOKEN_REQUEST: &[Field] = &[
     (1, "metadata", F::Msg(META)),
     (
         2,
         "spec",
-        F::Msg(&[(1, "audiences", F::Strs), (3, "boundObjectRef", F::Msg(BOUND)), (4, "expirationSeconds", F::I64)]),
+        F::Msg(&[
+            (1, "audiences", F::Strs),
+            (3, "boundObjectRef", F::Msg(BOUND)),
+            (4, "expirationSeconds", F::I64),
+        ]),
     ),
 ];
-const TOKEN_REVIEW: &[Field] =
-    &[(1, "metadata", F::Msg(META)), (2, "spec", F::Msg(&[(1, "token", F::Str), (2, "audiences", F::Strs)]))];
+const TOKEN_REVIEW: &[Field] = &[
+    (1, "metadata", F::Msg(META)),
+    (
+        2,
+        "spec",
+        F::Msg(&[(1, "token", F::Str), (2, "audiences", F::Strs)]),
+    ),
+];
 const TYPE_META: &[Field] = &[(1, "apiVersion", F::Str), (2, "kind", F::Str)];
 
 fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
@@ -119,7 +151,11 @@ impl<'a> Reader<'a> {
     }
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = usize::try_from(self.varint()?).map_err(|_| "protobuf length out of range")?;
-        let end = self.i.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("truncated protobuf field")?;
+        let end = self
+            .i
+            .checked_add(n)
+            .filter(|e| *e <= self.b.len())
+            .ok_or("truncated protobuf field")?;
         let out = &self.b[self.i..end];
         self.i = end;
         Ok(out)
@@ -132,7 +168,11 @@ impl<'a> Reader<'a> {
             5 => 4,
             w => return Err(format!("unsupported protobuf wire type {w}")),
         };
-        self.i = self.i.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("truncated protobuf field")?;
+        self.i = self
+            .i
+            .checked_add(n)
+            .filter(|e| *e <= self.b.len())
+            .ok_or("truncated protobuf field")?;
         Ok(())
     }
 }
@@ -143,7 +183,9 @@ fn message(b: &[u8], schema: &[Field]) -> Result<Value, String> {
     while r.i < b.len() {
         let key = r.varint()?;
         let (num, wire) = ((key >> 3) as u32, (key & 7) as u8);
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "protobuf string is not UTF-8".to_string());
+        let text = |b: &[u8]| {
+            String::from_utf8(b.to_vec()).map_err(|_| "protobuf string is not UTF-8".to_string())
+        };
         match schema.iter().find(|f| f.0 == num) {
             Some((_, name, F::Str)) if wire == 2 => {
                 out.insert(name.to_string(), json!(text(r.bytes()?)?));
@@ -163,7 +205,10 @@ fn message(b: &[u8], schema: &[Field]) -> Result<Value, String> {
             }
             Some((_, name, kind @ (F::MapStr | F::MapBytes))) if wire == 2 => {
                 // A map entry is a message {key = 1, value = 2}.
-                let mut e = Reader { b: r.bytes()?, i: 0 };
+                let mut e = Reader {
+                    b: r.bytes()?,
+                    i: 0,
+                };
                 let (mut k, mut v) = (String::new(), Vec::new());
                 while e.i < e.b.len() {
                     let key = e.varint()?;
@@ -196,7 +241,9 @@ fn message(b: &[u8], schema: &[Field]) -> Result<Value, String> {
 
 /// Decode a `k8s\0` + runtime.Unknown envelope of a supported kind to JSON.
 pub(crate) fn decode(body: &[u8]) -> Result<Value, String> {
-    let rest = body.strip_prefix(b"k8s\0").ok_or("not a Kubernetes protobuf envelope")?;
+    let rest = body
+        .strip_prefix(b"k8s\0")
+        .ok_or("not a Kubernetes protobuf envelope")?;
     let mut r = Reader { b: rest, i: 0 };
     let (mut type_meta, mut raw) = (Value::Null, &[][..]);
     while r.i < rest.len() {
@@ -207,10 +254,14 @@ pub(crate) fn decode(body: &[u8]) -> Result<Value, String> {
             (_, wire) => r.skip(wire)?,
         }
     }
-    let api_version = type_meta["apiVersion"].as_str().unwrap_or_default().to_string();
+    let api_version = type_meta["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let kind = type_meta["kind"].as_str().unwrap_or_default().to_string();
-    let schema = schema(&api_version, &kind)
-        .ok_or_else(|| format!("the lab API server cannot decode {kind} ({api_version}) from protobuf; send JSON"))?;
+    let schema = schema(&api_version, &kind).ok_or_else(|| {
+        format!("the lab API server cannot decode {kind} ({api_version}) from protobuf; send JSON")
+    })?;
     let mut v = message(raw, schema)?;
     if let Value::Object(m) = &mut v {
         m.insert("apiVersion".into(), json!(api_version));
@@ -231,24 +282,55 @@ mod tests {
 
     #[test]
     fn decodes_a_self_subject_access_review() {
-        let ra = [field(2, b"create"), field(3, b"authentication.k8s.io"), field(5, b"tokenreviews")].concat();
+        let ra = [
+            field(2, b"create"),
+            field(3, b"authentication.k8s.io"),
+            field(5, b"tokenreviews"),
+        ]
+        .concat();
         let spec = field(1, &ra);
         let raw = field(2, &spec);
-        let tm = [field(1, b"authorization.k8s.io/v1"), field(2, b"SelfSubjectAccessReview")].concat();
-        let body = [b"k8s\0".to_vec(), field(1, &tm), field(2, &raw), field(4, b"application/vnd.kubernetes.protobuf")].concat();
+        let tm = [
+            field(1, b"authorization.k8s.io/v1"),
+            field(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
+        let body = [
+            b"k8s\0".to_vec(),
+            field(1, &tm),
+            field(2, &raw),
+            field(4, b"application/vnd.kubernetes.protobuf"),
+        ]
+        .concat();
         let v = decode(&body).unwrap();
         assert_eq!(v["kind"], "SelfSubjectAccessReview");
         assert_eq!(v["spec"]["resourceAttributes"]["resource"], "tokenreviews");
         assert_eq!(v["spec"]["resourceAttributes"]["verb"], "create");
         assert!(decode(b"k8s\0\x0a\xff").is_err());
         assert!(decode(b"{}").is_err());
-        let other = [b"k8s\0".to_vec(), field(1, &[field(1, b"v1"), field(2, b"Pod")].concat())].concat();
+        let other = [
+            b"k8s\0".to_vec(),
+            field(1, &[field(1, b"v1"), field(2, b"Pod")].concat()),
+        ]
+        .concat();
         assert!(decode(&other).unwrap_err().contains("cannot decode Pod"));
         // A Secret with a label and binary data.
-        let meta = [field(1, b"s1"), field(11, &[field(1, b"app"), field(2, b"x")].concat())].concat();
-        let raw = [field(1, &meta), field(2, &[field(1, b"k"), field(2, &[0xff, 0x00])].concat()), vec![0x28, 1]].concat();
+        let meta = [
+            field(1, b"s1"),
+            field(11, &[field(1, b"app"), field(2, b"x")].concat()),
+        ]
+        .concat();
+        let raw = [
+            field(1, &meta),
+            field(2, &[field(1, b"k"), field(2, &[0xff, 0x00])].concat()),
+            vec![0x28, 1],
+        ]
+        .concat();
         let tm = [field(1, b"v1"), field(2, b"Secret")].concat();
         let v = decode(&[b"k8s\0".to_vec(), field(1, &tm), field(2, &raw)].concat()).unwrap();
-        assert_eq!(v, json!({"metadata": {"name": "s1", "labels": {"app": "x"}}, "data": {"k": "/wA="}, "immutable": true, "apiVersion": "v1", "kind": "Secret"}));
+        assert_eq!(
+            v,
+            json!({"metadata": {"name": "s1", "labels": {"app": "x"}}, "data": {"k": "/wA="}, "immutable": true, "apiVersion": "v1", "kind": "Secret"})
+        );
     }
 }

@@ -5,7 +5,9 @@
 
 use super::{ApiError, UserInfo, qualified};
 use crate::lab::store::Store;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject,
+};
 use serde_json::json;
 
 /// authorizer.Attributes: a resource request, or a non-resource one when `path` is set.
@@ -43,18 +45,45 @@ fn bootstrap_rules() -> Vec<(&'static str, PolicyRule)> {
         ..Default::default()
     };
     vec![
-        ("system:basic-user", rule(&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"])),
         (
             "system:basic-user",
-            rule(&["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"], &["create"]),
+            rule(
+                &["authentication.k8s.io"],
+                &["selfsubjectreviews"],
+                &["create"],
+            ),
         ),
-        ("system:discovery", urls(&["/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*", "/version", "/version/"])),
-        ("system:public-info-viewer", urls(&["/healthz", "/livez", "/readyz", "/version", "/version/"])),
+        (
+            "system:basic-user",
+            rule(
+                &["authorization.k8s.io"],
+                &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                &["create"],
+            ),
+        ),
+        (
+            "system:discovery",
+            urls(&[
+                "/api",
+                "/api/*",
+                "/apis",
+                "/apis/*",
+                "/openapi",
+                "/openapi/*",
+                "/version",
+                "/version/",
+            ]),
+        ),
+        (
+            "system:public-info-viewer",
+            urls(&["/healthz", "/livez", "/readyz", "/version", "/version/"]),
+        ),
     ]
 }
 
 fn has(list: &Option<Vec<String>>, want: &str) -> bool {
-    list.as_ref().is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
+    list.as_ref()
+        .is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
 }
 
 pub(crate) fn rule_allows(rule: &PolicyRule, a: &Attrs) -> bool {
@@ -65,17 +94,25 @@ pub(crate) fn rule_allows(rule: &PolicyRule, a: &Attrs) -> bool {
     if let Some(path) = &a.path {
         return rule.non_resource_urls.as_ref().is_some_and(|urls| {
             urls.iter().any(|u| {
-                u == "*" || u == path || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
+                u == "*"
+                    || u == path
+                    || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
             })
         });
     }
     if !has(&rule.api_groups, &a.group) {
         return false;
     }
-    let combined = if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
+    let combined = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
     let resource_ok = rule.resources.as_ref().is_some_and(|rs| {
         rs.iter().any(|r| {
-            r == "*" || *r == combined || (!a.subresource.is_empty() && *r == format!("*/{}", a.subresource))
+            r == "*"
+                || *r == combined
+                || (!a.subresource.is_empty() && *r == format!("*/{}", a.subresource))
         })
     });
     if !resource_ok {
@@ -93,7 +130,11 @@ fn applies_to(s: &Subject, user: &UserInfo, binding_ns: &str) -> Option<String> 
         "User" if s.name == user.username => Some(format!("User {:?}", s.name)),
         "Group" if user.in_group(&s.name) => Some(format!("Group {:?}", s.name)),
         "ServiceAccount" => {
-            let ns = s.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(binding_ns);
+            let ns = s
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(binding_ns);
             (!ns.is_empty() && user.username == format!("system:serviceaccount:{ns}:{}", s.name))
                 .then(|| format!("ServiceAccount {:?}", format!("{}/{ns}", s.name)))
         }
@@ -101,14 +142,27 @@ fn applies_to(s: &Subject, user: &UserInfo, binding_ns: &str) -> Option<String> 
     }
 }
 
-fn first_subject(subjects: &Option<Vec<Subject>>, user: &UserInfo, binding_ns: &str) -> Option<String> {
-    subjects.iter().flatten().find_map(|s| applies_to(s, user, binding_ns))
+fn first_subject(
+    subjects: &Option<Vec<Subject>>,
+    user: &UserInfo,
+    binding_ns: &str,
+) -> Option<String> {
+    subjects
+        .iter()
+        .flatten()
+        .find_map(|s| applies_to(s, user, binding_ns))
 }
 
 fn role_rules(store: &Store, kind: &str, name: &str, ns: &str) -> Vec<PolicyRule> {
     match kind {
-        "ClusterRole" => store.get::<ClusterRole>("", name).and_then(|r| r.rules).unwrap_or_default(),
-        "Role" => store.get::<Role>(ns, name).and_then(|r| r.rules).unwrap_or_default(),
+        "ClusterRole" => store
+            .get::<ClusterRole>("", name)
+            .and_then(|r| r.rules)
+            .unwrap_or_default(),
+        "Role" => store
+            .get::<Role>(ns, name)
+            .and_then(|r| r.rules)
+            .unwrap_or_default(),
         _ => Vec::new(),
     }
 }
@@ -119,15 +173,22 @@ fn applicable_rules(store: &Store, user: &UserInfo, namespace: &str) -> Vec<(Str
     let mut out = Vec::new();
     if user.in_group("system:authenticated") {
         for (name, rule) in bootstrap_rules() {
-            let why = format!("ClusterRoleBinding {name:?} of ClusterRole {name:?} to Group \"system:authenticated\"");
+            let why = format!(
+                "ClusterRoleBinding {name:?} of ClusterRole {name:?} to Group \"system:authenticated\""
+            );
             out.push((why, rule));
         }
     }
     for b in store.list::<ClusterRoleBinding>() {
-        let Some(subject) = first_subject(&b.subjects, user, "") else { continue };
+        let Some(subject) = first_subject(&b.subjects, user, "") else {
+            continue;
+        };
         let bname = b.metadata.name.clone().unwrap_or_default();
         for rule in role_rules(store, &b.role_ref.kind, &b.role_ref.name, "") {
-            let why = format!("ClusterRoleBinding {bname:?} of {} {:?} to {subject}", b.role_ref.kind, b.role_ref.name);
+            let why = format!(
+                "ClusterRoleBinding {bname:?} of {} {:?} to {subject}",
+                b.role_ref.kind, b.role_ref.name
+            );
             out.push((why, rule));
         }
     }
@@ -136,10 +197,18 @@ fn applicable_rules(store: &Store, user: &UserInfo, namespace: &str) -> Vec<(Str
             if b.metadata.namespace.as_deref() != Some(namespace) {
                 continue;
             }
-            let Some(subject) = first_subject(&b.subjects, user, namespace) else { continue };
-            let bname = format!("{}/{namespace}", b.metadata.name.clone().unwrap_or_default());
+            let Some(subject) = first_subject(&b.subjects, user, namespace) else {
+                continue;
+            };
+            let bname = format!(
+                "{}/{namespace}",
+                b.metadata.name.clone().unwrap_or_default()
+            );
             for rule in role_rules(store, &b.role_ref.kind, &b.role_ref.name, namespace) {
-                let why = format!("RoleBinding {bname:?} of {} {:?} to {subject}", b.role_ref.kind, b.role_ref.name);
+                let why = format!(
+                    "RoleBinding {bname:?} of {} {:?} to {subject}",
+                    b.role_ref.kind, b.role_ref.name
+                );
                 out.push((why, rule));
             }
         }
@@ -150,15 +219,24 @@ fn applicable_rules(store: &Store, user: &UserInfo, namespace: &str) -> Vec<(Str
 pub(crate) fn authorize(store: &Store, user: &UserInfo, a: &Attrs) -> Decision {
     // kube-apiserver's privileged-group authorizer runs before RBAC.
     if user.in_group("system:masters") {
-        return Decision { allowed: true, reason: String::new() };
+        return Decision {
+            allowed: true,
+            reason: String::new(),
+        };
     }
     for (why, rule) in applicable_rules(store, user, &a.namespace) {
         if rule_allows(&rule, a) {
-            return Decision { allowed: true, reason: format!("RBAC: allowed by {why}") };
+            return Decision {
+                allowed: true,
+                reason: format!("RBAC: allowed by {why}"),
+            };
         }
     }
     // RBAC never denies explicitly; it has no opinion, and no reason.
-    Decision { allowed: false, reason: String::new() }
+    Decision {
+        allowed: false,
+        reason: String::new(),
+    }
 }
 
 /// The rules `user` has in `namespace`, for SelfSubjectRulesReview.
@@ -171,22 +249,39 @@ pub(crate) fn rules_for(store: &Store, user: &UserInfo, namespace: &str) -> Vec<
                 verbs: vec!["*".into()],
                 ..Default::default()
             },
-            PolicyRule { non_resource_urls: Some(vec!["*".into()]), verbs: vec!["*".into()], ..Default::default() },
+            PolicyRule {
+                non_resource_urls: Some(vec!["*".into()]),
+                verbs: vec!["*".into()],
+                ..Default::default()
+            },
         ];
     }
-    applicable_rules(store, user, namespace).into_iter().map(|(_, r)| r).collect()
+    applicable_rules(store, user, namespace)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
 }
 
 /// kube-apiserver's forbiddenMessage + apierrors.NewForbidden.
 pub(crate) fn forbidden(user: &UserInfo, a: &Attrs) -> ApiError {
     let who = &user.username;
     if let Some(path) = &a.path {
-        return ApiError::new(403, "Forbidden", format!("forbidden: User {who:?} cannot {} path {path:?}", a.verb));
+        return ApiError::new(
+            403,
+            "Forbidden",
+            format!("forbidden: User {who:?} cannot {} path {path:?}", a.verb),
+        );
     }
-    let resource =
-        if a.subresource.is_empty() { a.resource.clone() } else { format!("{}/{}", a.resource, a.subresource) };
+    let resource = if a.subresource.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}/{}", a.resource, a.subresource)
+    };
     let why = if a.namespace.is_empty() {
-        format!("User {who:?} cannot {} resource {resource:?} in API group {:?} at the cluster scope", a.verb, a.group)
+        format!(
+            "User {who:?} cannot {} resource {resource:?} in API group {:?} at the cluster scope",
+            a.verb, a.group
+        )
     } else {
         format!(
             "User {who:?} cannot {} resource {resource:?} in API group {:?} in the namespace {:?}",
@@ -194,7 +289,11 @@ pub(crate) fn forbidden(user: &UserInfo, a: &Attrs) -> ApiError {
         )
     };
     let gr = qualified(&a.resource, &a.group);
-    let message = if a.name.is_empty() { format!("{gr} is forbidden: {why}") } else { format!("{gr} {:?} is forbidden: {why}", a.name) };
+    let message = if a.name.is_empty() {
+        format!("{gr} is forbidden: {why}")
+    } else {
+        format!("{gr} {:?} is forbidden: {why}", a.name)
+    };
     let mut details = serde_json::Map::new();
     if !a.name.is_empty() {
         details.insert("name".into(), json!(a.name));
@@ -203,5 +302,10 @@ pub(crate) fn forbidden(user: &UserInfo, a: &Attrs) -> ApiError {
         details.insert("group".into(), json!(a.group));
     }
     details.insert("kind".into(), json!(a.resource));
-    ApiError { code: 403, reason: "Forbidden", message, details: Some(serde_json::Value::Object(details)) }
+    ApiError {
+        code: 403,
+        reason: "Forbidden",
+        message,
+        details: Some(serde_json::Value::Object(details)),
+    }
 }

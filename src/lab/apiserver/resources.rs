@@ -5,8 +5,8 @@
 use super::{ApiError, ApiResult, Reply, Req};
 use crate::lab::store::Store;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    APIGroup, APIGroupList, APIResource, APIResourceList, APIVersions, GroupVersionForDiscovery, ObjectMeta,
-    ServerAddressByClientCIDR,
+    APIGroup, APIGroupList, APIResource, APIResourceList, APIVersions, GroupVersionForDiscovery,
+    ObjectMeta, ServerAddressByClientCIDR,
 };
 use k8s_openapi::{Metadata, Resource};
 use serde::{Serialize, de::DeserializeOwned};
@@ -54,8 +54,19 @@ pub(crate) struct ResourceDef {
     pub storage: Storage,
 }
 
-const STD: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-const NS_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const STD: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const NS_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 const CREATE: &[&str] = &["create"];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
@@ -97,31 +108,71 @@ macro_rules! review {
 
 macro_rules! status_sub {
     ($kind:expr, $group:expr, $version:expr) => {
-        SubDef { name: "status", group: $group, version: $version, kind: $kind, verbs: STATUS_VERBS }
+        SubDef {
+            name: "status",
+            group: $group,
+            version: $version,
+            kind: $kind,
+            verbs: STATUS_VERBS,
+        }
     };
 }
 
 use k8s_openapi::api::{apps, authentication, authorization, core, discovery as disc, rbac};
 
 static RESOURCES: &[ResourceDef] = &[
-    stored!(core::v1::Namespace, false, &["ns"], &[], NS_VERBS, &[status_sub!("Namespace", "", "v1")]),
+    stored!(
+        core::v1::Namespace,
+        false,
+        &["ns"],
+        &[],
+        NS_VERBS,
+        &[status_sub!("Namespace", "", "v1")]
+    ),
     stored!(core::v1::Secret, true, &[], &[], STD, &[]),
     stored!(core::v1::ConfigMap, true, &["cm"], &[], STD, &[]),
-    stored!(core::v1::Service, true, &["svc"], &["all"], STD, &[status_sub!("Service", "", "v1")]),
+    stored!(
+        core::v1::Service,
+        true,
+        &["svc"],
+        &["all"],
+        STD,
+        &[status_sub!("Service", "", "v1")]
+    ),
     stored!(core::v1::Endpoints, true, &["ep"], &[], STD, &[]),
-    stored!(core::v1::Pod, true, &["po"], &["all"], STD, &[status_sub!("Pod", "", "v1")]),
+    stored!(
+        core::v1::Pod,
+        true,
+        &["po"],
+        &["all"],
+        STD,
+        &[status_sub!("Pod", "", "v1")]
+    ),
     stored!(
         core::v1::ServiceAccount,
         true,
         &["sa"],
         &[],
         STD,
-        &[SubDef { name: "token", group: "authentication.k8s.io", version: "v1", kind: "TokenRequest", verbs: CREATE }]
+        &[SubDef {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: CREATE
+        }]
     ),
     stored!(core::v1::Event, true, &["ev"], &[], STD, &[]),
     stored!(core::v1::ResourceQuota, true, &["quota"], &[], STD, &[]),
     stored!(core::v1::LimitRange, true, &["limits"], &[], STD, &[]),
-    stored!(apps::v1::Deployment, true, &["deploy"], &["all"], STD, &[status_sub!("Deployment", "apps", "v1")]),
+    stored!(
+        apps::v1::Deployment,
+        true,
+        &["deploy"],
+        &["all"],
+        STD,
+        &[status_sub!("Deployment", "apps", "v1")]
+    ),
     review!(authentication::v1::TokenReview, false),
     review!(authentication::v1::SelfSubjectReview, false),
     review!(authorization::v1::SelfSubjectAccessReview, false),
@@ -136,7 +187,9 @@ static RESOURCES: &[ResourceDef] = &[
 ];
 
 pub(crate) fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
-    RESOURCES.iter().find(|d| d.group == group && d.version == version && d.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|d| d.group == group && d.version == version && d.plural == plural)
 }
 
 /// Groups in the order discovery lists them ("" = core).
@@ -151,7 +204,11 @@ fn groups() -> Vec<(&'static str, &'static str)> {
 }
 
 fn singular(d: &ResourceDef) -> String {
-    if d.singular.is_empty() { d.kind.to_lowercase() } else { d.singular.to_string() }
+    if d.singular.is_empty() {
+        d.kind.to_lowercase()
+    } else {
+        d.singular.to_string()
+    }
 }
 
 fn strings(s: &[&str]) -> Vec<String> {
@@ -178,7 +235,10 @@ pub(crate) fn version_info() -> Value {
 }
 
 fn resource_list(group: &str, version: &str) -> Option<APIResourceList> {
-    let defs: Vec<&ResourceDef> = RESOURCES.iter().filter(|d| d.group == group && d.version == version).collect();
+    let defs: Vec<&ResourceDef> = RESOURCES
+        .iter()
+        .filter(|d| d.group == group && d.version == version)
+        .collect();
     if defs.is_empty() {
         return None;
     }
@@ -208,13 +268,28 @@ fn resource_list(group: &str, version: &str) -> Option<APIResourceList> {
             });
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(APIResourceList { group_version: gv, resources })
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(APIResourceList {
+        group_version: gv,
+        resources,
+    })
 }
 
 fn group_doc(group: &str, version: &str) -> APIGroup {
-    let gv = GroupVersionForDiscovery { group_version: format!("{group}/{version}"), version: version.into() };
-    APIGroup { name: group.into(), preferred_version: Some(gv.clone()), versions: vec![gv], ..Default::default() }
+    let gv = GroupVersionForDiscovery {
+        group_version: format!("{group}/{version}"),
+        version: version.into(),
+    };
+    APIGroup {
+        name: group.into(),
+        preferred_version: Some(gv.clone()),
+        versions: vec![gv],
+        ..Default::default()
+    }
 }
 
 /// apidiscovery.k8s.io/v2 APIGroupDiscovery for one group.
@@ -262,7 +337,8 @@ fn aggregated_group(group: &str, version: &str) -> Value {
     })
 }
 
-pub(crate) const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub(crate) const AGGREGATED_CT: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// What the client asked for in Accept.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -316,7 +392,8 @@ pub(crate) fn discovery(segs: &[&str], req: &Req) -> ApiResult<Reply> {
         content_type: Some(AGGREGATED_CT.into()),
     };
     let to_json = |v: Result<Value, serde_json::Error>| {
-        v.map(Reply::ok).map_err(|e| ApiError::new(500, "InternalError", e.to_string()))
+        v.map(Reply::ok)
+            .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))
     };
     match segs {
         ["api"] if agg => Ok(aggregated(vec![aggregated_group("", "v1")])),
@@ -328,17 +405,31 @@ pub(crate) fn discovery(segs: &[&str], req: &Req) -> ApiResult<Reply> {
             }],
         })),
         ["apis"] if agg => Ok(aggregated(
-            groups().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| aggregated_group(g, v)).collect(),
+            groups()
+                .into_iter()
+                .filter(|(g, _)| !g.is_empty())
+                .map(|(g, v)| aggregated_group(g, v))
+                .collect(),
         )),
         ["apis"] => to_json(serde_json::to_value(APIGroupList {
-            groups: groups().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| group_doc(g, v)).collect(),
+            groups: groups()
+                .into_iter()
+                .filter(|(g, _)| !g.is_empty())
+                .map(|(g, v)| group_doc(g, v))
+                .collect(),
         })),
         ["apis", g] => match groups().into_iter().find(|(x, _)| x == g && !x.is_empty()) {
             Some((g, v)) => to_json(serde_json::to_value(group_doc(g, v))),
             None => Err(ApiError::no_route()),
         },
-        ["api", v] => resource_list("", v).map_or_else(|| Err(ApiError::no_route()), |l| to_json(serde_json::to_value(l))),
-        ["apis", g, v] => resource_list(g, v).map_or_else(|| Err(ApiError::no_route()), |l| to_json(serde_json::to_value(l))),
+        ["api", v] => resource_list("", v).map_or_else(
+            || Err(ApiError::no_route()),
+            |l| to_json(serde_json::to_value(l)),
+        ),
+        ["apis", g, v] => resource_list(g, v).map_or_else(
+            || Err(ApiError::no_route()),
+            |l| to_json(serde_json::to_value(l)),
+        ),
         _ => Err(ApiError::no_route()),
     }
 }
@@ -353,20 +444,36 @@ pub(crate) fn human_duration(secs: i64) -> String {
     match () {
         _ if s < 120 => format!("{s}s"),
         _ if m < 10 => {
-            if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
+            if s % 60 == 0 {
+                format!("{m}m")
+            } else {
+                format!("{m}m{}s", s % 60)
+            }
         }
         _ if m < 180 => format!("{m}m"),
         _ if h < 8 => {
-            if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
+            if m % 60 == 0 {
+                format!("{h}h")
+            } else {
+                format!("{h}h{}m", m % 60)
+            }
         }
         _ if h < 48 => format!("{h}h"),
         _ if h < 24 * 8 => {
-            if h % 24 == 0 { format!("{}d", h / 24) } else { format!("{}d{}h", h / 24, h % 24) }
+            if h % 24 == 0 {
+                format!("{}d", h / 24)
+            } else {
+                format!("{}d{}h", h / 24, h % 24)
+            }
         }
         _ if h < 24 * 365 * 2 => format!("{}d", h / 24),
         _ if h < 24 * 365 * 8 => {
             let d = h / 24;
-            if d % 365 == 0 { format!("{}y", d / 365) } else { format!("{}y{}d", d / 365, d % 365) }
+            if d % 365 == 0 {
+                format!("{}y", d / 365)
+            } else {
+                format!("{}y{}d", d / 365, d % 365)
+            }
         }
         _ => format!("{}y", h / 24 / 365),
     }
@@ -392,7 +499,13 @@ fn ports(list: &Value, port_key: &str) -> String {
     list.as_array()
         .map(|ps| {
             ps.iter()
-                .map(|p| format!("{}/{}", p[port_key], p["protocol"].as_str().unwrap_or("TCP")))
+                .map(|p| {
+                    format!(
+                        "{}/{}",
+                        p[port_key],
+                        p["protocol"].as_str().unwrap_or("TCP")
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         })
@@ -404,12 +517,25 @@ fn columns(plural: &str) -> Vec<(&'static str, &'static str)> {
     match plural {
         "secrets" => vec![("Type", "string"), ("Data", "string")],
         "configmaps" => vec![("Data", "string")],
-        "services" => vec![("Type", "string"), ("Cluster-IP", "string"), ("External-IP", "string"), ("Port(s)", "string")],
-        "pods" => vec![("Ready", "string"), ("Status", "string"), ("Restarts", "string")],
+        "services" => vec![
+            ("Type", "string"),
+            ("Cluster-IP", "string"),
+            ("External-IP", "string"),
+            ("Port(s)", "string"),
+        ],
+        "pods" => vec![
+            ("Ready", "string"),
+            ("Status", "string"),
+            ("Restarts", "string"),
+        ],
         "namespaces" => vec![("Status", "string")],
         "serviceaccounts" => vec![("Secrets", "string")],
         "endpoints" => vec![("Endpoints", "string")],
-        "endpointslices" => vec![("AddressType", "string"), ("Ports", "string"), ("Endpoints", "string")],
+        "endpointslices" => vec![
+            ("AddressType", "string"),
+            ("Ports", "string"),
+            ("Endpoints", "string"),
+        ],
         "deployments" => vec![("Ready", "string")],
         "clusterrolebindings" | "rolebindings" => vec![("Role", "string")],
         _ => vec![],
@@ -419,21 +545,32 @@ fn columns(plural: &str) -> Vec<(&'static str, &'static str)> {
 fn cells(plural: &str, o: &Value) -> Vec<Value> {
     let spec = &o["spec"];
     match plural {
-        "secrets" => vec![json!(o["type"].as_str().unwrap_or("Opaque")), json!(count(&o["data"]))],
+        "secrets" => vec![
+            json!(o["type"].as_str().unwrap_or("Opaque")),
+            json!(count(&o["data"])),
+        ],
         "configmaps" => vec![json!(count(&o["data"]) + count(&o["binaryData"]))],
         "services" => {
             let external = match spec["type"].as_str() {
-                Some("ExternalName") => spec["externalName"].as_str().unwrap_or_default().to_string(),
+                Some("ExternalName") => spec["externalName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 _ => o["status"]["loadBalancer"]["ingress"]
                     .as_array()
                     .map(|i| {
-                        i.iter().filter_map(|x| x["ip"].as_str().or(x["hostname"].as_str())).collect::<Vec<_>>().join(",")
+                        i.iter()
+                            .filter_map(|x| x["ip"].as_str().or(x["hostname"].as_str()))
+                            .collect::<Vec<_>>()
+                            .join(",")
                     })
                     .unwrap_or_default(),
             };
             vec![
                 json!(spec["type"].as_str().unwrap_or("ClusterIP")),
-                json!(or_none(spec["clusterIP"].as_str().unwrap_or_default().to_string())),
+                json!(or_none(
+                    spec["clusterIP"].as_str().unwrap_or_default().to_string()
+                )),
                 json!(or_none(external)),
                 json!(or_none(ports(&spec["ports"], "port"))),
             ]
@@ -443,7 +580,11 @@ fn cells(plural: &str, o: &Value) -> Vec<Value> {
             let ready = o["status"]["containerStatuses"]
                 .as_array()
                 .map_or(0, |c| c.iter().filter(|s| s["ready"] == true).count());
-            vec![json!(format!("{ready}/{total}")), json!(o["status"]["phase"].as_str().unwrap_or("Pending")), json!("0")]
+            vec![
+                json!(format!("{ready}/{total}")),
+                json!(o["status"]["phase"].as_str().unwrap_or("Pending")),
+                json!("0"),
+            ]
         }
         "namespaces" => vec![json!(o["status"]["phase"].as_str().unwrap_or("Active"))],
         "serviceaccounts" => vec![json!(o["secrets"].as_array().map_or(0, |s| s.len()))],
@@ -453,11 +594,24 @@ fn cells(plural: &str, o: &Value) -> Vec<Value> {
                 .into_iter()
                 .flatten()
                 .flat_map(|s| {
-                    let ports: Vec<String> = s["ports"].as_array().into_iter().flatten().map(|p| p["port"].to_string()).collect();
-                    s["addresses"].as_array().into_iter().flatten().flat_map(move |a| {
-                        let ip = a["ip"].as_str().unwrap_or_default().to_string();
-                        if ports.is_empty() { vec![ip] } else { ports.iter().map(|p| format!("{ip}:{p}")).collect() }
-                    })
+                    let ports: Vec<String> = s["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| p["port"].to_string())
+                        .collect();
+                    s["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(move |a| {
+                            let ip = a["ip"].as_str().unwrap_or_default().to_string();
+                            if ports.is_empty() {
+                                vec![ip]
+                            } else {
+                                ports.iter().map(|p| format!("{ip}:{p}")).collect()
+                            }
+                        })
                 })
                 .collect();
             vec![json!(or_none(eps.join(",")))]
@@ -467,9 +621,20 @@ fn cells(plural: &str, o: &Value) -> Vec<Value> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .flat_map(|e| e["addresses"].as_array().into_iter().flatten().filter_map(|a| a.as_str()))
+                .flat_map(|e| {
+                    e["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a.as_str())
+                })
                 .collect();
-            let ps: Vec<String> = o["ports"].as_array().into_iter().flatten().map(|p| p["port"].to_string()).collect();
+            let ps: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].to_string())
+                .collect();
             vec![
                 json!(o["addressType"].as_str().unwrap_or_default()),
                 json!(or_none(ps.join(","))),
@@ -496,13 +661,21 @@ pub(crate) fn partial(obj: &Value) -> Value {
 
 /// A meta.k8s.io/v1 Table of `items`; `include` is the includeObject
 /// parameter (None, Object, default Metadata).
-pub(crate) fn table(def: &ResourceDef, items: &[Value], rv: &str, include: Option<&str>, now: i64) -> Value {
+pub(crate) fn table(
+    def: &ResourceDef,
+    items: &[Value],
+    rv: &str,
+    include: Option<&str>,
+    now: i64,
+) -> Value {
     let mut cols = vec![json!({
         "name": "Name", "type": "string", "format": "name", "priority": 0,
         "description": "Name must be unique within a namespace."
     })];
     for (name, ty) in columns(def.plural) {
-        cols.push(json!({"name": name, "type": ty, "format": "", "description": "", "priority": 0}));
+        cols.push(
+            json!({"name": name, "type": ty, "format": "", "description": "", "priority": 0}),
+        );
     }
     cols.push(json!({"name": "Age", "type": "string", "format": "", "priority": 0,
         "description": "CreationTimestamp is a timestamp representing the server time when this object was created."}));
@@ -536,13 +709,22 @@ pub(crate) const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io"
 /// the GVK extension per resource). No schemas: kubectl then falls back to
 /// its compiled-in types for strategic merge patches.
 pub(crate) fn openapi_v3(segs: &[&str]) -> ApiResult<Reply> {
-    let gv_path = |g: &str, v: &str| if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+    let gv_path = |g: &str, v: &str| {
+        if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        }
+    };
     match segs {
         ["openapi", "v3"] => {
             let mut paths = serde_json::Map::new();
             for (g, v) in groups() {
                 let p = gv_path(g, v);
-                paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=lab")}));
+                paths.insert(
+                    p.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=lab")}),
+                );
             }
             Ok(Reply::ok(json!({"paths": paths})))
         }
@@ -552,8 +734,14 @@ pub(crate) fn openapi_v3(segs: &[&str]) -> ApiResult<Reply> {
                 return Err(ApiError::no_route());
             };
             let mut paths = serde_json::Map::new();
-            for d in RESOURCES.iter().filter(|d| d.group == g && d.version == v && matches!(d.storage, Storage::Stored(_))) {
-                let prefix = if g.is_empty() { format!("/api/{v}") } else { format!("/apis/{g}/{v}") };
+            for d in RESOURCES.iter().filter(|d| {
+                d.group == g && d.version == v && matches!(d.storage, Storage::Stored(_))
+            }) {
+                let prefix = if g.is_empty() {
+                    format!("/api/{v}")
+                } else {
+                    format!("/apis/{g}/{v}")
+                };
                 let path = if d.namespaced {
                     format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
                 } else {
