@@ -20,3 +20,34 @@ PILOT_DISCOVERY="$ISTIO_BIN_DIR/pilot-discovery"
 ISTIOCTL="$ISTIO_BIN_DIR/istioctl"
 CSRCHECK="$CSRCHECK_BIN_DIR/csrcheck"
 tb_log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# tb_istiod_launch STATE: start istiod (pilot-discovery) detached, out of cluster, from its own
+# working dir (relative defaults: ./etc/cacerts, ./var/run/secrets/...), on the ports recorded in
+# STATE/istiod/ports.env; append to STATE/logs/istiod.log (the e2e tests read it by offset);
+# print its pid. Used by up and restart-istiod.
+tb_istiod_launch() {
+  local state=$1
+  (
+    # shellcheck disable=SC1091
+    . "$state/istiod/ports.env"
+    cd "$state/istiod"
+    export POD_NAMESPACE=istio-system POD_NAME=istiod-testbed REVISION=default CLUSTER_ID=primary \
+      EXTERNAL_ISTIOD=true PILOT_ENABLE_GATEWAY_API=false ROOT_CA_DIR="$state/istiod/etc/cacerts" \
+      PILOT_CERT_PROVIDER=istiod JWT_POLICY=third-party-jwt
+    unset KUBECONFIG
+    setsid "$PILOT_DISCOVERY" discovery \
+      --kubeconfig "$state/istiod/primary.kubeconfig" --clusterID primary \
+      --httpAddr "127.0.0.1:$P_HTTP" --grpcAddr "127.0.0.1:$P_GRPC" --secureGRPCAddr "127.0.0.1:$P_SGRPC" \
+      --httpsAddr "127.0.0.1:$P_HTTPS" --monitoringAddr "127.0.0.1:$P_MON" \
+      --ctrlz_address 127.0.0.1 --ctrlz_port "$P_CTRLZ" --domain cluster.local --shutdownDuration 1s \
+      >>"$state/logs/istiod.log" 2>&1 </dev/null &
+    echo $!
+  )
+}
+
+# tb_istiod_remote_synced HTTP_PORT: istiod's /debug/clusterz says cluster "remote" is synced.
+tb_istiod_remote_synced() {
+  # JSON [{"id":..,"secretName":..,"syncStatus":..}], maybe pretty-printed: flatten first
+  curl -fsS "http://127.0.0.1:$1/debug/clusterz" | tr -d ' \n\t' |
+    grep -Eq '"id":"remote"[^}]*"syncStatus":"synced"|"syncStatus":"synced"[^}]*"id":"remote"'
+}

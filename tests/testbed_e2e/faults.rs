@@ -34,7 +34,7 @@ pub const COMPARED_WITH_LAB: &[&str] = &[
     "api-server-unreachable",
     "wrong-ca-data",
     "reader-sa-deleted",
-    "reader-token-other-cluster", // zz_destructive: only with MESHTRACE_TESTBED_DESTRUCTIVE=1
+    "reader-token-other-cluster", // zz_destructive: runs last; its revert restarts istiod
     "reader-token-expiring",
     "no-tokenreview-rbac",
     "istiod-service-missing",
