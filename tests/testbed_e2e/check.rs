@@ -165,7 +165,7 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
     if let Err(e) = rt.block_on(wait_healthy(tb, Duration::from_secs(30))) {
         panic!(
             "[{}] the test bed is not healthy before the test, nothing injected:\n{e}\n(if istiod's log ends its remote-secret events with `Deleting cluster_id=...` and \
-             nothing after it, its secret controller is hung, see tests/testbed/README.md: restart with TB_RESTART=1 tests/testbed/up)",
+             nothing after it, its secret controller is hung, see tests/testbed/README.md: restart it with tests/testbed/restart-istiod, or everything with TB_RESTART=1 tests/testbed/up)",
             expect.name
         );
     }
