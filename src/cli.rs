@@ -99,6 +99,9 @@ pub struct TraceArgs {
     /// istiod's CA address HOST:PORT (default: from the remote's istiod EndpointSlice)
     #[arg(long, value_name = "HOST:PORT", global = true)]
     pub istiod_addr: Option<String>,
+    /// istiod's monitoring address HOST:PORT (plain HTTP, 15014 in its pod), to read istiod's own view of the remote clusters (default: through the primary API server's proxy to the istiod pod)
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub istiod_debug_addr: Option<String>,
     /// Passive mode: do not send a CSR to istiod
     #[arg(long, global = true)]
     pub no_csr: bool,
@@ -154,6 +157,7 @@ impl TraceArgs {
             timeout: self.timeout,
             warn_within: self.warn_within,
             token_audience: self.token_audience.clone(),
+            istiod_debug_addr: self.istiod_debug_addr.clone(),
         }
     }
 }

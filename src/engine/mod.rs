@@ -41,6 +41,10 @@ pub struct TraceOptions {
     pub warn_within: Duration,
     /// The audience istiod's TokenReview asks for (istiod's TOKEN_AUDIENCES).
     pub token_audience: String,
+    /// istiod's monitoring address (HOST:PORT, plain HTTP, port 15014 in a
+    /// pod) to read its own view of the remote clusters (`/debug/clusterz`);
+    /// default: through the primary API server's proxy to the istiod pod.
+    pub istiod_debug_addr: Option<String>,
 }
 
 impl Default for TraceOptions {
@@ -55,6 +59,7 @@ impl Default for TraceOptions {
             timeout: Duration::from_secs(5),
             warn_within: Duration::from_secs(7 * 24 * 3600),
             token_audience: "istio-ca".into(),
+            istiod_debug_addr: None,
         }
     }
 }
