@@ -39,6 +39,29 @@ pub struct Cli {
 pub enum Command {
     /// Run the trace against the built-in lab: two simulated clusters and a simulated istiod, no cluster needed
     Lab(LabArgs),
+    /// Replay a recorded run (`-o events` lines or a `-o json` report) into any output, the TUI included
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The recording: a file written by `-o events` (or `-o json`), or - for stdin
+    #[arg(value_name = "FILE")]
+    pub file: String,
+    /// Pace: 1 replays at the recorded speed, 10 ten times faster, 0 all at once (default: 1 in the TUI, 0 otherwise)
+    #[arg(long, value_name = "X", value_parser = parse_speed)]
+    pub speed: Option<f64>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!(
+            "{s:?} is not a speed: use 1 (as recorded), 10 (ten times faster) or 0 (all at once)"
+        )),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -192,6 +215,7 @@ pub fn main() -> i32 {
 pub async fn run(cli: Cli) -> Result<i32, UsageError> {
     match cli.command {
         Some(Command::Lab(lab)) => run_lab(lab).await,
+        Some(Command::Replay(r)) => run_replay(r).await,
         None => {
             let (Some(primary), Some(remote)) = (cli.primary.clone(), cli.remote.clone()) else {
                 return Err(UsageError(
@@ -364,32 +388,113 @@ async fn trace_and_render(
     t: Target,
     args: &TraceArgs,
 ) -> i32 {
+    // `r` in the TUI re-runs the trace: a new engine run with the same clusters and options.
+    let start = move || {
+        let (tx, rx) = mpsc::unbounded_channel::<TraceEvent>();
+        tokio::spawn(engine::run(clusters.clone(), opts.clone(), t.clone(), tx));
+        rx
+    };
+    match render_stream(start, args, None).await {
+        Ok((report, true)) => exit_code(&report, args.fail_on_warn),
+        Ok((report, false)) => {
+            eprintln!(
+                "meshtrace: the trace engine stopped unexpectedly ({} of {} steps finished)",
+                report.steps.len(),
+                crate::model::STEPS.len()
+            );
+            2
+        }
+        Err(code) => code,
+    }
+}
+
+async fn run_replay(r: ReplayArgs) -> Result<i32, UsageError> {
+    let t = &r.trace;
+    let defaults = TraceOptions::default();
+    let ignored = [
+        ("--cluster-id", t.cluster_id.is_some()),
+        ("--primary-cluster-id", t.primary_cluster_id.is_some()),
+        ("--gateway", t.gateway.is_some()),
+        ("--istiod-addr", t.istiod_addr.is_some()),
+        ("--istiod-debug-addr", t.istiod_debug_addr.is_some()),
+        ("--no-csr", t.no_csr),
+        ("--timeout", t.timeout != defaults.timeout),
+        ("--warn-within", t.warn_within != defaults.warn_within),
+        (
+            "--token-audience",
+            t.token_audience != defaults.token_audience,
+        ),
+        (
+            "--istio-namespace",
+            t.istio_namespace != defaults.istio_namespace,
+        ),
+    ];
+    if let Some((flag, _)) = ignored.iter().find(|(_, set)| *set) {
+        return Err(UsageError(format!(
+            "{flag} changes how a trace runs, and replay runs none: it shows the recorded steps as they were"
+        )));
+    }
+    let rec = crate::replay::load(&r.file).map_err(UsageError)?;
+    let full_screen = t.output.unwrap_or(if std::io::stdout().is_terminal() {
+        Output::Tui
+    } else {
+        Output::Text
+    }) == Output::Tui
+        && crate::tui::usable();
+    let speed = r.speed.unwrap_or(if full_screen { 1.0 } else { 0.0 });
+    let start = move || crate::replay::play(rec.clone(), speed);
+    match render_stream(start, t, Some((&r.file, speed))).await {
+        Ok((report, finished)) => {
+            if !finished {
+                eprintln!(
+                    "meshtrace: the recording ends before the trace finished ({} of {} steps)",
+                    report.steps.len(),
+                    crate::model::STEPS.len()
+                );
+                // Nothing failed in what was recorded, but that is not a pass.
+                if report.verdict == Verdict::Pass {
+                    return Ok(2);
+                }
+            }
+            Ok(exit_code(&report, t.fail_on_warn))
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+/// What a stream of events ended as: the report, and whether the stream
+/// reached `trace-finished`.
+type Streamed = (TraceReport, bool);
+
+/// Renders one stream of events (a live engine run or a replay) in the chosen
+/// output; `start` begins a new stream (the TUI's `r` calls it again).
+/// Returns the folded report, or the exit code when rendering failed.
+async fn render_stream<F>(
+    mut start: F,
+    args: &TraceArgs,
+    replay: Option<(&str, f64)>,
+) -> Result<Streamed, i32>
+where
+    F: FnMut() -> mpsc::UnboundedReceiver<TraceEvent>,
+{
     let is_tty = std::io::stdout().is_terminal();
     let output = args
         .output
         .unwrap_or(if is_tty { Output::Tui } else { Output::Text });
-    let style = render::text::TextStyle {
-        color: is_tty && std::env::var_os("NO_COLOR").is_none(),
-        verbose: args.verbose,
-        ascii: false,
-    };
+    let style = text_style(args);
     if output == Output::Tui && crate::tui::usable() {
-        // Full screen. `r` re-runs the trace: a new engine run with the same clusters and options.
-        let start = move || {
-            let (tx, rx) = mpsc::unbounded_channel::<TraceEvent>();
-            tokio::spawn(engine::run(clusters.clone(), opts.clone(), t.clone(), tx));
-            rx
-        };
         let first = start();
         let tui_opts = crate::tui::TuiOptions {
             theme: args.theme.clone(),
             teaching: args.step,
+            replay: replay.map(|(file, _)| file.to_string()),
+            speed: replay.map_or(1.0, |(_, speed)| speed),
         };
         let report = match crate::tui::run_tui(first, start, tui_opts).await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("meshtrace: the terminal UI failed: {e}");
-                return 2;
+                return Err(2);
             }
         };
         // The result stays in the scrollback once the alternate screen is gone.
@@ -403,47 +508,36 @@ async fn trace_and_render(
                 crate::model::STEPS.len()
             );
             if report.verdict == Verdict::Pass {
-                return 130;
+                return Err(130);
             }
         }
-        return exit_code(&report, args.fail_on_warn);
+        return Ok((report, true));
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<TraceEvent>();
-    let engine = tokio::spawn(engine::run(clusters, opts, t, tx));
-    if output == Output::Tui {
-        // Not a terminal, or one too small for the full screen: the live line
-        // view, each step printed as it finishes, in the order it finishes.
-        let mut stdout = std::io::stdout();
-        while let Some(e) = rx.recv().await {
-            match &e {
-                TraceEvent::TraceStarted { target } => {
-                    let _ = writeln!(stdout, "{}\n", render::text::header_for(target));
-                }
-                TraceEvent::StepFinished { result } => {
-                    let _ = write!(stdout, "{}", render::text::step_block(result, style));
-                    let _ = stdout.flush();
-                }
-                _ => {}
+    let mut rx = start();
+    let mut state = crate::model::TraceState::default();
+    let mut stdout = std::io::stdout();
+    while let Some(e) = rx.recv().await {
+        state.apply(&e);
+        match (output, &e) {
+            // Not a terminal, or one too small for the full screen: the live
+            // line view, each step printed as it finishes, in that order.
+            (Output::Tui, TraceEvent::TraceStarted { target }) => {
+                let _ = writeln!(stdout, "{}\n", render::text::header_for(target));
             }
-        }
-    } else if output == Output::Events {
-        let mut stdout = std::io::stdout();
-        while let Some(e) = rx.recv().await {
-            if let Ok(line) = serde_json::to_string(&e) {
-                let _ = writeln!(stdout, "{line}");
+            (Output::Tui, TraceEvent::StepFinished { result }) => {
+                let _ = write!(stdout, "{}", render::text::step_block(result, style));
                 let _ = stdout.flush();
             }
+            (Output::Events, _) => {
+                if let Ok(line) = serde_json::to_string(&e) {
+                    let _ = writeln!(stdout, "{line}");
+                    let _ = stdout.flush();
+                }
+            }
+            _ => {}
         }
-    } else {
-        while rx.recv().await.is_some() {}
     }
-    let report: TraceReport = match engine.await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("meshtrace: the trace engine stopped unexpectedly: {e}");
-            return 2;
-        }
-    };
+    let report = state.report();
     let text = match output {
         Output::Tui => format!("\n{}\n", render::summary_line(&report)),
         Output::Text => render::text::render(&report, style),
@@ -452,13 +546,20 @@ async fn trace_and_render(
         Output::Mermaid => render::mermaid::render(&report),
         Output::Events => String::new(),
     };
-    let mut stdout = std::io::stdout();
     let _ = stdout.write_all(text.as_bytes());
     if !text.is_empty() && !text.ends_with('\n') {
         let _ = stdout.write_all(b"\n");
     }
     let _ = stdout.flush();
-    exit_code(&report, args.fail_on_warn)
+    Ok((report, state.finished.is_some()))
+}
+
+fn text_style(args: &TraceArgs) -> render::text::TextStyle {
+    render::text::TextStyle {
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        verbose: args.verbose,
+        ascii: false,
+    }
 }
 
 pub fn exit_code(r: &TraceReport, fail_on_warn: bool) -> i32 {

@@ -16,4 +16,5 @@ pub fn install_crypto_provider() {
 pub mod cli;
 pub mod engine;
 pub mod render;
+pub mod replay;
 pub mod tui;

@@ -18,7 +18,13 @@ pub fn summary_line(r: &TraceReport) -> String {
         r.count(Status::Skipped),
         r.total_ms
     );
+    let done = r.steps.len();
+    let all = crate::model::STEPS.len();
     match (r.verdict, r.first_failure) {
+        // A run cut short (quit early, a recording that stops) passed nothing yet.
+        (Verdict::Pass, _) if done < all => {
+            format!("INCOMPLETE: {done} of {all} steps finished, none failed ({counts})")
+        }
         (Verdict::Pass, _) => format!("PASS: every step passed ({counts})"),
         (Verdict::Warn, Some(id)) => format!("WARN at {id} ({counts})"),
         (Verdict::Fail, Some(id)) => format!("FAIL at {id} ({counts})"),

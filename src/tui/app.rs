@@ -52,6 +52,9 @@ pub struct App {
     pub note_while_running: bool,
     /// The engine's stream ended (normally right after `TraceFinished`).
     pub stream_closed: bool,
+    /// Set when the events come from a recording (`meshtrace replay FILE`):
+    /// the file, shown in the header so nobody takes it for a live run.
+    pub replay: Option<String>,
 }
 
 pub const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -77,6 +80,7 @@ impl App {
             note: None,
             note_while_running: false,
             stream_closed: false,
+            replay: None,
         }
     }
 

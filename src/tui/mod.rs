@@ -39,6 +39,11 @@ pub struct TuiOptions {
     pub theme: String,
     /// Teaching mode: reveal the flow one hop at a time.
     pub teaching: bool,
+    /// The recording being replayed, if the events are not live.
+    pub replay: Option<String>,
+    /// How fast the events arrive relative to when they happened (a replay's
+    /// `--speed`; 1 live), so running times show the recorded clock.
+    pub speed: f64,
 }
 
 impl Default for TuiOptions {
@@ -46,6 +51,8 @@ impl Default for TuiOptions {
         TuiOptions {
             theme: "default".into(),
             teaching: false,
+            replay: None,
+            speed: 1.0,
         }
     }
 }
@@ -73,6 +80,12 @@ where
         theme::cycle(&opts.theme, theme::no_color_env()),
         opts.teaching,
     );
+    app.replay = opts.replay.clone();
+    let clock_scale = if opts.speed.is_finite() && opts.speed > 0.0 {
+        opts.speed
+    } else {
+        1.0
+    };
     let mut st = TraceState::default();
     let mut events = Some(rx);
     let mut run_start = Instant::now();
@@ -86,7 +99,7 @@ where
         app.now_ms = if st.finished.is_some() {
             st.finished.unwrap_or(0.0)
         } else {
-            run_start.elapsed().as_secs_f64() * 1000.0
+            run_start.elapsed().as_secs_f64() * 1000.0 * clock_scale
         };
         let mut info = view::ViewInfo::default();
         term.terminal.draw(|f| info = view::draw(f, &st, &app))?;

@@ -85,6 +85,11 @@ fn draw_header(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
     let th = app.theme();
     let t = &st.target;
     let mut l1 = vec![Span::styled(" meshtrace ", th.title), Span::raw(" ")];
+    if let Some(file) = &app.replay {
+        l1.push(Span::styled("replay ", th.accent));
+        l1.push(Span::styled(file.clone(), th.label));
+        l1.push(Span::styled(" · ", th.muted));
+    }
     if t.primary.is_empty() && t.remote.is_empty() {
         l1.push(Span::styled("starting the trace…", th.muted));
     } else {

@@ -201,3 +201,110 @@ fn json_matches_documented_schema() {
         }
     }
 }
+
+/// `-o events` records a run; `replay` shows it again in any format, exactly.
+#[test]
+fn replay_of_a_recording_gives_back_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = meshtrace()
+        .args(["lab", "--fault", "gateway-audience", "-o", "events"])
+        .output()
+        .unwrap();
+    assert_eq!(rec.status.code(), Some(1));
+    let events = dir.path().join("run.jsonl");
+    std::fs::write(&events, &rec.stdout).unwrap();
+    let events = events.to_str().unwrap();
+
+    // Events in, events out: byte for byte.
+    let again = meshtrace()
+        .args(["replay", events, "-o", "events"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&rec.stdout)
+    );
+
+    // The report of the replay is the report of the recorded run.
+    let json = meshtrace()
+        .args(["replay", events, "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["first_failure"], "gateway-token");
+    assert_eq!(report["target"]["fault"], "gateway-audience");
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&rec.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "trace-finished");
+    assert_eq!(report["total_ms"], last["total_ms"]);
+
+    // A saved report replays too, to the same report.
+    let report_file = dir.path().join("run.json");
+    std::fs::write(&report_file, &json.stdout).unwrap();
+    let from_report = meshtrace()
+        .args(["replay", report_file.to_str().unwrap(), "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(from_report.status.code(), Some(1));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&from_report.stdout).unwrap(),
+        report
+    );
+
+    // From stdin, into Markdown.
+    let md = meshtrace()
+        .args(["replay", "-", "-o", "markdown"])
+        .write_stdin(rec.stdout.clone())
+        .output()
+        .unwrap();
+    assert_eq!(md.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&md.stdout).contains("gateway-token"));
+}
+
+#[test]
+fn replay_refuses_what_is_not_a_whole_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"event\":\"trace-started\",\"target\":{\"primary\":\"a\",\"remote\":\"b\",\"istio_namespace\":\"istio-system\",\"mode\":\"clusters\"}}\n{\"event\":\"step-started\",\"id\":\"csr\",\"at_ms\":\"soon\"}\n",
+    )
+    .unwrap();
+    let out = meshtrace()
+        .args(["replay", bad.to_str().unwrap(), "-o", "text"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.jsonl:2:") && err.contains("soon"),
+        "{err}"
+    );
+
+    // A recording cut short: what it has is shown, and it is not a pass.
+    let rec = meshtrace().args(["lab", "-o", "events"]).output().unwrap();
+    let head: Vec<&str> = std::str::from_utf8(&rec.stdout)
+        .unwrap()
+        .lines()
+        .take(4)
+        .collect();
+    let out = meshtrace()
+        .args(["replay", "-", "-o", "text"])
+        .write_stdin(head.join("\n"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INCOMPLETE"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ends before the trace finished"));
+
+    // Flags that change how a trace runs have no place in a replay.
+    let out = meshtrace()
+        .args(["replay", "-", "--no-csr"])
+        .write_stdin(rec.stdout.clone())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-csr"));
+}
