@@ -452,7 +452,7 @@ async fn run_replay(r: ReplayArgs) -> Result<i32, UsageError> {
                     crate::model::STEPS.len()
                 );
                 // Nothing failed in what was recorded, but that is not a pass.
-                if report.verdict == Verdict::Pass {
+                if report.verdict != Verdict::Fail {
                     return Ok(2);
                 }
             }
