@@ -183,6 +183,8 @@ pub async fn run(
         state.apply(&e);
         let _ = events.send(e);
     };
+    // Hints name the kube contexts so that their commands can be pasted as they are.
+    let contexts = Arc::new((target.primary.clone(), target.remote.clone()));
     emit(&mut state, TraceEvent::TraceStarted { target });
 
     // One watch channel per step carries its result once finished.
@@ -198,6 +200,7 @@ pub async fn run(
     for s in STEPS {
         let id = s.id;
         let ctx = ctx.clone();
+        let contexts = contexts.clone();
         let tx = senders.remove(&id).expect("sender per step");
         let deps: Vec<_> = waits_for(id)
             .iter()
@@ -259,7 +262,9 @@ pub async fn run(
                     started_ms: millis(started),
                     evidence: out.evidence,
                     diagnosis: out.diagnosis,
-                    hint: out.hint,
+                    hint: out
+                        .hint
+                        .map(|h| fill_contexts(&h, &contexts.0, &contexts.1)),
                     link: id.doc_link(),
                     blocked_by: out.blocked_by,
                 }
@@ -281,6 +286,27 @@ pub async fn run(
         },
     );
     state.report()
+}
+
+/// Replaces the `<primary>` and `<remote>` placeholders of a hint with the
+/// kube contexts traced (shell-quoted when they need it); other placeholders
+/// (`<primary-id>`, `<network>`) stay for the user to fill in.
+pub fn fill_contexts(hint: &str, primary: &str, remote: &str) -> String {
+    let quote = |c: &str| {
+        let plain = !c.is_empty()
+            && c.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "_@%+=:,./-".contains(ch));
+        if plain {
+            c.to_string()
+        } else {
+            format!("'{}'", c.replace('\'', r"'\''"))
+        }
+    };
+    if primary.is_empty() || remote.is_empty() {
+        return hint.to_string();
+    }
+    hint.replace("<primary>", &quote(primary))
+        .replace("<remote>", &quote(remote))
 }
 
 fn step_limit(id: StepId, opts: &TraceOptions) -> Duration {
@@ -311,4 +337,24 @@ fn blockers_of(id: StepId, deps: &[StepResult]) -> Vec<StepId> {
     out.sort_by_key(|s| s.index());
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hints_name_the_contexts_quoted_for_the_shell() {
+        let h = "kubectl --context <remote> label x; kubectl --context=<primary> get y; annotate z=<primary-id>";
+        assert_eq!(
+            super::fill_contexts(h, "kind-primary", "arn:aws:eks:eu-west-1:1:cluster/remote"),
+            "kubectl --context arn:aws:eks:eu-west-1:1:cluster/remote label x; kubectl --context=kind-primary get y; annotate z=<primary-id>"
+        );
+        assert_eq!(
+            super::fill_contexts("--context <remote>", "p", "it's mine"),
+            r"--context 'it'\''s mine'"
+        );
+        assert_eq!(
+            super::fill_contexts("--context <remote>", "", ""),
+            "--context <remote>"
+        );
+    }
 }
