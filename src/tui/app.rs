@@ -19,6 +19,8 @@ pub enum Focus {
 pub enum Command {
     Quit,
     Rerun,
+    /// Put this step's fix on the clipboard (the event loop owns the terminal).
+    CopyFix(StepId),
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +224,13 @@ impl App {
                     return Some(Command::Rerun);
                 }
             }
+            KeyCode::Char('y') => {
+                let id = self.selected_id();
+                match st.result(id).and_then(|r| r.hint.as_ref()) {
+                    Some(_) => return Some(Command::CopyFix(id)),
+                    None => self.note = Some(format!("{id} has no fix to copy")),
+                }
+            }
             KeyCode::Enter | KeyCode::Tab | KeyCode::BackTab => {
                 self.focus = match self.focus {
                     Focus::Diagram => Focus::Detail,
@@ -321,6 +330,43 @@ mod tests {
                 &st
             ),
             Some(Command::Quit)
+        );
+    }
+
+    #[test]
+    fn y_copies_only_a_fix_that_exists() {
+        let mut st = TraceState::default();
+        for (id, status, hint) in [
+            (StepId::GatewayPod, Status::Pass, None),
+            (
+                StepId::RemoteSecret,
+                Status::Fail,
+                Some("kubectl label ..."),
+            ),
+        ] {
+            st.apply(&crate::model::TraceEvent::StepFinished {
+                result: crate::model::StepResult {
+                    id,
+                    title: id.info().title.into(),
+                    status,
+                    duration_ms: 1.0,
+                    started_ms: 0.0,
+                    evidence: Default::default(),
+                    diagnosis: None,
+                    hint: hint.map(str::to_string),
+                    link: id.doc_link(),
+                    blocked_by: vec![],
+                },
+            });
+        }
+        let mut app = App::new(theme::cycle("default", false), false);
+        app.selected = 0;
+        assert_eq!(app.on_key(key(KeyCode::Char('y')), &st), None);
+        assert_eq!(app.note.as_deref(), Some("gateway-pod has no fix to copy"));
+        app.selected = 1;
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('y')), &st),
+            Some(Command::CopyFix(StepId::RemoteSecret))
         );
     }
 

@@ -126,6 +126,15 @@ where
             key = input.events.recv() => match key {
                 Some(Ok(Event::Key(k))) => match app.on_key(k, &st) {
                     Some(app::Command::Quit) => break,
+                    Some(app::Command::CopyFix(id)) => {
+                        if let Some(hint) = st.result(id).and_then(|r| r.hint.clone()) {
+                            let (clip, what) = fix_to_copy(&hint);
+                            app.note = Some(match copy_to_clipboard(&clip) {
+                                Ok(()) => format!("copied {what} for {id} (OSC 52)"),
+                                Err(e) => format!("could not copy: {e}"),
+                            });
+                        }
+                    }
                     Some(app::Command::Rerun) => {
                         app.start_rerun(&st);
                         st = TraceState::default();
@@ -151,6 +160,34 @@ async fn next_event(rx: &mut Option<UnboundedReceiver<TraceEvent>>) -> Option<Tr
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// What `y` copies from a fix: its commands, one per line, ready to paste;
+/// the whole fix when it names no command. With a description for the footer.
+pub fn fix_to_copy(hint: &str) -> (String, String) {
+    let commands: Vec<String> = text::hint_atoms(hint)
+        .into_iter()
+        .filter_map(|a| match a {
+            text::Atom::Command { words, .. } => Some(words.join(" ")),
+            text::Atom::Word(_) => None,
+        })
+        .collect();
+    match commands.len() {
+        0 => (hint.to_string(), "the fix".into()),
+        1 => (commands[0].clone(), "the fix's command".into()),
+        n => (commands.join("\n"), format!("the fix's {n} commands")),
+    }
+}
+
+/// Puts `text` on the system clipboard through the terminal (OSC 52), which
+/// also works over ssh. Terminals may refuse it (tmux: `set -g set-clipboard on`).
+fn copy_to_clipboard(text: &str) -> io::Result<()> {
+    use base64::Engine;
+    use std::io::Write;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(text);
+    let mut out = io::stdout();
+    write!(out, "\x1b]52;c;{b64}\x07")?;
+    out.flush()
 }
 
 /// Whether the terminal is in the UI's modes now; `restore` is a no-op otherwise.

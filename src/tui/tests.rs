@@ -447,3 +447,28 @@ fn too_small_terminal_says_so() {
     let t = draw(&st, &mut a, 50, 12);
     assert!(screen(&t).contains("terminal too small"));
 }
+
+#[test]
+fn y_copies_the_commands_of_a_fix_not_its_prose() {
+    let (clip, what) = crate::tui::fix_to_copy(
+        "bind it to Istio's reader role: kubectl --context lab-remote create clusterrolebinding x --clusterrole=r --serviceaccount=istio-system:reader (the ClusterRole must allow create on tokenreviews)",
+    );
+    assert_eq!(
+        clip,
+        "kubectl --context lab-remote create clusterrolebinding x --clusterrole=r --serviceaccount=istio-system:reader"
+    );
+    assert_eq!(what, "the fix's command");
+    let (clip, what) = crate::tui::fix_to_copy(
+        "recreate it: istioctl create-remote-secret --context=r --name=remote | kubectl apply --context=p -f -; then kubectl --context p -n istio-system rollout restart deployment/istiod",
+    );
+    assert_eq!(
+        clip,
+        "istioctl create-remote-secret --context=r --name=remote | kubectl apply --context=p -f -\nkubectl --context p -n istio-system rollout restart deployment/istiod"
+    );
+    assert_eq!(what, "the fix's 2 commands");
+    let (clip, what) = crate::tui::fix_to_copy("ask the cluster admin");
+    assert_eq!(
+        (clip.as_str(), what.as_str()),
+        ("ask the cluster admin", "the fix")
+    );
+}

@@ -404,6 +404,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("Space → l", "teaching mode: reveal the next hop"),
     ("← h", "teaching mode: back one hop"),
     ("r", "re-run the trace; Δ marks steps whose status changed"),
+    (
+        "y",
+        "copy the selected step's fix to the clipboard (OSC 52)",
+    ),
     ("t", "next theme: default, light, colorblind, mono"),
     ("?  F1", "this help (any key closes it)"),
     (
