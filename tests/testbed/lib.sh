@@ -23,7 +23,7 @@ tb_log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # tb_istiod_launch STATE: start istiod (pilot-discovery) detached, out of cluster, from its own
 # working dir (relative defaults: ./etc/cacerts, ./var/run/secrets/...), on the ports recorded in
-# STATE/istiod/ports.env; append to STATE/logs/istiod.log (the e2e tests read it by offset);
+# STATE/istiod/ports.env, with the extra environment in STATE/istiod/extra.env if any; append to STATE/logs/istiod.log (the e2e tests read it by offset);
 # print its pid. Used by up and restart-istiod.
 tb_istiod_launch() {
   local state=$1
@@ -35,6 +35,10 @@ tb_istiod_launch() {
       EXTERNAL_ISTIOD=true PILOT_ENABLE_GATEWAY_API=false ROOT_CA_DIR="$state/istiod/etc/cacerts" \
       PILOT_CERT_PROVIDER=istiod JWT_POLICY=third-party-jwt
     unset KUBECONFIG
+    # Extra environment for istiod (NAME=VALUE lines), written by restart-istiod NAME=VALUE...
+    if [[ -f $state/istiod/extra.env ]]; then
+      while IFS= read -r kv; do [[ -n $kv ]] && export "${kv?}"; done <"$state/istiod/extra.env"
+    fi
     setsid "$PILOT_DISCOVERY" discovery \
       --kubeconfig "$state/istiod/primary.kubeconfig" --clusterID primary \
       --httpAddr "127.0.0.1:$P_HTTP" --grpcAddr "127.0.0.1:$P_GRPC" --secureGRPCAddr "127.0.0.1:$P_SGRPC" \
