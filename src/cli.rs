@@ -146,6 +146,9 @@ pub struct TraceArgs {
     /// Theme of the terminal UI: default, light, colorblind or mono (t cycles them; NO_COLOR forces mono)
     #[arg(long, value_name = "NAME", default_value = "default", value_parser = parse_theme, global = true)]
     pub theme: String,
+    /// Watch mode: run the trace again this long after each run ends, e.g. 30s (tui, text and events); Ctrl-C stops
+    #[arg(long, value_name = "DURATION", value_parser = parse_watch, global = true)]
+    pub watch: Option<Duration>,
     /// Teaching mode for the terminal UI: reveal the flow one hop at a time (Space/→ next, ← back), with what happens at each hop
     #[arg(long, global = true)]
     pub step: bool,
@@ -161,6 +164,14 @@ fn parse_theme(s: &str) -> Result<String, String> {
             names.join(", ")
         ))
     }
+}
+
+fn parse_watch(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s:?} is too short for --watch: at least 1s"));
+    }
+    Ok(d)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -394,6 +405,15 @@ async fn trace_and_render(
         tokio::spawn(engine::run(clusters.clone(), opts.clone(), t.clone(), tx));
         rx
     };
+    if let Some(every) = args.watch {
+        if let Err(UsageError(msg)) = check_watch(args) {
+            eprintln!("meshtrace: {msg}");
+            return 2;
+        }
+        if !full_screen(args) {
+            return watch_lines(start, args, every).await;
+        }
+    }
     match render_stream(start, args, None).await {
         Ok((report, true)) => exit_code(&report, args.fail_on_warn),
         Ok((report, false)) => {
@@ -405,6 +425,102 @@ async fn trace_and_render(
             2
         }
         Err(code) => code,
+    }
+}
+
+/// The output chosen: `-o`, else tui on a terminal and text otherwise.
+fn output_of(args: &TraceArgs) -> Output {
+    args.output.unwrap_or(if std::io::stdout().is_terminal() {
+        Output::Tui
+    } else {
+        Output::Text
+    })
+}
+
+/// Whether this run gets the full-screen TUI.
+fn full_screen(args: &TraceArgs) -> bool {
+    output_of(args) == Output::Tui && crate::tui::usable()
+}
+
+fn check_watch(args: &TraceArgs) -> Result<(), UsageError> {
+    match output_of(args) {
+        Output::Json | Output::Markdown | Output::Mermaid => Err(UsageError(format!(
+            "--watch prints run after run: use it with -o tui, text or events, not -o {}",
+            format!("{:?}", output_of(args)).to_lowercase()
+        ))),
+        _ if args.step => Err(UsageError(
+            "--watch and --step do not go together: teaching mode waits for you, not for a timer"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Watch mode without the full screen: run, print, wait, run again, with
+/// what changed since the previous run, until Ctrl-C (exit code of the last
+/// finished run).
+async fn watch_lines<F>(mut start: F, args: &TraceArgs, every: Duration) -> i32
+where
+    F: FnMut() -> mpsc::UnboundedReceiver<TraceEvent>,
+{
+    use std::collections::HashMap;
+    let last_code = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let code = last_code.clone();
+    let events = output_of(args) == Output::Events;
+    let runs = async move {
+        let mut previous: Option<HashMap<crate::model::StepId, crate::model::Status>> = None;
+        for run in 1.. {
+            if !events {
+                println!(
+                    "── run {run} · {} ──",
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                );
+            }
+            let report = match render_stream(&mut start, args, None).await {
+                Ok((report, true)) => report,
+                Ok((_, false)) => {
+                    eprintln!("meshtrace: the trace engine stopped unexpectedly");
+                    return 2;
+                }
+                Err(c) => return c,
+            };
+            code.store(
+                exit_code(&report, args.fail_on_warn),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let now: HashMap<_, _> = report.steps.iter().map(|r| (r.id, r.status)).collect();
+            if let (Some(prev), false) = (&previous, events) {
+                let changed: Vec<String> = report
+                    .steps
+                    .iter()
+                    .filter_map(|r| {
+                        let before = prev.get(&r.id)?;
+                        (*before != r.status).then(|| {
+                            format!("{}: {} → {}", r.id, before.as_str(), r.status.as_str())
+                        })
+                    })
+                    .collect();
+                if changed.is_empty() {
+                    println!("nothing changed since run {}", run - 1);
+                } else {
+                    println!("Δ changed since run {}: {}", run - 1, changed.join(", "));
+                }
+            }
+            previous = Some(now);
+            if !events {
+                println!(
+                    "next run in {} (Ctrl-C stops)\n",
+                    humantime::format_duration(every)
+                );
+            }
+            let _ = std::io::stdout().flush();
+            tokio::time::sleep(every).await;
+        }
+        0
+    };
+    tokio::select! {
+        c = runs => c,
+        _ = tokio::signal::ctrl_c() => last_code.load(std::sync::atomic::Ordering::SeqCst),
     }
 }
 
@@ -489,6 +605,7 @@ where
             teaching: args.step,
             replay: replay.map(|(file, _)| file.to_string()),
             speed: replay.map_or(1.0, |(_, speed)| speed),
+            watch: if replay.is_some() { None } else { args.watch },
         };
         let report = match crate::tui::run_tui(first, start, tui_opts).await {
             Ok(r) => r,

@@ -57,6 +57,8 @@ pub struct App {
     /// Set when the events come from a recording (`meshtrace replay FILE`):
     /// the file, shown in the header so nobody takes it for a live run.
     pub replay: Option<String>,
+    /// Watch mode: time left until the next run starts.
+    pub next_run_in: Option<std::time::Duration>,
 }
 
 pub const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -83,6 +85,7 @@ impl App {
             note_while_running: false,
             stream_closed: false,
             replay: None,
+            next_run_in: None,
         }
     }
 

@@ -44,6 +44,8 @@ pub struct TuiOptions {
     /// How fast the events arrive relative to when they happened (a replay's
     /// `--speed`; 1 live), so running times show the recorded clock.
     pub speed: f64,
+    /// Watch mode: start the next run this long after a run ends.
+    pub watch: Option<Duration>,
 }
 
 impl Default for TuiOptions {
@@ -53,6 +55,7 @@ impl Default for TuiOptions {
             teaching: false,
             replay: None,
             speed: 1.0,
+            watch: None,
         }
     }
 }
@@ -95,7 +98,16 @@ where
     let mut tick = tokio::time::interval(Duration::from_millis(80));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
+    // Watch mode: when the current run ended, so the next one starts `watch` later.
+    let mut ended_at: Option<Instant> = None;
+    let mut last_finished: Option<TraceReport> = None;
+
     loop {
+        if ended_at.is_none() && !app.running(&st) {
+            ended_at = Some(Instant::now());
+        }
+        let next_run = opts.watch.zip(ended_at).map(|(every, at)| at + every);
+        app.next_run_in = next_run.map(|due| due.saturating_duration_since(Instant::now()));
         app.now_ms = if st.finished.is_some() {
             st.finished.unwrap_or(0.0)
         } else {
@@ -136,10 +148,14 @@ where
                         }
                     }
                     Some(app::Command::Rerun) => {
+                        if st.finished.is_some() {
+                            last_finished = Some(st.report());
+                        }
                         app.start_rerun(&st);
                         st = TraceState::default();
                         events = Some(rerun());
                         run_start = Instant::now();
+                        ended_at = None;
                     }
                     None => {}
                 },
@@ -147,12 +163,37 @@ where
                 Some(Err(e)) => return Err(e),
                 None => return Err(io::Error::other("the terminal input thread stopped")),
             },
-            _ = tick.tick(), if app.running(&st) => app.tick = app.tick.wrapping_add(1),
+            _ = tick.tick(), if app.running(&st) || next_run.is_some() => app.tick = app.tick.wrapping_add(1),
+            _ = sleep_until_due(next_run) => {
+                if st.finished.is_some() {
+                    last_finished = Some(st.report());
+                }
+                app.start_rerun(&st);
+                st = TraceState::default();
+                events = Some(rerun());
+                run_start = Instant::now();
+                ended_at = None;
+            }
         }
     }
     drop(input);
     drop(term);
+    // Quitting in the middle of a re-run (or a watch run) reports the last
+    // run that finished, not the half of the new one.
+    if st.finished.is_none() {
+        if let Some(done) = last_finished {
+            return Ok(done);
+        }
+    }
     Ok(st.report())
+}
+
+/// Resolves at `due`, never when there is none.
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_event(rx: &mut Option<UnboundedReceiver<TraceEvent>>) -> Option<TraceEvent> {

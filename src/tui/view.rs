@@ -230,6 +230,12 @@ fn status_line(st: &TraceState, app: &App) -> Line<'static> {
             }
         }
     }
+    if let Some(left) = app.next_run_in {
+        spans.push(Span::styled(
+            format!("  · watch: next run in {}s", left.as_secs() + 1),
+            th.muted,
+        ));
+    }
     Line::from(spans)
 }
 

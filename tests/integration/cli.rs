@@ -308,3 +308,59 @@ fn replay_refuses_what_is_not_a_whole_recording() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-csr"));
 }
+
+/// `--watch` without the full screen: run after run, what changed, and
+/// Ctrl-C ends it with the last run's exit code.
+#[test]
+fn watch_reruns_until_ctrl_c_and_exits_with_the_last_verdict() {
+    use std::io::{BufRead, BufReader};
+    let bin = assert_cmd::cargo::cargo_bin("meshtrace");
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "lab",
+            "--fault",
+            "secret-unlabelled",
+            "--watch",
+            "1s",
+            "-o",
+            "text",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Some(Ok(line)) = lines.next() {
+        let done = line.starts_with("nothing changed since run 1");
+        seen.push(line);
+        if done || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    // SAFETY: kill(2) on the pid of our own child, which has not been waited for.
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    let text = seen.join("\n");
+    assert!(
+        text.contains("── run 1 ·") && text.contains("── run 2 ·"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("FAIL at remote-secret").count(),
+        2,
+        "two runs, each failing at remote-secret:\n{text}"
+    );
+    assert!(text.contains("nothing changed since run 1"), "{text}");
+    assert_eq!(status.code(), Some(1), "{text}");
+
+    // Formats that print one document refuse it.
+    let out = meshtrace()
+        .args(["lab", "--watch", "5s", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-o json"));
+}
