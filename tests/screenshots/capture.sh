@@ -72,5 +72,14 @@ watch() {
     kill "$LAB_PID"; LAB_PID=
 }
 
-all=(healthy failure teaching colorblind mono light help watch)
+replay() {
+    # A recorded run played back at 1/50 of its speed: caught half drawn.
+    "$BIN" lab --fault gateway-audience -o events > "$TMP/run.jsonl" || true
+    start "cd $TMP && $BIN" replay run.jsonl --speed 0.02
+    wait_for "tracing"
+    sleep 3
+    shot replay
+}
+
+all=(healthy failure teaching colorblind mono light help watch replay)
 for s in "${@:-${all[@]}}"; do "$s"; done
