@@ -272,6 +272,13 @@ pub const FAULTS: &[Fault] = &[
         "istiod checks tokens for audience other-ca (TOKEN_AUDIENCES)",
     ),
     f(
+        "istiod-stale-clusters",
+        16,
+        Csr,
+        "has not loaded",
+        "istiod's remote-secret controller is stuck: it never loaded the valid remote secret",
+    ),
+    f(
         "chain-single-element",
         17,
         IssuedChain,

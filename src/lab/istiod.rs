@@ -59,22 +59,31 @@ pub struct IstiodQuirks {
     pub leaf_not_before_offset_secs: i64,
     /// Leave the root off the end of the chain.
     pub omit_root: bool,
+    /// The remote-secret controller is stuck, as the real istiod's is after
+    /// it deletes a remote cluster that never synced (it hangs shutting the
+    /// cluster's informers down): it has dropped that cluster and processes
+    /// no remote-secret event since, so it knows no remote cluster however
+    /// valid the secrets are, until it restarts.
+    pub secret_controller_stuck: bool,
 }
 
-/// One remote cluster as istiod's `/debug/clusterz` lists it.
+/// One cluster as istiod's `/debug/clusterz` lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterzEntry {
     pub id: String,
-    /// namespace/name of the remote secret.
+    /// namespace/name of the remote secret; empty for the config cluster.
     pub secret_name: String,
     /// "synced" or "timeout" (the lab decides at once instead of waiting 30s).
     pub sync_status: String,
-    /// Why it did not sync, in the words of the failed API call.
+    /// Why it did not sync, in the words of the failed API call (not served).
     pub detail: Option<String>,
 }
 
 pub struct IstiodSim {
+    /// The secure gRPC port (the 15012 role).
     pub addr: SocketAddr,
+    /// The plain-HTTP monitoring port (the 15014 role): `/debug/clusterz`.
+    pub monitoring_addr: SocketAddr,
     inner: Arc<Inner>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -83,6 +92,7 @@ impl std::fmt::Debug for IstiodSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IstiodSim")
             .field("addr", &self.addr)
+            .field("monitoring_addr", &self.monitoring_addr)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +140,7 @@ impl IstiodSim {
             inner: inner.clone(),
         });
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let monitoring_addr = serve_monitoring(inner.clone(), stop_rx.clone()).await?;
         let incoming = TcpIncoming::from(listener);
         let log_inner = inner.clone();
         tokio::spawn(async move {
@@ -145,7 +156,12 @@ impl IstiodSim {
                 log_inner.log(format!("gRPC server stopped: {e}"));
             }
         });
-        Ok(IstiodSim { addr, inner, stop })
+        Ok(IstiodSim {
+            addr,
+            monitoring_addr,
+            inner,
+            stop,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -166,33 +182,64 @@ impl IstiodSim {
             .unwrap_or_default()
     }
 
-    /// What istiod's `/debug/clusterz` would say: every remote cluster
-    /// registered from a remote secret, and whether its API server can be
+    /// What istiod's `/debug/clusterz` says: the config cluster, then every
+    /// remote cluster registered from a remote secret (the same registration
+    /// that decides CSR authentication), and whether its API server can be
     /// listed with the secret's credentials.
     pub async fn clusterz(&self) -> Vec<ClusterzEntry> {
-        let registry = self.inner.registry();
-        let mut out = Vec::new();
-        for (id, reg) in registry {
-            let (status, detail) = match self.inner.client_for(&reg.kubeconfig).await {
-                Ok((client, _)) => match sync_check(&client).await {
-                    Ok(()) => ("synced", None),
-                    Err(e) => ("timeout", Some(e)),
-                },
-                Err(e) => ("timeout", Some(e)),
-            };
-            if status == "timeout" {
-                self.inner
-                    .log(format!("remote cluster {id} failed to sync after 30s"));
-            }
-            out.push(ClusterzEntry {
-                id,
-                secret_name: reg.secret_key,
-                sync_status: status.into(),
-                detail,
-            });
-        }
-        out
+        self.inner.clusterz().await
     }
+}
+
+/// The monitoring listener (plain HTTP on 127.0.0.1): `/debug/clusterz` as
+/// istiod serves it, Go's `404 page not found` for anything else.
+async fn serve_monitoring(
+    inner: Arc<Inner>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let clusterz = move || {
+        let inner = inner.clone();
+        async move {
+            let list: Vec<serde_json::Value> = inner
+                .clusterz()
+                .await
+                .into_iter()
+                .map(|e| {
+                    serde_json::json!({"id": e.id, "secretName": e.secret_name, "syncStatus": e.sync_status})
+                })
+                .collect();
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::Value::Array(list).to_string(),
+            )
+                .into_response()
+        }
+    };
+    let app = axum::Router::new()
+        .route("/debug/clusterz", axum::routing::get(clusterz))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "404 page not found\n",
+            )
+        });
+    tokio::spawn(async move {
+        let signal = async move {
+            let _ = stop.wait_for(|v| *v).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+        {
+            tracing::warn!(error = %e, "lab istiod monitoring listener stopped");
+        }
+    });
+    Ok(addr)
 }
 
 /// The first lists an informer makes; a failure here keeps istiod "syncing"
@@ -237,9 +284,64 @@ impl Inner {
         }
     }
 
+    /// `/debug/clusterz`: the config cluster, then each remote cluster
+    /// istiod holds a client for (a cluster whose client cannot be built was
+    /// never registered, as in [`Inner::authenticate`]).
+    async fn clusterz(&self) -> Vec<ClusterzEntry> {
+        let mut out = vec![ClusterzEntry {
+            id: self.cfg.local_cluster_id.clone(),
+            secret_name: String::new(),
+            sync_status: "synced".into(),
+            detail: None,
+        }];
+        for (id, reg) in self.registry() {
+            let Some((client, _)) = self.registered_client(&id, &reg).await else {
+                continue;
+            };
+            let (status, detail) = match sync_check(&client).await {
+                Ok(()) => ("synced", None),
+                Err(e) => ("timeout", Some(e)),
+            };
+            if status == "timeout" {
+                self.log_once(format!("remote cluster {id} failed to sync after 30s"));
+            }
+            out.push(ClusterzEntry {
+                id,
+                secret_name: reg.secret_key,
+                sync_status: status.into(),
+                detail,
+            });
+        }
+        out
+    }
+
+    /// The client istiod built for a registered cluster; None (logged once)
+    /// when it could not build one, so the cluster was never added.
+    async fn registered_client(
+        &self,
+        id: &str,
+        reg: &Registered,
+    ) -> Option<(kube::Client, String)> {
+        match self.client_for(&reg.kubeconfig).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.log_once(format!(
+                    "Add cluster: create remote cluster failed: {e}\tcluster={id} secret={}",
+                    reg.secret_key
+                ));
+                None
+            }
+        }
+    }
+
     /// Remote clusters from the primary's remote secrets, read now. Secrets
     /// are visited in name order; the first to register an ID wins.
     fn registry(&self) -> BTreeMap<String, Registered> {
+        if self.cfg.quirks.secret_controller_stuck {
+            // The controller processes no secret event: whatever the
+            // secrets say now, it holds no remote cluster.
+            return BTreeMap::new();
+        }
         let ns = &self.cfg.namespace;
         // Clone the secrets out and drop the guard before doing anything else.
         let secrets: Vec<Secret> = {
@@ -358,14 +460,10 @@ impl Inner {
             let Some(reg) = registry.remove(&cluster_id) else {
                 return Err(unknown());
             };
-            match self.client_for(&reg.kubeconfig).await {
-                Ok(c) => c,
-                Err(e) => {
+            match self.registered_client(&cluster_id, &reg).await {
+                Some(c) => c,
+                None => {
                     // istiod would never have registered this cluster.
-                    self.log_once(format!(
-                        "Add cluster: create remote cluster failed: {e}\tcluster={cluster_id} secret={}",
-                        reg.secret_key
-                    ));
                     let known: Vec<String> =
                         known.into_iter().filter(|k| *k != cluster_id).collect();
                     return Err(format!(
@@ -1246,6 +1344,7 @@ mod tests {
             leaf_trust_domain: Some("other.local".into()),
             leaf_not_before_offset_secs: 3600,
             omit_root: false,
+            secret_controller_stuck: false,
         };
         let f = fixture(Opts {
             quirks,
@@ -1287,18 +1386,103 @@ mod tests {
         f.stop();
     }
 
+    fn primary_entry() -> ClusterzEntry {
+        ClusterzEntry {
+            id: "primary".into(),
+            secret_name: String::new(),
+            sync_status: "synced".into(),
+            detail: None,
+        }
+    }
+
     #[tokio::test]
     async fn clusterz_reports_sync() {
         let f = fixture(Opts::default()).await;
         let z = f.istiod.clusterz().await;
         assert_eq!(
             z,
-            vec![ClusterzEntry {
-                id: "remote".into(),
-                secret_name: format!("{NS}/istio-remote-secret-remote"),
-                sync_status: "synced".into(),
-                detail: None
-            }]
+            vec![
+                primary_entry(),
+                ClusterzEntry {
+                    id: "remote".into(),
+                    secret_name: format!("{NS}/istio-remote-secret-remote"),
+                    sync_status: "synced".into(),
+                    detail: None
+                }
+            ]
+        );
+        f.stop();
+    }
+
+    /// The monitoring listener serves the same list in istiod's JSON shape,
+    /// and Go's 404 for anything else.
+    #[tokio::test]
+    async fn monitoring_port_serves_clusterz() {
+        let f = fixture(Opts::default()).await;
+        let addr = f.istiod.monitoring_addr.to_string();
+        let get = |path: &str| {
+            http::Request::get(path)
+                .header(http::header::HOST, addr.clone())
+                .body(Vec::new())
+                .unwrap()
+        };
+        let resp = crate::probe::clusterz::http1_request(&addr, get("/debug/clusterz"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(resp.body()),
+            format!(
+                "[{{\"id\":\"primary\",\"secretName\":\"\",\"syncStatus\":\"synced\"}},{{\"id\":\"remote\",\"secretName\":\"{NS}/istio-remote-secret-remote\",\"syncStatus\":\"synced\"}}]"
+            )
+        );
+        let resp = crate::probe::clusterz::http1_request(&addr, get("/debug/nope"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        assert_eq!(String::from_utf8_lossy(resp.body()), "404 page not found\n");
+        f.stop();
+    }
+
+    /// A cluster whose kubeconfig istiod refuses is never registered: absent
+    /// from clusterz exactly as from the authenticator's list.
+    #[tokio::test]
+    async fn clusterz_leaves_out_what_was_never_registered() {
+        let f = fixture(Opts {
+            user_yaml: Some("    tokenFile: /var/run/secrets/token\n".into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(f.istiod.clusterz().await, vec![primary_entry()]);
+        f.stop();
+    }
+
+    /// The stuck secret controller: a valid remote secret, yet istiod lists
+    /// only its config cluster and refuses the gateway.
+    #[tokio::test]
+    async fn stuck_secret_controller_knows_no_remote() {
+        let f = fixture(Opts {
+            quirks: IstiodQuirks {
+                secret_controller_stuck: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(f.istiod.clusterz().await, vec![primary_entry()]);
+        let (_key, csr) = new_csr("spiffe://cluster.local/ns/istio-system/sa/x").unwrap();
+        let e = create_certificate(&f.csr(&f.gw_token, "remote", &csr, 0))
+            .await
+            .unwrap_err();
+        assert_eq!(e, unauthenticated());
+        let logs = auth_failures(&f);
+        assert!(
+            logs[0].ends_with("client claims to be in cluster \"remote\", but we only know about local cluster \"primary\" and remote clusters []"),
+            "{logs:?}"
         );
         f.stop();
     }

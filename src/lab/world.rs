@@ -24,6 +24,10 @@ pub const GATEWAY_SA: &str = "istio-eastwestgateway-service-account";
 pub const READER_SA: &str = "istio-reader-service-account";
 pub const READER_ROLE: &str = "istio-reader-clusterrole-istio-system";
 pub const REMOTE_SECRET: &str = "istio-remote-secret-remote";
+/// The istiod pod in the primary; its monitoring port (15014) is the
+/// simulated istiod's, through the primary API server's pod proxy.
+pub const ISTIOD_POD: &str = "istiod-lab";
+pub const ISTIOD_MONITORING_PORT: u16 = 15014;
 pub const PRIMARY_CONTEXT: &str = "lab-primary";
 pub const REMOTE_CONTEXT: &str = "lab-remote";
 
@@ -99,6 +103,7 @@ fn new_cluster(name: &str, issuer: &str) -> ClusterSim {
         api_audiences: vec![issuer.to_string()],
         admin_token: format!("lab-admin-{}", hex::encode(rand_bytes())),
         store: Store::default(),
+        pod_proxies: BTreeMap::new(),
     }
 }
 
@@ -247,6 +252,20 @@ impl Lab {
         .await?;
         let istiod_addr = istiod.addr();
 
+        // istiod's pod in the primary. The simulated istiod runs on this host,
+        // so the pod is on the host network (its loopback is the host's, where
+        // the remote API server listens). The API server's pod proxy reaches
+        // its monitoring port: kubectl get --raw
+        // /api/v1/namespaces/istio-system/pods/istiod-lab:15014/proxy/debug/clusterz
+        {
+            let mut p = primary_state.write().unwrap_or_else(|e| e.into_inner());
+            p.store.put(istiod_pod());
+            p.pod_proxies.insert(
+                format!("{NS}/{ISTIOD_POD}:{ISTIOD_MONITORING_PORT}"),
+                istiod.monitoring_addr,
+            );
+        }
+
         // The remote's istiod EndpointSlice holds the primary's exposed address:
         // here, the simulated istiod itself (or a closed port for that fault).
         {
@@ -316,6 +335,58 @@ impl Lab {
         self.istiod.shutdown();
         self.primary.shutdown();
         self.remote.shutdown();
+    }
+}
+
+/// istiod's pod as the istiod chart makes it (ports by their chart names),
+/// Running and Ready, on the host network.
+fn istiod_pod() -> Pod {
+    let port = |name: &str, n: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: n,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Pod {
+        metadata: ObjectMeta {
+            labels: labels(&[("app", "istiod"), ("istio", "pilot")]),
+            ..meta(NS, ISTIOD_POD)
+        },
+        spec: Some(PodSpec {
+            service_account_name: Some("istiod".into()),
+            host_network: Some(true),
+            containers: vec![Container {
+                name: "discovery".into(),
+                image: Some("docker.io/istio/pilot:1.28.0".into()),
+                ports: Some(vec![
+                    port("http-debug", 8080),
+                    port("grpc-xds", 15010),
+                    port("tls-xds", 15012),
+                    port("https-webhooks", 15017),
+                    port("http-monitoring", i32::from(ISTIOD_MONITORING_PORT)),
+                ]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            host_ip: Some("127.0.0.1".into()),
+            pod_ip: Some("127.0.0.1".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "discovery".into(),
+                image: "docker.io/istio/pilot:1.28.0".into(),
+                ready: true,
+                started: Some(true),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
     }
 }
 
@@ -669,6 +740,7 @@ fn build(
             0
         },
         omit_root: false,
+        secret_controller_stuck: has(fault, "istiod-stale-clusters"),
     };
     let token_audiences = if has(fault, "istiod-token-audiences") {
         vec!["other-ca".to_string()]
@@ -691,5 +763,104 @@ fn build(
         token_audiences,
         serving_dns,
         signer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::faults;
+    use crate::probe::clusterz;
+    use std::time::Duration;
+
+    async fn primary_client(lab: &Lab) -> kube::Client {
+        let kc = kube::config::Kubeconfig::from_yaml(&lab.kubeconfig_yaml).unwrap();
+        crate::engine::target::client_for(&kc, PRIMARY_CONTEXT, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// The auto path meshtrace takes (pod list, then the pod proxy) reaches
+    /// the simulated istiod's monitoring port, and its list follows the same
+    /// registration that decides the CSR.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn istiod_view_through_the_primary_pod_proxy() {
+        let secret = format!("{NS}/{REMOTE_SECRET}");
+        let cases = [
+            (None, format!("primary synced, remote synced ({secret})")),
+            // Never loaded: the stuck controller, and a kubeconfig istiod refuses.
+            (
+                faults::find("istiod-stale-clusters"),
+                "primary synced".into(),
+            ),
+            (faults::find("kubeconfig-exec"), "primary synced".into()),
+            // Loaded, but its API server cannot be listed.
+            (
+                faults::find("api-server-unreachable"),
+                format!("primary synced, remote timeout ({secret})"),
+            ),
+        ];
+        for (fault, want) in cases {
+            let lab = Lab::start(fault).await.unwrap();
+            let client = primary_client(&lab).await;
+            let view = clusterz::fetch(None, &client, NS, Duration::from_secs(10)).await;
+            assert_eq!(clusterz::evidence(&view), want, "{fault:?}: {view:?}");
+            assert_eq!(view.unwrap()[0].from, format!("pod {ISTIOD_POD}"));
+            lab.shutdown();
+        }
+    }
+
+    /// `kubectl get --raw` through the pod proxy, as a user checks it by hand.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kubectl_get_raw_reaches_istiods_clusterz() {
+        if std::process::Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .is_err()
+        {
+            eprintln!("note: kubectl is not on PATH; skipping the kubectl test");
+            return;
+        }
+        let lab = Lab::start(None).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kc = dir.path().join("kubeconfig");
+        std::fs::write(&kc, &lab.kubeconfig_yaml).unwrap();
+        let raw = |path: String| {
+            let mut cmd = tokio::process::Command::new("kubectl");
+            cmd.arg("--kubeconfig")
+                .arg(&kc)
+                .args(["--context", PRIMARY_CONTEXT, "get", "--raw", &path])
+                .env_remove("KUBECONFIG");
+            async move {
+                let out = cmd.output().await.expect("run kubectl");
+                (
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            }
+        };
+        let (ok, out, err) = raw(format!(
+            "/api/v1/namespaces/{NS}/pods/{ISTIOD_POD}:15014/proxy/debug/clusterz"
+        ))
+        .await;
+        assert!(ok, "{err}");
+        assert_eq!(
+            out,
+            format!(
+                "[{{\"id\":\"primary\",\"secretName\":\"\",\"syncStatus\":\"synced\"}},{{\"id\":\"remote\",\"secretName\":\"{NS}/{REMOTE_SECRET}\",\"syncStatus\":\"synced\"}}]"
+            )
+        );
+        let (ok, _, err) = raw(format!(
+            "/api/v1/namespaces/{NS}/pods/{ISTIOD_POD}:15013/proxy/debug/clusterz"
+        ))
+        .await;
+        assert!(!ok);
+        assert!(
+            err.contains("error trying to reach service: dial tcp 127.0.0.1:15013: connect: connection refused"),
+            "{err}"
+        );
+        lab.shutdown();
     }
 }

@@ -1,4 +1,5 @@
-//! Network probes: TLS handshakes and the istiod CA client. They return facts,
-//! never touch UI state.
+//! Network probes: TLS handshakes, the istiod CA client and istiod's view of
+//! its clusters. They return facts, never touch UI state.
 pub mod ca_client;
+pub mod clusterz;
 pub mod tls;

@@ -5,7 +5,8 @@
 use crate::support::trace_lab;
 use meshtrace::engine::TraceOptions;
 use meshtrace::lab::faults;
-use meshtrace::model::{STEPS, Status, TraceEvent, Verdict};
+use meshtrace::lab::world::Lab;
+use meshtrace::model::{STEPS, Status, StepId, TraceEvent, Verdict};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_lab_passes_every_step() {
@@ -43,6 +44,110 @@ async fn healthy_lab_passes_every_step() {
         chain.evidence["spiffe_id"],
         "spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway-service-account"
     );
+    // istiod's own view, read through the primary API server's pod proxy.
+    let csr = r.step(StepId::Csr).unwrap();
+    assert_eq!(
+        csr.evidence["istiod_clusters"],
+        "primary synced, remote synced (istio-system/istio-remote-secret-remote)"
+    );
+    assert!(
+        csr.evidence["istiod_clusters_source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("the primary API server's proxy to the app=istiod pods")),
+        "{:?}",
+        csr.evidence
+    );
+}
+
+/// The two faults that only istiod's CSR answer reveals get an exact
+/// diagnosis from istiod's own list of clusters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csr_refusals_are_explained_by_istiods_view() {
+    let fault = faults::find("istiod-stale-clusters").unwrap();
+    let (r, _) = trace_lab(Some(fault), TraceOptions::default()).await;
+    let csr = r.step(StepId::Csr).unwrap();
+    let diag = csr.diagnosis.as_deref().unwrap_or_default();
+    assert!(
+        diag.contains("istiod has not loaded the remote secret for cluster \"remote\": its /debug/clusterz (pod istiod-lab) lists only [\"primary\"]"),
+        "{diag}"
+    );
+    assert_eq!(csr.evidence["istiod_clusters"], "primary synced");
+    assert_eq!(
+        csr.hint.as_deref(),
+        Some(
+            "restart istiod so it loads every remote secret again: kubectl --context lab-primary -n istio-system rollout restart deployment/istiod (then trace again)"
+        )
+    );
+
+    let fault = faults::find("istiod-token-audiences").unwrap();
+    let (r, _) = trace_lab(Some(fault), TraceOptions::default()).await;
+    let csr = r.step(StepId::Csr).unwrap();
+    let diag = csr.diagnosis.as_deref().unwrap_or_default();
+    assert!(
+        diag.contains("istiod lists cluster \"remote\" synced (Secret istio-system/istio-remote-secret-remote)"),
+        "{diag}"
+    );
+    assert!(
+        diag.contains(
+            "The remaining cause is istiod's TOKEN_AUDIENCES: it does not contain \"istio-ca\""
+        ),
+        "{diag}"
+    );
+    assert!(
+        csr.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("set env deployment/istiod TOKEN_AUDIENCES=istio-ca")),
+        "{:?}",
+        csr.hint
+    );
+}
+
+/// `--istiod-debug-addr`: istiod's monitoring port asked directly; and an
+/// address nothing answers on leaves the view unknown, with the reason in
+/// the diagnosis, without failing anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istiod_debug_addr_is_asked_directly() {
+    let fault = faults::find("istiod-token-audiences").unwrap();
+    let lab = Lab::start(Some(fault)).await.expect("lab starts");
+    let direct = lab.istiod.monitoring_addr.to_string();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    for (addr, want_ev, want_diag) in [
+        (
+            direct.clone(),
+            "primary synced, remote synced (istio-system/istio-remote-secret-remote)".to_string(),
+            "The remaining cause is istiod's TOKEN_AUDIENCES".to_string(),
+        ),
+        (
+            closed.clone(),
+            format!("unknown: cannot ask istiod at {closed}: connection refused"),
+            format!(
+                "or its TOKEN_AUDIENCES differ from \"istio-ca\". istiod's own view of its clusters is unknown: cannot ask istiod at {closed}: connection refused"
+            ),
+        ),
+    ] {
+        let opts = TraceOptions {
+            istiod_debug_addr: Some(addr.clone()),
+            ..Default::default()
+        };
+        let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts)
+            .await
+            .expect("lab clients");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let r = meshtrace::engine::run(clusters, opts, target, tx).await;
+        assert_eq!(r.first_failure, Some(StepId::Csr), "{addr}");
+        let csr = r.step(StepId::Csr).unwrap();
+        assert_eq!(csr.evidence["istiod_clusters"], want_ev.as_str());
+        assert_eq!(
+            csr.evidence["istiod_clusters_source"],
+            format!("http://{addr}/debug/clusterz (--istiod-debug-addr)").as_str()
+        );
+        let diag = csr.diagnosis.as_deref().unwrap_or_default();
+        assert!(diag.contains(&want_diag), "{diag}");
+    }
+    lab.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,6 +272,7 @@ fault_tests! {
     root_expiring => "root-expiring",
     istiod_cert_wrong_san => "istiod-cert-wrong-san",
     istiod_token_audiences => "istiod-token-audiences",
+    istiod_stale_clusters => "istiod-stale-clusters",
     chain_single_element => "chain-single-element",
     chain_wrong_trust_domain => "chain-wrong-trust-domain",
     chain_clock_skew => "chain-clock-skew",

@@ -36,6 +36,8 @@ pub struct Testbed {
     pub remote_cluster_id: String,
     /// istiod's secure gRPC address (the 15012 role).
     pub istiod_addr: String,
+    /// istiod's monitoring address (the 15014 role: `/debug/clusterz`).
+    pub istiod_monitoring: String,
     pub server_name: String,
     /// The mesh root (the plug-in CA's root-cert.pem).
     pub root_pem: String,
@@ -161,6 +163,7 @@ fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
         .map_err(|e| format!("ISTIOD_ADDR {istiod_addr:?}: {e}"))?;
     std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
         .map_err(|e| format!("istiod at ISTIOD_ADDR {istiod_addr} does not accept connections ({e}): is the test bed up? (tests/testbed/up)"))?;
+    let istiod_monitoring = need("ISTIOD_MONITORING")?;
     Ok(Testbed {
         istiod_log: state.join("logs").join("istiod.log"),
         state,
@@ -170,6 +173,7 @@ fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
         remote_ctx: var("TB_REMOTE_CONTEXT").unwrap_or_else(|| "tb-remote".into()),
         remote_cluster_id: var("TB_REMOTE_CLUSTER_ID").unwrap_or_else(|| "remote".into()),
         istiod_addr,
+        istiod_monitoring,
         server_name: var("ISTIOD_SERVER_NAME").unwrap_or_else(|| "istiod.istio-system.svc".into()),
         root_pem,
     })

@@ -61,9 +61,23 @@ fn healthy_testbed_passes_every_step() {
             uri_sans: vec![spiffe()]
         }
     );
+    let csr = r.step(StepId::Csr).unwrap();
+    assert_eq!(csr.evidence["cert_chain_length"], json!(4));
+    // istiod's own view (its /debug/clusterz on the monitoring port): the
+    // config cluster and the remote, both synced.
     assert_eq!(
-        r.step(StepId::Csr).unwrap().evidence["cert_chain_length"],
-        json!(4)
+        csr.evidence["istiod_clusters"],
+        json!(format!(
+            "primary synced, {} synced ({NS}/istio-remote-secret-{})",
+            tb.remote_cluster_id, tb.remote_cluster_id
+        ))
+    );
+    assert_eq!(
+        csr.evidence["istiod_clusters_source"],
+        json!(format!(
+            "http://{}/debug/clusterz (--istiod-debug-addr)",
+            tb.istiod_monitoring
+        ))
     );
 }
 
@@ -86,6 +100,8 @@ fn healthy_testbed_cli_json() {
             &tb.remote_ctx,
             "--istiod-addr",
             &tb.istiod_addr,
+            "--istiod-debug-addr",
+            &tb.istiod_monitoring,
             "-o",
             "json",
         ])
@@ -103,6 +119,17 @@ fn healthy_testbed_cli_json() {
     assert_eq!(v["target"]["mode"], "clusters");
     assert_eq!(v["steps"].as_array().map(Vec::len), Some(STEPS.len()));
     assert!(v.get("first_failure").is_none());
+    let csr = v["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "csr"))
+        .expect("csr step");
+    let view = csr["evidence"]["istiod_clusters"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        view.contains(&format!("{} synced", tb.remote_cluster_id)),
+        "{view}"
+    );
 }
 
 /// Without --istiod-addr meshtrace dials what the remote's EndpointSlice

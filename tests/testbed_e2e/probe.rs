@@ -19,9 +19,14 @@ pub fn options(istiod_addr: Option<&str>) -> TraceOptions {
 }
 
 /// meshtrace against the test bed, as `meshtrace --kubeconfig ... --primary
-/// tb-primary --remote tb-remote [--istiod-addr ...]` runs it.
-pub async fn trace(tb: &Testbed, opts: TraceOptions) -> TraceReport {
+/// tb-primary --remote tb-remote [--istiod-addr ...] --istiod-debug-addr
+/// $ISTIOD_MONITORING` runs it: istiod runs outside any cluster here, so its
+/// view of the clusters is read from its monitoring port, not through a pod.
+pub async fn trace(tb: &Testbed, mut opts: TraceOptions) -> TraceReport {
     meshtrace::install_crypto_provider();
+    if opts.istiod_debug_addr.is_none() {
+        opts.istiod_debug_addr = Some(tb.istiod_monitoring.clone());
+    }
     let kc =
         load_kubeconfig(std::slice::from_ref(&tb.kubeconfig)).expect("test bed kubeconfig loads");
     let (primary, _) = client_for(&kc, &tb.primary_ctx, opts.timeout)

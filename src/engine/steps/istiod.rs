@@ -1,12 +1,14 @@
 //! The gateway's path to istiod: the remote `istiod` Service, TLS on 15012,
 //! the CSR, and the chain istiod returns.
 
+use super::quote_list;
 use super::{kube_err, now_unix};
 use crate::engine::{Ctx, Outcome};
 use crate::inspect::x509::rfc3339;
 use crate::inspect::{jwt, x509};
 use crate::model::StepId;
 use crate::probe::ca_client::{self, CsrError, CsrRequest};
+use crate::probe::clusterz::{self, Judgement};
 use crate::probe::tls::{TlsProbe, probe};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -312,20 +314,31 @@ pub async fn csr(ctx: &Ctx) -> Outcome {
         .ev("csr_san", &spiffe)
         .ev("requested_ttl_seconds", ttl)
         .ev("key", "fresh ECDSA P-256, in memory only");
-    let started = std::time::Instant::now();
-    let result = ca_client::create_certificate(&CsrRequest {
-        addr: &addr,
-        server_name: &server_name,
-        root_pem: &root,
-        token: &token.0,
-        cluster_id: &cid,
-        csr_pem: &csr_pem,
-        ttl_secs: ttl,
-        timeout: ctx.opts.timeout,
-    })
-    .await;
+    // istiod's own view of its clusters is read while the CSR is in flight,
+    // so it costs the critical path nothing unless it is the slower of the two.
+    let csr_call = async {
+        let started = std::time::Instant::now();
+        let r = ca_client::create_certificate(&CsrRequest {
+            addr: &addr,
+            server_name: &server_name,
+            root_pem: &root,
+            token: &token.0,
+            cluster_id: &cid,
+            csr_pem: &csr_pem,
+            ttl_secs: ttl,
+            timeout: ctx.opts.timeout,
+        })
+        .await;
+        (r, started.elapsed())
+    };
+    let debug_addr = ctx.opts.istiod_debug_addr.as_deref();
+    let ns = &ctx.opts.istio_namespace;
+    let view_call = clusterz::fetch(debug_addr, &ctx.clusters.primary, ns, ctx.opts.timeout);
+    let ((result, rpc), view) = tokio::join!(csr_call, view_call);
     drop(key);
-    out.ev("rpc_ms", crate::model::millis(started.elapsed()));
+    out.ev("rpc_ms", crate::model::millis(rpc))
+        .ev("istiod_clusters", clusterz::evidence(&view))
+        .ev("istiod_clusters_source", clusterz::source(debug_addr, ns));
     match result {
         Ok(chain) => {
             out.ev("cert_chain_length", chain.len());
@@ -334,19 +347,140 @@ pub async fn csr(ctx: &Ctx) -> Outcome {
         }
         Err(CsrError::Rpc { code, message }) => {
             out.ev("grpc_status", json!({"code": code, "message": message}));
-            let diag = if code == "Unauthenticated" {
-                format!(
-                    "istiod answered {code}: {message:?}. That is all a gateway is told; istiod logs the reason (`Failed to authenticate client from ...`). With cluster ID {cid:?}: if the remote-secret, remote-* and token-review steps passed, istiod does not see what meshtrace sees — its remote secret controller has not loaded the cluster yet, or its TOKEN_AUDIENCES differ from {:?}",
-                    ctx.opts.token_audience
+            let (diag, hint) = if code == "Unauthenticated" && !cid.is_empty() {
+                unauthenticated(
+                    &code,
+                    &message,
+                    &cid,
+                    &clusterz::judge(&view, &cid),
+                    ns,
+                    &ctx.opts.token_audience,
+                )
+            } else if code == "Unauthenticated" {
+                unauthenticated(
+                    &code,
+                    &message,
+                    &cid,
+                    &Judgement::Unknown("the gateway sends no cluster ID, so istiod checks its token against the primary".into()),
+                    ns,
+                    &ctx.opts.token_audience,
                 )
             } else {
-                format!("istiod answered {code}: {message:?}")
+                (
+                    format!("istiod answered {code}: {message:?}"),
+                    READ_LOG_HINT.to_string(),
+                )
             };
-            out.fail(diag, "read istiod's log: kubectl --context <primary> -n istio-system logs deploy/istiod | grep -i 'authenticate'; check istioctl remote-clusters shows the cluster synced")
+            out.fail(diag, hint)
         }
         Err(e) => out.fail(
             format!("CreateCertificate to {addr} failed: {e}"),
             "see istiod-tls; check istiod is serving on 15012",
+        ),
+    }
+}
+
+const READ_LOG_HINT: &str = "read istiod's log: kubectl --context <primary> -n istio-system logs deploy/istiod | grep -i 'authenticate'; check istioctl remote-clusters shows the cluster synced";
+
+/// The diagnosis and fix for a CSR refused with `Unauthenticated` when every
+/// step before it passed: istiod does not see what meshtrace sees, and its
+/// own list of clusters (`/debug/clusterz`) says why.
+fn unauthenticated(
+    code: &str,
+    message: &str,
+    cid: &str,
+    view: &Judgement,
+    ns: &str,
+    aud: &str,
+) -> (String, String) {
+    let told = format!(
+        "istiod answered {code}: {message:?}. That is all a gateway is told; istiod logs the reason (`Failed to authenticate client from ...`)."
+    );
+    let restart = format!(
+        "restart istiod so it loads every remote secret again: kubectl --context <primary> -n {ns} rollout restart deployment/istiod (then trace again)"
+    );
+    let reach_hint = format!(
+        "check that istiod's pod reaches the remote API server named in the remote secret (network policy, firewall, private endpoint, egress proxy): kubectl --context <primary> -n {ns} logs deploy/istiod | grep -i 'remote cluster'"
+    );
+    match view {
+        Judgement::Missing { from, listed } => {
+            let ids: Vec<String> = listed.iter().map(|e| e.id.clone()).collect();
+            let lists = if ids.is_empty() {
+                "lists no cluster at all".to_string()
+            } else {
+                format!("lists only {}", quote_list(&ids))
+            };
+            // The config cluster is the entry without a secret.
+            let locals: Vec<&str> = listed
+                .iter()
+                .filter(|e| e.secret_name.is_empty())
+                .map(|e| e.id.as_str())
+                .collect();
+            let remotes: Vec<&str> = listed
+                .iter()
+                .filter(|e| !e.secret_name.is_empty())
+                .map(|e| e.id.as_str())
+                .collect();
+            let log = match locals.as_slice() {
+                [local] => format!(
+                    " (istiod logs `client claims to be in cluster {cid:?}, but we only know about local cluster {local:?} and remote clusters [{}]`)",
+                    remotes.join(" ")
+                ),
+                _ => String::new(),
+            };
+            (
+                format!(
+                    "{told} istiod has not loaded the remote secret for cluster {cid:?}: its /debug/clusterz ({from}) {lists}{log}. The remote secret is valid (remote-secret through token-review passed), so istiod refused an earlier version of it and has not processed the current one, or its remote-secret controller is stuck (a known istiod hang after a remote secret is deleted: it then processes no remote-secret event until it restarts)"
+                ),
+                restart,
+            )
+        }
+        Judgement::NotSynced { from, entry } => {
+            let status = entry.status_text();
+            let loaded = format!(
+                "{told} istiod has loaded cluster {cid:?} (Secret {}) but its /debug/clusterz ({from}) says syncStatus {status:?}",
+                if entry.secret_name.is_empty() {
+                    "unknown"
+                } else {
+                    &entry.secret_name
+                }
+            );
+            match entry.sync_status.as_deref() {
+                Some("closed") => (
+                    format!(
+                        "{loaded}: istiod is tearing this cluster down (its remote secret was deleted or changed) and has not built it again; if it stays closed, istiod's remote-secret controller is stuck (a known istiod hang after a remote secret is deleted)"
+                    ),
+                    restart,
+                ),
+                Some("timeout") => (
+                    format!(
+                        "{loaded}: istiod gave up waiting for the remote's objects (`remote cluster {cid} failed to sync after 30s`). From where istiod runs, the remote API server is likely unreachable or refuses the secret's credential, and istiod's TokenReview fails the same way, although meshtrace's passes from here"
+                    ),
+                    reach_hint,
+                ),
+                Some("syncing") => (
+                    format!(
+                        "{loaded}: istiod is still listing the remote's objects (after 30 s this becomes timeout); until then its TokenReview for this cluster may fail the same way. Trace again in a minute"
+                    ),
+                    reach_hint,
+                ),
+                _ => (format!("{loaded}, not synced"), READ_LOG_HINT.to_string()),
+            }
+        }
+        Judgement::Synced { entry } => (
+            format!(
+                "{told} istiod lists cluster {cid:?} synced (Secret {}), so it holds a working client for the remote, and meshtrace's TokenReview with the remote secret's credential passed for audience {aud:?}. The remaining cause is istiod's TOKEN_AUDIENCES: it does not contain {aud:?}, the audience of the gateway's token (--token-audience), so the remote API server refuses istiod's TokenReview (istiod logs `token audiences [\"{aud}\"] is invalid for the target audiences [...]`). (Less likely: istiod still runs with an earlier kubeconfig of this secret whose credential no longer works; a restart rules that out.)",
+                entry.secret_name
+            ),
+            format!(
+                "make istiod's TOKEN_AUDIENCES include {aud}: kubectl --context <primary> -n {ns} set env deployment/istiod TOKEN_AUDIENCES={aud} (see its value with kubectl --context <primary> -n {ns} get deployment istiod -o yaml | grep -A1 TOKEN_AUDIENCES); or trace again with --token-audience <its value>, and gateway-token names which side to change"
+            ),
+        ),
+        Judgement::Unknown(why) => (
+            format!(
+                "{told} With cluster ID {cid:?}: if the remote-secret, remote-* and token-review steps passed, istiod does not see what meshtrace sees — its remote secret controller has not loaded the cluster yet, or its TOKEN_AUDIENCES differ from {aud:?}. istiod's own view of its clusters is unknown: {why}"
+            ),
+            READ_LOG_HINT.to_string(),
         ),
     }
 }
@@ -421,4 +555,142 @@ pub async fn issued_chain(ctx: &Ctx) -> Outcome {
         out.ev("leaf_expires", rfc3339(leaf.not_after));
     }
     out.pass()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::clusterz::ClusterzEntry;
+
+    fn entry(id: &str, secret: &str, status: &str) -> ClusterzEntry {
+        ClusterzEntry {
+            id: id.into(),
+            secret_name: secret.into(),
+            sync_status: Some(status.into()),
+        }
+    }
+
+    const SECRET: &str = "istio-system/istio-remote-secret-remote";
+
+    fn diagnose(view: Judgement) -> (String, String) {
+        unauthenticated(
+            "Unauthenticated",
+            "request authenticate failure",
+            "remote",
+            &view,
+            "istio-system",
+            "istio-ca",
+        )
+    }
+
+    #[test]
+    fn missing_cluster_names_what_istiod_lists_and_restarts_it() {
+        let (d, h) = diagnose(Judgement::Missing {
+            from: "pod istiod-abc".into(),
+            listed: vec![
+                entry("primary", "", "synced"),
+                entry("other", "istio-system/istio-remote-secret-other", "synced"),
+            ],
+        });
+        assert!(
+            d.starts_with("istiod answered Unauthenticated: \"request authenticate failure\". That is all a gateway is told;"),
+            "{d}"
+        );
+        assert!(
+            d.contains("istiod has not loaded the remote secret for cluster \"remote\": its /debug/clusterz (pod istiod-abc) lists only [\"primary\", \"other\"] (istiod logs `client claims to be in cluster \"remote\", but we only know about local cluster \"primary\" and remote clusters [other]`)"),
+            "{d}"
+        );
+        assert!(d.contains("remote-secret controller is stuck"), "{d}");
+        assert_eq!(
+            h,
+            "restart istiod so it loads every remote secret again: kubectl --context <primary> -n istio-system rollout restart deployment/istiod (then trace again)"
+        );
+        // An empty list is said as such, with no guessed log line.
+        let (d, _) = diagnose(Judgement::Missing {
+            from: "127.0.0.1:15014".into(),
+            listed: vec![],
+        });
+        assert!(
+            d.contains("its /debug/clusterz (127.0.0.1:15014) lists no cluster at all. The remote secret is valid"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn listed_but_not_synced_quotes_the_status() {
+        let (d, h) = diagnose(Judgement::NotSynced {
+            from: "pod istiod-abc".into(),
+            entry: entry("remote", SECRET, "timeout"),
+        });
+        assert!(
+            d.contains("istiod has loaded cluster \"remote\" (Secret istio-system/istio-remote-secret-remote) but its /debug/clusterz (pod istiod-abc) says syncStatus \"timeout\": istiod gave up waiting"),
+            "{d}"
+        );
+        assert!(
+            h.starts_with("check that istiod's pod reaches the remote API server"),
+            "{h}"
+        );
+        let (d, h) = diagnose(Judgement::NotSynced {
+            from: "pod istiod-abc".into(),
+            entry: entry("remote", SECRET, "closed"),
+        });
+        assert!(
+            d.contains("says syncStatus \"closed\": istiod is tearing this cluster down"),
+            "{d}"
+        );
+        assert!(h.contains("rollout restart deployment/istiod"), "{h}");
+        let (d, _) = diagnose(Judgement::NotSynced {
+            from: "pod istiod-abc".into(),
+            entry: entry("remote", SECRET, "syncing"),
+        });
+        assert!(
+            d.contains("says syncStatus \"syncing\": istiod is still listing"),
+            "{d}"
+        );
+        let (d, h) = diagnose(Judgement::NotSynced {
+            from: "pod istiod-abc".into(),
+            entry: ClusterzEntry {
+                sync_status: None,
+                ..entry("remote", SECRET, "")
+            },
+        });
+        assert!(
+            d.ends_with("says syncStatus \"no syncStatus\", not synced"),
+            "{d}"
+        );
+        assert_eq!(h, READ_LOG_HINT);
+    }
+
+    #[test]
+    fn synced_leaves_token_audiences() {
+        let (d, h) = diagnose(Judgement::Synced {
+            entry: entry("remote", SECRET, "synced"),
+        });
+        assert!(
+            d.contains("istiod lists cluster \"remote\" synced (Secret istio-system/istio-remote-secret-remote)"),
+            "{d}"
+        );
+        assert!(
+            d.contains(
+                "The remaining cause is istiod's TOKEN_AUDIENCES: it does not contain \"istio-ca\""
+            ),
+            "{d}"
+        );
+        assert!(
+            h.starts_with("make istiod's TOKEN_AUDIENCES include istio-ca: kubectl --context <primary> -n istio-system set env deployment/istiod TOKEN_AUDIENCES=istio-ca"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn unknown_view_keeps_the_guess_and_says_why() {
+        let (d, h) = diagnose(Judgement::Unknown(
+            "no pod labelled app=istiod in istio-system of the primary".into(),
+        ));
+        assert!(
+            d.contains("its remote secret controller has not loaded the cluster yet, or its TOKEN_AUDIENCES differ from \"istio-ca\". istiod's own view of its clusters is unknown: no pod labelled app=istiod in istio-system of the primary"),
+            "{d}"
+        );
+        assert_eq!(h, READ_LOG_HINT);
+    }
 }

@@ -352,25 +352,37 @@ pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
     out.ev("server", &kc.server).ev("server_name", &server_name);
 
     // Loopback in the secret works only when istiod runs on the host itself,
-    // not in a pod: look for istiod pods in the primary.
+    // not in a pod of its own: look for istiod pods in the primary. A pod on
+    // the host network shares its node's loopback, like istiod on a host.
     if kubeconfig::is_loopback_host(&host) {
         let pods: Api<Pod> =
             Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
-        let in_cluster = pods
+        let (in_cluster, on_host_network) = pods
             .list(&ListParams::default().labels("app=istiod"))
             .await
-            .map(|l| l.items.len())
-            .unwrap_or(0);
+            .map(|l| {
+                let host_net = l
+                    .items
+                    .iter()
+                    .filter(|p| p.spec.as_ref().and_then(|s| s.host_network) == Some(true))
+                    .count();
+                (l.items.len() - host_net, host_net)
+            })
+            .unwrap_or((0, 0));
         if in_cluster > 0 {
             return out.fail(
                 format!(
-                    "the kubeconfig's server is {:?}, a loopback address: inside istiod's pod ({in_cluster} istiod pod(s) run in the primary) that is istiod itself, not the remote API server (istiod logs `remote cluster ... failed to sync`)",
+                    "the kubeconfig's server is {:?}, a loopback address: inside istiod's pod ({in_cluster} istiod pod(s) in the primary, not on the host network) that is istiod itself, not the remote API server (istiod logs `remote cluster ... failed to sync`)",
                     kc.server
                 ),
                 "use an address of the remote API server reachable from the primary's pods: istioctl create-remote-secret --server=https://<reachable address>",
             );
         }
-        out.ev("note", "loopback server: no istiod pod runs in the primary, so istiod runs on a host where loopback may reach the remote");
+        if on_host_network > 0 {
+            out.ev("note", "loopback server: the primary's istiod pod(s) use the host network, so loopback is their node's and may reach the remote");
+        } else {
+            out.ev("note", "loopback server: no istiod pod runs in the primary, so istiod runs on a host where loopback may reach the remote");
+        }
     }
     if kc.insecure_skip_tls_verify {
         out.ev("insecure_skip_tls_verify", true);

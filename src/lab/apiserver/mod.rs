@@ -10,6 +10,7 @@
 mod authn;
 mod objects;
 mod protobuf;
+mod proxy;
 mod rbac;
 mod resources;
 mod reviews;
@@ -27,6 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use resources::ResourceDef;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -41,6 +43,9 @@ pub struct ClusterSim {
     /// Static bearer token of a system:masters admin.
     pub admin_token: String,
     pub store: Store,
+    /// Pod-proxy backends: `namespace/pod:port` -> the listener that plays
+    /// that pod's port (the lab runs no pods of its own).
+    pub pod_proxies: BTreeMap<String, SocketAddr>,
 }
 
 impl std::fmt::Debug for ClusterSim {
@@ -63,6 +68,7 @@ impl ClusterSim {
             keys,
             admin_token: admin_token.to_string(),
             store: Store::default(),
+            pod_proxies: BTreeMap::new(),
         }
     }
 
@@ -470,6 +476,7 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
             )));
         }
     };
+    let raw_query = parts.uri.query().map(str::to_string);
     let req = Req {
         method: parts.method,
         path: parts.uri.path().to_string(),
@@ -478,6 +485,31 @@ async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
         body,
         server_addr: st.addr,
     };
+    // The pod proxy forwards over the network, so it cannot answer under
+    // the cluster lock: resolve under it, forward after.
+    if let Some(p) = proxy::parse(&req.path) {
+        let resolved = {
+            let cluster = st.cluster.read().unwrap_or_else(|e| e.into_inner());
+            proxy::resolve(&cluster, &req, &p)
+        };
+        let result = match resolved {
+            Ok((Some(backend), dial)) => {
+                proxy::forward(backend, &dial, &req, &p.rest, raw_query.as_deref()).await
+            }
+            Ok((None, dial)) => Err(proxy::unreachable(&dial)),
+            Err(e) => Err(e),
+        };
+        return match result {
+            Ok(r) => {
+                tracing::debug!(method = %req.method, path = %req.path, code = r.status().as_u16(), "lab apiserver proxy");
+                r
+            }
+            Err(e) => {
+                tracing::debug!(method = %req.method, path = %req.path, code = e.code, reason = e.reason, "lab apiserver proxy");
+                error_response(&e)
+            }
+        };
+    }
     let result = {
         let mut cluster = st.cluster.write().unwrap_or_else(|e| e.into_inner());
         route(&mut cluster, &req)

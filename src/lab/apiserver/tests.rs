@@ -220,6 +220,16 @@ async fn client(lab: &Lab, token: &str) -> Client {
     Client::try_from(cfg).expect("client")
 }
 
+/// A client that does not retry 503s (kube's default retries them for minutes).
+async fn client_no_retry(lab: &Lab, token: &str) -> Client {
+    let kc = Kubeconfig::from_yaml(&kubeconfig_yaml(lab, token)).expect("kubeconfig");
+    let mut cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    cfg.default_retry = false;
+    Client::try_from(cfg).expect("client")
+}
+
 async fn token_for(
     admin: &Client,
     sa: &str,
@@ -1430,4 +1440,128 @@ async fn bad_input_is_a_status_not_a_panic() {
     assert_eq!(api_status(anon.request_text(get("/api")).await).0, 401);
     // The server still answers after all that.
     assert_eq!(c.request_text(get("/livez")).await.unwrap(), "ok");
+}
+
+/// A plain-HTTP backend that answers every request with its own request
+/// line and whether an Authorization header reached it.
+async fn echo_backend() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|req: axum::extract::Request| async move {
+        let line = format!(
+            "{} {} auth={}",
+            req.method(),
+            req.uri(),
+            req.headers().contains_key(header::AUTHORIZATION)
+        );
+        ([(header::CONTENT_TYPE, "text/plain")], line)
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    addr
+}
+
+/// The pod proxy as kube-apiserver serves it: RBAC on pods/proxy (the name
+/// with its port), 404 for an unknown pod, 503 for a port nobody listens
+/// on, 400 for a malformed name; and what the pod answers, passed through
+/// without the caller's credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_proxy_forwards_and_refuses_like_kube_apiserver() {
+    use k8s_openapi::api::core::v1::{Container, ContainerPort, PodStatus};
+    let lab = start();
+    let backend = echo_backend().await;
+    {
+        let mut cl = lab.cluster.write().unwrap();
+        cl.store.put(Pod {
+            metadata: meta(Some(NS), "istiod-x", &[("app", "istiod")]),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "discovery".into(),
+                    ports: Some(vec![ContainerPort {
+                        container_port: 15014,
+                        name: Some("http-monitoring".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                pod_ip: Some("10.0.0.5".into()),
+                phase: Some("Running".into()),
+                ..Default::default()
+            }),
+        });
+        cl.pod_proxies
+            .insert(format!("{NS}/istiod-x:15014"), backend);
+    }
+    let admin = client_no_retry(&lab, ADMIN).await;
+    let get = |path: String| http::Request::get(path).body(Vec::new()).unwrap();
+    let base = format!("/api/v1/namespaces/{NS}/pods");
+    let text = admin
+        .request_text(get(format!(
+            "{base}/istiod-x:15014/proxy/debug/clusterz?pretty=1"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(text, "GET /debug/clusterz?pretty=1 auth=false");
+    // Without a port: the pod's first container port.
+    let text = admin
+        .request_text(get(format!("{base}/istiod-x/proxy/")))
+        .await
+        .unwrap();
+    assert_eq!(text, "GET / auth=false");
+    let (code, reason, message) = api_status(
+        admin
+            .request_text(get(format!("{base}/istiod-x:15015/proxy/debug/clusterz")))
+            .await,
+    );
+    assert_eq!(
+        (code, reason.as_str(), message.as_str()),
+        (
+            503,
+            "ServiceUnavailable",
+            "error trying to reach service: dial tcp 10.0.0.5:15015: connect: connection refused"
+        )
+    );
+    let (code, _, message) = api_status(
+        admin
+            .request_text(get(format!("{base}/nope:15014/proxy/debug/clusterz")))
+            .await,
+    );
+    assert_eq!((code, message.as_str()), (404, "pods \"nope\" not found"));
+    let (code, _, message) = api_status(
+        admin
+            .request_text(get(format!("{base}/a:b:c:d/proxy/x")))
+            .await,
+    );
+    assert_eq!(
+        (code, message.as_str()),
+        (400, "invalid pod request \"a:b:c:d\"")
+    );
+    // The reader may read pods, but not proxy to them.
+    let reader_token = token_for(&admin, READER, &[], None).await.unwrap();
+    let reader = client(&lab, &reader_token).await;
+    let (code, reason, message) = api_status(
+        reader
+            .request_text(get(format!("{base}/istiod-x:15014/proxy/debug/clusterz")))
+            .await,
+    );
+    assert_eq!(
+        (code, reason.as_str(), message.as_str()),
+        (
+            403,
+            "Forbidden",
+            "pods \"istiod-x:15014\" is forbidden: User \"system:serviceaccount:istio-system:istio-reader-service-account\" cannot get resource \"pods/proxy\" in API group \"\" in the namespace \"istio-system\""
+        )
+    );
+    // A bad credential: 401 from the API server, nothing forwarded.
+    let nobody = client_no_retry(&lab, "not-a-token").await;
+    let (code, reason, _) = api_status(
+        nobody
+            .request_text(get(format!("{base}/istiod-x:15014/proxy/debug/clusterz")))
+            .await,
+    );
+    assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
 }
