@@ -430,7 +430,7 @@ fn unauthenticated(
             };
             (
                 format!(
-                    "{told} istiod has not loaded the remote secret for cluster {cid:?}: its /debug/clusterz ({from}) {lists}{log}. The remote secret is valid (remote-secret through token-review passed), so istiod refused an earlier version of it and has not processed the current one, or its remote-secret controller is stuck (a known istiod hang after a remote secret is deleted: it then processes no remote-secret event until it restarts)"
+                    "{told} istiod has not loaded the remote secret for cluster {cid:?}: its /debug/clusterz ({from}) {lists}{log}. The remote secret is valid (remote-secret through token-review passed), so istiod's remote-secret controller has not processed it: the controller is stuck (a known istiod hang after a remote secret is deleted: it then processes no remote-secret event until it restarts), or the secret was created or fixed only seconds ago (a working istiod loads it within seconds, also after refusing an earlier version)"
                 ),
                 restart,
             )
@@ -600,7 +600,7 @@ mod tests {
             d.contains("istiod has not loaded the remote secret for cluster \"remote\": its /debug/clusterz (pod istiod-abc) lists only [\"primary\", \"other\"] (istiod logs `client claims to be in cluster \"remote\", but we only know about local cluster \"primary\" and remote clusters [other]`)"),
             "{d}"
         );
-        assert!(d.contains("remote-secret controller is stuck"), "{d}");
+        assert!(d.contains("the controller is stuck"), "{d}");
         assert_eq!(
             h,
             "restart istiod so it loads every remote secret again: kubectl --context <primary> -n istio-system rollout restart deployment/istiod (then trace again)"
