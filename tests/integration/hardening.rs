@@ -196,3 +196,48 @@ async fn api_server_that_never_answers_fails_within_the_timeout() {
     }
     assert_eq!(finished, meshtrace::model::STEPS.len());
 }
+
+/// istiod's monitoring port accepts and never answers: an issued certificate
+/// does not wait for istiod's view; a refusal waits at most one timeout for
+/// it, and says it is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_istiod_debug_port_costs_a_refusal_one_timeout_and_a_pass_nothing() {
+    let (addr, holder) = silent_peer().await;
+    let timeout = Duration::from_millis(1500);
+    let opts = |t| TraceOptions {
+        istiod_debug_addr: Some(addr.to_string()),
+        timeout: t,
+        ..Default::default()
+    };
+
+    let (r, _) = trace_lab(None, opts(timeout)).await;
+    let csr = r.step(StepId::Csr).unwrap();
+    assert_eq!(csr.status, Status::Pass, "{:?}", csr.diagnosis);
+    assert!(
+        csr.duration_ms < 1000.0,
+        "the CSR passed, yet the step waited {} ms for istiod's view",
+        csr.duration_ms
+    );
+    assert!(
+        csr.evidence["istiod_clusters"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not waited for"),
+        "{:?}",
+        csr.evidence["istiod_clusters"]
+    );
+
+    let fault = meshtrace::lab::faults::find("istiod-token-audiences").unwrap();
+    let started = Instant::now();
+    let (r, _) = trace_lab(Some(fault), opts(timeout)).await;
+    holder.abort();
+    let csr = r.step(StepId::Csr).unwrap();
+    assert_eq!(csr.status, Status::Fail);
+    let view = csr.evidence["istiod_clusters"].as_str().unwrap_or("");
+    assert!(view.starts_with("unknown"), "{view}");
+    assert!(
+        started.elapsed() < timeout * 4,
+        "took {:?}",
+        started.elapsed()
+    );
+}

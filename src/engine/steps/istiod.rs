@@ -334,7 +334,33 @@ pub async fn csr(ctx: &Ctx) -> Outcome {
     let debug_addr = ctx.opts.istiod_debug_addr.as_deref();
     let ns = &ctx.opts.istio_namespace;
     let view_call = clusterz::fetch(debug_addr, &ctx.clusters.primary, ns, ctx.opts.timeout);
-    let ((result, rpc), view) = tokio::join!(csr_call, view_call);
+    tokio::pin!(csr_call, view_call);
+    let mut view = None;
+    let (result, rpc) = tokio::select! {
+        r = &mut csr_call => r,
+        v = &mut view_call => {
+            view = Some(v);
+            csr_call.await
+        }
+    };
+    // The view only explains a refusal: wait for it (within its own bound)
+    // when istiod said Unauthenticated; otherwise give it a moment and move
+    // on, so an istiod pod the API server cannot reach (503, retried) does
+    // not hold up a certificate that was issued.
+    let view = match view {
+        Some(v) => v,
+        None if matches!(&result, Err(CsrError::Rpc { code, .. }) if code == "Unauthenticated") => {
+            view_call.await
+        }
+        None => tokio::time::timeout(VIEW_GRACE, &mut view_call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "not waited for: istiod answered the CSR first, and its view only explains a refusal (it did not come within {} more)",
+                    humantime::format_duration(VIEW_GRACE)
+                ))
+            }),
+    };
     drop(key);
     out.ev("rpc_ms", crate::model::millis(rpc))
         .ev("istiod_clusters", clusterz::evidence(&view))
@@ -379,6 +405,10 @@ pub async fn csr(ctx: &Ctx) -> Outcome {
         ),
     }
 }
+
+/// How long a CSR that istiod answered without refusing waits for istiod's
+/// view of its clusters (evidence only then).
+const VIEW_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 const READ_LOG_HINT: &str = "read istiod's log: kubectl --context <primary> -n istio-system logs deploy/istiod | grep -i 'authenticate'; check istioctl remote-clusters shows the cluster synced";
 
