@@ -809,7 +809,7 @@ impl Drop for Session<'_> {
             "[{}] reverted, but the test bed is not healthy again within {patience:?}; restarting istiod (tests/testbed/restart-istiod)\n{why}\nistiod logged:\n{hung}",
             self.name
         );
-        let restarted = restart_istiod(self.tb).and_then(|()| {
+        let restarted = restart_istiod(self.tb, &[]).and_then(|()| {
             self.rt
                 .block_on(crate::probe::wait_healthy(self.tb, Duration::from_secs(30)))
                 .map(|_| ())
@@ -836,11 +836,13 @@ impl Drop for Session<'_> {
     }
 }
 
-/// Restarts only istiod (`tests/testbed/restart-istiod`), waiting until it
-/// reports the remote cluster synced.
-pub fn restart_istiod(tb: &Testbed) -> Result<(), String> {
+/// Restarts only istiod (`tests/testbed/restart-istiod`), with extra
+/// environment `env` (`NAME=VALUE`; none: back to the default), waiting until
+/// it reports the remote cluster synced.
+pub fn restart_istiod(tb: &Testbed, env: &[&str]) -> Result<(), String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testbed/restart-istiod");
     let out = std::process::Command::new(&script)
+        .args(env)
         .env("MESHTRACE_TESTBED_STATE", &tb.state)
         .output()
         .map_err(|e| format!("{}: {e}", script.display()))?;

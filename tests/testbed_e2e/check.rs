@@ -112,6 +112,9 @@ pub struct Plan {
     pub istiod_log: Option<String>,
     /// Steps whose status may differ between the lab and the test bed, and why.
     pub lab_differs: Vec<(StepId, &'static str)>,
+    /// Words meshtrace's diagnosis of the first failing step must hold on
+    /// the test bed, beyond the lab fault's keyword.
+    pub says: Vec<&'static str>,
 }
 
 impl Plan {
@@ -124,7 +127,12 @@ impl Plan {
             trace_opts: probe::options(Some(&tb.istiod_addr)),
             istiod_log: None,
             lab_differs: Vec::new(),
+            says: Vec::new(),
         }
+    }
+    pub fn says(mut self, words: &'static str) -> Plan {
+        self.says.push(words);
+        self
     }
     pub fn log(mut self, needle: impl Into<String>) -> Plan {
         self.istiod_log = Some(needle.into());
@@ -221,6 +229,16 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
         println!("[{}] istiod logged: {why}", expect.name);
     }
     assert_report(&expect, &report, &ctx);
+    if let Some(step) = report.first_failure.and_then(|f| report.step(f)) {
+        let diag = step.diagnosis.as_deref().unwrap_or("");
+        for words in &plan.says {
+            assert!(
+                diag.contains(words),
+                "[{}] the diagnosis lacks {words:?}: {diag}{ctx}",
+                expect.name
+            );
+        }
+    }
     if let Some(lr) = &lab_report {
         assert_lab_agrees(&expect, &report, lr, &plan.lab_differs);
     }
@@ -365,7 +383,16 @@ pub fn assert_istiod_agrees(e: &Expect, r: &TraceReport, plan: &Plan, answer: &A
     let name = e.name;
     let first = r.first_failure.expect("checked before");
     let status = r.step(first).map(|s| s.status).unwrap();
-    let by_rule = if status == Status::Fail && auth_path(first) {
+    // A failing csr step is istiod's own refusal when it says Unauthenticated.
+    let csr_refused = first == StepId::Csr
+        && r.step(first).is_some_and(|s| {
+            s.evidence
+                .get("grpc_status")
+                .and_then(|g| g.get("code"))
+                .and_then(|c| c.as_str())
+                == Some("Unauthenticated")
+        });
+    let by_rule = if status == Status::Fail && (auth_path(first) || csr_refused) {
         Want::Unauthenticated
     } else {
         Want::Issued

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 /// Lab faults the tests below reproduce on the test bed, compared with the lab.
 pub const COMPARED_WITH_LAB: &[&str] = &[
+    "istiod-token-audiences",
     "no-remote-secret",
     "secret-unlabelled",
     "secret-wrong-namespace",
@@ -65,10 +66,6 @@ pub const NOT_EXPRESSIBLE: &[(&str, &str)] = &[
     (
         "istiod-cert-wrong-san",
         "istiod's serving certificate is made by istiod itself; see gateway_ca_addr_fqdn for the same check from the gateway's side",
-    ),
-    (
-        "istiod-token-audiences",
-        "TOKEN_AUDIENCES is an istiod environment variable: needs an istiod restart",
     ),
     (
         "chain-single-element",
@@ -294,6 +291,33 @@ fn stop_istiod_writing_root(s: &mut Session) -> Result<(), String> {
         "should join leader-election for cluster remote: false",
         std::time::Duration::from_secs(10),
     )
+}
+
+// ------------------------------------------------------------------ row 16: istiod's own settings
+
+/// istiod restarted with TOKEN_AUDIENCES=other-ca: everything meshtrace can
+/// see from the clusters passes, istiod refuses the gateway, and istiod's
+/// own view (/debug/clusterz: remote synced) leaves only its audiences.
+/// Reverted by restarting istiod with its default environment.
+#[test]
+fn istiod_token_audiences() {
+    run_case(lab("istiod-token-audiences"), |s| {
+        s.on_revert(
+            "restart istiod without TOKEN_AUDIENCES",
+            format!(
+                "MESHTRACE_TESTBED_STATE={} tests/testbed/restart-istiod",
+                s.tb.state.display()
+            ),
+            |tb| restart_istiod(tb, &[]),
+        );
+        restart_istiod(s.tb, &["TOKEN_AUDIENCES=other-ca"])?;
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("is invalid for the target audiences [\"other-ca\"]")
+                .says("istiod lists cluster \"remote\" synced")
+                .says("TOKEN_AUDIENCES"),
+        )
+    });
 }
 
 // ------------------------------------------------------------------ catalogue row 1-3: the remote secret
