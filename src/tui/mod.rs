@@ -113,6 +113,7 @@ where
         } else {
             run_start.elapsed().as_secs_f64() * 1000.0 * clock_scale
         };
+        let mut next_run_now = false;
         let mut info = view::ViewInfo::default();
         term.terminal.draw(|f| info = view::draw(f, &st, &app))?;
         app.detail_max_scroll = info.detail_max_scroll;
@@ -147,16 +148,7 @@ where
                             });
                         }
                     }
-                    Some(app::Command::Rerun) => {
-                        if st.finished.is_some() {
-                            last_finished = Some(st.report());
-                        }
-                        app.start_rerun(&st);
-                        st = TraceState::default();
-                        events = Some(rerun());
-                        run_start = Instant::now();
-                        ended_at = None;
-                    }
+                    Some(app::Command::Rerun) => next_run_now = true,
                     None => {}
                 },
                 Some(Ok(_)) => {} // resize, focus, mouse: just redraw
@@ -164,16 +156,18 @@ where
                 None => return Err(io::Error::other("the terminal input thread stopped")),
             },
             _ = tick.tick(), if app.running(&st) || next_run.is_some() => app.tick = app.tick.wrapping_add(1),
-            _ = sleep_until_due(next_run) => {
-                if st.finished.is_some() {
-                    last_finished = Some(st.report());
-                }
-                app.start_rerun(&st);
-                st = TraceState::default();
-                events = Some(rerun());
-                run_start = Instant::now();
-                ended_at = None;
+            _ = sleep_until_due(next_run) => next_run_now = true,
+        }
+        // `r`, or the watch timer: a new run of the engine.
+        if next_run_now {
+            if st.finished.is_some() {
+                last_finished = Some(st.report());
             }
+            app.start_rerun(&st);
+            st = TraceState::default();
+            events = Some(rerun());
+            run_start = Instant::now();
+            ended_at = None;
         }
     }
     drop(input);
