@@ -353,6 +353,7 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
             ("Tab", "focus"),
             ("PgUp/Dn", "scroll"),
             ("r", "re-run"),
+            ("y", "copy fix"),
             ("t", "theme"),
             ("?", "help"),
             ("q", "quit"),
