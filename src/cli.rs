@@ -122,7 +122,7 @@ pub struct TraceArgs {
     /// istiod's CA address HOST:PORT (default: from the remote's istiod EndpointSlice)
     #[arg(long, value_name = "HOST:PORT", global = true)]
     pub istiod_addr: Option<String>,
-    /// istiod's monitoring address HOST:PORT (plain HTTP, 15014 in its pod), to read istiod's own view of the remote clusters (default: through the primary API server's proxy to the istiod pod)
+    /// istiod's monitoring address HOST:PORT (plain HTTP), to read istiod's own view of its remote clusters; a real istiod answers only on its loopback, so: kubectl -n istio-system port-forward deploy/istiod 15014, then 127.0.0.1:15014 (default: try the primary API server's pod proxy)
     #[arg(long, value_name = "HOST:PORT", global = true)]
     pub istiod_debug_addr: Option<String>,
     /// Passive mode: do not send a CSR to istiod
