@@ -809,10 +809,21 @@ impl Drop for Session<'_> {
             "[{}] reverted, but the test bed is not healthy again within {patience:?}; restarting istiod (tests/testbed/restart-istiod)\n{why}\nistiod logged:\n{hung}",
             self.name
         );
-        let restarted = restart_istiod(self.tb, &[]).and_then(|()| {
-            self.rt
-                .block_on(crate::probe::wait_healthy(self.tb, Duration::from_secs(30)))
-                .map(|_| ())
+        let heal = || {
+            restart_istiod(self.tb, &[]).and_then(|()| {
+                self.rt
+                    .block_on(crate::probe::wait_healthy(self.tb, Duration::from_secs(30)))
+                    .map(|_| ())
+            })
+        };
+        // Twice at most: a restart that itself goes wrong (istiod exits at
+        // start, say) is not the revert's fault either.
+        let restarted = heal().or_else(|first| {
+            eprintln!(
+                "[{}] the first restart did not heal istiod: {first}",
+                self.name
+            );
+            heal()
         });
         match restarted {
             Ok(()) => eprintln!(
