@@ -359,6 +359,17 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
             ("q", "quit"),
         ]
     };
+    // In a replay, r plays the recording again: say so.
+    let replaying: Vec<(&str, &str)>;
+    let keys: &[(&str, &str)] = if app.replay.is_some() {
+        replaying = keys
+            .iter()
+            .map(|&(k, a)| if k == "r" { (k, "replay again") } else { (k, a) })
+            .collect();
+        &replaying
+    } else {
+        keys
+    };
     let right = match &app.note {
         Some(n) => n.clone(),
         None => format!("theme {}", th.name),
