@@ -34,3 +34,71 @@ fn reader_token_other_cluster() {
         )
     });
 }
+
+/// The remote secret's own reader token, re-signed with the remote's
+/// service-account key and its times moved back: a token the remote API
+/// server issued, expired an hour ago (TokenRequest cannot mint one: its
+/// shortest life is 10 minutes).
+fn expired_reader_token(tb: &crate::bed::Testbed) -> Result<crate::bed::Token, String> {
+    use base64::Engine;
+    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let sec = tb
+        .get(
+            Cluster::Primary,
+            "secret",
+            Some(NS),
+            crate::bed::REMOTE_SECRET,
+        )?
+        .ok_or("the remote secret is gone")?;
+    let kc = base64::engine::general_purpose::STANDARD
+        .decode(sec["data"][&tb.remote_cluster_id].as_str().unwrap_or(""))
+        .map_err(|e| format!("remote secret data: {e}"))?;
+    let kc = String::from_utf8_lossy(&kc).to_string();
+    let jwt = kc
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("token:"))
+        .map(str::trim)
+        .ok_or("no token in the remote secret's kubeconfig")?;
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(c)) = (parts.next(), parts.next()) else {
+        return Err("the reader token is not a JWT".into());
+    };
+    let decode = |p: &str| -> Result<serde_json::Value, String> {
+        let bytes = b64.decode(p).map_err(|e| format!("JWT part: {e}"))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("JWT part: {e}"))
+    };
+    let header = decode(h)?;
+    let mut claims = decode(c)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    claims["iat"] = json!(now - 7200);
+    claims["nbf"] = json!(now - 7200);
+    claims["exp"] = json!(now - 3600);
+    let pem = std::fs::read(tb.state.join("pki/remote/sa.key"))
+        .map_err(|e| format!("the remote's service-account key: {e}"))?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
+        .map_err(|e| format!("the remote's service-account key: {e}"))?;
+    let mut hdr = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    hdr.kid = header["kid"].as_str().map(str::to_string);
+    jsonwebtoken::encode(&hdr, &claims, &key)
+        .map(crate::bed::Token)
+        .map_err(|e| format!("signing: {e}"))
+}
+
+/// The reader token in the remote secret expired (catalogue row 8). The
+/// remote API server refuses it (401), so, as with a token from another
+/// cluster, istiod's secret controller may hang after the revert.
+#[test]
+fn reader_token_expired() {
+    run_case(lab("reader-token-expired"), |s| {
+        s.istiod_may_hang("a remote cluster whose token the remote rejects, deleted again");
+        let t = expired_reader_token(s.tb)?;
+        edit_remote_kubeconfig(s, Restore::Recreate, |kc| set_token(kc, &t))?;
+        Ok(
+            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
+                .log("failed to validate the JWT from cluster \"remote\": Unauthorized"),
+        )
+    });
+}
