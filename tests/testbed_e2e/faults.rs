@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 /// Lab faults the tests below reproduce on the test bed, compared with the lab.
 pub const COMPARED_WITH_LAB: &[&str] = &[
+    "root-expiring",
     "reader-token-expired", // zz_destructive: runs last; its revert may restart istiod
     "istiod-token-audiences",
     "no-remote-secret",
@@ -56,10 +57,6 @@ pub const COMPARED_WITH_LAB: &[&str] = &[
 
 /// Lab faults the test bed cannot express with kubectl, and why.
 pub const NOT_EXPRESSIBLE: &[(&str, &str)] = &[
-    (
-        "root-expiring",
-        "needs a new plug-in CA whose root expires soon, and an istiod restart to load it",
-    ),
     (
         "istiod-cert-wrong-san",
         "istiod's serving certificate is made by istiod itself; see gateway_ca_addr_fqdn for the same check from the gateway's side",
@@ -946,6 +943,82 @@ fn partial_cacerts() {
             .ok_or("no cert-chain.pem")?;
         s.write(Cluster::Primary, &n, Restore::Replace)?;
         Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued))
+    });
+}
+
+/// A new plug-in CA whose root expires in 3 days (catalogue row 18), in the
+/// primary's `cacerts` and in the files istiod reads (ROOT_CA_DIR), and istiod
+/// restarted on it: istiod signs with it and writes its root into the
+/// remote's `istio-ca-root-cert`, so everything still verifies, and the root
+/// is about to expire. Reverted: the Secret, the files, another restart.
+#[test]
+fn root_expiring() {
+    use meshtrace::lab::pki::Ca;
+    run_case(lab("root-expiring"), |s| {
+        let root = Ca::root("testbed mesh root (expiring)", "meshtrace testbed", 3);
+        let inter = root.intermediate("testbed mesh intermediate", "meshtrace testbed", 365);
+        let files: Vec<(&str, String)> = vec![
+            ("ca-cert.pem", inter.cert_pem.clone()),
+            ("ca-key.pem", inter.key_pem_for_lab_secret().to_string()),
+            ("root-cert.pem", root.cert_pem.clone()),
+            ("cert-chain.pem", inter.chain_pem.concat()),
+        ];
+        let dir = s.tb.state.join("istiod/etc/cacerts");
+        let mut before = Vec::new();
+        for (name, _) in &files {
+            let bytes = std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+            before.push((name.to_string(), bytes));
+        }
+        let dir2 = dir.clone();
+        s.on_revert(
+            "put istiod's CA files back and restart istiod",
+            format!(
+                "cp the original CA files back into {} (they are the cacerts Secret's), then MESHTRACE_TESTBED_STATE={} tests/testbed/restart-istiod",
+                dir.display(),
+                s.tb.state.display()
+            ),
+            move |tb| {
+                for (name, bytes) in &before {
+                    std::fs::write(dir2.join(name), bytes).map_err(|e| format!("{name}: {e}"))?;
+                }
+                restart_istiod(tb, &[])
+            },
+        );
+        let sec = s.save(
+            Cluster::Primary,
+            "secret",
+            Some(NS),
+            "cacerts",
+            Restore::Replace,
+        )?;
+        let mut n = sec.clone();
+        for (name, pem) in &files {
+            n["data"][*name] = json!(b64e(pem));
+        }
+        s.write(Cluster::Primary, &n, Restore::Replace)?;
+        for (name, pem) in &files {
+            std::fs::write(dir.join(name), pem).map_err(|e| format!("{name}: {e}"))?;
+        }
+        restart_istiod(s.tb, &[])?;
+        // istiod writes its (new) root into the remote's istio-ca-root-cert.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let cm =
+                s.tb.get(Cluster::Remote, "configmap", Some(NS), "istio-ca-root-cert")?;
+            let now = cm
+                .as_ref()
+                .and_then(|c| c["data"]["root-cert.pem"].as_str());
+            if now.is_some_and(|p| p.trim() == root.cert_pem.trim()) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err("istiod did not write the new root into the remote's istio-ca-root-cert within 15 s".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let mut gateway = GatewayView::healthy(s.tb)?;
+        gateway.root_pem = root.cert_pem.clone();
+        Ok(Plan::new(s.tb, gateway, Want::Issued))
     });
 }
 
