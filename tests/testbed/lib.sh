@@ -23,7 +23,8 @@ tb_log() { printf '[testbed %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # tb_istiod_launch STATE: start istiod (pilot-discovery) detached, out of cluster, from its own
 # working dir (relative defaults: ./etc/cacerts, ./var/run/secrets/...), on the ports recorded in
-# STATE/istiod/ports.env, with the extra environment in STATE/istiod/extra.env if any; append to STATE/logs/istiod.log (the e2e tests read it by offset);
+# STATE/istiod/ports.env, with the extra environment in STATE/istiod/extra.env and the extra flags
+# in STATE/istiod/extra.args if any; append to STATE/logs/istiod.log (the e2e tests read it by offset);
 # print its pid. Used by up and restart-istiod.
 tb_istiod_launch() {
   local state=$1
@@ -39,12 +40,15 @@ tb_istiod_launch() {
     if [[ -f $state/istiod/extra.env ]]; then
       while IFS= read -r kv; do [[ -n $kv ]] && export "${kv?}"; done <"$state/istiod/extra.env"
     fi
+    # Extra flags (one per line), written by restart-istiod --flag=value...
+    local extra_args=()
+    if [[ -f $state/istiod/extra.args ]]; then mapfile -t extra_args <"$state/istiod/extra.args"; fi
     setsid "$PILOT_DISCOVERY" discovery \
       --kubeconfig "$state/istiod/primary.kubeconfig" --clusterID primary \
       --httpAddr "127.0.0.1:$P_HTTP" --grpcAddr "127.0.0.1:$P_GRPC" --secureGRPCAddr "127.0.0.1:$P_SGRPC" \
       --httpsAddr "127.0.0.1:$P_HTTPS" --monitoringAddr "127.0.0.1:$P_MON" \
       --ctrlz_address 127.0.0.1 --ctrlz_port "$P_CTRLZ" --domain cluster.local --shutdownDuration 1s \
-      >>"$state/logs/istiod.log" 2>&1 </dev/null &
+      ${extra_args[@]+"${extra_args[@]}"} >>"$state/logs/istiod.log" 2>&1 </dev/null &
     echo $!
   )
 }
