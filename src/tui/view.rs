@@ -364,7 +364,13 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     let keys: &[(&str, &str)] = if app.replay.is_some() {
         replaying = keys
             .iter()
-            .map(|&(k, a)| if k == "r" { (k, "replay again") } else { (k, a) })
+            .map(|&(k, a)| {
+                if k == "r" {
+                    (k, "replay again")
+                } else {
+                    (k, a)
+                }
+            })
             .collect();
         &replaying
     } else {
