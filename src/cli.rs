@@ -551,13 +551,7 @@ async fn run_replay(r: ReplayArgs) -> Result<i32, UsageError> {
         )));
     }
     let rec = crate::replay::load(&r.file).map_err(UsageError)?;
-    let full_screen = t.output.unwrap_or(if std::io::stdout().is_terminal() {
-        Output::Tui
-    } else {
-        Output::Text
-    }) == Output::Tui
-        && crate::tui::usable();
-    let speed = r.speed.unwrap_or(if full_screen { 1.0 } else { 0.0 });
+    let speed = r.speed.unwrap_or(if full_screen(t) { 1.0 } else { 0.0 });
     let start = move || crate::replay::play(rec.clone(), speed);
     match render_stream(start, t, Some((&r.file, speed))).await {
         Ok((report, finished)) => {
@@ -593,12 +587,9 @@ async fn render_stream<F>(
 where
     F: FnMut() -> mpsc::UnboundedReceiver<TraceEvent>,
 {
-    let is_tty = std::io::stdout().is_terminal();
-    let output = args
-        .output
-        .unwrap_or(if is_tty { Output::Tui } else { Output::Text });
+    let output = output_of(args);
     let style = text_style(args);
-    if output == Output::Tui && crate::tui::usable() {
+    if full_screen(args) {
         let first = start();
         let tui_opts = crate::tui::TuiOptions {
             theme: args.theme.clone(),

@@ -194,12 +194,9 @@ fn kind(e: &TraceEvent) -> &'static str {
 
 /// The start of a line, for an error message.
 fn quote_start(line: &str) -> String {
-    const MAX: usize = 80;
-    if line.chars().count() <= MAX {
-        format!("{line:?}")
-    } else {
-        let head: String = line.chars().take(MAX).collect();
-        format!("{head:?}...")
+    match crate::inspect::head(line, 80) {
+        (head, false) => format!("{head:?}"),
+        (head, true) => format!("{head:?}..."),
     }
 }
 

@@ -152,9 +152,8 @@ fn describe_input(start: &Option<String>, other: &[String]) -> String {
 const QUOTE_CHARS: usize = 40;
 
 fn quote_start(s: &str) -> String {
-    let t = s.trim_start();
-    let mut out: String = t.chars().take(QUOTE_CHARS).collect();
-    if t.chars().count() > QUOTE_CHARS {
+    let (mut out, cut) = super::head(s.trim_start(), QUOTE_CHARS);
+    if cut {
         out.push('…');
     }
     out

@@ -107,8 +107,8 @@ fn snippet(s: &str) -> String {
     if one_line.contains("eyJ") {
         return "<a body that holds something like a token; not shown>".into();
     }
-    let mut out: String = one_line.chars().take(60).collect();
-    if one_line.chars().count() > 60 {
+    let (mut out, cut) = crate::inspect::head(&one_line, 60);
+    if cut {
         out.push('…');
     }
     format!("{out:?}")

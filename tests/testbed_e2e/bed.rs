@@ -847,6 +847,14 @@ impl Drop for Session<'_> {
     }
 }
 
+/// The command that restarts istiod by hand (for revert messages).
+pub fn restart_istiod_by_hand(tb: &Testbed) -> String {
+    format!(
+        "MESHTRACE_TESTBED_STATE={} tests/testbed/restart-istiod",
+        tb.state.display()
+    )
+}
+
 /// Restarts only istiod (`tests/testbed/restart-istiod`), with extra
 /// environment `env` (`NAME=VALUE`; none: back to the default), waiting until
 /// it reports the remote cluster synced.

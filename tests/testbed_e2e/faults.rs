@@ -75,7 +75,7 @@ pub(crate) fn b64e(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-fn b64d(v: &Value) -> Result<String, String> {
+pub(crate) fn b64d(v: &Value) -> Result<String, String> {
     let s = v.as_str().ok_or("secret data is not a string")?;
     let b = base64::engine::general_purpose::STANDARD
         .decode(s)
@@ -295,10 +295,7 @@ fn istiod_token_audiences() {
     run_case(lab("istiod-token-audiences"), |s| {
         s.on_revert(
             "restart istiod without TOKEN_AUDIENCES",
-            format!(
-                "MESHTRACE_TESTBED_STATE={} tests/testbed/restart-istiod",
-                s.tb.state.display()
-            ),
+            restart_istiod_by_hand(s.tb),
             |tb| restart_istiod(tb, &[]),
         );
         restart_istiod(s.tb, &["TOKEN_AUDIENCES=other-ca"])?;
@@ -872,10 +869,7 @@ fn istiod_cert_wrong_san() {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         s.on_revert(
             "restart istiod on its own serving certificate",
-            format!(
-                "MESHTRACE_TESTBED_STATE={} tests/testbed/restart-istiod",
-                s.tb.state.display()
-            ),
+            restart_istiod_by_hand(s.tb),
             |tb| restart_istiod(tb, &[]),
         );
         let openssl = |args: &[&str]| -> Result<(), String> {
@@ -1066,9 +1060,9 @@ fn root_expiring() {
         s.on_revert(
             "put istiod's CA files back and restart istiod",
             format!(
-                "cp the original CA files back into {} (they are the cacerts Secret's), then MESHTRACE_TESTBED_STATE={} tests/testbed/restart-istiod",
+                "cp the original CA files back into {} (they are the cacerts Secret's), then {}",
                 dir.display(),
-                s.tb.state.display()
+                restart_istiod_by_hand(s.tb)
             ),
             move |tb| {
                 for (name, bytes) in &before {

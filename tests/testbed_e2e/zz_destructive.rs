@@ -40,8 +40,6 @@ fn reader_token_other_cluster() {
 /// server issued, expired an hour ago (TokenRequest cannot mint one: its
 /// shortest life is 10 minutes).
 fn expired_reader_token(tb: &crate::bed::Testbed) -> Result<crate::bed::Token, String> {
-    use base64::Engine;
-    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let sec = tb
         .get(
             Cluster::Primary,
@@ -50,25 +48,14 @@ fn expired_reader_token(tb: &crate::bed::Testbed) -> Result<crate::bed::Token, S
             crate::bed::REMOTE_SECRET,
         )?
         .ok_or("the remote secret is gone")?;
-    let kc = base64::engine::general_purpose::STANDARD
-        .decode(sec["data"][&tb.remote_cluster_id].as_str().unwrap_or(""))
-        .map_err(|e| format!("remote secret data: {e}"))?;
-    let kc = String::from_utf8_lossy(&kc).to_string();
+    let kc = crate::faults::b64d(&sec["data"][&tb.remote_cluster_id])?;
     let jwt = kc
         .lines()
         .find_map(|l| l.trim_start().strip_prefix("token:"))
-        .map(str::trim)
         .ok_or("no token in the remote secret's kubeconfig")?;
-    let mut parts = jwt.split('.');
-    let (Some(h), Some(c)) = (parts.next(), parts.next()) else {
-        return Err("the reader token is not a JWT".into());
-    };
-    let decode = |p: &str| -> Result<serde_json::Value, String> {
-        let bytes = b64.decode(p).map_err(|e| format!("JWT part: {e}"))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("JWT part: {e}"))
-    };
-    let header = decode(h)?;
-    let mut claims = decode(c)?;
+    let token =
+        meshtrace::inspect::jwt::decode(jwt).map_err(|e| format!("the reader token: {e}"))?;
+    let mut claims = serde_json::Value::Object(token.claims);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?
@@ -81,7 +68,11 @@ fn expired_reader_token(tb: &crate::bed::Testbed) -> Result<crate::bed::Token, S
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
         .map_err(|e| format!("the remote's service-account key: {e}"))?;
     let mut hdr = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    hdr.kid = header["kid"].as_str().map(str::to_string);
+    hdr.kid = token
+        .header
+        .get("kid")
+        .and_then(|k| k.as_str())
+        .map(str::to_string);
     jsonwebtoken::encode(&hdr, &claims, &key)
         .map(crate::bed::Token)
         .map_err(|e| format!("signing: {e}"))
