@@ -214,10 +214,15 @@ pub fn main() -> i32 {
             return 2;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // A parse still running on a blocking thread (its step already timed
+    // out) must not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    match result {
         Ok(code) => code,
         Err(UsageError(msg)) => {
-            eprintln!("meshtrace: {msg}");
+            // Errors can quote a kubeconfig or an exec plugin's output.
+            eprintln!("meshtrace: {}", crate::inspect::sanitize::quote(&msg));
             2
         }
     }
@@ -242,10 +247,13 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
             let (r, remote_server) = target::client_for(&kc, &remote, opts.timeout)
                 .await
                 .map_err(|e| UsageError(format!("--remote: {e}")))?;
+            let mut secrets = target::context_secrets(&kc, &primary);
+            secrets.extend(target::context_secrets(&kc, &remote));
             let clusters = Clusters {
                 primary: p,
                 remote: r,
                 remote_server,
+                secrets,
             };
             let t = Target {
                 primary,
@@ -320,11 +328,17 @@ pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Tar
         mode: "lab".into(),
         fault: lab.fault.map(|f| f.name.to_string()),
     };
+    let mut secrets = target::context_secrets(&kc, crate::lab::world::PRIMARY_CONTEXT);
+    secrets.extend(target::context_secrets(
+        &kc,
+        crate::lab::world::REMOTE_CONTEXT,
+    ));
     Ok((
         Clusters {
             primary: p,
             remote: r,
             remote_server,
+            secrets,
         },
         t,
     ))

@@ -330,6 +330,99 @@ pub struct StepResult {
     pub blocked_by: Vec<StepId>,
 }
 
+impl StepResult {
+    /// Everything a step reports passes through the one sanitizer before it
+    /// enters the model (docs/security.md#redaction): the exact `secrets`
+    /// and anything shaped like a credential redacted, control characters and
+    /// escape sequences removed, every text and list capped.
+    pub fn sanitize(&mut self, secrets: &[String]) {
+        use crate::inspect::sanitize as s;
+        let text = |t: &str, max| s::cap(&s::clean(t, secrets), max);
+        self.title = text(&self.title, 256);
+        self.link = text(&self.link, 256);
+        self.diagnosis = self.diagnosis.as_deref().map(|d| text(d, s::DIAGNOSIS_MAX));
+        self.hint = self.hint.as_deref().map(|h| text(h, s::DIAGNOSIS_MAX));
+        let ev = std::mem::take(&mut self.evidence);
+        self.evidence = sanitize_map(ev, secrets, 0);
+        self.blocked_by.truncate(STEPS.len());
+    }
+}
+
+fn sanitize_map(m: Map<String, Value>, secrets: &[String], depth: usize) -> Map<String, Value> {
+    use crate::inspect::sanitize as s;
+    let total = m.len();
+    let mut out = Map::new();
+    for (k, v) in m.into_iter().take(s::LIST_MAX * 2) {
+        out.insert(
+            s::cap(&s::clean(&k, secrets), 128),
+            sanitize_value(v, secrets, depth + 1),
+        );
+    }
+    if total > s::LIST_MAX * 2 {
+        out.insert(
+            "…".into(),
+            Value::String(format!("{} more fields", total - s::LIST_MAX * 2)),
+        );
+    }
+    out
+}
+
+/// Evidence values: strings cleaned and capped, lists capped at
+/// [`LIST_MAX`](crate::inspect::sanitize::LIST_MAX) items, nesting at 8 levels.
+fn sanitize_value(v: Value, secrets: &[String], depth: usize) -> Value {
+    use crate::inspect::sanitize as s;
+    if depth > 8 {
+        return Value::String("[nested too deep]".into());
+    }
+    match v {
+        Value::String(t) => Value::String(s::cap(&s::clean(&t, secrets), s::FIELD_MAX)),
+        Value::Array(items) => {
+            let total = items.len();
+            let mut out: Vec<Value> = items
+                .into_iter()
+                .take(s::LIST_MAX)
+                .map(|i| sanitize_value(i, secrets, depth + 1))
+                .collect();
+            if total > s::LIST_MAX {
+                out.push(Value::String(format!("… {} more", total - s::LIST_MAX)));
+            }
+            Value::Array(out)
+        }
+        Value::Object(m) => Value::Object(sanitize_map(m, secrets, depth)),
+        other => other,
+    }
+}
+
+impl Target {
+    /// A target read from a recording is peer text too.
+    pub fn sanitize(&mut self) {
+        use crate::inspect::sanitize as s;
+        for f in [
+            &mut self.primary,
+            &mut self.remote,
+            &mut self.istio_namespace,
+            &mut self.mode,
+        ] {
+            *f = s::cap(&s::clean(f, &[]), 256);
+        }
+        self.fault = self
+            .fault
+            .as_deref()
+            .map(|f| s::cap(&s::clean(f, &[]), 256));
+    }
+}
+
+impl TraceEvent {
+    /// Sanitize the text an event carries (for events from outside: replay).
+    pub fn sanitize(&mut self) {
+        match self {
+            TraceEvent::TraceStarted { target } => target.sanitize(),
+            TraceEvent::StepFinished { result } => result.sanitize(&[]),
+            TraceEvent::StepStarted { .. } | TraceEvent::TraceFinished { .. } => {}
+        }
+    }
+}
+
 /// What the engine says while it runs: the live stream every front end consumes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "kebab-case")]

@@ -71,7 +71,7 @@ pub fn parse(text: &str, name: &str) -> Result<Recording, String> {
             }
             let report: TraceReport = serde_json::from_str(text)
                 .map_err(|e| format!("{name:?}: not a meshtrace report: {e}"))?;
-            return Ok(from_report(&report));
+            return Ok(sanitized(from_report(&report)));
         }
     }
     let mut events = Vec::new();
@@ -108,7 +108,16 @@ pub fn parse(text: &str, name: &str) -> Result<Recording, String> {
     let complete = events
         .iter()
         .any(|e| matches!(e, TraceEvent::TraceFinished { .. }));
-    Ok(Recording { events, complete })
+    Ok(sanitized(Recording { events, complete }))
+}
+
+/// A recording is peer text: it passes the same sanitizer as a live run
+/// (no escape sequence reaches the terminal, no token the file holds is shown).
+fn sanitized(mut rec: Recording) -> Recording {
+    for e in &mut rec.events {
+        e.sanitize();
+    }
+    rec
 }
 
 /// A report turned back into the events that produced it: each step starts
@@ -194,7 +203,8 @@ fn kind(e: &TraceEvent) -> &'static str {
 
 /// The start of a line, for an error message.
 fn quote_start(line: &str) -> String {
-    match crate::inspect::head(line, 80) {
+    let line = crate::inspect::sanitize::quote(line);
+    match crate::inspect::head(&line, 80) {
         (head, false) => format!("{head:?}"),
         (head, true) => format!("{head:?}..."),
     }

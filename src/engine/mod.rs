@@ -11,6 +11,7 @@ pub mod facts;
 pub mod steps;
 pub mod target;
 
+use crate::inspect::sanitize::Secrets;
 use crate::model::{
     STEPS, Status, StepId, StepResult, Target, TraceEvent, TraceReport, TraceState, millis,
 };
@@ -72,6 +73,9 @@ pub struct Clusters {
     /// The remote API server URL of the `--remote` context (to match a remote
     /// secret by server when no cluster ID is known).
     pub remote_server: String,
+    /// The operator's own inline credentials (both contexts), redacted
+    /// wherever a peer echoes them.
+    pub secrets: Vec<String>,
 }
 
 /// Everything a step can read: options, clients, and facts from earlier steps.
@@ -79,6 +83,9 @@ pub struct Ctx {
     pub opts: TraceOptions,
     pub clusters: Clusters,
     pub facts: Mutex<Facts>,
+    /// Every exact secret this trace holds; a step that learns one adds it
+    /// before it uses it, and every result is sanitized against them.
+    pub secrets: Secrets,
 }
 
 impl Ctx {
@@ -173,10 +180,15 @@ pub async fn run(
     events: mpsc::UnboundedSender<TraceEvent>,
 ) -> TraceReport {
     let t0 = Instant::now();
+    let secrets = Secrets::new();
+    for s in &clusters.secrets {
+        secrets.add(s);
+    }
     let ctx = Arc::new(Ctx {
         opts,
         clusters,
         facts: Mutex::new(Facts::default()),
+        secrets,
     });
     let mut state = TraceState::default();
     let emit = |state: &mut TraceState, e: TraceEvent| {
@@ -269,6 +281,8 @@ pub async fn run(
                     blocked_by: out.blocked_by,
                 }
             };
+            let mut result = result;
+            result.sanitize(&ctx.secrets.snapshot());
             let _ = done_tx.send(TraceEvent::StepFinished {
                 result: result.clone(),
             });

@@ -1,6 +1,7 @@
 //! Building kube clients from kubeconfig files and context names, with
 //! errors that name the bad value.
 
+use crate::probe::kube_client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,19 +77,46 @@ pub async fn client_for(
         context: Some(context.to_string()),
         ..Default::default()
     };
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc.clone(), &opts)
+    let cfg = kube::Config::from_custom_kubeconfig(kc.clone(), &opts)
         .await
         .map_err(|e| TargetError::BadContext {
             name: context.to_string(),
             reason: e.to_string(),
         })?;
-    cfg.connect_timeout = Some(timeout);
-    cfg.read_timeout = Some(timeout);
-    cfg.write_timeout = Some(timeout);
     let server = cfg.cluster_url.to_string();
-    let client = kube::Client::try_from(cfg).map_err(|e| TargetError::BadContext {
-        name: context.to_string(),
-        reason: e.to_string(),
+    let client = kube_client::build(cfg, kube_client::Limits::new(timeout)).map_err(|e| {
+        TargetError::BadContext {
+            name: context.to_string(),
+            reason: e.to_string(),
+        }
     })?;
     Ok((client, server))
+}
+
+/// The inline secrets of a context's user (token, client key, password; the
+/// key also base64-decoded as kube sends it), for the sanitizer: a proxy
+/// that echoes the request must not put them in the report.
+pub fn context_secrets(kc: &Kubeconfig, context: &str) -> Vec<String> {
+    use base64::Engine;
+    let user = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.user.clone().unwrap_or_default());
+    let Some(user) = user else { return vec![] };
+    let mut out = Vec::new();
+    for a in kc.auth_infos.iter().filter(|a| a.name == user) {
+        if let Some(info) = &a.auth_info {
+            for s in crate::inspect::kubeconfig::inline_secrets(info) {
+                if let Ok(d) = base64::engine::general_purpose::STANDARD.decode(s.trim()) {
+                    if let Ok(t) = String::from_utf8(d) {
+                        out.push(t);
+                    }
+                }
+                out.push(s);
+            }
+        }
+    }
+    out
 }

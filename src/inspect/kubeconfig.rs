@@ -269,6 +269,17 @@ struct AuthSecrets {
     password: Option<String>,
 }
 
+/// Every inline secret of a user entry (token, client key, password), for
+/// the sanitizer to redact wherever a peer echoes one.
+pub fn inline_secrets(a: &AuthInfo) -> Vec<String> {
+    let s = auth_secrets(a);
+    [s.token, s.client_key_data, s.password]
+        .into_iter()
+        .flatten()
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
 fn auth_secrets(a: &AuthInfo) -> AuthSecrets {
     let v = serde_json::to_value(a).unwrap_or_default();
     let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
@@ -283,11 +294,100 @@ fn nonempty(s: &Option<String>) -> bool {
     s.as_deref().is_some_and(|s| !s.is_empty())
 }
 
+/// The largest value meshtrace parses: Kubernetes refuses a Secret whose
+/// data exceeds 1 MiB, so no API server serves a larger one.
+pub const MAX_KUBECONFIG_BYTES: usize = 1024 * 1024;
+/// The deepest nesting meshtrace parses. A kubeconfig is six levels deep;
+/// deeper input is refused before the YAML parser sees it (its cost grows
+/// with the square of the depth).
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// Refuses input no kubeconfig has, in time linear in its length: larger
+/// than [`MAX_KUBECONFIG_BYTES`], or nested deeper than [`MAX_YAML_DEPTH`]
+/// (block indentation, `- ` entries and flow `[`/`{` all count).
+pub fn check_shape(bytes: &[u8]) -> Result<(), KubeconfigError> {
+    if bytes.len() > MAX_KUBECONFIG_BYTES {
+        return Err(KubeconfigError::Load(format!(
+            "the value is {} bytes; a Secret holds at most {MAX_KUBECONFIG_BYTES} (1 MiB), so no API server serves this one",
+            bytes.len()
+        )));
+    }
+    let depth = yaml_depth(bytes);
+    if depth > MAX_YAML_DEPTH {
+        return Err(KubeconfigError::Load(format!(
+            "the value nests deeper than {MAX_YAML_DEPTH} levels (a kubeconfig nests 6): refused before parsing"
+        )));
+    }
+    Ok(())
+}
+
+/// The deepest nesting in YAML text, stopping early past the limit. An
+/// over-estimate for odd plain scalars is fine: it only refuses earlier.
+fn yaml_depth(b: &[u8]) -> usize {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    let mut max = 0usize;
+    for line in b.split(|c| *c == b'\n') {
+        let indent = line.iter().take_while(|c| **c == b' ').count();
+        let rest = &line[indent..];
+        let mut block = 0;
+        if flow == 0 && !rest.is_empty() && rest[0] != b'#' {
+            while indents.last().is_some_and(|top| *top >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            block = indents.len();
+        }
+        // `- - - x` nests one level per dash on a single line.
+        let mut i = 0;
+        let mut dashes = 0;
+        while flow == 0 && i + 1 < rest.len() && rest[i] == b'-' && rest[i + 1] == b' ' {
+            dashes += 1;
+            i += 2;
+            while i < rest.len() && rest[i] == b' ' {
+                i += 1;
+            }
+        }
+        let mut quote: Option<u8> = None;
+        let mut prev = b' ';
+        while i < rest.len() {
+            let c = rest[i];
+            match quote {
+                Some(q) => {
+                    if c == b'\\' && q == b'"' {
+                        i += 1;
+                    } else if c == q {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    b'"' | b'\'' if matches!(prev, b' ' | b':' | b'[' | b'{' | b',') => {
+                        quote = Some(c)
+                    }
+                    b'#' if prev == b' ' => break,
+                    b'[' | b'{' if flow > 0 || matches!(prev, b' ' | b':' | b'-') => flow += 1,
+                    b']' | b'}' if flow > 0 => flow -= 1,
+                    _ => {}
+                },
+            }
+            prev = c;
+            max = max.max(block + dashes + flow);
+            i += 1;
+        }
+        max = max.max(block + dashes + flow);
+        if max > MAX_YAML_DEPTH {
+            return max;
+        }
+    }
+    max
+}
+
 /// Parse a remote secret's kubeconfig and apply istiod's rules.
 pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, KubeconfigError> {
     if bytes.is_empty() {
         return Err(KubeconfigError::Empty);
     }
+    check_shape(bytes)?;
     let raw = load(bytes)?;
 
     // --- load: the base64 fields ---
@@ -559,6 +659,44 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn deep_or_huge_input_is_refused_before_parsing_quickly() {
+        let deep = format!("{}1{}", "{\"a\":".repeat(150_000), "}".repeat(150_000));
+        let started = std::time::Instant::now();
+        let e = parse_remote_kubeconfig(deep.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("nests deeper"), "{e}");
+        let huge = format!("a: \"{}\"", "x".repeat(2 << 20));
+        let e = parse_remote_kubeconfig(huge.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("1 MiB"), "{e}");
+        let deep = format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000));
+        let e = parse_remote_kubeconfig(deep.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("nests deeper"), "{e}");
+        let dashes = format!("{}x", "- ".repeat(5_000));
+        let e = parse_remote_kubeconfig(dashes.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("nests deeper"), "{e}");
+        let blocks: String = (0..200)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        let e = parse_remote_kubeconfig(blocks.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("nests deeper"), "{e}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn ordinary_kubeconfigs_are_shallow() {
+        let kc = "apiVersion: v1\nclusters:\n- cluster:\n    server: https://a:6443\n  name: c\ncontexts:\n- context: {cluster: c, user: u}\n  name: x\nusers:\n- name: u\n  user:\n    token: \"a#b{c\"\n";
+        assert!(check_shape(kc.as_bytes()).is_ok());
+        assert!(
+            yaml_depth(kc.as_bytes()) <= 6,
+            "{}",
+            yaml_depth(kc.as_bytes())
+        );
+    }
+
     use super::*;
     use crate::lab::pki::Ca;
 

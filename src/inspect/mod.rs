@@ -3,6 +3,7 @@
 
 pub mod jwt;
 pub mod kubeconfig;
+pub mod sanitize;
 pub mod x509;
 
 /// The first `max` characters of `s`, and whether anything was cut: for

@@ -2,4 +2,5 @@
 //! its clusters. They return facts, never touch UI state.
 pub mod ca_client;
 pub mod clusterz;
+pub mod kube_client;
 pub mod tls;

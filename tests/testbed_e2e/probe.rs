@@ -48,6 +48,7 @@ pub async fn trace(tb: &Testbed, mut opts: TraceOptions) -> TraceReport {
             primary,
             remote,
             remote_server,
+            secrets: vec![],
         },
         opts,
         target,

@@ -208,27 +208,29 @@ pub async fn gateway_pod(ctx: &Ctx) -> Outcome {
     }
 }
 
+/// The shortest token lifetime the TokenRequest API accepts.
+pub const TOKEN_REQUEST_SECONDS: i64 = 600;
+
 pub async fn gateway_token(ctx: &Ctx) -> Outcome {
     let Some(gw) = ctx.facts().gateway.clone() else {
         return Outcome::new().blocked(StepId::GatewayPod, "no gateway pod");
     };
     let mut out = Outcome::new();
     let want = ctx.opts.token_audience.clone();
-    let (audience, expiration) = match &gw.projected_token {
-        Some((aud, exp)) => (aud.clone(), *exp),
-        None => (None, None),
-    };
+    let audience = gw.projected_token.as_ref().and_then(|(aud, _)| aud.clone());
     out.ev(
         "service_account",
         format!("{}/{}", gw.namespace, gw.service_account),
     );
-    // Ask for the token the kubelet would project: same audience, bound to the pod.
+    // Ask for the token the kubelet would project: same audience, bound to the
+    // pod; but for the shortest lifetime the API allows, so a run leaves no
+    // long-lived credential behind (docs/security.md#what-meshtrace-creates).
     let audiences = audience.clone().map(|a| vec![a]).unwrap_or_default();
     let tr = TokenRequest {
         spec: Some(TokenRequestSpec {
             audiences: Some(audiences.clone()),
             attestations: None,
-            expiration_seconds: Some(expiration.unwrap_or(3600).max(600)),
+            expiration_seconds: Some(TOKEN_REQUEST_SECONDS),
             bound_object_ref: gw.pod_uid.as_ref().map(|uid| BoundObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("Pod".into()),
@@ -265,6 +267,7 @@ pub async fn gateway_token(ctx: &Ctx) -> Outcome {
             );
         }
     };
+    ctx.secrets.add(&token);
     match jwt::decode(&token) {
         Ok(summary) => {
             out.ev("token", summary.evidence());

@@ -9,6 +9,7 @@ use crate::inspect::kubeconfig::{self, Credential};
 use crate::inspect::x509::rfc3339;
 use crate::inspect::{jwt, x509};
 use crate::model::StepId;
+use crate::probe::kube_client;
 use crate::probe::tls::{TlsProbe, probe};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview, TokenReviewSpec};
@@ -67,6 +68,21 @@ fn server_of(kc: &[u8]) -> Option<String> {
         .map(|k| k.server)
 }
 
+/// Parses a remote secret's kubeconfig on a blocking thread: parsing is CPU
+/// work a peer controls, and on an async worker the step's deadline could
+/// not interrupt it. (It is bounded too: see [`kubeconfig::check_shape`].)
+async fn parse_off_worker(
+    bytes: Vec<u8>,
+) -> Result<kubeconfig::RemoteKubeconfig, kubeconfig::KubeconfigError> {
+    tokio::task::spawn_blocking(move || kubeconfig::parse_remote_kubeconfig(&bytes))
+        .await
+        .unwrap_or_else(|e| {
+            Err(kubeconfig::KubeconfigError::Load(format!(
+                "the parser stopped: {e}"
+            )))
+        })
+}
+
 pub async fn remote_secret(ctx: &Ctx) -> Outcome {
     let mut out = Outcome::new();
     let ns = ctx.opts.istio_namespace.clone();
@@ -114,20 +130,36 @@ pub async fn remote_secret(ctx: &Ctx) -> Outcome {
     let mut cluster_id = ctx.facts().cluster_id.clone();
     if cluster_id.is_none() {
         let want = ctx.clusters.remote_server.trim_end_matches('/').to_string();
-        for s in &here {
-            for (k, v) in s.data.iter().flatten() {
-                if server_of(&v.0).map(|x| x.trim_end_matches('/').to_string())
-                    == Some(want.clone())
-                {
-                    cluster_id = Some((
-                        k.clone(),
-                        "remote secret key whose server is the --remote context's",
-                    ));
-                }
-            }
+        let values: Vec<(String, Vec<u8>)> = here
+            .iter()
+            .flat_map(|s| s.data.iter().flatten())
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        let found = tokio::task::spawn_blocking(move || {
+            values.into_iter().rev().find_map(|(k, v)| {
+                (server_of(&v).map(|x| x.trim_end_matches('/').to_string()) == Some(want.clone()))
+                    .then_some(k)
+            })
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(k) = found {
+            cluster_id = Some((
+                k,
+                "remote secret key whose server is the --remote context's",
+            ));
         }
     }
     let Some((cid, cid_source)) = cluster_id else {
+        if ctx.facts().gateway.is_none() {
+            // The gateway's cluster ID is unknown because gateway-pod failed:
+            // that is the cause, not a gateway without the setting.
+            return out.blocked(
+                StepId::GatewayPod,
+                format!("no cluster ID to look for: gateway-pod did not pass, and no remote secret in {ns} points at the --remote server {} (pass --cluster-id to trace without it)", ctx.clusters.remote_server),
+            );
+        }
         return out.fail(
             format!("no cluster ID: the gateway sets none, and no remote secret in {ns} points at the --remote server {}", ctx.clusters.remote_server),
             "pass --cluster-id, or fix the gateway's ISTIO_META_CLUSTER_ID",
@@ -257,7 +289,7 @@ pub async fn remote_kubeconfig(ctx: &Ctx) -> Outcome {
     let mut out = Outcome::new();
     out.ev("secret", format!("{}/{}", sec.namespace, sec.name))
         .ev("key", &sec.key);
-    let kc = match kubeconfig::parse_remote_kubeconfig(&sec.kubeconfig) {
+    let kc = match parse_off_worker(sec.kubeconfig.clone()).await {
         Ok(k) => k,
         Err(e) => {
             let fix = match e {
@@ -277,6 +309,20 @@ pub async fn remote_kubeconfig(ctx: &Ctx) -> Outcome {
             );
         }
     };
+    // Held before anything dials with them: a server that echoes them back is redacted.
+    for a in kc
+        .raw
+        .auth_infos
+        .iter()
+        .filter_map(|a| a.auth_info.as_ref())
+    {
+        for s in kubeconfig::inline_secrets(a) {
+            ctx.secrets.add(&s);
+        }
+    }
+    if let Credential::Token(t) = &kc.credential {
+        ctx.secrets.add(t.expose());
+    }
     out.ev("context", &kc.context)
         .ev("cluster", &kc.cluster_name)
         .ev("user", &kc.user_name)
@@ -494,13 +540,10 @@ async fn istiod_view_client(
         context: Some(kc.context.clone()),
         ..Default::default()
     };
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc.raw.clone(), &opts)
+    let cfg = kube::Config::from_custom_kubeconfig(kc.raw.clone(), &opts)
         .await
         .map_err(|e| e.to_string())?;
-    cfg.connect_timeout = Some(timeout);
-    cfg.read_timeout = Some(timeout);
-    cfg.write_timeout = Some(timeout);
-    kube::Client::try_from(cfg).map_err(|e| e.to_string())
+    kube_client::build(cfg, kube_client::Limits::new(timeout)).map_err(|e| e.to_string())
 }
 
 pub async fn remote_identity(ctx: &Ctx) -> Outcome {

@@ -1,0 +1,350 @@
+//! The one way meshtrace builds a Kubernetes client, for the operator's
+//! contexts and for istiod's view through a remote secret alike: kube's
+//! client with a guard in front of every response.
+//!
+//! The guard treats the peer as hostile (docs/security.md#limits):
+//! - no hidden retries (kube's default retry turns a failing server into
+//!   dozens of requests and a timeout);
+//! - every request and its whole body within the step timeout, and a body of
+//!   at most [`MAX_BODY`] bytes;
+//! - an answer that is not from an API server says what it is: a redirect
+//!   or an HTML page (a proxy or a login page in the way), 429/503/504 with
+//!   `Retry-After`, a 200 that is not a Kubernetes object;
+//! - a server that timed out is not asked again for a while, so a dead peer
+//!   costs one timeout, not one per step that talks to it.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use kube::client::{Body, ClientBuilder};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower::{BoxError, Layer, Service};
+
+/// The largest answer read from an API server. A Secret is at most 1 MiB in
+/// Kubernetes; a list of them in one namespace fits many times over.
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Why an answer was not used: each says what the peer did, in words.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("{server} did not answer within {}", humantime::format_duration(*.after))]
+    Timeout { server: String, after: Duration },
+    #[error(
+        "{server} did not answer within {} a moment ago, so it was not asked again",
+        humantime::format_duration(*.after)
+    )]
+    Down { server: String, after: Duration },
+    #[error("the answer from {server} is larger than {} MiB (HTTP {status}); refused", MAX_BODY / (1024 * 1024))]
+    TooLarge { server: String, status: u16 },
+    #[error(
+        "{server} answered HTTP {status} with a redirect to {location:?}: a proxy or a login page is in the way, not a Kubernetes API server"
+    )]
+    Redirect {
+        server: String,
+        status: String,
+        location: String,
+    },
+    #[error(
+        "{server} answered HTTP {status} with an HTML page ({page}): a proxy or a login page is in the way, not a Kubernetes API server"
+    )]
+    Html {
+        server: String,
+        status: String,
+        page: String,
+    },
+    #[error("{server} answered HTTP {status}{retry}: {message}")]
+    Unavailable {
+        server: String,
+        status: String,
+        retry: String,
+        message: String,
+    },
+    #[error(
+        "{server} answered HTTP {status} ({content_type}), but the answer is not a Kubernetes object (no \"kind\"): {start}"
+    )]
+    NotKubernetes {
+        server: String,
+        status: String,
+        content_type: String,
+        start: String,
+    },
+}
+
+/// The limits a client enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Each request with its whole body.
+    pub timeout: Duration,
+    pub max_body: usize,
+}
+
+impl Limits {
+    pub fn new(timeout: Duration) -> Self {
+        Limits {
+            timeout,
+            max_body: MAX_BODY,
+        }
+    }
+}
+
+/// A kube client for `cfg` behind the guard. Also sets kube's own connect,
+/// read and write timeouts to the limit.
+pub fn build(mut cfg: kube::Config, limits: Limits) -> Result<kube::Client, kube::Error> {
+    cfg.default_retry = false;
+    cfg.connect_timeout = Some(limits.timeout);
+    cfg.read_timeout = Some(limits.timeout);
+    cfg.write_timeout = Some(limits.timeout);
+    let server = cfg
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
+    let guard = GuardLayer {
+        server,
+        limits,
+        down: Arc::new(Mutex::new(None)),
+    };
+    Ok(ClientBuilder::try_from(cfg)?.with_layer(&guard).build())
+}
+
+#[derive(Clone)]
+struct GuardLayer {
+    server: String,
+    limits: Limits,
+    /// When a request to this server last timed out.
+    down: Arc<Mutex<Option<Instant>>>,
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            cfg: self.clone(),
+        }
+    }
+}
+
+pub struct Guard<S> {
+    inner: S,
+    cfg: GuardLayer,
+}
+
+impl<S, B> Service<Request<Body>> for Guard<S>
+where
+    S: Service<Request<Body>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let cfg = self.cfg.clone();
+        let after = cfg.limits.timeout;
+        // A server that just timed out is not asked again for two timeouts.
+        let recently_down = cfg
+            .down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < after * 2);
+        if recently_down {
+            let server = cfg.server.clone();
+            return Box::pin(async move { Err(PeerError::Down { server, after }.into()) });
+        }
+        let path = req.uri().path().to_string();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let work = async {
+                let resp = fut.await.map_err(Into::into)?;
+                judge(resp, &path, &cfg).await
+            };
+            match tokio::time::timeout(after, work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    *cfg.down.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    Err(PeerError::Timeout {
+                        server: cfg.server.clone(),
+                        after,
+                    }
+                    .into())
+                }
+            }
+        })
+    }
+}
+
+/// Reads the whole answer within the body limit and refuses what no API
+/// server sends.
+async fn judge<B>(
+    resp: Response<B>,
+    path: &str,
+    cfg: &GuardLayer,
+) -> Result<Response<Full<Bytes>>, BoxError>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = resp.into_parts();
+    let server = cfg.server.clone();
+    let status = parts.status;
+    let status_words = status_words(status);
+    let header = |name: http::header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(crate::inspect::sanitize::quote)
+    };
+    if status.is_redirection() {
+        return Err(PeerError::Redirect {
+            server,
+            status: status_words,
+            location: header(http::header::LOCATION).unwrap_or_else(|| "nowhere".into()),
+        }
+        .into());
+    }
+    let bytes = match Limited::new(body, cfg.limits.max_body).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return Err(PeerError::TooLarge {
+                    server,
+                    status: status.as_u16(),
+                }
+                .into());
+            }
+            return Err(e);
+        }
+    };
+    let content_type = header(http::header::CONTENT_TYPE).unwrap_or_default();
+    let text = || String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).to_string();
+    if content_type.to_ascii_lowercase().contains("html")
+        || (content_type.is_empty() && looks_like_html(&bytes))
+    {
+        return Err(PeerError::Html {
+            server,
+            status: status_words,
+            page: html_title(&text()),
+        }
+        .into());
+    }
+    if matches!(status.as_u16(), 429 | 503 | 504) {
+        let retry = header(http::header::RETRY_AFTER)
+            .map(|r| format!(" (Retry-After: {r})"))
+            .unwrap_or_default();
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_else(text);
+        return Err(PeerError::Unavailable {
+            server,
+            status: status_words,
+            retry,
+            message: crate::inspect::sanitize::quote(&message),
+        }
+        .into());
+    }
+    // A success on a Kubernetes API path must be a Kubernetes object. Pod
+    // proxy paths carry what the pod says, not the API server.
+    let api_path =
+        (path.starts_with("/api/") || path.starts_with("/apis/")) && !path.contains("/proxy");
+    if status.is_success() && api_path && !is_kubernetes_object(&bytes) {
+        return Err(PeerError::NotKubernetes {
+            server,
+            status: status_words,
+            content_type: if content_type.is_empty() {
+                "no content type".into()
+            } else {
+                content_type
+            },
+            start: crate::inspect::sanitize::quote(&crate::inspect::head(&text(), 120).0),
+        }
+        .into());
+    }
+    Ok(Response::from_parts(parts, Full::new(bytes)))
+}
+
+fn status_words(s: StatusCode) -> String {
+    match s.canonical_reason() {
+        Some(r) => format!("{} {r}", s.as_u16()),
+        None => s.as_u16().to_string(),
+    }
+}
+
+fn looks_like_html(b: &[u8]) -> bool {
+    let start = String::from_utf8_lossy(&b[..b.len().min(256)]).to_ascii_lowercase();
+    let start = start.trim_start();
+    start.starts_with("<!doctype html") || start.starts_with("<html")
+}
+
+/// The page's `<title>`, else its first words: what a user recognises.
+fn html_title(page: &str) -> String {
+    let lower = page.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|s| {
+        let from = s + "<title>".len();
+        lower[from..]
+            .find("</title>")
+            .map(|e| &page[from..from + e])
+    });
+    match title {
+        Some(t) if !t.trim().is_empty() => {
+            format!(
+                "title {:?}",
+                crate::inspect::head(&crate::inspect::sanitize::quote(t), 80).0
+            )
+        }
+        _ => format!(
+            "starting {:?}",
+            crate::inspect::head(&crate::inspect::sanitize::quote(page), 80).0
+        ),
+    }
+}
+
+/// Whether `b` is a JSON object with a string `kind`: what every Kubernetes
+/// object, list and Status has.
+fn is_kubernetes_object(b: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        kind: Option<String>,
+    }
+    serde_json::from_slice::<Kind>(b).is_ok_and(|k| k.kind.is_some_and(|k| !k.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_objects_have_a_kind() {
+        assert!(is_kubernetes_object(br#"{"kind":"Pod","apiVersion":"v1"}"#));
+        assert!(!is_kubernetes_object(br#"{"ok":true}"#));
+        assert!(!is_kubernetes_object(b"[1,2]"));
+        assert!(!is_kubernetes_object(b"<html>"));
+        assert!(!is_kubernetes_object(br#"{"kind":""}"#));
+    }
+
+    #[test]
+    fn html_pages_are_named_by_their_title() {
+        assert_eq!(
+            html_title("<html><head><TITLE>Sign in \x1b[2J- Okta</TITLE>"),
+            "title \"Sign in - Okta\""
+        );
+        assert!(html_title("<html><body>Access denied</body>").starts_with("starting"));
+        assert!(looks_like_html(b"  <!DOCTYPE html><html>"));
+        assert!(!looks_like_html(b"{\"kind\":\"Status\"}"));
+    }
+}
