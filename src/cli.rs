@@ -623,6 +623,10 @@ where
         let mut stdout = std::io::stdout();
         let _ = stdout.write_all(render::text::render(&report, style).as_bytes());
         let _ = stdout.flush();
+        if let Some(sig) = crate::tui::signalled() {
+            eprintln!("meshtrace: stopped by signal {sig}");
+            return Err(128 + sig);
+        }
         let finished = report.steps.len();
         if finished < crate::model::STEPS.len() {
             eprintln!(

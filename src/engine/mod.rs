@@ -259,8 +259,24 @@ pub async fn run(
                 });
                 let step_start = Instant::now();
                 let limit = step_limit(id, &ctx.opts);
-                let out = match tokio::time::timeout(limit, steps::run_step(id, &ctx)).await {
-                    Ok(o) => o,
+                // A panic in a step is meshtrace's bug: the step fails and says so,
+                // and the rest of the trace still ends.
+                let step = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                    steps::run_step(id, &ctx),
+                ));
+                let out = match tokio::time::timeout(limit, step).await {
+                    Ok(Ok(o)) => o,
+                    Ok(Err(panic)) => Outcome::new().fail(
+                        format!(
+                            "meshtrace failed inside this step (a bug): {}",
+                            panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "panic".into())
+                        ),
+                        "report it with the output of -o events",
+                    ),
                     Err(_) => Outcome::new().fail(
                         format!("{} did not finish within {}", id, humantime::format_duration(limit)),
                         "raise --timeout, or check the network path to the cluster this step talks to",

@@ -197,23 +197,27 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = resp.into_parts();
-    let server = cfg.server.clone();
+    let server = cfg.server.as_str();
     let status = parts.status;
-    let status_words = status_words(status);
-    let header = |name: http::header::HeaderName| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(crate::inspect::sanitize::quote)
+    let header =
+        |name: http::header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let head = Head {
+        status: status.as_u16(),
+        content_type: header(http::header::CONTENT_TYPE),
+        location: header(http::header::LOCATION),
+        retry_after: header(http::header::RETRY_AFTER),
+        path,
     };
     if status.is_redirection() {
-        return Err(PeerError::Redirect {
-            server,
-            status: status_words,
-            location: header(http::header::LOCATION).unwrap_or_else(|| "nowhere".into()),
-        }
-        .into());
+        // Not worth reading: nothing in it is used.
+        return Err(classify(server, &head, b"")
+            .err()
+            .unwrap_or_else(|| PeerError::Redirect {
+                server: server.to_string(),
+                status: status_words(status),
+                location: String::new(),
+            })
+            .into());
     }
     let bytes = match Limited::new(body, cfg.limits.max_body).collect().await {
         Ok(c) => c.to_bytes(),
@@ -222,7 +226,7 @@ where
                 .is_some()
             {
                 return Err(PeerError::TooLarge {
-                    server,
+                    server: server.to_string(),
                     status: status.as_u16(),
                 }
                 .into());
@@ -230,23 +234,52 @@ where
             return Err(e);
         }
     };
-    let content_type = header(http::header::CONTENT_TYPE).unwrap_or_default();
-    let text = || String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).to_string();
+    classify(server, &head, &bytes)?;
+    Ok(Response::from_parts(parts, Full::new(bytes)))
+}
+
+/// What of an answer's head [`classify`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub status: u16,
+    pub content_type: Option<&'a str>,
+    pub location: Option<&'a str>,
+    pub retry_after: Option<&'a str>,
+    /// The request path (`/api/...`, `/version`).
+    pub path: &'a str,
+}
+
+/// Whether a whole answer is one an API server would send; if not, what it
+/// is instead. Pure, so it is fuzzed and table-tested.
+pub fn classify(server: &str, head: &Head, body: &[u8]) -> Result<(), PeerError> {
+    use crate::inspect::sanitize::quote;
+    let server = server.to_string();
+    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status_words = status_words(status);
+    if status.is_redirection() {
+        return Err(PeerError::Redirect {
+            server,
+            status: status_words,
+            location: quote(head.location.unwrap_or("nowhere")),
+        });
+    }
+    let content_type = quote(head.content_type.unwrap_or_default());
+    let text = || String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]).to_string();
     if content_type.to_ascii_lowercase().contains("html")
-        || (content_type.is_empty() && looks_like_html(&bytes))
+        || (content_type.is_empty() && looks_like_html(body))
     {
         return Err(PeerError::Html {
             server,
             status: status_words,
             page: html_title(&text()),
-        }
-        .into());
+        });
     }
     if matches!(status.as_u16(), 429 | 503 | 504) {
-        let retry = header(http::header::RETRY_AFTER)
-            .map(|r| format!(" (Retry-After: {r})"))
+        let retry = head
+            .retry_after
+            .map(|r| format!(" (Retry-After: {})", quote(r)))
             .unwrap_or_default();
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        let message = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or_else(text);
@@ -254,15 +287,14 @@ where
             server,
             status: status_words,
             retry,
-            message: crate::inspect::sanitize::quote(&message),
-        }
-        .into());
+            message: quote(&message),
+        });
     }
     // A success on a Kubernetes API path must be a Kubernetes object. Pod
     // proxy paths carry what the pod says, not the API server.
-    let api_path =
-        (path.starts_with("/api/") || path.starts_with("/apis/")) && !path.contains("/proxy");
-    if status.is_success() && api_path && !is_kubernetes_object(&bytes) {
+    let api_path = (head.path.starts_with("/api/") || head.path.starts_with("/apis/"))
+        && !head.path.contains("/proxy");
+    if status.is_success() && api_path && !is_kubernetes_object(body) {
         return Err(PeerError::NotKubernetes {
             server,
             status: status_words,
@@ -271,11 +303,52 @@ where
             } else {
                 content_type
             },
-            start: crate::inspect::sanitize::quote(&crate::inspect::head(&text(), 120).0),
-        }
-        .into());
+            start: quote(&crate::inspect::head(&text(), 120).0),
+        });
     }
-    Ok(Response::from_parts(parts, Full::new(bytes)))
+    Ok(())
+}
+
+/// A kube error in one line: the API server's own status and message when
+/// there is one (quoted through the sanitizer, capped), else the transport
+/// error's innermost cause in words, never Rust `Debug` output.
+pub fn describe(e: &kube::Error) -> String {
+    use crate::inspect::sanitize::quote;
+    match e {
+        kube::Error::Api(s) if s.reason == "Failed to parse error data" => {
+            let words = StatusCode::from_u16(s.code)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default();
+            format!(
+                "HTTP {}{words} without a Kubernetes Status (a proxy in front of the API server?): {}",
+                s.code,
+                quote(&s.message)
+            )
+        }
+        kube::Error::Api(s) => {
+            if s.reason.is_empty() {
+                format!("{} {}", s.code, quote(&s.message))
+            } else {
+                format!("{} {}: {}", s.code, quote(&s.reason), quote(&s.message))
+            }
+        }
+        kube::Error::SerdeError(err) => format!(
+            "the answer is not the Kubernetes object asked for ({})",
+            quote(&err.to_string())
+        ),
+        other => {
+            // Transport errors nest; the innermost cause is the useful part.
+            let mut msg = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(s) = src {
+                msg = s.to_string();
+                src = s.source();
+            }
+            quote(&msg)
+        }
+    }
 }
 
 fn status_words(s: StatusCode) -> String {

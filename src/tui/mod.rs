@@ -28,7 +28,7 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use std::io::{self, IsTerminal, Stdout};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
@@ -93,6 +93,9 @@ where
     let mut events = Some(rx);
     let mut run_start = Instant::now();
 
+    // Signals end the UI through the same restore path as `q`, so a killed
+    // pane, `timeout` or a dropped ssh session leave a sane terminal.
+    let mut signals = Signals::new()?;
     let mut term = TerminalGuard::enter()?;
     let mut input = InputThread::spawn();
     let mut tick = tokio::time::interval(Duration::from_millis(80));
@@ -103,6 +106,11 @@ where
     let mut last_finished: Option<TraceReport> = None;
 
     loop {
+        // A panic anywhere restored the terminal already (the panic hook):
+        // drawing on would scribble on the main screen.
+        if !ACTIVE.load(Ordering::SeqCst) {
+            break;
+        }
         if ended_at.is_none() && !app.running(&st) {
             ended_at = Some(Instant::now());
         }
@@ -157,6 +165,10 @@ where
             },
             _ = tick.tick(), if app.running(&st) || next_run.is_some() => app.tick = app.tick.wrapping_add(1),
             _ = sleep_until_due(next_run) => next_run_now = true,
+            sig = signals.recv() => {
+                SIGNALLED.store(sig, Ordering::SeqCst);
+                break;
+            }
         }
         // `r`, or the watch timer: a new run of the engine.
         if next_run_now {
@@ -223,6 +235,47 @@ fn copy_to_clipboard(text: &str) -> io::Result<()> {
     let mut out = io::stdout();
     write!(out, "\x1b]52;c;{b64}\x07")?;
     out.flush()
+}
+
+/// The signal that ended the UI (0: none); the CLI exits 128 + it.
+static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+
+/// The signal (SIGTERM, SIGINT, SIGHUP or SIGQUIT) that ended the last UI run.
+pub fn signalled() -> Option<i32> {
+    Some(SIGNALLED.load(Ordering::SeqCst)).filter(|s| *s != 0)
+}
+
+/// The signals that end the UI. (In raw mode Ctrl-C is a key, not SIGINT;
+/// SIGINT comes from `kill` or a parent such as `timeout`.)
+struct Signals(Vec<(i32, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn new() -> io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let kinds = [
+            (15, SignalKind::terminate()),
+            (2, SignalKind::interrupt()),
+            (1, SignalKind::hangup()),
+            (3, SignalKind::quit()),
+        ];
+        let mut out = Vec::new();
+        for (n, k) in kinds {
+            out.push((n, signal(k)?));
+        }
+        Ok(Signals(out))
+    }
+
+    /// The number of the next signal to arrive.
+    async fn recv(&mut self) -> i32 {
+        let waits = self.0.iter_mut().map(|(n, s)| {
+            let n = *n;
+            Box::pin(async move {
+                s.recv().await;
+                n
+            })
+        });
+        futures::future::select_all(waits).await.0
+    }
 }
 
 /// Whether the terminal is in the UI's modes now; `restore` is a no-op otherwise.

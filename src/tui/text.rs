@@ -13,12 +13,17 @@ pub fn chunks(s: &str, n: usize) -> Vec<String> {
     let n = n.max(1);
     let mut out = vec![];
     let mut cur = String::new();
+    // The width so far, kept as it grows: measuring `cur` again for every
+    // character made a long word quadratic.
+    let mut cur_w = 0;
     for ch in s.chars() {
         let cw = width(ch.encode_utf8(&mut [0; 4]));
-        if width(&cur) + cw > n && !cur.is_empty() {
+        if cur_w + cw > n && !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
+            cur_w = 0;
         }
         cur.push(ch);
+        cur_w += cw;
     }
     if !cur.is_empty() || out.is_empty() {
         out.push(cur);
@@ -62,17 +67,14 @@ pub fn wrap_hard(s: &str, first: usize, rest: usize) -> Vec<String> {
             }
         }
         // The word does not fit on a line of its own: break it.
-        let mut rem = word.to_string();
-        loop {
-            let r = room(&out);
-            let parts = chunks(&rem, r);
-            if parts.len() == 1 {
-                cur = parts.into_iter().next().unwrap_or_default();
-                break;
-            }
-            out.push(parts[0].clone());
-            rem = parts[1..].concat();
+        // Its first piece fills this line's room; every later line has `rest`.
+        let mut parts = chunks(word, room(&out));
+        if parts.len() > 1 {
+            out.push(parts.remove(0));
+            parts = chunks(&parts.concat(), rest.max(1));
         }
+        cur = parts.pop().unwrap_or_default();
+        out.extend(parts);
     }
     if !cur.is_empty() || out.is_empty() {
         out.push(cur);

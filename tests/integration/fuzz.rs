@@ -1,62 +1,112 @@
-//! Deterministic mutation fuzzing of the parsers that read cluster data:
-//! kubeconfigs, JWTs, PEM/x509 chains and SPIFFE IDs. Whatever the bytes,
-//! they return a value or an error, never panic. (A fixed seed keeps the run
-//! repeatable; raise MESHTRACE_FUZZ_ITERS for a longer run.)
+//! The fuzz corpora, replayed on the stable toolchain: every input under
+//! tests/fuzz/corpus/<target>/ and every crash, timeout and slow input
+//! cargo-fuzz kept under tests/fuzz/artifacts/<target>/ goes through the same
+//! target function (tests/fuzz/targets.rs) that `cargo +nightly fuzz run`
+//! calls, so a fixed crash stays fixed. Each input must also finish fast:
+//! the bound is generous for a debug build, far below a hang.
 
-use meshtrace::inspect::{jwt, kubeconfig, x509};
+#[path = "../fuzz/targets.rs"]
+mod targets;
 
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+type Target = fn(&[u8]);
+
+const TARGETS: &[(&str, Target)] = &[
+    ("kubeconfig", targets::kubeconfig),
+    ("jwt", targets::jwt),
+    ("pem_chain", targets::pem_chain),
+    ("clusterz", targets::clusterz),
+    ("replay", targets::replay),
+    ("kube_answer", targets::kube_answer),
+    ("sanitize", targets::sanitize),
+    ("tui_wrap", targets::tui_wrap),
+];
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz")
 }
 
-/// Flip, insert, delete, duplicate and splice bytes of a valid seed input.
-fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
-    let mut v = seed.to_vec();
-    for _ in 0..1 + rng.below(8) {
-        let i = rng.below(v.len() + 1);
-        match rng.below(6) {
-            0 if !v.is_empty() => {
-                let at = i.min(v.len() - 1);
-                v[at] ^= 1 << rng.below(8);
-            }
-            1 => v.insert(i, (rng.next() & 0xff) as u8),
-            2 if i < v.len() => {
-                v.remove(i);
-            }
-            3 if i < v.len() => {
-                let end = (i + rng.below(64)).min(v.len());
-                let chunk = v[i..end].to_vec();
-                v.splice(i..i, chunk);
-            }
-            4 => v.truncate(i),
-            _ => {
-                let b = [b':', b'\n', b' ', b'.', b'-', b'=', b'{', b'"', 0xff][rng.below(9)];
-                v.insert(i, b);
-            }
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for kind in ["corpus", "artifacts", "seeds"] {
+        if let Ok(dir) = std::fs::read_dir(fuzz_dir().join(kind).join(target)) {
+            out.extend(dir.flatten().map(|e| e.path()).filter(|p| p.is_file()));
         }
     }
-    v
+    out.sort();
+    out
 }
 
-fn iters() -> usize {
-    std::env::var("MESHTRACE_FUZZ_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3000)
+#[test]
+fn every_fuzz_target_has_a_fuzz_binary_and_a_corpus() {
+    for (name, _) in TARGETS {
+        let bin = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
+        assert!(bin.exists(), "no cargo-fuzz target {}", bin.display());
+        assert!(
+            !inputs(name).is_empty(),
+            "target {name} has no corpus under tests/fuzz/: run it (tests/fuzz/run) and keep its corpus"
+        );
+    }
 }
 
-fn seeds() -> (String, String, String) {
+#[test]
+fn every_corpus_and_crash_file_replays_cleanly_and_fast() {
+    meshtrace::install_crypto_provider();
+    let mut ran = 0;
+    for (name, target) in TARGETS {
+        for path in inputs(name) {
+            let data = std::fs::read(&path).unwrap();
+            let started = Instant::now();
+            let outcome = std::panic::catch_unwind(|| target(&data));
+            assert!(outcome.is_ok(), "{name}: {} fails", path.display());
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_secs(5),
+                "{name}: {} took {took:?}",
+                path.display()
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran > 0);
+}
+
+/// Inputs no corpus should have to hold because they are large: built here.
+#[test]
+fn large_and_deep_inputs_replay_cleanly_and_fast() {
+    let deep_json = format!("{}1{}", "{\"a\":".repeat(150_000), "}".repeat(150_000));
+    let deep_flow = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let long_word = "x".repeat(2 << 20);
+    let escapes = "\u{1b}]0;title\u{7}\u{1b}[2J".repeat(50_000);
+    let cases: [(&str, Target, &[u8]); 7] = [
+        ("kubeconfig", targets::kubeconfig, deep_json.as_bytes()),
+        ("kubeconfig", targets::kubeconfig, deep_flow.as_bytes()),
+        ("clusterz", targets::clusterz, deep_json.as_bytes()),
+        ("replay", targets::replay, deep_json.as_bytes()),
+        ("sanitize", targets::sanitize, escapes.as_bytes()),
+        ("tui_wrap", targets::tui_wrap, long_word.as_bytes()),
+        ("kube_answer", targets::kube_answer, long_word.as_bytes()),
+    ];
+    for (name, target, data) in cases {
+        let started = Instant::now();
+        target(data);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name} on {} bytes took {:?}",
+            data.len(),
+            started.elapsed()
+        );
+    }
+}
+
+/// Writes the hand-made seeds under tests/fuzz/seeds/ (valid inputs of each
+/// kind, plus deep and hostile ones) from the lab; run it again when an
+/// input's shape changes: `cargo test --test integration write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
     meshtrace::install_crypto_provider();
     let root = meshtrace::lab::pki::Ca::root("fuzz root", "fuzz", 10);
     let inter = root.intermediate("fuzz inter", "fuzz", 5);
@@ -78,54 +128,42 @@ fn seeds() -> (String, String, String) {
         &root.cert_pem,
         &token,
     );
-    (kc, token, chain)
-}
-
-#[test]
-fn parsers_never_panic_on_mutated_input() {
-    let (kc, token, chain) = seeds();
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let mut accepted = [0usize; 3];
-    for _ in 0..iters() {
-        let k = mutate(&mut rng, kc.as_bytes());
-        if kubeconfig::parse_remote_kubeconfig(&k).is_ok() {
-            accepted[0] += 1;
-        }
-        let t = mutate(&mut rng, token.as_bytes());
-        if jwt::decode(&String::from_utf8_lossy(&t)).is_ok() {
-            accepted[1] += 1;
-        }
-        let c = mutate(&mut rng, chain.as_bytes());
-        let text = String::from_utf8_lossy(&c).to_string();
-        if x509::parse_pem_chain(&text).is_ok() {
-            accepted[2] += 1;
-        }
-        let _ = x509::verify_chain(std::slice::from_ref(&text), &text, "cluster.local", None, 0);
-        let _ = x509::parse_spiffe(&String::from_utf8_lossy(&mutate(
-            &mut rng,
-            b"spiffe://cluster.local/ns/a/sa/b",
-        )));
-        let _ = x509::parse_der(&c);
-    }
-    // The mutations must leave some inputs valid, or the fuzzer tests nothing
-    // but the first error path.
-    assert!(
-        accepted.iter().all(|n| *n > 0),
-        "accepted per parser: {accepted:?}"
-    );
-}
-
-#[test]
-fn parsers_never_panic_on_random_bytes() {
-    let mut rng = XorShift(42);
-    for _ in 0..iters() {
-        let len = rng.below(512);
-        let bytes: Vec<u8> = (0..len).map(|_| (rng.next() & 0xff) as u8).collect();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let _ = kubeconfig::parse_remote_kubeconfig(&bytes);
-        let _ = jwt::decode(&text);
-        let _ = x509::parse_pem_chain(&text);
-        let _ = x509::parse_der(&bytes);
-        let _ = x509::parse_spiffe(&text);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (events, report) = rt.block_on(async {
+        let fault = meshtrace::lab::faults::find("no-tokenreview-rbac");
+        let (report, events) = crate::support::trace_lab(fault, Default::default()).await;
+        let lines: String = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect();
+        (lines, meshtrace::render::json::render(&report))
+    });
+    let with = |head: &[u8], body: &str| [head, body.as_bytes()].concat();
+    let seeds: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("kubeconfig", "valid", kc.clone().into_bytes()),
+        ("kubeconfig", "exec", kc.replace("    token:", "    exec: {command: /bin/sh}\n    x:").into_bytes()),
+        ("kubeconfig", "deep-flow", format!("a: {}1{}", "{\"a\":".repeat(200), "}".repeat(200)).into_bytes()),
+        ("kubeconfig", "deep-block", (0..100).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect::<String>().into_bytes()),
+        ("jwt", "valid", token.clone().into_bytes()),
+        ("pem_chain", "chain", chain.clone().into_bytes()),
+        ("pem_chain", "root", root.cert_pem.clone().into_bytes()),
+        ("clusterz", "synced", br#"[{"id":"primary","secretName":"","syncStatus":"synced"},{"id":"remote","secretName":"istio-system/istio-remote-secret-remote","syncStatus":"syncing"}]"#.to_vec()),
+        ("clusterz", "escapes", "[{\"id\":\"r\u{1b}]0;x\u{7}\",\"syncStatus\":\"\u{1b}[2J\"}]".as_bytes().to_vec()),
+        ("replay", "events", events.into_bytes()),
+        ("replay", "report", report.into_bytes()),
+        ("kube_answer", "status", with(&[9, 1, 1], r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"forbidden","reason":"Forbidden","code":403}"#)),
+        ("kube_answer", "html", with(&[7, 2, 0], "<!DOCTYPE html><html><head><title>Sign in</title></head></html>")),
+        ("kube_answer", "redirect", with(&[4, 0, 0], "https://login.example/")),
+        ("kube_answer", "busy", with(&[12, 1, 0], r#"{"kind":"Status","message":"slow down"}"#)),
+        ("kube_answer", "not-kube", with(&[0, 1, 1], r#"{"ok":true}"#)),
+        ("sanitize", "echo", with(&[40, 30], &format!("Authorization: Bearer {token}\n{{\"token\":\"{token}\"}}\u{1b}]52;c;ZXZpbA==\u{7}"))),
+        ("sanitize", "escapes", with(&[12, 3], "abc\u{1b}[31mdef\u{9b}2J\u{202e}ghi\r\n-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----")),
+        ("tui_wrap", "hint", with(&[40], "bind it: kubectl --context lab-remote create clusterrolebinding istio-reader-tokenreview --clusterrole=istio-reader-clusterrole-istio-system (then re-run)")),
+        ("tui_wrap", "wide", with(&[7], "日本語のテキスト 🙂🙂🙂 averyveryverylongwordthatmustbreak")),
+    ];
+    for (target, name, data) in seeds {
+        let dir = fuzz_dir().join("seeds").join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), data).unwrap();
     }
 }

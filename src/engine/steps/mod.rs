@@ -30,46 +30,9 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
     }
 }
 
-/// A kube error in one line: the API server's own status and message when
-/// there is one (quoted through the sanitizer, capped), else the transport
-/// error's innermost cause in words.
+/// A kube error in one line (see [`kube_client::describe`]).
 pub(crate) fn kube_err(e: &kube::Error) -> String {
-    use crate::inspect::sanitize::quote;
-    match e {
-        kube::Error::Api(s) if s.reason == "Failed to parse error data" => {
-            let words = http::StatusCode::from_u16(s.code)
-                .ok()
-                .and_then(|c| c.canonical_reason())
-                .map(|r| format!(" {r}"))
-                .unwrap_or_default();
-            format!(
-                "HTTP {}{words} without a Kubernetes Status (a proxy in front of the API server?): {}",
-                s.code,
-                quote(&s.message)
-            )
-        }
-        kube::Error::Api(s) => {
-            if s.reason.is_empty() {
-                format!("{} {}", s.code, quote(&s.message))
-            } else {
-                format!("{} {}: {}", s.code, quote(&s.reason), quote(&s.message))
-            }
-        }
-        kube::Error::SerdeError(err) => format!(
-            "the answer is not the Kubernetes object asked for ({})",
-            quote(&err.to_string())
-        ),
-        other => {
-            // Transport errors nest; the innermost cause is the useful part.
-            let mut msg = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                msg = s.to_string();
-                src = s.source();
-            }
-            quote(&msg)
-        }
-    }
+    crate::probe::kube_client::describe(e)
 }
 
 pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {

@@ -1,0 +1,9 @@
+#![no_main]
+//! Fuzz target `jwt`: see tests/fuzz/targets.rs.
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../targets.rs"]
+#[allow(dead_code)]
+mod targets;
+
+fuzz_target!(|data: &[u8]| targets::jwt(data));
