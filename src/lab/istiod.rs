@@ -65,6 +65,13 @@ pub struct IstiodQuirks {
     /// no remote-secret event since, so it knows no remote cluster however
     /// valid the secrets are, until it restarts.
     pub secret_controller_stuck: bool,
+    /// A misbehaving peer in istiod's place (a proxy, a debug build) that
+    /// echoes the request's metadata, `authorization` included, in its
+    /// error: for the hostile-peer tests, never a fault of the lab's.
+    pub echo_metadata: bool,
+    /// Repeat the intermediate this many more times in the chain (a hostile
+    /// peer's 6,500-certificate answer).
+    pub pad_chain: usize,
 }
 
 /// One cluster as istiod's `/debug/clusterz` lists it.
@@ -509,6 +516,12 @@ impl Inner {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
+        if self.cfg.quirks.echo_metadata {
+            return Err(Status::unauthenticated(format!(
+                "request authenticate failure; request metadata: {:?}",
+                request.metadata()
+            )));
+        }
         let (ns, sa) = match self.authenticate(request.metadata()).await {
             Ok(id) => id,
             Err(reason) => {
@@ -563,6 +576,11 @@ impl Inner {
         }
         if q.single_element_chain {
             chain.truncate(1);
+        }
+        if let Some(inter) = chain.get(1).cloned() {
+            for _ in 0..q.pad_chain {
+                chain.insert(1, inter.clone());
+            }
         }
         self.log(format!(
             "signed certificate for {identity} (requested from {peer}, {} element chain)",
@@ -1345,6 +1363,7 @@ mod tests {
             leaf_not_before_offset_secs: 3600,
             omit_root: false,
             secret_controller_stuck: false,
+            ..Default::default()
         };
         let f = fixture(Opts {
             quirks,

@@ -209,6 +209,15 @@ struct Built {
 impl Lab {
     /// Start a lab, healthy or with one fault.
     pub async fn start(fault: Option<&'static Fault>) -> std::io::Result<Lab> {
+        Self::start_with(fault, |_| {}).await
+    }
+
+    /// [`Lab::start`], with the simulated istiod's behaviour changed by
+    /// `edit` (the hostile-peer tests make it echo metadata or pad chains).
+    pub async fn start_with(
+        fault: Option<&'static Fault>,
+        edit: impl FnOnce(&mut IstiodQuirks),
+    ) -> std::io::Result<Lab> {
         crate::install_crypto_provider();
         let primary_api_ca = Ca::root("lab-primary-apiserver-ca", "meshtrace lab", 365);
         let remote_api_ca = Ca::root("lab-remote-apiserver-ca", "meshtrace lab", 365);
@@ -223,6 +232,7 @@ impl Lab {
         let primary_bound = BoundApiServer::bind(&primary_api_ca)?;
         let remote_bound = BoundApiServer::bind(&remote_api_ca)?;
         let mut b = build(fault, &remote_bound, &mesh_root, signer.clone());
+        edit(&mut b.quirks);
 
         let primary_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(
             &mut b.primary,
@@ -741,6 +751,7 @@ fn build(
         },
         omit_root: false,
         secret_controller_stuck: has(fault, "istiod-stale-clusters"),
+        ..Default::default()
     };
     let token_audiences = if has(fault, "istiod-token-audiences") {
         vec!["other-ca".to_string()]

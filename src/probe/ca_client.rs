@@ -88,6 +88,9 @@ fn validate(req: &CsrRequest<'_>) -> Result<(), CsrError> {
 }
 
 /// The error and its sources, joined; tonic's top-level Display alone only says "transport error".
+/// The largest CreateCertificate answer read.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
 fn chain_words(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
@@ -156,13 +159,30 @@ async fn send(req: &CsrRequest<'_>) -> Result<Vec<String>, CsrError> {
         request.metadata_mut().insert("clusterid", cid);
     }
 
-    let mut client = IstioCertificateServiceClient::new(channel);
+    // A chain is a few KB; 4 MiB (tonic's default) is the bound on an answer.
+    let mut client =
+        IstioCertificateServiceClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
     match client.create_certificate(request).await {
         Ok(resp) => Ok(resp.into_inner().cert_chain),
-        Err(status) => Err(CsrError::Rpc {
-            code: format!("{:?}", status.code()),
-            message: status.message().to_string(),
-        }),
+        Err(status) => {
+            // A reset or GOAWAY arrives as Unknown "transport error": the
+            // cause is in the source chain, in words.
+            let mut message = crate::inspect::sanitize::quote(status.message());
+            if let Some(src) = std::error::Error::source(&status) {
+                let cause = crate::inspect::sanitize::quote(&chain_words(src));
+                if !message.contains(&cause) {
+                    message = if message.is_empty() {
+                        cause
+                    } else {
+                        format!("{message}: {cause}")
+                    };
+                }
+            }
+            Err(CsrError::Rpc {
+                code: format!("{:?}", status.code()),
+                message,
+            })
+        }
     }
 }
 

@@ -91,13 +91,15 @@ impl Limits {
     }
 }
 
-/// A kube client for `cfg` behind the guard. Also sets kube's own connect,
-/// read and write timeouts to the limit.
+/// A kube client for `cfg` behind the guard.
 pub fn build(mut cfg: kube::Config, limits: Limits) -> Result<kube::Client, kube::Error> {
     cfg.default_retry = false;
-    cfg.connect_timeout = Some(limits.timeout);
-    cfg.read_timeout = Some(limits.timeout);
-    cfg.write_timeout = Some(limits.timeout);
+    // kube's own timeouts are a backstop, a little later than the guard's,
+    // so that a timeout is the guard's and marks the server down.
+    let backstop = limits.timeout + Duration::from_millis(250);
+    cfg.connect_timeout = Some(backstop);
+    cfg.read_timeout = Some(backstop);
+    cfg.write_timeout = Some(backstop);
     let server = cfg
         .cluster_url
         .to_string()

@@ -4,5 +4,6 @@
 mod cli;
 mod fuzz;
 mod hardening;
+mod hostile;
 mod lab_faults;
 mod support;

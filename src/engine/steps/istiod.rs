@@ -515,6 +515,9 @@ fn unauthenticated(
     }
 }
 
+/// The longest issued chain meshtrace verifies.
+const MAX_CHAIN: usize = 16;
+
 pub async fn issued_chain(ctx: &Ctx) -> Outcome {
     let (chain, root, gw, td) = {
         let f = ctx.facts();
@@ -540,6 +543,15 @@ pub async fn issued_chain(ctx: &Ctx) -> Outcome {
         gw.namespace, gw.service_account
     );
     let mut out = Outcome::new();
+    if chain.len() > MAX_CHAIN {
+        return out.fail(
+            format!(
+                "istiod returned {} certificates; an Istio chain is a leaf, its intermediates and the root (meshtrace verifies at most {MAX_CHAIN})",
+                chain.len()
+            ),
+            "check what answers on istiod's address: istiod's plug-in CA chain (cacerts cert-chain.pem) should hold a handful of certificates",
+        );
+    }
     let check = x509::verify_chain(&chain, &root, &td, Some(&identity), now_unix());
     out.ev(
         "chain",

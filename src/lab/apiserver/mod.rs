@@ -172,6 +172,22 @@ impl BoundApiServer {
             addr: self.addr,
         };
         let app = axum::Router::new().fallback(dispatch).with_state(state);
+        self.serve_router(app, handle, stop)
+    }
+
+    /// Serve any router on this listener and TLS identity (the hostile-peer
+    /// tests serve misbehaving "API servers" this way).
+    pub fn serve_app(self, app: axum::Router) -> ApiServer {
+        let (stop, _) = tokio::sync::watch::channel(false);
+        self.serve_router(app, axum_server::Handle::<SocketAddr>::new(), stop)
+    }
+
+    fn serve_router(
+        self,
+        app: axum::Router,
+        handle: axum_server::Handle<SocketAddr>,
+        stop: tokio::sync::watch::Sender<bool>,
+    ) -> ApiServer {
         let config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
         match axum_server::tls_rustls::from_tcp_rustls(self.listener, config) {
             Ok(server) => {
