@@ -341,16 +341,35 @@ pub fn describe(e: &kube::Error) -> String {
             quote(&err.to_string())
         ),
         other => {
-            // Transport errors nest; the innermost cause is the useful part.
+            // Transport errors nest; the innermost cause is the useful part,
+            // and a TLS refusal is said in words, not as rustls' Debug names.
             let mut msg = other.to_string();
             let mut src = std::error::Error::source(other);
             while let Some(s) = src {
+                // rustls' error travels inside an io::Error, whose `source`
+                // skips it: look inside too.
+                if let Some(tls) = rustls_inside(s) {
+                    return quote(&format!("TLS: {}", crate::probe::tls::rustls_words(tls)));
+                }
                 msg = s.to_string();
                 src = s.source();
             }
             quote(&msg)
         }
     }
+}
+
+/// The rustls error in `e`, looking through io::Errors (which may nest).
+fn rustls_inside<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    for _ in 0..4 {
+        if let Some(t) = cur.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        let inner = cur.downcast_ref::<std::io::Error>()?.get_ref()?;
+        cur = inner;
+    }
+    None
 }
 
 fn status_words(s: StatusCode) -> String {

@@ -178,6 +178,12 @@ pub fn cert_names(der: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A rustls error in words, without the server's certificate at hand (for
+/// errors that surface through another client, such as kube's).
+pub fn rustls_words(e: &rustls::Error) -> String {
+    describe_verify_error(e, &[])
+}
+
 fn describe_verify_error(e: &rustls::Error, leaf_der: &[u8]) -> String {
     match e {
         rustls::Error::InvalidCertificate(ce) => match ce {
@@ -190,7 +196,9 @@ fn describe_verify_error(e: &rustls::Error, leaf_der: &[u8]) -> String {
                     _ => String::from("the requested name"),
                 };
                 let names = cert_names(leaf_der);
-                if names.is_empty() {
+                if leaf_der.is_empty() {
+                    format!("certificate is not valid for {expected}")
+                } else if names.is_empty() {
                     format!("certificate is not valid for {expected}: it names no DNS name or IP")
                 } else {
                     format!("certificate is not valid for {expected}: it is valid for {}", names.join(", "))
@@ -211,9 +219,20 @@ fn describe_verify_error(e: &rustls::Error, leaf_der: &[u8]) -> String {
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 "certificate is not valid for TLS server authentication (extended key usage)".into()
             }
+            CertificateError::Other(o) => {
+                // webpki's reasons arrive as Debug names; say the common ones.
+                let why = o.to_string();
+                if why.contains("CaUsedAsEndEntity") {
+                    "the server presents a CA certificate as its own (a self-signed CA is not a server certificate)".into()
+                } else if why.contains("UnsupportedSignatureAlgorithm") {
+                    "certificate is signed with an algorithm meshtrace (and Go's TLS) does not accept".into()
+                } else {
+                    format!("certificate rejected ({})", why.trim_matches(|c: char| !c.is_alphanumeric()))
+                }
+            }
             other => format!("certificate rejected: {other}"),
         },
-        other => format!("certificate rejected: {other}"),
+        other => format!("TLS failed: {other}"),
     }
 }
 

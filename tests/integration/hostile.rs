@@ -731,3 +731,26 @@ fn every_signal_leaves_the_terminal_sane() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_refusal_is_said_in_words_not_rust_debug_names() {
+    let (server, _) = hostile(Arc::new(|_, _| "never reached".into_response()));
+    let lab = Lab::start(None).await.unwrap();
+    let other_ca = Ca::root("someone else", "else", 1).cert_pem;
+    let (report, _) = trace_remote_at(
+        &lab,
+        (&server.url, &other_ca),
+        PLANTED,
+        TraceOptions::default(),
+    )
+    .await;
+    lab.shutdown();
+    let gw = diagnosis(&report, StepId::GatewayPod);
+    assert!(
+        gw.contains("TLS: certificate signed by unknown authority"),
+        "{gw}"
+    );
+    for debug_name in ["InvalidCertificate(", "Other(", "UnknownIssuer"] {
+        assert!(!gw.contains(debug_name), "{gw}");
+    }
+}
