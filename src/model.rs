@@ -474,14 +474,19 @@ pub struct TraceState {
     pub running: Vec<(StepId, f64)>,
     pub results: Vec<StepResult>,
     pub finished: Option<f64>,
+    /// Grows with every event applied: front ends redo derived work (the
+    /// TUI's wrapped text) only when it changed.
+    pub generation: u64,
 }
 
 impl TraceState {
     pub fn apply(&mut self, event: &TraceEvent) {
+        self.generation += 1;
         match event {
             TraceEvent::TraceStarted { target } => {
                 *self = TraceState {
                     target: target.clone(),
+                    generation: self.generation,
                     ..Default::default()
                 };
             }

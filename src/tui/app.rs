@@ -59,6 +59,24 @@ pub struct App {
     pub replay: Option<String>,
     /// Watch mode: time left until the next run starts.
     pub next_run_in: Option<std::time::Duration>,
+    /// The detail pane's lines as last wrapped, and what they were wrapped
+    /// from: a frame wraps again only when that changed.
+    pub detail_cache: std::cell::RefCell<Option<(DetailKey, Vec<ratatui::text::Line<'static>>)>>,
+}
+
+/// Everything the detail pane's lines depend on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetailKey {
+    pub generation: u64,
+    pub selected: usize,
+    pub width: u16,
+    pub theme: usize,
+    pub teaching: Option<usize>,
+    pub run: usize,
+    pub stream_closed: bool,
+    /// For a step still running or pending: the spinner and clock, which
+    /// change every frame anyway.
+    pub live: Option<(usize, u64)>,
 }
 
 pub const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -86,6 +104,7 @@ impl App {
             stream_closed: false,
             replay: None,
             next_run_in: None,
+            detail_cache: Default::default(),
         }
     }
 

@@ -9,6 +9,35 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use serde_json::Value;
 
+/// [`lines`], wrapped again only when the trace, the selection, the width
+/// or the mode changed since the last frame (a step's text is wrapped once,
+/// not 12 times a second).
+pub fn lines_cached(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
+    let id = app.selected_id();
+    let live = st
+        .result(id)
+        .is_none()
+        .then_some((app.tick, (app.now_ms / 100.0) as u64));
+    let key = super::app::DetailKey {
+        generation: st.generation,
+        selected: app.selected,
+        width,
+        theme: app.theme_idx,
+        teaching: app.teaching,
+        run: app.run,
+        stream_closed: app.stream_closed,
+        live,
+    };
+    if let Some((k, l)) = app.detail_cache.borrow().as_ref() {
+        if *k == key {
+            return l.clone();
+        }
+    }
+    let l = lines(st, app, width);
+    *app.detail_cache.borrow_mut() = Some((key, l.clone()));
+    l
+}
+
 /// The lines of the detail pane for the selected step, wrapped to `width`.
 pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
     let th = app.theme();

@@ -472,3 +472,32 @@ fn y_copies_the_commands_of_a_fix_not_its_prose() {
         ("ask the cluster admin", "the fix")
     );
 }
+
+#[test]
+fn the_detail_pane_wraps_a_text_once_until_something_changes() {
+    let st = failing();
+    let mut app = App::new(theme::cycle("default", false), false);
+    app.selected = StepId::RemoteRbac.index();
+    let first = super::detail::lines_cached(&st, &app, 60);
+    let key = app.detail_cache.borrow().as_ref().map(|(k, _)| k.clone());
+    assert!(key.is_some(), "the wrapped lines are kept");
+    // A frame with nothing changed takes the kept lines (same key, same lines).
+    assert_eq!(super::detail::lines_cached(&st, &app, 60), first);
+    assert_eq!(
+        app.detail_cache.borrow().as_ref().map(|(k, _)| k.clone()),
+        key
+    );
+    // A new width, or a new event, wraps again.
+    let narrow = super::detail::lines_cached(&st, &app, 30);
+    assert!(narrow.len() > first.len());
+    let mut st2 = st.clone();
+    st2.apply(&TraceEvent::TraceFinished { total_ms: 1.0 });
+    super::detail::lines_cached(&st2, &app, 30);
+    assert_eq!(
+        app.detail_cache
+            .borrow()
+            .as_ref()
+            .map(|(k, _)| k.generation),
+        Some(st2.generation)
+    );
+}

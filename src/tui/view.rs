@@ -293,7 +293,7 @@ fn draw_detail(f: &mut Frame, area: Rect, st: &TraceState, app: &App) -> ViewInf
         width: inner.width.saturating_sub(2),
         ..inner
     };
-    let lines = detail::lines(st, app, text_area.width);
+    let lines = detail::lines_cached(st, app, text_area.width);
     let n_lines = lines.len() as u16;
     let max = (lines.len() as u16).saturating_sub(text_area.height);
     let scroll = app.detail_scroll.min(max);
