@@ -82,7 +82,8 @@ pub fn parse(body: &str) -> Result<Vec<ClusterzEntry>, String> {
             ));
         };
         let id = match obj.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            // istiod's text is peer text: cleaned before anything quotes it.
+            Some(Value::String(s)) if !s.is_empty() => crate::inspect::sanitize::quote(s),
             _ => {
                 return Err(format!(
                     "entry {i} of the clusterz list has no \"id\": {}",
@@ -90,7 +91,11 @@ pub fn parse(body: &str) -> Result<Vec<ClusterzEntry>, String> {
                 ));
             }
         };
-        let text_field = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
+        let text_field = |k: &str| {
+            obj.get(k)
+                .and_then(Value::as_str)
+                .map(crate::inspect::sanitize::quote)
+        };
         out.push(ClusterzEntry {
             id,
             secret_name: text_field("secretName").unwrap_or_default(),
@@ -103,7 +108,7 @@ pub fn parse(body: &str) -> Result<Vec<ClusterzEntry>, String> {
 /// The start of a body for an error message: one line, at most 60
 /// characters, and nothing that could be a token.
 fn snippet(s: &str) -> String {
-    let one_line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = crate::inspect::sanitize::quote(s);
     if one_line.contains("eyJ") {
         return "<a body that holds something like a token; not shown>".into();
     }
