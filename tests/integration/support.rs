@@ -22,3 +22,9 @@ pub async fn trace_lab(
     }
     (report, events)
 }
+
+/// The last `n` characters of a text, for a failure message.
+pub fn tail(s: &str, n: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    chars[chars.len().saturating_sub(n)..].iter().collect()
+}
