@@ -523,6 +523,31 @@ async fn a_non_kubernetes_answer_from_the_remote_secrets_server_fails_where_it_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_answered_without_status_fails_at_the_review() {
+    // Objects of the right kind with no answer in them: each review step
+    // says so itself instead of passing with a null user.
+    let (server, _) = hostile(Arc::new(|_, path| {
+        let kind = if path.contains("selfsubjectreviews") {
+            "SelfSubjectReview"
+        } else {
+            "Status"
+        };
+        (
+            [("content-type", "application/json")],
+            format!("{{\"kind\":\"{kind}\",\"apiVersion\":\"authentication.k8s.io/v1\"}}"),
+        )
+            .into_response()
+    }));
+    let lab = Lab::start(None).await.unwrap();
+    repoint_remote_secret(&lab, &server.url, &server.ca_pem);
+    let (report, _) = trace(&lab, TraceOptions::default()).await;
+    lab.shutdown();
+    let d = diagnosis(&report, StepId::RemoteIdentity);
+    assert_eq!(report.step(StepId::RemoteIdentity).unwrap().status, Status::Fail, "{d}");
+    assert!(d.contains("without status.userInfo"), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deeply_nested_remote_secret_is_refused_within_the_timeout() {
     let lab = Lab::start(None).await.unwrap();
     {

@@ -574,7 +574,17 @@ pub async fn remote_identity(ctx: &Ctx) -> Outcome {
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await;
     let user = match review {
-        Ok(r) => r.status.and_then(|s| s.user_info).unwrap_or_default(),
+        Ok(r) => match r.status.and_then(|s| s.user_info) {
+            Some(u) => u,
+            // A 200 without the review's answer is not from an API server
+            // (a proxy, a stub): say so here, not as a later step's riddle.
+            None => {
+                return out.fail(
+                    "the remote API server answered the SelfSubjectReview without status.userInfo: the answer is not a Kubernetes review (a proxy or another server is at the remote secret's address)",
+                    "check what answers at the remote secret's server: kubectl --context <remote> get --raw /version",
+                );
+            }
+        },
         Err(e) if api_code(&e) == Some(401) => {
             let (diag, fix) = explain_unauthorized(ctx, claims.as_ref()).await;
             return out.fail(format!("the remote API server rejects the remote secret's credential (401 Unauthorized): {diag}. istiod logs `failed to validate the JWT from cluster ...: Unauthorized`"), fix);
@@ -760,7 +770,12 @@ pub async fn remote_rbac(ctx: &Ctx) -> Outcome {
         };
         match r {
             Ok(rev) => {
-                let allowed = rev.status.as_ref().map(|s| s.allowed).unwrap_or(false);
+                let Some(allowed) = rev.status.as_ref().map(|s| s.allowed) else {
+                    return out.fail(
+                        format!("the SelfSubjectAccessReview ({label}) came back without status: the answer is not a Kubernetes review (a proxy or another server is at the remote secret's address)"),
+                        "check what answers at the remote secret's server: kubectl --context <remote> get --raw /version",
+                    );
+                };
                 table.push(json!({"check": label, "allowed": allowed}));
                 if !allowed {
                     if *required {
@@ -835,7 +850,15 @@ pub async fn token_review(ctx: &Ctx) -> Outcome {
     };
     let api: Api<TokenReview> = Api::all(client);
     let status = match api.create(&PostParams::default(), &review).await {
-        Ok(r) => r.status.unwrap_or_default(),
+        Ok(r) => match r.status {
+            Some(st) => st,
+            None => {
+                return out.fail(
+                    "the TokenReview came back without status: the answer is not a Kubernetes review (a proxy or another server is at the remote secret's address); istiod would refuse the gateway",
+                    "check what answers at the remote secret's server: kubectl --context <remote> get --raw /version",
+                );
+            }
+        },
         Err(e) => {
             return out.fail(
                 format!("the TokenReview call itself failed; istiod logs `failed to validate the JWT from cluster {cid:?}: {}`", kube_err(&e)),
