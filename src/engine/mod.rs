@@ -232,7 +232,7 @@ pub async fn run(
             }
             let started = t0.elapsed();
             let blockers = blockers_of(id, &dep_results);
-            let result = if !blockers.is_empty() {
+            let mut result = if !blockers.is_empty() {
                 StepResult {
                     id,
                     title: id.info().title.to_string(),
@@ -297,7 +297,6 @@ pub async fn run(
                     blocked_by: out.blocked_by,
                 }
             };
-            let mut result = result;
             result.sanitize(&ctx.secrets.snapshot());
             let _ = done_tx.send(TraceEvent::StepFinished {
                 result: result.clone(),

@@ -2,7 +2,7 @@
 //! token, a signature or a private key; a peer that hangs costs at most the
 //! step timeout.
 
-use crate::support::trace_lab;
+use crate::support::{silent_peer, trace_lab};
 use meshtrace::engine::{self, TraceOptions};
 use meshtrace::lab::{faults, world::Lab};
 use meshtrace::model::{Status, StepId, TraceEvent};
@@ -95,20 +95,6 @@ async fn no_output_format_leaks_a_secret() {
             }
         }
     }
-}
-
-/// A peer that completes TCP and then says nothing, holding every connection
-/// until the returned task is aborted.
-async fn silent_peer() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((sock, _)) = listener.accept().await {
-            held.push(sock);
-        }
-    });
-    (addr, holder)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -543,7 +543,11 @@ async fn a_review_answered_without_status_fails_at_the_review() {
     let (report, _) = trace(&lab, TraceOptions::default()).await;
     lab.shutdown();
     let d = diagnosis(&report, StepId::RemoteIdentity);
-    assert_eq!(report.step(StepId::RemoteIdentity).unwrap().status, Status::Fail, "{d}");
+    assert_eq!(
+        report.step(StepId::RemoteIdentity).unwrap().status,
+        Status::Fail,
+        "{d}"
+    );
     assert!(d.contains("without status.userInfo"), "{d}");
 }
 
@@ -584,14 +588,7 @@ async fn a_dead_remote_api_costs_one_timeout_and_blocks_what_needs_it() {
     // Accepts TCP, never says a word: before, gateway-pod and then
     // remote-secret each waited out a timeout, and remote-secret blamed a
     // gateway "that sets none".
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
-            held.push(s);
-        }
-    });
+    let (addr, holder) = crate::support::silent_peer().await;
     let lab = Lab::start(None).await.unwrap();
     let url = format!("https://{addr}");
     let ca = Ca::root("nobody", "nobody", 1).cert_pem;
