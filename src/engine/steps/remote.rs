@@ -581,7 +581,7 @@ pub async fn remote_identity(ctx: &Ctx) -> Outcome {
             None => {
                 return out.fail(
                     "the remote API server answered the SelfSubjectReview without status.userInfo: the answer is not a Kubernetes review (a proxy or another server is at the remote secret's address)",
-                    "check what answers at the remote secret's server: kubectl --context <remote> get --raw /version",
+                    not_an_api_server_fix(ctx),
                 );
             }
         },
@@ -633,6 +633,21 @@ pub async fn remote_identity(ctx: &Ctx) -> Outcome {
         }
     }
     out.pass()
+}
+
+/// The fix when the remote secret's server answers, but not as an API
+/// server: write the secret again from the remote context, whose server is
+/// the real one.
+fn not_an_api_server_fix(ctx: &Ctx) -> String {
+    let id = ctx
+        .facts()
+        .cluster_id
+        .as_ref()
+        .map(|c| c.0.clone())
+        .unwrap_or_else(|| "<remote-id>".into());
+    format!(
+        "point the remote secret at the remote API server: istioctl create-remote-secret --context=<remote> --name={id} | kubectl apply --context=<primary> -f -"
+    )
 }
 
 /// Why a token was refused, from its claims and the remote's objects.
@@ -773,7 +788,7 @@ pub async fn remote_rbac(ctx: &Ctx) -> Outcome {
                 let Some(allowed) = rev.status.as_ref().map(|s| s.allowed) else {
                     return out.fail(
                         format!("the SelfSubjectAccessReview ({label}) came back without status: the answer is not a Kubernetes review (a proxy or another server is at the remote secret's address)"),
-                        "check what answers at the remote secret's server: kubectl --context <remote> get --raw /version",
+                        not_an_api_server_fix(ctx),
                     );
                 };
                 table.push(json!({"check": label, "allowed": allowed}));
@@ -855,7 +870,7 @@ pub async fn token_review(ctx: &Ctx) -> Outcome {
             None => {
                 return out.fail(
                     "the TokenReview came back without status: the answer is not a Kubernetes review (a proxy or another server is at the remote secret's address); istiod would refuse the gateway",
-                    "check what answers at the remote secret's server: kubectl --context <remote> get --raw /version",
+                    not_an_api_server_fix(ctx),
                 );
             }
         },
