@@ -4,17 +4,20 @@
 Serves, on 127.0.0.1 over TLS, an "API server" per case (huge body, endless
 body, trickle, 20 MB error, echo of the Authorization header, login page,
 429), points a kubeconfig's remote context at it (primary: a `meshtrace lab
-serve`), runs `meshtrace ... -o json --timeout 3s` under /usr/bin/time, and
+serve`), runs `meshtrace ... -o json --timeout 3s` under /usr/bin/time
+(RUNS times, default 3: the median wall time, the largest peak RSS), and
 prints a Markdown table: wall time against the timeout, peak RSS, the
-report's size, and whether the planted token appears anywhere in stdout or
-stderr. Needs python3, openssl and a built binary:
+report's size, and whether the planted token appears in stdout or stderr.
+Given a second binary (an earlier build), both run side by side, case by
+case. Needs python3, openssl and built binaries:
 
-    cargo build --release && tests/bench/hostile-peers.py [target/release/meshtrace]
+    cargo build --release && tests/bench/hostile-peers.py target/release/meshtrace [OLD_BINARY]
 """
-import base64, json, os, re, socket, ssl, subprocess, sys, tempfile, threading, time
+import base64, json, os, re, socket, ssl, statistics, subprocess, sys, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/meshtrace"
+BINS = sys.argv[1:] or ["target/release/meshtrace"]
+RUNS = int(os.environ.get("RUNS", "3"))
 TOKEN = ("eyJhbGciOiJSUzI1NiIsImtpZCI6InBsYW50ZWQifQ.eyJzdWIiOiJwbGFudGVkIn0."
          "UExBTlRFRC1TSUdOQVRVUkUtbXVzdC1uZXZlci1sZWFr")
 TIMEOUT = 3.0
@@ -107,13 +110,15 @@ def main():
     run("openssl", "x509", "-req", "-in", csr, "-CA", cacert, "-CAkey", cakey, "-CAcreateserial",
         "-out", cert, "-days", "1", "-extfile", ext)
     lab_kc = os.path.join(tmp, "lab.yaml")
-    lab = subprocess.Popen([BIN, "lab", "serve", "--kubeconfig-out", lab_kc],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lab = subprocess.Popen([BINS[0], "lab", "serve", "--kubeconfig-out", lab_kc],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     while not os.path.exists(lab_kc) or "lab-remote" not in open(lab_kc).read():
         time.sleep(0.05)
     ca = base64.b64encode(open(cacert, "rb").read()).decode()
-    print("| hostile remote API server | wall time (--timeout 3s) | peak RSS | report bytes | token in output |")
-    print("|---|---|---|---|---|")
+    names = ["this build"] + (["earlier build"] if len(BINS) > 1 else [])
+    print("| hostile remote API server | " + " | ".join(
+        f"{n}: wall (--timeout 3s) | {n}: peak RSS | {n}: report bytes | {n}: token shown" for n in names) + " |")
+    print("|---|" + "---|---|---|---|" * len(BINS))
     try:
         for name, fn in CASES:
             srv = serve(fn, cert, key)
@@ -132,16 +137,23 @@ users:
 - name: hostile
   user: {{token: {TOKEN}}}
 """)
-            t0 = time.monotonic()
-            p = subprocess.run(["/usr/bin/time", "-f", "RSS=%M", BIN, "--kubeconfig", lab_kc, "--kubeconfig", kc,
-                                "--primary", "lab-primary", "--remote", "hostile", "-o", "json",
-                                "--timeout", "%ds" % TIMEOUT], capture_output=True, text=True, timeout=120)
-            wall = time.monotonic() - t0
-            rss = int(re.search(r"RSS=(\d+)", p.stderr).group(1)) / 1024
-            leaked = TOKEN in p.stdout or TOKEN.rsplit(".", 1)[1] in p.stdout + p.stderr
-            if os.environ.get("DEBUG"):
-                print(json.loads(p.stdout)["steps"][0].get("diagnosis"), file=sys.stderr)
-            print(f"| {name} | {wall:.2f} s | {rss:.1f} MB | {len(p.stdout)} | {'LEAKED' if leaked else 'no'} |")
+            cells = []
+            for binary in BINS:
+                walls, rsss, size, leaked = [], [], 0, False
+                for _ in range(RUNS):
+                    t0 = time.monotonic()
+                    p = subprocess.run(["/usr/bin/time", "-f", "RSS=%M", binary, "--kubeconfig", lab_kc,
+                                        "--kubeconfig", kc, "--primary", "lab-primary", "--remote", "hostile",
+                                        "-o", "json", "--timeout", "%ds" % TIMEOUT],
+                                       capture_output=True, text=True, timeout=300)
+                    walls.append(time.monotonic() - t0)
+                    rsss.append(int(re.search(r"RSS=(\d+)", p.stderr).group(1)) / 1024)
+                    size = len(p.stdout)
+                    leaked |= TOKEN in p.stdout + p.stderr or TOKEN.rsplit(".", 1)[1] in p.stdout + p.stderr
+                    if os.environ.get("DEBUG"):
+                        print(json.loads(p.stdout)["steps"][0].get("diagnosis", "")[:300], file=sys.stderr)
+                cells.append(f"{statistics.median(walls):.2f} s | {max(rsss):.1f} MB | {size} | {'YES' if leaked else 'no'}")
+            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
             srv.shutdown()
     finally:
         lab.terminate(); lab.wait()
