@@ -81,13 +81,13 @@ pub async fn client_for(
         .await
         .map_err(|e| TargetError::BadContext {
             name: context.to_string(),
-            reason: e.to_string(),
+            reason: kube_client::exec_words(&e).unwrap_or_else(|| e.to_string()),
         })?;
     let server = cfg.cluster_url.to_string();
     let client = kube_client::build(cfg, kube_client::Limits::new(timeout)).map_err(|e| {
         TargetError::BadContext {
             name: context.to_string(),
-            reason: e.to_string(),
+            reason: kube_client::describe(&e),
         }
     })?;
     Ok((client, server))

@@ -129,6 +129,9 @@ pub enum PemError {
     /// The DER is not an X.509 certificate.
     #[error("{what} is not a valid X.509 certificate: {reason}")]
     Der { what: String, reason: String },
+    /// More certificates than any mesh's bundle holds.
+    #[error("the bundle holds {0} certificates; meshtrace reads at most {MAX_PEM_CERTS}")]
+    TooMany(usize),
 }
 
 fn describe_input(start: &Option<String>, other: &[String]) -> String {
@@ -209,10 +212,20 @@ fn decode_pem_body(body: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The most certificates one PEM bundle may hold (trust bundles with many
+/// roots have dozens).
+pub const MAX_PEM_CERTS: usize = 256;
+
 /// Every `CERTIFICATE` block of `pem`, in order. Other blocks (a private key,
 /// a CSR) are skipped and never echoed.
 pub fn parse_pem_chain(pem: &str) -> Result<Vec<CertInfo>, PemError> {
     let blocks = pem_blocks(pem)?;
+    // Parsing is CPU work a peer controls: a bundle of thousands is no
+    // mesh's, and would outlive the step's timeout.
+    let count = blocks.iter().filter(|b| b.label == "CERTIFICATE").count();
+    if count > MAX_PEM_CERTS {
+        return Err(PemError::TooMany(count));
+    }
     let mut certs = Vec::new();
     let mut others = Vec::new();
     for b in &blocks {
@@ -784,6 +797,15 @@ pub fn rfc3339(ts: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bundle_of_thousands_is_refused_before_parsing() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let started = std::time::Instant::now();
+        let e = parse_pem_chain(&one.repeat(20_000)).unwrap_err();
+        assert_eq!(e, PemError::TooMany(20_000));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
     use super::*;
     use crate::lab::pki::Ca;
     use rcgen::{CertificateParams, KeyPair};

@@ -340,6 +340,7 @@ pub fn describe(e: &kube::Error) -> String {
             "the answer is not the Kubernetes object asked for ({})",
             quote(&err.to_string())
         ),
+        other if exec_words(other).is_some() => exec_words(other).unwrap_or_default(),
         other => {
             // Transport errors nest; the innermost cause is the useful part,
             // and a TLS refusal is said in words, not as rustls' Debug names.
@@ -357,6 +358,33 @@ pub fn describe(e: &kube::Error) -> String {
             quote(&msg)
         }
     }
+}
+
+/// An exec plugin's failure in words: its exit status and what it said on
+/// stderr (kube's own message is the Rust `Debug` form of the process output).
+pub fn exec_words(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(kube::client::AuthError::AuthExecRun { out, .. }) =
+            err.downcast_ref::<kube::client::AuthError>()
+        {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let said = crate::inspect::sanitize::quote(said.trim());
+            return Some(if said.is_empty() {
+                format!(
+                    "the kubeconfig's exec plugin failed ({}) and said nothing on stderr",
+                    out.status
+                )
+            } else {
+                format!(
+                    "the kubeconfig's exec plugin failed ({}): {said}",
+                    out.status
+                )
+            });
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// The rustls error in `e`, looking through io::Errors (which may nest).

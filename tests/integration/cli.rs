@@ -364,3 +364,52 @@ fn watch_reruns_until_ctrl_c_and_exits_with_the_last_verdict() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("-o json"));
 }
+
+#[test]
+fn a_failing_exec_plugin_is_said_in_words_and_its_output_is_sanitized() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        r#"apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:1"}
+contexts:
+- name: x
+  context: {cluster: c, user: u}
+users:
+- name: u
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: sh
+      args: ["-c", "printf 'login expired; last token eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl \\033]0;t\\007' >&2; exit 3"]
+      interactiveMode: Never
+"#,
+    )
+    .unwrap();
+    let out = meshtrace()
+        .args([
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--primary",
+            "x",
+            "--remote",
+            "x",
+            "-o",
+            "text",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the kubeconfig's exec plugin failed (exit status: 3): login expired; last token [redacted JWT]"),
+        "{err}"
+    );
+    assert!(!err.contains("Output {"), "Rust Debug output: {err}");
+    assert!(!err.contains("c2lnbmF0dXJl"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err}");
+}
