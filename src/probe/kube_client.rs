@@ -211,15 +211,8 @@ where
         path,
     };
     if status.is_redirection() {
-        // Not worth reading: nothing in it is used.
-        return Err(classify(server, &head, b"")
-            .err()
-            .unwrap_or_else(|| PeerError::Redirect {
-                server: server.to_string(),
-                status: status_words(status),
-                location: String::new(),
-            })
-            .into());
+        // Not worth reading: classify refuses a redirect on its head alone.
+        classify(server, &head, b"")?;
     }
     let bytes = match Limited::new(body, cfg.limits.max_body).collect().await {
         Ok(c) => c.to_bytes(),
