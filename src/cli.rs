@@ -647,7 +647,7 @@ where
         match (output, &e) {
             // Not a terminal, or one too small for the full screen: the live
             // line view, each step printed as it finishes, in that order.
-            (Output::Tui, TraceEvent::TraceStarted { target }) => {
+            (Output::Tui, TraceEvent::TraceStarted { target, .. }) => {
                 let _ = writeln!(stdout, "{}\n", render::text::header_for(target));
             }
             (Output::Tui, TraceEvent::StepFinished { result }) => {

@@ -2,6 +2,7 @@
 //! primary cluster's istiod, step by step, and point at the step that breaks.
 #![forbid(unsafe_code)]
 
+pub mod findings;
 pub mod inspect;
 pub mod lab;
 pub mod model;

@@ -4,6 +4,7 @@
 //! [`TraceReport`]. The TUI, the text/JSON/Markdown/Mermaid renderers and the
 //! tests all read the same events and the same report, never probe internals.
 
+pub use crate::findings::Finding;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -85,6 +86,10 @@ pub struct StepInfo {
     pub explain: &'static str,
     /// Steps whose failure makes this one impossible (it is then `skipped`).
     pub needs: &'static [StepId],
+    /// Steps it reads facts from, waited for before it starts: its `needs`
+    /// plus the steps whose facts it uses when they passed. The one place
+    /// the engine's schedule is written.
+    pub waits_for: &'static [StepId],
 }
 
 use StepId::*;
@@ -99,6 +104,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "read pod env (ISTIO_META_CLUSTER_ID, CA_ADDR) and istio-token volume",
         explain: "The gateway's istio-agent learns its cluster ID, the CA address and its token from the pod spec.",
         needs: &[],
+        waits_for: &[],
     },
     StepInfo {
         id: RemoteSecret,
@@ -108,6 +114,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "watch Secrets istio/multiCluster=true; data key = cluster ID",
         explain: "istiod registers one remote cluster per data key of each labelled Secret in its namespace.",
         needs: &[],
+        waits_for: &[GatewayPod],
     },
     StepInfo {
         id: RemoteKubeconfig,
@@ -117,6 +124,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "load kubeconfig (no exec, no file paths)",
         explain: "istiod loads the kubeconfig with its untrusted-config rules: inline data only, no exec plugins.",
         needs: &[RemoteSecret],
+        waits_for: &[RemoteSecret],
     },
     StepInfo {
         id: RemoteApiTls,
@@ -126,6 +134,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "TLS handshake with certificate-authority-data",
         explain: "istiod dials the server in the kubeconfig and verifies it with the inline CA data.",
         needs: &[RemoteKubeconfig],
+        waits_for: &[RemoteKubeconfig],
     },
     StepInfo {
         id: RemoteIdentity,
@@ -135,6 +144,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "SelfSubjectReview as the secret's identity",
         explain: "The token in the kubeconfig must still be valid in the remote cluster.",
         needs: &[RemoteApiTls],
+        waits_for: &[RemoteApiTls],
     },
     StepInfo {
         id: RemoteRbac,
@@ -144,6 +154,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "SelfSubjectAccessReview create tokenreviews",
         explain: "istiod validates gateway tokens with TokenReview, so its remote identity needs create on tokenreviews.",
         needs: &[RemoteIdentity],
+        waits_for: &[RemoteIdentity],
     },
     StepInfo {
         id: RemoteIstiodEndpoint,
@@ -153,6 +164,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "resolve istiod.istio-system.svc:15012 (selector-less Service + EndpointSlice)",
         explain: "In the remote, the name istiod resolves to a Service without selector whose endpoints hold the primary's exposed address.",
         needs: &[],
+        waits_for: &[],
     },
     StepInfo {
         id: GatewayToken,
@@ -162,6 +174,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "TokenRequest (projected istio-token)",
         explain: "The kubelet projects a token with audience istio-ca into the pod; meshtrace asks for the same token with TokenRequest.",
         needs: &[GatewayPod],
+        waits_for: &[GatewayPod],
     },
     StepInfo {
         id: TokenReview,
@@ -171,6 +184,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "TokenReview audiences=[istio-ca] with the remote secret's credentials",
         explain: "istiod asks the remote API server, as the remote secret's identity, whether the gateway token is a valid service-account token for istio-ca.",
         needs: &[GatewayToken, RemoteRbac],
+        waits_for: &[GatewayToken, RemoteRbac],
     },
     StepInfo {
         id: RootOfTrust,
@@ -180,6 +194,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "read istio-ca-root-cert; compare with primary CA",
         explain: "The gateway trusts the root in istio-ca-root-cert; it must be the root of the CA that signs in the primary.",
         needs: &[],
+        waits_for: &[],
     },
     StepInfo {
         id: IstiodTls,
@@ -189,6 +204,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "TLS to CA_ADDR, server name istiod.istio-system.svc",
         explain: "The agent verifies istiod's serving certificate against istio-ca-root-cert and the CA_ADDR host name.",
         needs: &[RemoteIstiodEndpoint, RootOfTrust],
+        waits_for: &[RemoteIstiodEndpoint, RootOfTrust, GatewayPod],
     },
     StepInfo {
         id: Csr,
@@ -198,6 +214,13 @@ pub const STEPS: &[StepInfo] = &[
         message: "CreateCertificate(CSR) authorization: Bearer, clusterid",
         explain: "The agent sends a CSR with its token and cluster ID; istiod authenticates it with the TokenReview above and signs.",
         needs: &[IstiodTls, TokenReview],
+        waits_for: &[
+            IstiodTls,
+            TokenReview,
+            GatewayToken,
+            RootOfTrust,
+            RemoteSecret,
+        ],
     },
     StepInfo {
         id: IssuedChain,
@@ -207,6 +230,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "cert_chain [leaf, intermediate..., root]",
         explain: "istiod returns leaf, intermediates and root; the leaf carries spiffe://<trust domain>/ns/<ns>/sa/<sa>.",
         needs: &[Csr],
+        waits_for: &[Csr],
     },
     StepInfo {
         id: NetworkLabels,
@@ -216,6 +240,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "topology.istio.io/network on namespace, gateway and env",
         explain: "Cross-network traffic needs the same network name on the namespace, the gateway Service and ISTIO_META_NETWORK.",
         needs: &[GatewayPod],
+        waits_for: &[GatewayPod],
     },
 ];
 
@@ -251,9 +276,14 @@ impl StepId {
     pub fn index(self) -> usize {
         STEPS.iter().position(|s| s.id == self).expect("in STEPS")
     }
-    /// Link to this step's section of the checks documentation.
+    /// Link to this step's section of the checks documentation, relative to
+    /// the repository (`meshtrace.v1`'s `link`).
     pub fn doc_link(self) -> String {
         format!("docs/checks.md#{}", self.as_str())
+    }
+    /// The absolute URL of this step's documentation.
+    pub fn doc_url(self) -> String {
+        crate::findings::doc_url(self.as_str())
     }
 }
 
@@ -317,13 +347,20 @@ pub struct StepResult {
     /// Milliseconds from trace start to the step's start.
     pub started_ms: f64,
     pub evidence: Evidence,
+    /// What did not pass: stable code, one-line summary, commands that fix
+    /// it, a note, and the documentation URL (flattened: `code`, `summary`,
+    /// `commands`, `note`, `doc`). Every result that is not a pass has one.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<Finding>,
     /// Why the step did not pass, quoting the value seen and the value expected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnosis: Option<String>,
-    /// The command or change that fixes it.
+    /// `meshtrace.v1`'s fix text: the finding's note and commands in one
+    /// string. Kept for readers of the first schema; new readers use
+    /// `commands` and `note`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
-    /// `docs/checks.md#<id>`.
+    /// `docs/checks.md#<id>`, relative to the repository (`meshtrace.v1`).
     pub link: String,
     /// For `skipped` steps: the failed steps that blocked this one.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -342,6 +379,16 @@ impl StepResult {
         self.link = text(&self.link, 256);
         self.diagnosis = self.diagnosis.as_deref().map(|d| text(d, s::DIAGNOSIS_MAX));
         self.hint = self.hint.as_deref().map(|h| text(h, s::DIAGNOSIS_MAX));
+        if let Some(f) = &mut self.finding {
+            f.code = text(&f.code, 128);
+            f.summary = text(&f.summary, 256);
+            f.doc = text(&f.doc, 512);
+            f.note = f.note.as_deref().map(|n| text(n, s::DIAGNOSIS_MAX));
+            f.commands.truncate(s::LIST_MAX);
+            for c in &mut f.commands {
+                *c = text(c, s::DIAGNOSIS_MAX);
+            }
+        }
         let ev = std::mem::take(&mut self.evidence);
         self.evidence = sanitize_map(ev, secrets, 0);
         self.blocked_by.truncate(STEPS.len());
@@ -416,8 +463,21 @@ impl TraceEvent {
     /// Sanitize the text an event carries (for events from outside: replay).
     pub fn sanitize(&mut self) {
         match self {
-            TraceEvent::TraceStarted { target } => target.sanitize(),
+            TraceEvent::TraceStarted {
+                target,
+                meshtrace_version,
+                at,
+            } => {
+                target.sanitize();
+                for f in [meshtrace_version, at].into_iter().flatten() {
+                    *f =
+                        crate::inspect::sanitize::cap(&crate::inspect::sanitize::clean(f, &[]), 64);
+                }
+            }
             TraceEvent::StepFinished { result } => result.sanitize(&[]),
+            TraceEvent::TraceFinished { at: Some(a), .. } => {
+                *a = crate::inspect::sanitize::cap(&crate::inspect::sanitize::clean(a, &[]), 64);
+            }
             TraceEvent::StepStarted { .. } | TraceEvent::TraceFinished { .. } => {}
         }
     }
@@ -427,10 +487,65 @@ impl TraceEvent {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum TraceEvent {
-    TraceStarted { target: Target },
-    StepStarted { id: StepId, at_ms: f64 },
-    StepFinished { result: StepResult },
-    TraceFinished { total_ms: f64 },
+    TraceStarted {
+        target: Target,
+        /// The meshtrace that ran the trace (absent in older recordings).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        meshtrace_version: Option<String>,
+        /// Wall-clock start, RFC 3339 UTC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+    },
+    StepStarted {
+        id: StepId,
+        at_ms: f64,
+    },
+    StepFinished {
+        result: StepResult,
+    },
+    TraceFinished {
+        total_ms: f64,
+        /// Wall-clock end, RFC 3339 UTC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+    },
+}
+
+impl TraceEvent {
+    /// The first event of a run, stamped with this meshtrace and the time.
+    pub fn started(target: Target) -> TraceEvent {
+        TraceEvent::TraceStarted {
+            target,
+            meshtrace_version: Some(version().to_string()),
+            at: Some(now_rfc3339()),
+        }
+    }
+    pub fn finished(total_ms: f64) -> TraceEvent {
+        TraceEvent::TraceFinished {
+            total_ms,
+            at: Some(now_rfc3339()),
+        }
+    }
+}
+
+/// This meshtrace's version (Cargo.toml).
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// How many steps ended in each status.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub pass: usize,
+    pub warn: usize,
+    pub fail: usize,
+    pub skipped: usize,
 }
 
 /// What was traced.
@@ -463,6 +578,17 @@ pub struct TraceReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_failure: Option<StepId>,
     pub total_ms: f64,
+    /// The meshtrace that made the report (absent in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meshtrace_version: Option<String>,
+    /// Wall-clock start and end, RFC 3339 UTC (absent in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Steps per status.
+    #[serde(default)]
+    pub counts: Counts,
     /// Every step, in flow order.
     pub steps: Vec<StepResult>,
 }
@@ -474,6 +600,9 @@ pub struct TraceState {
     pub running: Vec<(StepId, f64)>,
     pub results: Vec<StepResult>,
     pub finished: Option<f64>,
+    pub meshtrace_version: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
     /// Grows with every event applied: front ends redo derived work (the
     /// TUI's wrapped text) only when it changed.
     pub generation: u64,
@@ -483,9 +612,15 @@ impl TraceState {
     pub fn apply(&mut self, event: &TraceEvent) {
         self.generation += 1;
         match event {
-            TraceEvent::TraceStarted { target } => {
+            TraceEvent::TraceStarted {
+                target,
+                meshtrace_version,
+                at,
+            } => {
                 *self = TraceState {
                     target: target.clone(),
+                    meshtrace_version: meshtrace_version.clone(),
+                    started_at: at.clone(),
                     generation: self.generation,
                     ..Default::default()
                 };
@@ -500,7 +635,10 @@ impl TraceState {
                 self.results.retain(|r| r.id != result.id);
                 self.results.push(result.clone());
             }
-            TraceEvent::TraceFinished { total_ms } => self.finished = Some(*total_ms),
+            TraceEvent::TraceFinished { total_ms, at } => {
+                self.finished = Some(*total_ms);
+                self.finished_at = at.clone();
+            }
         }
     }
 
@@ -531,12 +669,23 @@ impl TraceState {
         } else {
             Verdict::Pass
         };
+        let count = |st: Status| steps.iter().filter(|r| r.status == st).count();
+        let counts = Counts {
+            pass: count(Status::Pass),
+            warn: count(Status::Warn),
+            fail: count(Status::Fail),
+            skipped: count(Status::Skipped),
+        };
         TraceReport {
             schema: SCHEMA_VERSION.to_string(),
             target: self.target.clone(),
             verdict,
             first_failure: first_fail.or(first_warn),
             total_ms: self.finished.unwrap_or(0.0),
+            meshtrace_version: self.meshtrace_version.clone(),
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            counts,
             steps,
         }
     }
@@ -573,6 +722,30 @@ mod tests {
     }
 
     #[test]
+    fn each_dependency_is_declared_once_and_needs_are_waited_for() {
+        for s in STEPS {
+            for n in s.needs {
+                assert!(
+                    s.waits_for.contains(n),
+                    "{} needs {} but does not wait for it",
+                    s.id,
+                    n
+                );
+            }
+            let mut w = s.waits_for.to_vec();
+            w.sort();
+            w.dedup();
+            assert_eq!(
+                w.len(),
+                s.waits_for.len(),
+                "{} waits for a step twice",
+                s.id
+            );
+            assert!(!s.waits_for.contains(&s.id), "{} waits for itself", s.id);
+        }
+    }
+
+    #[test]
     fn needs_point_backwards_in_flow_order() {
         for s in STEPS {
             for n in s.needs {
@@ -589,6 +762,7 @@ mod tests {
             duration_ms: 1.0,
             started_ms: 0.0,
             evidence: Evidence::new(),
+            finding: None,
             diagnosis: None,
             hint: None,
             link: id.doc_link(),

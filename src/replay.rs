@@ -146,10 +146,13 @@ pub fn from_report(r: &TraceReport) -> Recording {
     timed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut events = vec![TraceEvent::TraceStarted {
         target: r.target.clone(),
+        meshtrace_version: r.meshtrace_version.clone(),
+        at: r.started_at.clone(),
     }];
     events.extend(timed.into_iter().map(|(_, _, e)| e));
     events.push(TraceEvent::TraceFinished {
         total_ms: r.total_ms,
+        at: r.finished_at.clone(),
     });
     Recording {
         events,
@@ -163,7 +166,7 @@ pub fn event_ms(e: &TraceEvent) -> f64 {
         TraceEvent::TraceStarted { .. } => 0.0,
         TraceEvent::StepStarted { at_ms, .. } => *at_ms,
         TraceEvent::StepFinished { result } => result.started_ms + result.duration_ms,
-        TraceEvent::TraceFinished { total_ms } => *total_ms,
+        TraceEvent::TraceFinished { total_ms, .. } => *total_ms,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod facts;
 pub mod steps;
 pub mod target;
 
+use crate::findings::{Finding, generic};
 use crate::inspect::sanitize::Secrets;
 use crate::model::{
     STEPS, Status, StepId, StepResult, Target, TraceEvent, TraceReport, TraceState, millis,
@@ -86,6 +87,8 @@ pub struct Ctx {
     /// Every exact secret this trace holds; a step that learns one adds it
     /// before it uses it, and every result is sanitized against them.
     pub secrets: Secrets,
+    /// The kube contexts traced (primary, remote), for the commands fixes print.
+    pub contexts: (String, String),
 }
 
 impl Ctx {
@@ -96,29 +99,10 @@ impl Ctx {
     }
 }
 
-/// Which steps a step reads facts from (a superset of what it needs).
+/// Which steps a step reads facts from (a superset of what it needs); the
+/// table is the model's ([`StepInfo::waits_for`](crate::model::StepInfo)).
 pub fn waits_for(id: StepId) -> &'static [StepId] {
-    use StepId::*;
-    match id {
-        GatewayPod | RemoteIstiodEndpoint | RootOfTrust => &[],
-        RemoteSecret => &[GatewayPod],
-        RemoteKubeconfig => &[RemoteSecret],
-        RemoteApiTls => &[RemoteKubeconfig],
-        RemoteIdentity => &[RemoteApiTls],
-        RemoteRbac => &[RemoteIdentity],
-        GatewayToken => &[GatewayPod],
-        TokenReview => &[GatewayToken, RemoteRbac],
-        IstiodTls => &[RemoteIstiodEndpoint, RootOfTrust, GatewayPod],
-        Csr => &[
-            IstiodTls,
-            TokenReview,
-            GatewayToken,
-            RootOfTrust,
-            RemoteSecret,
-        ],
-        IssuedChain => &[Csr],
-        NetworkLabels => &[GatewayPod],
-    }
+    id.info().waits_for
 }
 
 /// The outcome a step function returns; the engine adds id, title and timing.
@@ -126,6 +110,7 @@ pub fn waits_for(id: StepId) -> &'static [StepId] {
 pub struct Outcome {
     pub status: Option<Status>,
     pub evidence: crate::model::Evidence,
+    pub finding: Option<Finding>,
     pub diagnosis: Option<String>,
     pub hint: Option<String>,
     pub blocked_by: Vec<StepId>,
@@ -154,6 +139,20 @@ impl Outcome {
         self.status = Some(Status::Warn);
         self.diagnosis = Some(diagnosis.into());
         self.hint = Some(hint.into());
+        self
+    }
+    /// Fails with a finding; `diagnosis` quotes the value seen and the value expected.
+    pub fn failing(mut self, finding: Finding, diagnosis: impl Into<String>) -> Self {
+        self.status = Some(Status::Fail);
+        self.finding = Some(finding);
+        self.diagnosis = Some(diagnosis.into());
+        self
+    }
+    /// Warns with a finding: something that works today but will break.
+    pub fn warning(mut self, finding: Finding, diagnosis: impl Into<String>) -> Self {
+        self.status = Some(Status::Warn);
+        self.finding = Some(finding);
+        self.diagnosis = Some(diagnosis.into());
         self
     }
     /// The step cannot run because a fact from `by` is missing.
@@ -189,6 +188,7 @@ pub async fn run(
         clusters,
         facts: Mutex::new(Facts::default()),
         secrets,
+        contexts: (target.primary.clone(), target.remote.clone()),
     });
     let mut state = TraceState::default();
     let emit = |state: &mut TraceState, e: TraceEvent| {
@@ -197,7 +197,7 @@ pub async fn run(
     };
     // Hints name the kube contexts so that their commands can be pasted as they are.
     let contexts = Arc::new((target.primary.clone(), target.remote.clone()));
-    emit(&mut state, TraceEvent::TraceStarted { target });
+    emit(&mut state, TraceEvent::started(target));
 
     // One watch channel per step carries its result once finished.
     let mut senders = HashMap::new();
@@ -233,6 +233,14 @@ pub async fn run(
             let started = t0.elapsed();
             let blockers = blockers_of(id, &dep_results);
             let mut result = if !blockers.is_empty() {
+                let why = format!(
+                    "not run: {} did not pass",
+                    blockers
+                        .iter()
+                        .map(|b| b.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
                 StepResult {
                     id,
                     title: id.info().title.to_string(),
@@ -240,14 +248,8 @@ pub async fn run(
                     duration_ms: 0.0,
                     started_ms: millis(started),
                     evidence: Default::default(),
-                    diagnosis: Some(format!(
-                        "not run: {} did not pass",
-                        blockers
-                            .iter()
-                            .map(|b| b.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
+                    finding: Some(Finding::generic(id, generic::BLOCKED, why.clone())),
+                    diagnosis: Some(why),
                     hint: None,
                     link: id.doc_link(),
                     blocked_by: blockers,
@@ -266,7 +268,9 @@ pub async fn run(
                 ));
                 let out = match tokio::time::timeout(limit, step).await {
                     Ok(Ok(o)) => o,
-                    Ok(Err(panic)) => Outcome::new().fail(
+                    Ok(Err(panic)) => Outcome::new().failing(
+                        Finding::generic(id, generic::INTERNAL_ERROR, "meshtrace failed inside this step (a bug)")
+                            .note("report it with the output of -o events"),
                         format!(
                             "meshtrace failed inside this step (a bug): {}",
                             panic
@@ -275,24 +279,50 @@ pub async fn run(
                                 .or_else(|| panic.downcast_ref::<String>().cloned())
                                 .unwrap_or_else(|| "panic".into())
                         ),
-                        "report it with the output of -o events",
                     ),
-                    Err(_) => Outcome::new().fail(
+                    Err(_) => Outcome::new().failing(
+                        Finding::generic(id, generic::TIMEOUT, format!("no answer within {}", humantime::format_duration(limit)))
+                            .note("raise --timeout, or check the network path to the cluster this step talks to"),
                         format!("{} did not finish within {}", id, humantime::format_duration(limit)),
-                        "raise --timeout, or check the network path to the cluster this step talks to",
                     ),
+                };
+                debug_assert!(
+                    out.blocked_by.iter().all(|b| waits_for(id).contains(b)),
+                    "{id} reports blocked_by {:?}, which it does not wait for",
+                    out.blocked_by
+                );
+                let status = out.status.unwrap_or(Status::Fail);
+                let fill = |t: &str| fill_contexts(t, &contexts.0, &contexts.1);
+                let finding = match out.finding {
+                    Some(mut f) => {
+                        f.commands = f.commands.iter().map(|c| fill(c)).collect();
+                        f.note = f.note.as_deref().map(fill);
+                        Some(f)
+                    }
+                    None if status == Status::Pass => None,
+                    // A step that says why but not as a finding (being moved to findings).
+                    None => Some(legacy_finding(
+                        id,
+                        status,
+                        out.diagnosis.as_deref(),
+                        &out.blocked_by,
+                        out.hint.as_deref().map(fill),
+                    )),
+                };
+                let hint = match &finding {
+                    Some(f) if status != Status::Skipped => f.legacy_hint(),
+                    _ => out.hint.map(|h| fill(&h)),
                 };
                 StepResult {
                     id,
                     title: id.info().title.to_string(),
-                    status: out.status.unwrap_or(Status::Fail),
+                    status,
                     duration_ms: millis(step_start.elapsed()),
                     started_ms: millis(started),
                     evidence: out.evidence,
+                    finding,
                     diagnosis: out.diagnosis,
-                    hint: out
-                        .hint
-                        .map(|h| fill_contexts(&h, &contexts.0, &contexts.1)),
+                    hint,
                     link: id.doc_link(),
                     blocked_by: out.blocked_by,
                 }
@@ -308,12 +338,7 @@ pub async fn run(
     while let Some(e) = done_rx.recv().await {
         emit(&mut state, e);
     }
-    emit(
-        &mut state,
-        TraceEvent::TraceFinished {
-            total_ms: millis(t0.elapsed()),
-        },
-    );
+    emit(&mut state, TraceEvent::finished(millis(t0.elapsed())));
     state.report()
 }
 
@@ -321,21 +346,56 @@ pub async fn run(
 /// kube contexts traced (shell-quoted when they need it); other placeholders
 /// (`<primary-id>`, `<network>`) stay for the user to fill in.
 pub fn fill_contexts(hint: &str, primary: &str, remote: &str) -> String {
-    let quote = |c: &str| {
-        let plain = !c.is_empty()
-            && c.chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "_@%+=:,./-".contains(ch));
-        if plain {
-            c.to_string()
-        } else {
-            format!("'{}'", c.replace('\'', r"'\''"))
-        }
-    };
+    let quote = crate::findings::shell_word;
     if primary.is_empty() || remote.is_empty() {
         return hint.to_string();
     }
     hint.replace("<primary>", &quote(primary))
         .replace("<remote>", &quote(remote))
+}
+
+/// A finding for a step result made without one: a step that is blocked or
+/// skipped by its own decision, or an old-style `fail(diagnosis, hint)`.
+fn legacy_finding(
+    id: StepId,
+    status: Status,
+    diagnosis: Option<&str>,
+    blocked_by: &[StepId],
+    hint: Option<String>,
+) -> Finding {
+    let first_line = |d: &str| -> String {
+        let d = d.split(['\n']).next().unwrap_or(d);
+        let mut out: String = d.chars().take(100).collect();
+        if out.len() < d.len() {
+            out.push('…');
+        }
+        out
+    };
+    if status == Status::Skipped {
+        let summary = if blocked_by.is_empty() {
+            diagnosis
+                .map(first_line)
+                .unwrap_or_else(|| "not run".into())
+        } else {
+            format!(
+                "not run: {} did not pass",
+                blocked_by
+                    .iter()
+                    .map(|b| b.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        return Finding::generic(id, generic::BLOCKED, summary);
+    }
+    let mut f = Finding::generic(
+        id,
+        "unclassified",
+        diagnosis.map(first_line).unwrap_or_default(),
+    );
+    f.doc = id.doc_url();
+    f.note = hint;
+    f
 }
 
 fn step_limit(id: StepId, opts: &TraceOptions) -> Duration {

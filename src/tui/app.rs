@@ -374,6 +374,7 @@ mod tests {
                     duration_ms: 1.0,
                     started_ms: 0.0,
                     evidence: Default::default(),
+                    finding: None,
                     diagnosis: None,
                     hint: hint.map(str::to_string),
                     link: id.doc_link(),

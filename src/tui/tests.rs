@@ -44,6 +44,7 @@ fn result(id: StepId, status: Status) -> StepResult {
         },
         started_ms: i * 6.0,
         evidence: Evidence::new(),
+        finding: None,
         diagnosis: None,
         hint: None,
         link: id.doc_link(),
@@ -87,6 +88,8 @@ fn finished(fault: Option<&str>, special: Vec<StepResult>) -> TraceState {
     let mut st = TraceState::default();
     st.apply(&TraceEvent::TraceStarted {
         target: target(fault),
+        meshtrace_version: None,
+        at: None,
     });
     for s in STEPS {
         st.apply(&TraceEvent::StepStarted {
@@ -106,7 +109,10 @@ fn finished(fault: Option<&str>, special: Vec<StepResult>) -> TraceState {
             });
         st.apply(&TraceEvent::StepFinished { result: r });
     }
-    st.apply(&TraceEvent::TraceFinished { total_ms: 128.4 });
+    st.apply(&TraceEvent::TraceFinished {
+        total_ms: 128.4,
+        at: None,
+    });
     st
 }
 
@@ -135,6 +141,8 @@ fn in_progress() -> TraceState {
     let mut st = TraceState::default();
     st.apply(&TraceEvent::TraceStarted {
         target: target(None),
+        meshtrace_version: None,
+        at: None,
     });
     for id in [
         StepId::GatewayPod,
@@ -491,7 +499,10 @@ fn the_detail_pane_wraps_a_text_once_until_something_changes() {
     let narrow = super::detail::lines_cached(&st, &app, 30);
     assert!(narrow.len() > first.len());
     let mut st2 = st.clone();
-    st2.apply(&TraceEvent::TraceFinished { total_ms: 1.0 });
+    st2.apply(&TraceEvent::TraceFinished {
+        total_ms: 1.0,
+        at: None,
+    });
     super::detail::lines_cached(&st2, &app, 30);
     assert_eq!(
         app.detail_cache

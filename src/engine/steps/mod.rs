@@ -1,6 +1,7 @@
-//! One function per step. Each reads options, clients and earlier facts from
-//! [`Ctx`], talks to a cluster or istiod, and returns an [`Outcome`]: facts
-//! for the report, and on failure the value seen, the value expected, and the fix.
+//! The steps. Each step is a *gather* (I/O: reads options, clients and
+//! earlier facts from [`Ctx`], talks to a cluster or istiod, returns typed
+//! facts) and a *judge* (a pure function of those facts and [`Settings`]
+//! that returns the [`Outcome`] with its finding). Judges are table-tested.
 
 mod gateway;
 mod istiod;
@@ -8,7 +9,66 @@ mod remote;
 mod trust;
 
 use super::{Ctx, Outcome};
+use crate::findings::{Cause, shell_word};
 use crate::model::StepId;
+use std::time::Duration;
+
+/// What a judge may know besides its facts: the options of the trace, the
+/// contexts (for the commands it prints) and the time, so that judging is
+/// pure and a test can fix every input.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub istio_namespace: String,
+    /// The audience istiod's TokenReview asks for (`--token-audience`).
+    pub token_audience: String,
+    pub warn_within: Duration,
+    /// Now, in Unix seconds.
+    pub now: i64,
+    /// The kube contexts traced, as given (`--primary`, `--remote`).
+    pub primary_context: String,
+    pub remote_context: String,
+}
+
+impl Settings {
+    pub fn of(ctx: &Ctx) -> Settings {
+        Settings {
+            istio_namespace: ctx.opts.istio_namespace.clone(),
+            token_audience: ctx.opts.token_audience.clone(),
+            warn_within: ctx.opts.warn_within,
+            now: now_unix(),
+            primary_context: ctx.contexts.0.clone(),
+            remote_context: ctx.contexts.1.clone(),
+        }
+    }
+    /// `kubectl --context <remote>`, quoted for the shell: the start of a
+    /// command that changes the remote.
+    pub fn kubectl_remote(&self) -> String {
+        format!("kubectl --context {}", shell_word(&self.remote_context))
+    }
+    /// `kubectl --context <primary>`.
+    pub fn kubectl_primary(&self) -> String {
+        format!("kubectl --context {}", shell_word(&self.primary_context))
+    }
+    /// Settings for judge tests: the lab's names, a fixed clock.
+    #[cfg(test)]
+    pub fn for_tests() -> Settings {
+        Settings {
+            istio_namespace: "istio-system".into(),
+            token_audience: "istio-ca".into(),
+            warn_within: Duration::from_secs(7 * 24 * 3600),
+            now: 1_800_000_000,
+            primary_context: "ctx-primary".into(),
+            remote_context: "ctx-remote".into(),
+        }
+    }
+}
+
+/// Every cause any step can report, from each step module's `CAUSES`: the
+/// catalogue `meshtrace explain` and the docs test read.
+pub fn causes() -> Vec<&'static Cause> {
+    let lists: &[&[&'static Cause]] = &[];
+    lists.iter().flat_map(|l| l.iter().copied()).collect()
+}
 
 pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
     use StepId::*;
