@@ -12,6 +12,9 @@ pub fn render(r: &TraceReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# meshtrace report\n");
     let _ = writeln!(out, "{}\n", super::text::header(r));
+    if let (Some(v), Some(at)) = (&r.meshtrace_version, &r.started_at) {
+        let _ = writeln!(out, "meshtrace {v}, run at {at}\n");
+    }
     let _ = writeln!(out, "**{}**\n", super::summary_line(r));
     let _ = writeln!(out, "```mermaid\n{}```\n", super::mermaid::render(r));
     let _ = writeln!(
@@ -32,8 +35,10 @@ pub fn render(r: &TraceReport) -> String {
             }
             Status::Pass => "pass".into(),
             _ => s
-                .diagnosis
-                .clone()
+                .finding
+                .as_ref()
+                .map(|f| format!("`{}` {}", f.code, f.summary))
+                .or_else(|| s.diagnosis.clone())
                 .unwrap_or_else(|| s.status.as_str().into())
                 .chars()
                 .take(120)
@@ -44,7 +49,7 @@ pub fn render(r: &TraceReport) -> String {
             "| {} | [`{}`]({}) | {} | {:.1} | {} |",
             s.status.glyph(),
             s.id,
-            s.link,
+            s.id.doc_url(),
             cell(&s.title),
             s.duration_ms,
             cell(&result)
@@ -56,13 +61,29 @@ pub fn render(r: &TraceReport) -> String {
         .filter(|s| matches!(s.status, Status::Fail | Status::Warn))
     {
         let _ = writeln!(out, "\n## {} `{}`: {}\n", s.status.glyph(), s.id, s.title);
-        if let Some(d) = &s.diagnosis {
-            let _ = writeln!(out, "{d}\n");
+        match &s.finding {
+            Some(f) => {
+                let _ = writeln!(out, "**[`{}`]({})**: {}\n", f.code, f.doc, f.summary);
+                if let Some(d) = &s.diagnosis {
+                    let _ = writeln!(out, "{d}\n");
+                }
+                if !f.commands.is_empty() {
+                    let _ = writeln!(out, "**Fix:**\n\n```sh\n{}\n```\n", f.commands.join("\n"));
+                }
+                if let Some(n) = &f.note {
+                    let _ = writeln!(out, "{n}\n");
+                }
+            }
+            None => {
+                if let Some(d) = &s.diagnosis {
+                    let _ = writeln!(out, "{d}\n");
+                }
+                if let Some(h) = &s.hint {
+                    let _ = writeln!(out, "**Fix:** {h}\n");
+                }
+                let _ = writeln!(out, "See [{}]({}).\n", s.link, s.link);
+            }
         }
-        if let Some(h) = &s.hint {
-            let _ = writeln!(out, "**Fix:** {h}\n");
-        }
-        let _ = writeln!(out, "See [{}]({}).\n", s.link, s.link);
         if !s.evidence.is_empty() {
             let _ = writeln!(
                 out,

@@ -81,14 +81,41 @@ pub fn step_block(r: &StepResult, style: TextStyle) -> String {
         }
     }
     if show_detail {
-        if let Some(d) = &r.diagnosis {
-            let _ = writeln!(out, "      {}", wrap(d, 100, "      "));
+        match &r.finding {
+            Some(f) => {
+                // The cause first, then the facts, then what to run.
+                let _ = writeln!(
+                    out,
+                    "      {} {}",
+                    paint(&f.code, "1", style),
+                    wrap(&f.summary, 100, "      ")
+                );
+                if let Some(d) = &r.diagnosis {
+                    let _ = writeln!(out, "      {}", wrap(d, 100, "      "));
+                }
+                if !f.commands.is_empty() {
+                    let _ = writeln!(out, "      {}", paint("fix:", "1", style));
+                    for c in &f.commands {
+                        // Unwrapped: a command is copied and pasted whole.
+                        let _ = writeln!(out, "        {c}");
+                    }
+                }
+                if let Some(n) = &f.note {
+                    let _ = writeln!(out, "      {}", wrap(n, 100, "      "));
+                }
+                let _ = writeln!(out, "      {} {}", paint("see", "2", style), f.doc);
+            }
+            // A recording made before findings existed.
+            None => {
+                if let Some(d) = &r.diagnosis {
+                    let _ = writeln!(out, "      {}", wrap(d, 100, "      "));
+                }
+                if let Some(h) = &r.hint {
+                    let _ = writeln!(out, "      {} {}", paint("fix:", "1", style), h);
+                }
+                let _ = writeln!(out, "      {} {}", paint("see", "2", style), r.link);
+            }
         }
-        if let Some(h) = &r.hint {
-            // Unwrapped: a fix is often a command to copy and paste whole.
-            let _ = writeln!(out, "      {} {}", paint("fix:", "1", style), h);
-        }
-        let _ = writeln!(out, "      {} {}", paint("see", "2", style), r.link);
     }
     if style.verbose || show_detail {
         evidence_lines(&r.evidence, 6, &mut out);

@@ -161,6 +161,17 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
                     Span::styled(join_ids(&r.blocked_by), th.fail),
                 ]));
             }
+            if let Some(f) = r.finding.as_ref().filter(|_| r.status != crate::model::Status::Skipped) {
+                out.push(Line::raw(""));
+                out.push(heading("Cause", th));
+                out.push(Line::from(vec![
+                    Span::raw("  "),
+                    Span::styled(f.code.clone(), th.accent),
+                ]));
+                for l in text::wrap_words(&f.summary, w.saturating_sub(2)) {
+                    out.push(Line::from(vec![Span::raw("  "), Span::styled(l, th.text)]));
+                }
+            }
             if let Some(d) = &r.diagnosis {
                 out.push(Line::raw(""));
                 out.push(heading("Diagnosis", th));
@@ -168,21 +179,32 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
                     out.push(Line::from(vec![Span::raw("  "), Span::styled(l, th.text)]));
                 }
             }
-            if let Some(h) = &r.hint {
-                out.push(Line::raw(""));
-                out.push(heading("Fix", th));
-                out.extend(hint_lines(h, w, th));
+            match &r.finding {
+                Some(f) if !f.commands.is_empty() || f.note.is_some() => {
+                    out.push(Line::raw(""));
+                    out.push(heading("Fix", th));
+                    for c in &f.commands {
+                        out.extend(command_lines(c, w, th));
+                    }
+                    if let Some(n) = &f.note {
+                        for l in text::wrap_words(n, w.saturating_sub(2)) {
+                            out.push(Line::from(vec![Span::raw("  "), Span::styled(l, th.muted)]));
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(h) = &r.hint {
+                        out.push(Line::raw(""));
+                        out.push(heading("Fix", th));
+                        out.extend(hint_lines(h, w, th));
+                    }
+                }
             }
             out.push(Line::raw(""));
-            out.push(Line::from(vec![
-                Span::styled("docs ", th.label),
-                Span::styled(
-                    r.link.clone(),
-                    th.accent
-                        .remove_modifier(Modifier::BOLD)
-                        .add_modifier(Modifier::UNDERLINED),
-                ),
-            ]));
+            // The whole URL, wrapped: a cut link opens nothing.
+            let url = r.finding.as_ref().map(|f| f.doc.clone()).unwrap_or_else(|| id.doc_url());
+            out.extend(field("docs", url, th, w));
             if !r.evidence.is_empty() {
                 out.push(Line::raw(""));
                 out.push(heading("Evidence", th));
@@ -217,6 +239,27 @@ fn field(name: &str, value: String, th: &Theme, w: usize) -> Vec<Line<'static>> 
                 Span::raw(" ".repeat(lead))
             };
             Line::from(vec![head, Span::styled(piece, th.text)])
+        })
+        .collect()
+}
+
+/// One command of a fix: on one line when it fits the pane, else broken at
+/// spaces with shell continuations (` \`), so it still pastes whole.
+pub fn command_lines(c: &str, w: usize, th: &Theme) -> Vec<Line<'static>> {
+    let indent = 2usize;
+    text::layout_command(c, w.saturating_sub(indent))
+        .into_iter()
+        .map(|parts| {
+            let mut spans = vec![Span::raw(" ".repeat(indent))];
+            spans.extend(parts.into_iter().map(|(s, kind)| {
+                let style = match kind {
+                    Kind::Prose => th.text,
+                    Kind::Code => th.code,
+                    Kind::Continuation => th.muted,
+                };
+                Span::styled(s, style)
+            }));
+            Line::from(spans)
         })
         .collect()
 }

@@ -148,8 +148,17 @@ where
                 Some(Ok(Event::Key(k))) => match app.on_key(k, &st) {
                     Some(app::Command::Quit) => break,
                     Some(app::Command::CopyFix(id)) => {
-                        if let Some(hint) = st.result(id).and_then(|r| r.hint.clone()) {
-                            let (clip, what) = fix_to_copy(&hint);
+                        let fix = st.result(id).and_then(|r| match &r.finding {
+                            Some(f) if !f.commands.is_empty() => Some((
+                                f.commands.join("\n"),
+                                match f.commands.len() {
+                                    1 => "the fix's command".to_string(),
+                                    n => format!("the fix's {n} commands"),
+                                },
+                            )),
+                            _ => r.hint.as_deref().map(fix_to_copy),
+                        });
+                        if let Some((clip, what)) = fix {
                             app.note = Some(match copy_to_clipboard(&clip) {
                                 Ok(()) => format!("copied {what} for {id} (OSC 52)"),
                                 Err(e) => format!("could not copy: {e}"),

@@ -69,7 +69,15 @@ fn rbac_failure() -> StepResult {
     r.diagnosis = Some(
         "\"system:serviceaccount:istio-system:istio-reader-service-account\" may not create tokenreviews.authentication.k8s.io in the remote: istiod's TokenReview fails with `tokenreviews.authentication.k8s.io is forbidden`".into(),
     );
-    r.hint = Some("bind it to Istio's reader role: kubectl --context <remote> create clusterrolebinding istio-reader-tokenreview --clusterrole=istio-reader-clusterrole-istio-system --serviceaccount=istio-system:istio-reader-service-account (the ClusterRole must allow create on tokenreviews.authentication.k8s.io)".into());
+    let f = crate::findings::Finding {
+        code: "remote-rbac/no-tokenreview-create".into(),
+        summary: "istio-reader-service-account may not create tokenreviews in the remote".into(),
+        commands: vec![r#"kubectl --context lab-remote patch clusterrole istio-reader-clusterrole-istio-system --type=json -p '[{"op":"add","path":"/rules/-","value":{"apiGroups":["authentication.k8s.io"],"resources":["tokenreviews"],"verbs":["create"]}}]'"#.into()],
+        note: Some("the ClusterRole bound to the remote secret's identity gets the rule istiod needs".into()),
+        doc: crate::findings::doc_url("remote-rbac/no-tokenreview-create"),
+    };
+    r.hint = f.legacy_hint();
+    r.finding = Some(f);
     r.evidence = ev(json!({
         "identity": "system:serviceaccount:istio-system:istio-reader-service-account",
         "access": [

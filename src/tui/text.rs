@@ -173,6 +173,57 @@ fn ends_command(w: &str, opened: bool) -> Option<(String, String)> {
     Some((trimmed.to_string(), w[trimmed.len()..].to_string()))
 }
 
+/// Shell words of a command: split at spaces outside quotes, so a quoted
+/// JSON patch stays one word (a line break inside quotes would change it).
+pub fn shell_words(c: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for ch in c.chars() {
+        match (quote, ch) {
+            (None, ' ') => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                continue;
+            }
+            (None, '\'' | '"') => quote = Some(ch),
+            (Some(q), _) if q == ch => quote = None,
+            _ => {}
+        }
+        cur.push(ch);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Lay one command out in lines of at most `avail` cells, broken only
+/// between shell words, each broken line ending in ` \` and the next one
+/// indented, so that the whole still pastes as one command.
+pub fn layout_command(c: &str, avail: usize) -> Vec<Vec<(String, Kind)>> {
+    let avail = avail.max(10);
+    let words = shell_words(c);
+    let mut lines: Vec<Vec<(String, Kind)>> = vec![vec![]];
+    let mut col = 0usize;
+    for (i, word) in words.iter().enumerate() {
+        let last = i + 1 == words.len();
+        let need = width(word) + if last { 0 } else { 2 };
+        if col > 0 && col + 1 + need > avail {
+            lines.last_mut().expect("a line").push((" \\".into(), Kind::Continuation));
+            lines.push(vec![("  ".into(), Kind::Prose)]);
+            col = 2;
+        } else if col > 0 {
+            lines.last_mut().expect("a line").push((" ".into(), Kind::Prose));
+            col += 1;
+        }
+        lines.last_mut().expect("a line").push((word.clone(), Kind::Code));
+        col += width(word);
+    }
+    lines
+}
+
 /// Kinds of text in a laid-out fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -321,6 +372,27 @@ mod tests {
     }
 
     const RBAC: &str = "bind it to Istio's reader role: kubectl --context <remote> create clusterrolebinding istio-reader-tokenreview --clusterrole=istio-reader-clusterrole-istio-system --serviceaccount=istio-system:istio-reader-service-account (the ClusterRole must allow create on tokenreviews.authentication.k8s.io)";
+
+    #[test]
+    fn a_command_breaks_between_shell_words_never_inside_quotes() {
+        let c = r#"kubectl --context lab-remote patch clusterrole istio-reader-clusterrole-istio-system --type=json -p '[{"op": "add", "path": "/rules/-"}]'"#;
+        assert_eq!(shell_words(c).last().unwrap(), r#"-p"#.replace("-p", "'[{\"op\": \"add\", \"path\": \"/rules/-\"}]'").as_str());
+        let lines = layout_command(c, 40);
+        assert!(lines.len() > 1);
+        // Joined back without the continuations, it is the same command.
+        let joined: String = lines
+            .iter()
+            .map(|l| l.iter().filter(|(_, k)| *k != Kind::Continuation).map(|(s, _)| s.as_str()).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(joined, c);
+        for l in &lines[..lines.len() - 1] {
+            assert_eq!(l.last().unwrap().1, Kind::Continuation);
+        }
+    }
 
     #[test]
     fn commands_are_found_with_their_punctuation() {
