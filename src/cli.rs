@@ -41,6 +41,18 @@ pub enum Command {
     Lab(LabArgs),
     /// Replay a recorded run (`-o events` lines or a `-o json` report) into any output, the TUI included
     Replay(ReplayArgs),
+    /// Print the documentation of a step or a finding code (e.g. remote-rbac/no-tokenreview-create), offline
+    Explain(ExplainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// A step id (remote-rbac) or a finding code (remote-rbac/no-tokenreview-create)
+    #[arg(value_name = "CODE|STEP", required_unless_present = "list")]
+    pub what: Option<String>,
+    /// List every step and finding code
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(Args, Debug)]
@@ -232,6 +244,16 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
     match cli.command {
         Some(Command::Lab(lab)) => run_lab(lab).await,
         Some(Command::Replay(r)) => run_replay(r).await,
+        Some(Command::Explain(e)) => {
+            if e.list {
+                print!("{}", crate::explain::list());
+                return Ok(0);
+            }
+            let what = e.what.unwrap_or_default();
+            let text = crate::explain::explain(&what).map_err(UsageError)?;
+            print!("{text}");
+            Ok(0)
+        }
         None => {
             let (Some(primary), Some(remote)) = (cli.primary.clone(), cli.remote.clone()) else {
                 return Err(UsageError(

@@ -16,6 +16,7 @@ pub fn install_crypto_provider() {
 }
 pub mod cli;
 pub mod engine;
+pub mod explain;
 pub mod render;
 pub mod replay;
 pub mod tui;

@@ -413,3 +413,20 @@ users:
     assert!(!err.contains("c2lnbmF0dXJl"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err}");
 }
+
+/// `explain` prints a code's entry offline, and refuses an unknown one with
+/// exit 2 and a suggestion.
+#[test]
+fn explain_prints_docs_offline_and_refuses_unknown_codes() {
+    let out = meshtrace().args(["explain", "remote-rbac"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SelfSubjectAccessReview") && text.contains("https://"), "{text}");
+    let out = meshtrace().args(["explain", "--list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<step>/timeout"));
+    let out = meshtrace().args(["explain", "remote-rbak"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"remote-rbak\"") && err.contains("did you mean remote-rbac"), "{err}");
+}
