@@ -1,7 +1,7 @@
 //! Building kube clients from kubeconfig files and context names, with
 //! errors that name the bad value.
 
-use crate::probe::kube_client;
+use crate::probe::{kube_client, kube_error};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,13 +81,13 @@ pub async fn client_for(
         .await
         .map_err(|e| TargetError::BadContext {
             name: context.to_string(),
-            reason: kube_client::exec_words(&e).unwrap_or_else(|| e.to_string()),
+            reason: kube_error::exec_words(&e).unwrap_or_else(|| e.to_string()),
         })?;
     let server = cfg.cluster_url.to_string();
     let client = kube_client::build(cfg, kube_client::Limits::new(timeout)).map_err(|e| {
         TargetError::BadContext {
             name: context.to_string(),
-            reason: kube_client::describe(&e),
+            reason: kube_error::describe(&e),
         }
     })?;
     Ok((client, server))
