@@ -4,7 +4,7 @@
 
 use crate::engine::{self, Clusters, TraceOptions, target};
 use crate::lab::{faults, world::Lab};
-use crate::model::{Target, TraceEvent, TraceReport, Verdict};
+use crate::model::{Mode, Target, TraceEvent, TraceReport, Verdict};
 use crate::render;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
@@ -259,7 +259,7 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
                 primary,
                 remote,
                 istio_namespace: opts.istio_namespace.clone(),
-                mode: "clusters".into(),
+                mode: Mode::Clusters,
                 fault: None,
             };
             Ok(trace_and_render(clusters, opts, t, &cli.trace).await)
@@ -325,7 +325,7 @@ pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Tar
         primary: crate::lab::world::PRIMARY_CONTEXT.into(),
         remote: crate::lab::world::REMOTE_CONTEXT.into(),
         istio_namespace: opts.istio_namespace.clone(),
-        mode: "lab".into(),
+        mode: Mode::Lab,
         fault: lab.fault.map(|f| f.name.to_string()),
     };
     let mut secrets = target::context_secrets(&kc, crate::lab::world::PRIMARY_CONTEXT);

@@ -100,7 +100,7 @@ async fn trace_remote_at(
         primary: "lab-primary".into(),
         remote: "hostile".into(),
         istio_namespace: "istio-system".into(),
-        mode: "clusters".into(),
+        mode: meshtrace::model::Mode::Clusters,
         fault: None,
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
