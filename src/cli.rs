@@ -5,6 +5,7 @@
 use crate::engine::{self, Clusters, TraceOptions, target};
 use crate::lab::{faults, world::Lab};
 use crate::model::{Mode, Target, TraceEvent, TraceReport, Verdict};
+use crate::probe::preflight;
 use crate::render;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
@@ -323,8 +324,11 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(UsageError(msg)) => {
-            // Errors can quote a kubeconfig or an exec plugin's output.
-            eprintln!("meshtrace: {}", crate::inspect::sanitize::quote(&msg));
+            // Errors can quote a kubeconfig or an exec plugin's output. One
+            // line per problem (the preflight may find one per context).
+            for line in msg.lines() {
+                eprintln!("meshtrace: {}", crate::inspect::sanitize::quote(line));
+            }
             2
         }
     }
@@ -340,17 +344,38 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
                     "need --primary CTX and --remote CTX (or `meshtrace lab` for the built-in lab); see --help".into(),
                 ));
             };
+            if primary == remote {
+                return Err(UsageError(format!(
+                    "--primary and --remote are the same context {primary:?}: meshtrace traces a remote cluster against its primary, so pass two contexts (or try `meshtrace lab`)"
+                )));
+            }
             let paths = target::kubeconfig_paths(&cli.kubeconfig);
             let kc = target::load_kubeconfig(&paths).map_err(|e| UsageError(e.to_string()))?;
             let opts = cli.trace.options();
-            let (p, _) = target::client_for(&kc, &primary, opts.timeout)
-                .await
-                .map_err(|e| UsageError(format!("--primary: {e}")))?;
-            let (r, remote_server) = target::client_for(&kc, &remote, opts.timeout)
-                .await
-                .map_err(|e| UsageError(format!("--remote: {e}")))?;
+            // Both contexts at once: an exec plugin or a token refresh each.
+            let (p, r) = tokio::join!(
+                target::client_for(&kc, &primary, opts.timeout),
+                target::client_for(&kc, &remote, opts.timeout)
+            );
+            let (p, primary_server) = p.map_err(|e| UsageError(format!("--primary: {e}")))?;
+            let (r, remote_server) = r.map_err(|e| UsageError(format!("--remote: {e}")))?;
             let mut secrets = target::context_secrets(&kc, &primary);
             secrets.extend(target::context_secrets(&kc, &remote));
+            let access = [
+                preflight::Access {
+                    flag: "--primary",
+                    context: primary.clone(),
+                    server: primary_server,
+                    client: p.clone(),
+                },
+                preflight::Access {
+                    flag: "--remote",
+                    context: remote.clone(),
+                    server: remote_server.clone(),
+                    client: r.clone(),
+                },
+            ];
+            run_preflight(&access, &opts, &secrets).await?;
             let clusters = Clusters {
                 primary: p,
                 remote: r,
@@ -367,6 +392,27 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
             Ok(trace_and_render(clusters, opts, t, &cli.trace).await)
         }
     }
+}
+
+/// The operator's access to both clusters, before any step runs (see
+/// [`preflight`]): each failing context is one line of the error.
+pub async fn run_preflight(
+    access: &[preflight::Access],
+    opts: &TraceOptions,
+    secrets: &[String],
+) -> Result<(), UsageError> {
+    let failures = preflight::dial_all(access, opts.timeout).await;
+    if !failures.is_empty() {
+        // A server's refusal can echo the operator's own credentials.
+        let lines: Vec<String> = failures
+            .iter()
+            .map(|f| crate::inspect::sanitize::quote_with(&f.to_string(), secrets))
+            .collect();
+        return Err(UsageError(lines.join("\n")));
+    }
+    preflight::check_namespace(access, &opts.istio_namespace, opts.timeout)
+        .await
+        .map_err(|e| UsageError(crate::inspect::sanitize::quote_with(&e, secrets)))
 }
 
 async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
@@ -407,6 +453,26 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
         .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
     let opts = lab.trace.options();
     let (clusters, t) = lab_target(&running, &opts).await?;
+    // The lab goes through the same preflight (a few milliseconds), so that
+    // e.g. a mistyped --istio-namespace is caught here too.
+    let access = [
+        preflight::Access {
+            flag: "--primary",
+            context: t.primary.clone(),
+            server: running.primary.url.clone(),
+            client: clusters.primary.clone(),
+        },
+        preflight::Access {
+            flag: "--remote",
+            context: t.remote.clone(),
+            server: running.remote.url.clone(),
+            client: clusters.remote.clone(),
+        },
+    ];
+    if let Err(e) = run_preflight(&access, &opts, &clusters.secrets).await {
+        running.shutdown();
+        return Err(e);
+    }
     let code = trace_and_render(clusters, opts, t, &lab.trace).await;
     running.shutdown();
     Ok(code)

@@ -35,22 +35,34 @@ pub fn describe(e: &kube::Error) -> String {
         ),
         other if exec_words(other).is_some() => exec_words(other).unwrap_or_default(),
         other => {
-            // Transport errors nest; the innermost cause is the useful part,
-            // and a TLS refusal is said in words, not as rustls' Debug names.
+            if let Some(tls) = tls_words(other) {
+                return quote(&format!("TLS: {tls}"));
+            }
+            // Transport errors nest; the innermost cause is the useful part.
             let mut msg = other.to_string();
             let mut src = std::error::Error::source(other);
             while let Some(s) = src {
-                // rustls' error travels inside an io::Error, whose `source`
-                // skips it: look inside too.
-                if let Some(tls) = rustls_inside(s) {
-                    return quote(&format!("TLS: {}", crate::probe::tls::rustls_words(tls)));
-                }
                 msg = s.to_string();
                 src = s.source();
             }
             quote(&msg)
         }
     }
+}
+
+/// A TLS refusal anywhere in the error's chain, in words (not rustls' Debug
+/// names).
+pub fn tls_words(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        // rustls' error travels inside an io::Error, whose `source` skips
+        // it: look inside too.
+        if let Some(tls) = rustls_inside(err) {
+            return Some(crate::probe::tls::rustls_words(tls));
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// An exec plugin's failure in words: its exit status and what it said on

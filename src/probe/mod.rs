@@ -6,4 +6,5 @@ pub mod clusterz;
 pub mod http1;
 pub mod kube_client;
 pub mod kube_error;
+pub mod preflight;
 pub mod tls;
