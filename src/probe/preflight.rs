@@ -115,7 +115,7 @@ impl fmt::Display for Failure {
             "{} context {:?} ({}): {words}; try: {}",
             self.flag,
             self.context,
-            self.server,
+            self.server.trim_end_matches('/'),
             self.advice()
         )
     }
