@@ -4,7 +4,8 @@
 
 use crate::engine::{self, Clusters, TraceOptions, target};
 use crate::lab::{faults, world::Lab};
-use crate::model::{Target, TraceEvent, TraceReport, Verdict};
+use crate::model::{Mode, Target, TraceEvent, TraceReport, Verdict};
+use crate::probe::preflight;
 use crate::render;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
@@ -129,22 +130,22 @@ pub struct TraceArgs {
     #[arg(long, value_name = "ID", global = true)]
     pub primary_cluster_id: Option<String>,
     /// Gateway pod or deployment as NAMESPACE/NAME (default: find the east-west or ingress gateway)
-    #[arg(long, value_name = "NS/NAME", global = true)]
+    #[arg(long, value_name = "NS/NAME", value_parser = parse_gateway, global = true)]
     pub gateway: Option<String>,
     /// istiod's CA address HOST:PORT (default: from the remote's istiod EndpointSlice)
-    #[arg(long, value_name = "HOST:PORT", global = true)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, global = true)]
     pub istiod_addr: Option<String>,
     /// istiod's monitoring address HOST:PORT (plain HTTP), to read istiod's own view of its remote clusters; a real istiod answers only on its loopback, so: kubectl -n istio-system port-forward deploy/istiod 15014, then 127.0.0.1:15014 (default: try the primary API server's pod proxy)
-    #[arg(long, value_name = "HOST:PORT", global = true)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_debug_addr, global = true)]
     pub istiod_debug_addr: Option<String>,
     /// Passive mode: do not send a CSR to istiod
     #[arg(long, global = true)]
     pub no_csr: bool,
     /// Timeout per step, e.g. 5s, 1500ms
-    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "5s", value_parser = parse_positive_duration, global = true)]
     pub timeout: Duration,
     /// Warn when a token or certificate expires within this, e.g. 7d, 30d
-    #[arg(long, default_value = "7d", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "7d", value_parser = parse_positive_duration, global = true)]
     pub warn_within: Duration,
     /// Audience istiod's TokenReview asks for (istiod's TOKEN_AUDIENCES)
     #[arg(long, default_value = "istio-ca", value_name = "AUD", global = true)]
@@ -191,6 +192,108 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 5s, 1500ms or 7d: {e}"))
 }
 
+/// A duration above zero: a zero timeout fails every step, and a zero
+/// warning window warns about nothing.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?} is zero: give a duration above zero, like 5s or 7d"
+        ));
+    }
+    Ok(d)
+}
+
+/// `NAMESPACE/NAME` of the gateway pod or deployment: the namespace a
+/// DNS-1123 label, the name a DNS-1123 subdomain, as Kubernetes has them.
+pub fn parse_gateway(s: &str) -> Result<String, String> {
+    let shape = || {
+        format!(
+            "{s:?} is not NAMESPACE/NAME (a pod or deployment, e.g. istio-system/istio-eastwestgateway)"
+        )
+    };
+    let mut parts = s.split('/');
+    let (Some(ns), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(shape());
+    };
+    if ns.is_empty() || name.is_empty() {
+        return Err(shape());
+    }
+    if !is_dns1123_label(ns) {
+        return Err(format!(
+            "{s:?}: the namespace {ns:?} is not a DNS-1123 label (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        ));
+    }
+    let name_ok = name.len() <= 253 && name.split('.').all(is_dns1123_label);
+    if !name_ok {
+        return Err(format!(
+            "{s:?}: the name {name:?} is not a DNS-1123 subdomain (at most 253 lowercase letters, digits, '-' and '.', each part starting and ending with a letter or digit)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// `HOST:PORT` with a port from 1 to 65535; an IPv6 host in brackets
+/// (`[::1]:15012`), as in a URL.
+pub fn parse_host_port(s: &str) -> Result<String, String> {
+    let example = "like istiod.istio-system.svc:15012, 10.0.0.5:15012 or [::1]:15012";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} is not HOST:PORT ({example})"));
+    };
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host: HOST:PORT ({example})"));
+    }
+    let port_ok = port.bytes().all(|c| c.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+    if !port_ok {
+        return Err(format!(
+            "{s:?}: the port {port:?} is not a number from 1 to 65535"
+        ));
+    }
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else if host.contains(':') {
+        return Err(format!(
+            "{s:?}: an IPv6 address goes in brackets, like [::1]:15012"
+        ));
+    } else {
+        host.parse::<std::net::Ipv4Addr>().is_ok()
+            || (host.len() <= 253
+                && host.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                }))
+    };
+    if !host_ok {
+        return Err(format!(
+            "{s:?}: the host {host:?} is neither an IP address nor a DNS name ({example})"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// istiod's monitoring address: `HOST:PORT`, and, as istiod's docs write
+/// it, with an optional `http://` in front and `/` behind.
+fn parse_debug_addr(s: &str) -> Result<String, String> {
+    let inner = s.strip_prefix("http://").unwrap_or(s);
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    parse_host_port(inner).map_err(|e| if inner == s { e } else { format!("{s:?}: {e}") })?;
+    Ok(s.to_string())
+}
+
 impl TraceArgs {
     fn options(&self) -> TraceOptions {
         TraceOptions {
@@ -233,8 +336,11 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(UsageError(msg)) => {
-            // Errors can quote a kubeconfig or an exec plugin's output.
-            eprintln!("meshtrace: {}", crate::inspect::sanitize::quote(&msg));
+            // Errors can quote a kubeconfig or an exec plugin's output. One
+            // line per problem (the preflight may find one per context).
+            for line in msg.lines() {
+                eprintln!("meshtrace: {}", crate::inspect::sanitize::quote(line));
+            }
             2
         }
     }
@@ -260,17 +366,38 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
                     "need --primary CTX and --remote CTX (or `meshtrace lab` for the built-in lab); see --help".into(),
                 ));
             };
+            if primary == remote {
+                return Err(UsageError(format!(
+                    "--primary and --remote are the same context {primary:?}: meshtrace traces a remote cluster against its primary, so pass two contexts (or try `meshtrace lab`)"
+                )));
+            }
             let paths = target::kubeconfig_paths(&cli.kubeconfig);
             let kc = target::load_kubeconfig(&paths).map_err(|e| UsageError(e.to_string()))?;
             let opts = cli.trace.options();
-            let (p, _) = target::client_for(&kc, &primary, opts.timeout)
-                .await
-                .map_err(|e| UsageError(format!("--primary: {e}")))?;
-            let (r, remote_server) = target::client_for(&kc, &remote, opts.timeout)
-                .await
-                .map_err(|e| UsageError(format!("--remote: {e}")))?;
+            // Both contexts at once: an exec plugin or a token refresh each.
+            let (p, r) = tokio::join!(
+                target::client_for(&kc, &primary, opts.timeout),
+                target::client_for(&kc, &remote, opts.timeout)
+            );
+            let (p, primary_server) = p.map_err(|e| UsageError(format!("--primary: {e}")))?;
+            let (r, remote_server) = r.map_err(|e| UsageError(format!("--remote: {e}")))?;
             let mut secrets = target::context_secrets(&kc, &primary);
             secrets.extend(target::context_secrets(&kc, &remote));
+            let access = [
+                preflight::Access {
+                    flag: "--primary",
+                    context: primary.clone(),
+                    server: primary_server,
+                    client: p.clone(),
+                },
+                preflight::Access {
+                    flag: "--remote",
+                    context: remote.clone(),
+                    server: remote_server.clone(),
+                    client: r.clone(),
+                },
+            ];
+            run_preflight(&access, &opts, &secrets).await?;
             let clusters = Clusters {
                 primary: p,
                 remote: r,
@@ -281,12 +408,33 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
                 primary,
                 remote,
                 istio_namespace: opts.istio_namespace.clone(),
-                mode: "clusters".into(),
+                mode: Mode::Clusters,
                 fault: None,
             };
             Ok(trace_and_render(clusters, opts, t, &cli.trace).await)
         }
     }
+}
+
+/// The operator's access to both clusters, before any step runs (see
+/// [`preflight`]): each failing context is one line of the error.
+pub async fn run_preflight(
+    access: &[preflight::Access],
+    opts: &TraceOptions,
+    secrets: &[String],
+) -> Result<(), UsageError> {
+    let failures = preflight::dial_all(access, opts.timeout).await;
+    if !failures.is_empty() {
+        // A server's refusal can echo the operator's own credentials.
+        let lines: Vec<String> = failures
+            .iter()
+            .map(|f| crate::inspect::sanitize::quote_with(&f.to_string(), secrets))
+            .collect();
+        return Err(UsageError(lines.join("\n")));
+    }
+    preflight::check_namespace(access, &opts.istio_namespace, opts.timeout)
+        .await
+        .map_err(|e| UsageError(crate::inspect::sanitize::quote_with(&e, secrets)))
 }
 
 async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
@@ -327,6 +475,26 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
         .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
     let opts = lab.trace.options();
     let (clusters, t) = lab_target(&running, &opts).await?;
+    // The lab goes through the same preflight (a few milliseconds), so that
+    // e.g. a mistyped --istio-namespace is caught here too.
+    let access = [
+        preflight::Access {
+            flag: "--primary",
+            context: t.primary.clone(),
+            server: running.primary.url.clone(),
+            client: clusters.primary.clone(),
+        },
+        preflight::Access {
+            flag: "--remote",
+            context: t.remote.clone(),
+            server: running.remote.url.clone(),
+            client: clusters.remote.clone(),
+        },
+    ];
+    if let Err(e) = run_preflight(&access, &opts, &clusters.secrets).await {
+        running.shutdown();
+        return Err(e);
+    }
     let code = trace_and_render(clusters, opts, t, &lab.trace).await;
     running.shutdown();
     Ok(code)
@@ -347,7 +515,7 @@ pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Tar
         primary: crate::lab::world::PRIMARY_CONTEXT.into(),
         remote: crate::lab::world::REMOTE_CONTEXT.into(),
         istio_namespace: opts.istio_namespace.clone(),
-        mode: "lab".into(),
+        mode: Mode::Lab,
         fault: lab.fault.map(|f| f.name.to_string()),
     };
     let mut secrets = target::context_secrets(&kc, crate::lab::world::PRIMARY_CONTEXT);
@@ -716,5 +884,74 @@ pub fn exit_code(r: &TraceReport, fail_on_warn: bool) -> i32 {
         Verdict::Warn if fail_on_warn => 1,
         Verdict::Warn => 0,
         Verdict::Fail => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_is_namespace_slash_name() {
+        for ok in [
+            "istio-system/istio-eastwestgateway",
+            "gw/istio-ingressgateway-7d9f8b6c5-x2x9z",
+            "a/b.c",
+        ] {
+            assert_eq!(parse_gateway(ok).as_deref(), Ok(ok));
+        }
+        for bad in [
+            "foo", "/x", "x/", "a/b/c", "Istio/gw", "ns/Gw", "-a/b", "a/b_c", "",
+        ] {
+            let e = parse_gateway(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
+        assert!(parse_gateway(&format!("{}/x", "a".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn addresses_are_host_and_a_port_from_1_to_65535() {
+        for ok in [
+            "127.0.0.1:15012",
+            "[::1]:15012",
+            "host.example:15012",
+            "istiod.istio-system.svc:1",
+            "x:65535",
+        ] {
+            assert_eq!(parse_host_port(ok).as_deref(), Ok(ok));
+        }
+        for (bad, says) in [
+            ("nope", "not HOST:PORT"),
+            (
+                "127.0.0.1:99999",
+                "\"99999\" is not a number from 1 to 65535",
+            ),
+            ("127.0.0.1:0", "from 1 to 65535"),
+            ("x:+1", "from 1 to 65535"),
+            (":15012", "no host"),
+            ("::1:15012", "brackets"),
+            ("[nope]:15012", "neither an IP address nor a DNS name"),
+            ("a b:15012", "neither"),
+        ] {
+            let e = parse_host_port(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains(says),
+                "{bad}: {e}"
+            );
+        }
+        assert!(parse_debug_addr("http://127.0.0.1:15014/").is_ok());
+        let e = parse_debug_addr("http://127.0.0.1/").unwrap_err();
+        assert!(e.contains("\"http://127.0.0.1/\""), "{e}");
+    }
+
+    #[test]
+    fn durations_must_be_above_zero() {
+        assert_eq!(
+            parse_positive_duration("1500ms"),
+            Ok(Duration::from_millis(1500))
+        );
+        let e = parse_positive_duration("0s").unwrap_err();
+        assert!(e.contains("\"0s\"") && e.contains("zero"), "{e}");
+        assert!(parse_positive_duration("fast").is_err());
     }
 }

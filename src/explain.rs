@@ -48,7 +48,12 @@ pub fn section(doc: &str, anchor: &str) -> Option<String> {
 fn plain(md: &str) -> String {
     md.lines()
         .filter(|l| !l.trim_start().starts_with("<a id="))
-        .map(|l| l.replace("**", "").trim_start_matches("#### ").trim_start_matches("## ").to_string())
+        .map(|l| {
+            l.replace("**", "")
+                .trim_start_matches("#### ")
+                .trim_start_matches("## ")
+                .to_string()
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -65,8 +70,9 @@ pub fn explain(what: &str) -> Result<String, String> {
     } else {
         anchor_of(what)
     };
-    let text = section(CHECKS_MD, &anchor)
-        .ok_or_else(|| format!("{what:?} has no section in the built-in docs (a bug: report it)"))?;
+    let text = section(CHECKS_MD, &anchor).ok_or_else(|| {
+        format!("{what:?} has no section in the built-in docs (a bug: report it)")
+    })?;
     let url = crate::findings::doc_url(&anchor);
     let head = if anchor != what {
         // A shared cause: name the step it was asked for.
@@ -91,7 +97,11 @@ fn did_you_mean(what: &str) -> String {
         .collect();
     let same_step: Vec<&str> = cands
         .iter()
-        .filter(|c| what.split('/').next().is_some_and(|s| c.starts_with(&format!("{s}/"))))
+        .filter(|c| {
+            what.split('/')
+                .next()
+                .is_some_and(|s| c.starts_with(&format!("{s}/")))
+        })
         .map(String::as_str)
         .take(12)
         .collect();
@@ -144,14 +154,24 @@ mod tests {
     #[test]
     fn every_step_and_every_code_has_its_anchor_in_checks_md() {
         for s in STEPS {
-            assert!(CHECKS_MD.contains(&anchor_line(s.id.as_str())), "no anchor for step {}", s.id);
+            assert!(
+                CHECKS_MD.contains(&anchor_line(s.id.as_str())),
+                "no anchor for step {}",
+                s.id
+            );
         }
         for c in crate::engine::steps::causes() {
             let code = c.code();
-            assert!(CHECKS_MD.contains(&anchor_line(&code)), "no anchor for code {code} in docs/checks.md");
+            assert!(
+                CHECKS_MD.contains(&anchor_line(&code)),
+                "no anchor for code {code} in docs/checks.md"
+            );
         }
         for (g, _) in generic::ALL {
-            assert!(CHECKS_MD.contains(&anchor_line(g)), "no anchor for the shared cause {g}");
+            assert!(
+                CHECKS_MD.contains(&anchor_line(g)),
+                "no anchor for the shared cause {g}"
+            );
         }
     }
 
@@ -166,7 +186,10 @@ mod tests {
             let (step, cause) = c.split_once('/').expect("step/cause");
             assert!(StepId::parse(step).is_some(), "{c}: unknown step");
             assert!(
-                !cause.is_empty() && cause.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'),
+                !cause.is_empty()
+                    && cause
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'),
                 "{c}: cause is not kebab-case"
             );
         }
@@ -181,7 +204,10 @@ mod tests {
         let g = explain("csr/timeout").unwrap();
         assert!(g.contains("csr/timeout"), "{g}");
         assert!(g.contains("--timeout"), "{g}");
-        assert!(!g.contains("internal-error"), "the section runs into the next code: {g}");
+        assert!(
+            !g.contains("internal-error"),
+            "the section runs into the next code: {g}"
+        );
         let e = explain("remote-rbca").unwrap_err();
         assert!(e.contains("did you mean remote-rbac"), "{e}");
         let e = explain("nothing-like-it/at-all").unwrap_err();

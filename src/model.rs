@@ -448,7 +448,6 @@ impl Target {
             &mut self.primary,
             &mut self.remote,
             &mut self.istio_namespace,
-            &mut self.mode,
         ] {
             *f = s::cap(&s::clean(f, &[]), 256);
         }
@@ -554,10 +553,31 @@ pub struct Target {
     pub primary: String,
     pub remote: String,
     pub istio_namespace: String,
-    /// "lab" or "clusters".
-    pub mode: String,
+    pub mode: Mode,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+}
+
+/// What a trace ran against. Serialized as `"clusters"` and `"lab"`, the
+/// strings of the JSON contract (and of every recording made before this
+/// was an enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Through the operator's kube contexts.
+    #[default]
+    Clusters,
+    /// The built-in lab (`meshtrace lab`).
+    Lab,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Clusters => "clusters",
+            Mode::Lab => "lab",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -311,6 +311,32 @@ mod tests {
         assert!(e.ends_with("...") && e.len() < 200, "{e}");
     }
 
+    /// `mode` became an enum: recordings made with the string field read the
+    /// same, it is written back as the same string, and any other value is
+    /// refused quoting it.
+    #[test]
+    fn the_target_mode_reads_and_writes_the_recorded_strings() {
+        use crate::model::Mode;
+        for (text, mode) in [("lab", Mode::Lab), ("clusters", Mode::Clusters)] {
+            let line = format!(
+                "{{\"event\":\"trace-started\",\"target\":{{\"primary\":\"a\",\"remote\":\"b\",\"istio_namespace\":\"istio-system\",\"mode\":\"{text}\"}}}}"
+            );
+            let rec = parse(&line, "old").unwrap();
+            let TraceEvent::TraceStarted { target, .. } = &rec.events[0] else {
+                panic!("{:?}", rec.events[0]);
+            };
+            assert_eq!(target.mode, mode);
+            assert_eq!(mode.as_str(), text);
+            assert_eq!(serde_json::to_string(&rec.events[0]).unwrap(), line);
+        }
+        let e = parse(
+            "{\"event\":\"trace-started\",\"target\":{\"primary\":\"a\",\"remote\":\"b\",\"istio_namespace\":\"n\",\"mode\":\"moon\"}}",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.contains("moon"), "{e}");
+    }
+
     #[test]
     fn two_runs_in_one_file_are_refused() {
         let (lines, _) = recorded();

@@ -1,18 +1,26 @@
 //! Building kube clients from kubeconfig files and context names, with
 //! errors that name the bad value.
 
-use crate::probe::kube_client;
+use crate::probe::{kube_client, kube_error};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    #[error(
+        "kubeconfig {path:?} does not exist; pass --kubeconfig PATH (or set KUBECONFIG) to one that does, or try `meshtrace lab` (no cluster needed)"
+    )]
+    Missing { path: PathBuf },
     #[error("cannot read kubeconfig {path:?}: {reason}")]
     Unreadable { path: PathBuf, reason: String },
-    #[error("no kubeconfig: set --kubeconfig, KUBECONFIG, or create ~/.kube/config")]
+    #[error(
+        "no kubeconfig: pass --kubeconfig PATH, set KUBECONFIG, or create ~/.kube/config; or try `meshtrace lab` (no cluster needed)"
+    )]
     NoKubeconfig,
-    #[error("context {name:?} not found in kubeconfig (contexts: {known})")]
+    #[error(
+        "context {name:?} is not in the kubeconfig (contexts: {known}); pass the kubeconfig that has it with --kubeconfig PATH"
+    )]
     UnknownContext { name: String, known: String },
     #[error("context {name:?} cannot be used: {reason}")]
     BadContext { name: String, reason: String },
@@ -40,10 +48,7 @@ pub fn kubeconfig_paths(flags: &[PathBuf]) -> Vec<PathBuf> {
 pub fn load_kubeconfig(paths: &[PathBuf]) -> Result<Kubeconfig, TargetError> {
     let mut merged: Option<Kubeconfig> = None;
     for p in paths {
-        let kc = Kubeconfig::read_from(p).map_err(|e| TargetError::Unreadable {
-            path: p.clone(),
-            reason: e.to_string(),
-        })?;
+        let kc = Kubeconfig::read_from(p).map_err(|e| read_error(p, e))?;
         merged = Some(match merged {
             None => kc,
             Some(m) => m.merge(kc).map_err(|e| TargetError::Unreadable {
@@ -53,6 +58,28 @@ pub fn load_kubeconfig(paths: &[PathBuf]) -> Result<Kubeconfig, TargetError> {
         });
     }
     merged.ok_or(TargetError::NoKubeconfig)
+}
+
+/// kube's error for one file, said once and in words: kube's own message
+/// quotes the path a second time, and its YAML error renders the source
+/// lines (which can hold a token).
+fn read_error(path: &std::path::Path, e: kube::config::KubeconfigError) -> TargetError {
+    use kube::config::KubeconfigError as K;
+    let unreadable = |reason: String| TargetError::Unreadable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match e {
+        K::ReadConfig(io, _) if io.kind() == std::io::ErrorKind::NotFound => TargetError::Missing {
+            path: path.to_path_buf(),
+        },
+        K::ReadConfig(io, _) => unreadable(io.to_string()),
+        K::Parse(yaml) => unreadable(format!(
+            "not a kubeconfig: {}",
+            crate::inspect::kubeconfig::yaml_words(&yaml)
+        )),
+        other => unreadable(other.to_string()),
+    }
 }
 
 /// A client for one context, plus the server URL it talks to.
@@ -81,13 +108,13 @@ pub async fn client_for(
         .await
         .map_err(|e| TargetError::BadContext {
             name: context.to_string(),
-            reason: kube_client::exec_words(&e).unwrap_or_else(|| e.to_string()),
+            reason: kube_error::exec_words(&e).unwrap_or_else(|| e.to_string()),
         })?;
     let server = cfg.cluster_url.to_string();
     let client = kube_client::build(cfg, kube_client::Limits::new(timeout)).map_err(|e| {
         TargetError::BadContext {
             name: context.to_string(),
-            reason: kube_client::describe(&e),
+            reason: kube_error::describe(&e),
         }
     })?;
     Ok((client, server))

@@ -188,22 +188,26 @@ fn go_base64(field: &str, owner: &str, value: &str) -> Result<Vec<u8>, Kubeconfi
         .map_err(|e| KubeconfigError::Load(format!("{owner}: {field} is not valid base64: {e}")))
 }
 
-/// Replace long or token-like quoted strings in a parser message, so that a
-/// misplaced token or key is never echoed.
+/// Replace long or token-like quoted strings (`"..."` or `` `...` ``) in a
+/// parser message, so that a misplaced token or key is never echoed.
 fn redact_quoted(msg: &str) -> String {
     let mut out = String::new();
     let mut rest = msg;
-    while let Some(start) = rest.find('"') {
+    while let Some(start) = rest.find(['"', '`']) {
+        let q = rest.as_bytes()[start] as char;
         let after = &rest[start + 1..];
-        let Some(end) = after.find('"') else { break };
+        let Some(end) = after.find(q) else { break };
         let inner = &after[..end];
         out.push_str(&rest[..start]);
         if inner.len() > 48 || inner.starts_with("eyJ") || inner.contains("PRIVATE KEY") {
-            out.push_str(&format!("\"<{} chars, not shown>\"", inner.chars().count()));
+            out.push_str(&format!(
+                "{q}<{} chars, not shown>{q}",
+                inner.chars().count()
+            ));
         } else {
-            out.push('"');
+            out.push(q);
             out.push_str(inner);
-            out.push('"');
+            out.push(q);
         }
         rest = &after[end + 1..];
     }
@@ -211,54 +215,97 @@ fn redact_quoted(msg: &str) -> String {
     out
 }
 
-fn load(bytes: &[u8]) -> Result<Kubeconfig, KubeconfigError> {
+/// A YAML parser error in words for a user: serde-saphyr's user formatter
+/// (no advice about its own options), no source snippet, quotes redacted.
+pub fn yaml_words(err: &serde_saphyr::Error) -> String {
+    let formatter = serde_saphyr::UserMessageFormatter;
+    let mut opts = serde_saphyr::RenderOptions::default();
+    opts.formatter = &formatter;
+    opts.snippets = serde_saphyr::SnippetMode::Off;
+    redact_quoted(&err.render_with_options(opts))
+}
+
+/// serde-saphyr's options as kube parses kubeconfigs with them (its
+/// defaults), except that an error does not render the offending source
+/// lines: they can hold a token or a key.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.with_snippet = false;
+    o
+}
+
+/// A kubeconfig's text parsed exactly as kube parses it
+/// (`Kubeconfig::from_yaml`: serde-saphyr, every document, merged), so that
+/// meshtrace and kube accept the same files; a refusal is said in words and
+/// never echoes a token. istiod's rules come after, in
+/// [`parse_remote_kubeconfig`].
+pub fn load_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, KubeconfigError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| KubeconfigError::Load(format!("the value is not UTF-8 text ({e})")))?;
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(text)
-        .map_err(|e| KubeconfigError::Load(redact_quoted(&e.to_string())))?;
-    match &mut doc {
-        serde_yaml::Value::Null => return Ok(Kubeconfig::default()),
-        serde_yaml::Value::Mapping(m) => {
-            // client-go reports a context without `cluster` in validation;
-            // kube's model requires the field, so supply an empty one.
-            if let Some(serde_yaml::Value::Sequence(ctxs)) = m.get_mut("contexts") {
-                for c in ctxs.iter_mut() {
-                    if let Some(serde_yaml::Value::Mapping(inner)) = c.get_mut("context") {
-                        if !inner.contains_key("cluster") {
-                            inner.insert("cluster".into(), "".into());
-                        }
+    match serde_saphyr::from_multiple_with_options::<Kubeconfig>(text, yaml_options()) {
+        Ok(docs) => docs
+            .into_iter()
+            .try_fold(Kubeconfig::default(), Kubeconfig::merge)
+            .map_err(|e| KubeconfigError::Load(e.to_string())),
+        Err(e) => Err(explain_refusal(text, &e)),
+    }
+}
+
+/// Why the typed parse refused `text`, in words where the documents' shape
+/// says more than the parser's message.
+fn explain_refusal(text: &str, err: &serde_saphyr::Error) -> KubeconfigError {
+    use serde_json::Value;
+    let parser_words = || KubeconfigError::Load(yaml_words(err));
+    // Not YAML at all: the parser's own words are the best there are.
+    let Ok(docs) = serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options()) else {
+        return parser_words();
+    };
+    for doc in &docs {
+        match doc {
+            Value::Null => {}
+            Value::Object(m) => {
+                // client-go loads a context without `cluster` and refuses it
+                // in validation; kube's model requires the field. Say it as
+                // client-go (and so istiod) does.
+                let contexts = m.get("contexts").and_then(Value::as_array);
+                for c in contexts.into_iter().flatten() {
+                    let inner = c.get("context").and_then(Value::as_object);
+                    if inner.is_some_and(|i| !i.contains_key("cluster")) {
+                        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                        return KubeconfigError::Invalid(format!(
+                            "cluster was not specified for context {name:?}"
+                        ));
                     }
                 }
             }
-        }
-        serde_yaml::Value::String(s) => {
-            let looks_encoded = GO_STD_BASE64
-                .decode(s.split_whitespace().collect::<String>())
-                .ok()
-                .and_then(|d| String::from_utf8(d).ok())
-                .is_some_and(|d| d.contains("clusters") || d.contains("apiVersion"));
-            return Err(KubeconfigError::Load(if looks_encoded {
-                "the value is a base64 string that decodes to a kubeconfig: it was base64-encoded twice (Secret data is already base64; use stringData or encode once)".into()
-            } else {
-                format!(
-                    "the value is a single string ({} chars), not a kubeconfig mapping",
-                    s.chars().count()
-                )
-            }));
-        }
-        other => {
-            let kind = match other {
-                serde_yaml::Value::Bool(_) => "boolean",
-                serde_yaml::Value::Number(_) => "number",
-                serde_yaml::Value::Sequence(_) => "list",
-                _ => "tagged value",
-            };
-            return Err(KubeconfigError::Load(format!(
-                "the value is a YAML {kind}, not a kubeconfig mapping"
-            )));
+            Value::String(s) => {
+                let looks_encoded = GO_STD_BASE64
+                    .decode(s.split_whitespace().collect::<String>())
+                    .ok()
+                    .and_then(|d| String::from_utf8(d).ok())
+                    .is_some_and(|d| d.contains("clusters") || d.contains("apiVersion"));
+                return KubeconfigError::Load(if looks_encoded {
+                    "the value is a base64 string that decodes to a kubeconfig: it was base64-encoded twice (Secret data is already base64; use stringData or encode once)".into()
+                } else {
+                    format!(
+                        "the value is a single string ({} chars), not a kubeconfig mapping",
+                        s.chars().count()
+                    )
+                });
+            }
+            other => {
+                let kind = match other {
+                    Value::Bool(_) => "boolean",
+                    Value::Number(_) => "number",
+                    _ => "list",
+                };
+                return KubeconfigError::Load(format!(
+                    "the value is a YAML {kind}, not a kubeconfig mapping"
+                ));
+            }
         }
     }
-    serde_yaml::from_value(doc).map_err(|e| KubeconfigError::Load(redact_quoted(&e.to_string())))
+    parser_words()
 }
 
 /// The inline secrets kube's model keeps as `secrecy` strings, read through
@@ -388,7 +435,7 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
         return Err(KubeconfigError::Empty);
     }
     check_shape(bytes)?;
-    let raw = load(bytes)?;
+    let raw = load_kubeconfig(bytes)?;
 
     // --- load: the base64 fields ---
     let mut ca_data = Vec::new();
@@ -840,6 +887,14 @@ users:
         let e = err(&yaml);
         assert!(matches!(e, KubeconfigError::Load(_)), "{e}");
         assert!(!e.to_string().contains(TOKEN), "{e}");
+        // A token pasted as a key, twice: the parser quotes keys in backticks.
+        let yaml = kc("", &format!("    {TOKEN}: a\n    {TOKEN}: b\n"));
+        let e = err(&yaml);
+        assert!(
+            matches!(&e, KubeconfigError::Load(m) if m.contains("duplicate mapping key `<")),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(TOKEN), "{e}");
     }
 
     #[test]
@@ -1172,5 +1227,152 @@ users:
             KubeconfigError::NotAllowed("x".into()).to_string(),
             "kubeconfig is not allowed: x"
         );
+    }
+
+    /// What meshtrace concluded about one kubeconfig.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Verdict {
+        Accepted,
+        /// Not parsed: the YAML or its kubeconfig shape.
+        Load,
+        /// Parsed, then refused by istiod's rules (policy, not parsing):
+        /// `Empty`, client-go validation, or istiod's sanitizer.
+        Empty,
+        Invalid,
+        NotAllowed,
+    }
+
+    fn verdict(r: &Result<RemoteKubeconfig, KubeconfigError>) -> Verdict {
+        match r {
+            Ok(_) => Verdict::Accepted,
+            Err(KubeconfigError::Load(_)) => Verdict::Load,
+            Err(KubeconfigError::Empty) => Verdict::Empty,
+            Err(KubeconfigError::Invalid(_)) => Verdict::Invalid,
+            Err(KubeconfigError::NotAllowed(_)) => Verdict::NotAllowed,
+        }
+    }
+
+    /// meshtrace's loader and kube's (`Kubeconfig::from_yaml`) accept and
+    /// refuse the same kubeconfigs: one parser, serde-saphyr, judges them.
+    /// Where kube parses a file, meshtrace parses it too and refuses it only
+    /// by one of istiod's rules (never as unparsable); where kube refuses
+    /// one, meshtrace refuses it as well.
+    #[test]
+    fn meshtrace_and_kube_parse_the_same_kubeconfigs() {
+        use Verdict::*;
+        let good = kc("", &token_user());
+        let ca = b64(&ca_pem());
+        let json = serde_json::to_string_pretty(&serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "remote", "cluster": {"server": "https://10.0.0.1:6443", "certificate-authority-data": ca}}],
+            "contexts": [{"name": "remote", "context": {"cluster": "remote", "user": "remote"}}],
+            "current-context": "remote",
+            "users": [{"name": "remote", "user": {"token": TOKEN}}]
+        }))
+        .unwrap();
+        let anchors = format!(
+            "clusters:\n- name: a\n  cluster: &cl\n    server: https://10.0.0.1:6443\n    certificate-authority-data: {ca}\n- name: b\n  cluster: *cl\ncontexts:\n- name: x\n  context: &ctx {{cluster: a, user: u}}\n- name: y\n  context:\n    <<: *ctx\n    cluster: b\ncurrent-context: x\nusers:\n- name: u\n  user: {{token: {TOKEN}}}\n"
+        );
+        let two_documents = format!(
+            "{}---\nusers:\n- name: extra\n  user: {{token: other-token}}\n",
+            good
+        );
+        let duplicate_key = good.replace(
+            "    server: https://10.0.0.1:6443\n",
+            "    server: https://10.0.0.1:6443\n    server: https://10.0.0.2:6443\n",
+        );
+        let tab_indented = good.replace("    cluster: remote\n", "\t\tcluster: remote\n");
+        let exec = kc(
+            "",
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n",
+        );
+        let no_cluster_in_context = good.replace("    cluster: remote\n", "");
+        let misplaced_token = kc("", "").replace("  user:\n", &format!("  user: {TOKEN}\n"));
+        let cases: Vec<(&str, String, bool, Verdict)> = vec![
+            (
+                "istioctl create-remote-secret",
+                good.clone(),
+                true,
+                Accepted,
+            ),
+            ("JSON (kubectl config view -o json)", json, true, Accepted),
+            ("anchors, aliases and a merge key", anchors, true, Accepted),
+            ("two YAML documents (merged)", two_documents, true, Accepted),
+            (
+                "flow style on one line",
+                format!(
+                    "{{clusters: [{{name: c, cluster: {{server: 'https://x:6443'}}}}], contexts: [{{name: x, context: {{cluster: c, user: u}}}}], current-context: x, users: [{{name: u, user: {{token: {TOKEN}}}}}]}}"
+                ),
+                true,
+                Accepted,
+            ),
+            (
+                "not YAML",
+                "clusters: [unclosed\n  - : :".into(),
+                false,
+                Load,
+            ),
+            ("a duplicate key", duplicate_key, false, Load),
+            ("tabs as indentation", tab_indented, false, Load),
+            ("a list at the top level", "- a\n- b\n".into(), false, Load),
+            ("a plain string", "just some words".into(), false, Load),
+            ("base64 of a kubeconfig", b64(&good), false, Load),
+            ("a boolean", "true\n".into(), false, Load),
+            (
+                "a token where a user mapping goes",
+                misplaced_token,
+                false,
+                Load,
+            ),
+            // kube's model requires `cluster`; client-go parses the file and
+            // refuses it in validation, in the words meshtrace uses.
+            (
+                "a context without cluster",
+                no_cluster_in_context,
+                false,
+                Invalid,
+            ),
+            // Parsed by both; refused by istiod's rules (policy).
+            ("empty", String::new(), true, Empty),
+            ("only whitespace", "  \n".into(), true, Invalid),
+            ("an exec plugin", exec, true, NotAllowed),
+            (
+                "a token file",
+                kc("", "    tokenFile: /var/run/token\n"),
+                true,
+                NotAllowed,
+            ),
+        ];
+        for (what, text, kube_accepts, want) in cases {
+            let kube = kube::config::Kubeconfig::from_yaml(&text);
+            assert_eq!(kube.is_ok(), kube_accepts, "{what}: kube says {kube:?}");
+            let loaded = load_kubeconfig(text.as_bytes());
+            assert_eq!(
+                loaded.is_ok(),
+                kube.is_ok(),
+                "{what}: meshtrace's loader {:?}, kube's {:?}",
+                loaded.err(),
+                kube.err()
+            );
+            let got = parse_remote_kubeconfig(text.as_bytes());
+            assert_eq!(verdict(&got), want, "{what}: {:?}", got.err());
+            if kube_accepts {
+                assert_ne!(want, Load, "{what}: kube parses it, so must meshtrace");
+            } else {
+                assert_ne!(want, Accepted, "{what}: kube refuses it, so must meshtrace");
+            }
+            // Parser words for a user, not advice about the parser's options.
+            if let Err(e) = &got {
+                assert!(!e.to_string().contains("Options"), "{what}: {e}");
+            }
+            // No refusal echoes the token.
+            if let Err(e) = &got {
+                assert!(
+                    !e.to_string().contains("c2VjcmV0LXNpZ25hdHVyZQ"),
+                    "{what}: {e}"
+                );
+            }
+        }
     }
 }

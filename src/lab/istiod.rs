@@ -1445,7 +1445,7 @@ mod tests {
                 .body(Vec::new())
                 .unwrap()
         };
-        let resp = crate::probe::clusterz::http1_request(&addr, get("/debug/clusterz"))
+        let resp = crate::probe::http1::request(&addr, get("/debug/clusterz"), 1 << 20)
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
@@ -1459,7 +1459,7 @@ mod tests {
                 "[{{\"id\":\"primary\",\"secretName\":\"\",\"syncStatus\":\"synced\"}},{{\"id\":\"remote\",\"secretName\":\"{NS}/istio-remote-secret-remote\",\"syncStatus\":\"synced\"}}]"
             )
         );
-        let resp = crate::probe::clusterz::http1_request(&addr, get("/debug/nope"))
+        let resp = crate::probe::http1::request(&addr, get("/debug/nope"), 1 << 20)
             .await
             .unwrap();
         assert_eq!(resp.status(), 404);

@@ -11,7 +11,6 @@
 //! /api/v1/namespaces/<ns>/pods/<pod>:15014/proxy/debug/clusterz` does).
 //! Failures are returned as short reasons, never as errors of the step.
 
-use hyper::body::Bytes;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::Value;
@@ -296,7 +295,7 @@ async fn get_direct(addr: &str) -> Result<Vec<ClusterzEntry>, String> {
         .header(http::header::ACCEPT, "application/json")
         .body(Vec::new())
         .map_err(|e| format!("--istiod-debug-addr {addr:?}: {e}"))?;
-    let resp = http1_request(hp, req)
+    let resp = crate::probe::http1::request(hp, req, MAX_BODY)
         .await
         .map_err(|e| format!("cannot ask istiod at {hp}: {e}"))?;
     let status = resp.status();
@@ -333,7 +332,7 @@ async fn via_pod_proxy(primary: &kube::Client, ns: &str, deadline: tokio::time::
         .map_err(|e| {
             format!(
                 "cannot list istiod pods (app=istiod) in {ns} of the primary: {}",
-                crate::engine::steps::kube_err(&e)
+                crate::probe::kube_error::describe(&e)
             )
         })?;
     let total = list.items.len();
@@ -402,7 +401,12 @@ async fn get_via_proxy(
     let resp = client
         .send(req.map(kube::client::Body::from))
         .await
-        .map_err(|e| format!("GET {path} failed: {}", crate::engine::steps::kube_err(&e)))?;
+        .map_err(|e| {
+            format!(
+                "GET {path} failed: {}",
+                crate::probe::kube_error::describe(&e)
+            )
+        })?;
     let status = resp.status();
     let bytes = resp
         .into_body()
@@ -452,44 +456,6 @@ fn proxy_error(
         "istiod ({pod}:{port}) answered {status} to /debug/clusterz{}",
         body_words(body)
     ))
-}
-
-// ------------------------------------------------------------------ plain HTTP/1.1
-
-/// One plain HTTP/1.1 request to `addr` (`HOST:PORT`) on a fresh connection;
-/// the whole answer (at most a few MB) in memory. Used for istiod's
-/// monitoring port here, and by the lab's pod proxy.
-pub async fn http1_request(
-    addr: &str,
-    req: http::Request<Vec<u8>>,
-) -> Result<http::Response<Vec<u8>>, String> {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-            _ => e.to_string(),
-        })?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake: {e}"))?;
-    // The connection task ends when the sender is dropped after the answer.
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let req = req.map(|b| http_body_util::Full::new(Bytes::from(b)));
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("HTTP request: {e}"))?;
-    let (parts, body) = resp.into_parts();
-    let bytes = http_body_util::Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
-    Ok(http::Response::from_parts(parts, bytes.to_vec()))
 }
 
 #[cfg(test)]

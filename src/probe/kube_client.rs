@@ -24,6 +24,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower::{BoxError, Layer, Service};
 
+// The error words moved to their own module, shared with istiod's view
+// (probe::clusterz) and the engine; kept reachable here for existing callers.
+pub use super::kube_error::{describe, exec_words};
+
 /// The largest answer read from an API server. A Secret is at most 1 MiB in
 /// Kubernetes; a list of them in one namespace fits many times over.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -302,95 +306,6 @@ pub fn classify(server: &str, head: &Head, body: &[u8]) -> Result<(), PeerError>
         });
     }
     Ok(())
-}
-
-/// A kube error in one line: the API server's own status and message when
-/// there is one (quoted through the sanitizer, capped), else the transport
-/// error's innermost cause in words, never Rust `Debug` output.
-pub fn describe(e: &kube::Error) -> String {
-    use crate::inspect::sanitize::quote;
-    match e {
-        kube::Error::Api(s) if s.reason == "Failed to parse error data" => {
-            let words = StatusCode::from_u16(s.code)
-                .ok()
-                .and_then(|c| c.canonical_reason())
-                .map(|r| format!(" {r}"))
-                .unwrap_or_default();
-            format!(
-                "HTTP {}{words} without a Kubernetes Status (a proxy in front of the API server?): {}",
-                s.code,
-                quote(&s.message)
-            )
-        }
-        kube::Error::Api(s) => {
-            if s.reason.is_empty() {
-                format!("{} {}", s.code, quote(&s.message))
-            } else {
-                format!("{} {}: {}", s.code, quote(&s.reason), quote(&s.message))
-            }
-        }
-        kube::Error::SerdeError(err) => format!(
-            "the answer is not the Kubernetes object asked for ({})",
-            quote(&err.to_string())
-        ),
-        other if exec_words(other).is_some() => exec_words(other).unwrap_or_default(),
-        other => {
-            // Transport errors nest; the innermost cause is the useful part,
-            // and a TLS refusal is said in words, not as rustls' Debug names.
-            let mut msg = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                // rustls' error travels inside an io::Error, whose `source`
-                // skips it: look inside too.
-                if let Some(tls) = rustls_inside(s) {
-                    return quote(&format!("TLS: {}", crate::probe::tls::rustls_words(tls)));
-                }
-                msg = s.to_string();
-                src = s.source();
-            }
-            quote(&msg)
-        }
-    }
-}
-
-/// An exec plugin's failure in words: its exit status and what it said on
-/// stderr (kube's own message is the Rust `Debug` form of the process output).
-pub fn exec_words(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(kube::client::AuthError::AuthExecRun { out, .. }) =
-            err.downcast_ref::<kube::client::AuthError>()
-        {
-            let said = String::from_utf8_lossy(&out.stderr);
-            let said = crate::inspect::sanitize::quote(said.trim());
-            return Some(if said.is_empty() {
-                format!(
-                    "the kubeconfig's exec plugin failed ({}) and said nothing on stderr",
-                    out.status
-                )
-            } else {
-                format!(
-                    "the kubeconfig's exec plugin failed ({}): {said}",
-                    out.status
-                )
-            });
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// The rustls error in `e`, looking through io::Errors (which may nest).
-fn rustls_inside<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cur: &(dyn std::error::Error + 'static) = e;
-    for _ in 0..4 {
-        if let Some(t) = cur.downcast_ref::<rustls::Error>() {
-            return Some(t);
-        }
-        let inner = cur.downcast_ref::<std::io::Error>()?.get_ref()?;
-        cur = inner;
-    }
-    None
 }
 
 fn status_words(s: StatusCode) -> String {

@@ -1,6 +1,10 @@
-//! Network probes: TLS handshakes, the istiod CA client and istiod's view of
-//! its clusters. They return facts, never touch UI state.
+//! Network probes: TLS handshakes, the istiod CA client, istiod's view of
+//! its clusters and the preflight of the operator's own access. They return
+//! facts, never touch UI state, and never import the engine.
 pub mod ca_client;
 pub mod clusterz;
+pub mod http1;
 pub mod kube_client;
+pub mod kube_error;
+pub mod preflight;
 pub mod tls;

@@ -41,7 +41,7 @@ pub fn header_for(t: &crate::model::Target) -> String {
         "meshtrace: primary {:?} -> remote {:?} (namespace {})",
         t.primary, t.remote, t.istio_namespace
     );
-    if t.mode == "lab" {
+    if t.mode == crate::model::Mode::Lab {
         s.push_str(" [built-in lab");
         if let Some(f) = &t.fault {
             let _ = write!(s, ", fault {f}");

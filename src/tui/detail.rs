@@ -161,7 +161,11 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
                     Span::styled(join_ids(&r.blocked_by), th.fail),
                 ]));
             }
-            if let Some(f) = r.finding.as_ref().filter(|_| r.status != crate::model::Status::Skipped) {
+            if let Some(f) = r
+                .finding
+                .as_ref()
+                .filter(|_| r.status != crate::model::Status::Skipped)
+            {
                 out.push(Line::raw(""));
                 out.push(heading("Cause", th));
                 out.push(Line::from(vec![
@@ -203,7 +207,11 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
             }
             out.push(Line::raw(""));
             // The whole URL, wrapped: a cut link opens nothing.
-            let url = r.finding.as_ref().map(|f| f.doc.clone()).unwrap_or_else(|| id.doc_url());
+            let url = r
+                .finding
+                .as_ref()
+                .map(|f| f.doc.clone())
+                .unwrap_or_else(|| id.doc_url());
             out.extend(field("docs", url, th, w));
             if !r.evidence.is_empty() {
                 out.push(Line::raw(""));

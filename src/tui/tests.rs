@@ -19,7 +19,7 @@ fn target(fault: Option<&str>) -> Target {
         primary: "lab-primary".into(),
         remote: "lab-remote".into(),
         istio_namespace: "istio-system".into(),
-        mode: "lab".into(),
+        mode: crate::model::Mode::Lab,
         fault: fault.map(Into::into),
     }
 }

@@ -211,14 +211,23 @@ pub fn layout_command(c: &str, avail: usize) -> Vec<Vec<(String, Kind)>> {
         let last = i + 1 == words.len();
         let need = width(word) + if last { 0 } else { 2 };
         if col > 0 && col + 1 + need > avail {
-            lines.last_mut().expect("a line").push((" \\".into(), Kind::Continuation));
+            lines
+                .last_mut()
+                .expect("a line")
+                .push((" \\".into(), Kind::Continuation));
             lines.push(vec![("  ".into(), Kind::Prose)]);
             col = 2;
         } else if col > 0 {
-            lines.last_mut().expect("a line").push((" ".into(), Kind::Prose));
+            lines
+                .last_mut()
+                .expect("a line")
+                .push((" ".into(), Kind::Prose));
             col += 1;
         }
-        lines.last_mut().expect("a line").push((word.clone(), Kind::Code));
+        lines
+            .last_mut()
+            .expect("a line")
+            .push((word.clone(), Kind::Code));
         col += width(word);
     }
     lines
@@ -376,13 +385,21 @@ mod tests {
     #[test]
     fn a_command_breaks_between_shell_words_never_inside_quotes() {
         let c = r#"kubectl --context lab-remote patch clusterrole istio-reader-clusterrole-istio-system --type=json -p '[{"op": "add", "path": "/rules/-"}]'"#;
-        assert_eq!(shell_words(c).last().unwrap(), r#"-p"#.replace("-p", "'[{\"op\": \"add\", \"path\": \"/rules/-\"}]'").as_str());
+        assert_eq!(
+            shell_words(c).last().unwrap(),
+            r#"-p"#.replace("-p", "'[{\"op\": \"add\", \"path\": \"/rules/-\"}]'").as_str()
+        );
         let lines = layout_command(c, 40);
         assert!(lines.len() > 1);
         // Joined back without the continuations, it is the same command.
         let joined: String = lines
             .iter()
-            .map(|l| l.iter().filter(|(_, k)| *k != Kind::Continuation).map(|(s, _)| s.as_str()).collect::<String>())
+            .map(|l| {
+                l.iter()
+                    .filter(|(_, k)| *k != Kind::Continuation)
+                    .map(|(s, _)| s.as_str())
+                    .collect::<String>()
+            })
             .collect::<Vec<_>>()
             .join("")
             .split_whitespace()

@@ -105,7 +105,7 @@ fn draw_header(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
             th.muted,
         )];
         let mut lab = vec![];
-        if t.mode == "lab" {
+        if t.mode == crate::model::Mode::Lab {
             lab.push(Span::styled(
                 " · lab",
                 th.accent.remove_modifier(Modifier::BOLD),

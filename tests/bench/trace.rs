@@ -42,6 +42,8 @@ fn critical_path(r: &TraceReport) -> f64 {
     best.values().cloned().fold(0.0, f64::max)
 }
 
+// libc: getrusage for the children's peak RSS.
+#[allow(unsafe_code)]
 fn peak_rss_children_kib() -> i64 {
     // SAFETY-free: getrusage only writes into the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };

@@ -9,7 +9,7 @@
 //! reaches evidence, no wrapped line is wider than its room.
 
 use meshtrace::inspect::{jwt, kubeconfig, sanitize, x509};
-use meshtrace::probe::{clusterz, kube_client};
+use meshtrace::probe::{clusterz, kube_client, kube_error};
 
 /// The bytes as text, as a peer's answer is read (lossy UTF-8).
 fn text(data: &[u8]) -> String {
@@ -148,7 +148,7 @@ pub fn kube_answer(data: &[u8]) {
     let status_obj = serde_json::from_slice::<kube::core::Status>(body).unwrap_or_else(|_| {
         kube::core::Status::failure(&t, "Failed to parse error data").with_code(status)
     });
-    let said = kube_client::describe(&kube::Error::Api(status_obj.boxed()));
+    let said = kube_error::describe(&kube::Error::Api(status_obj.boxed()));
     assert_printable(&said, false, "describe");
     assert!(
         said.len() < 4 * sanitize::QUOTE_MAX,

@@ -312,6 +312,8 @@ fn replay_refuses_what_is_not_a_whole_recording() {
 /// `--watch` without the full screen: run after run, what changed, and
 /// Ctrl-C ends it with the last run's exit code.
 #[test]
+// libc: send SIGINT, as Ctrl-C does.
+#[allow(unsafe_code)]
 fn watch_reruns_until_ctrl_c_and_exits_with_the_last_verdict() {
     use std::io::{BufRead, BufReader};
     let bin = assert_cmd::cargo::cargo_bin("meshtrace");
@@ -379,6 +381,8 @@ clusters:
 contexts:
 - name: x
   context: {cluster: c, user: u}
+- name: y
+  context: {cluster: c, user: u}
 users:
 - name: u
   user:
@@ -397,7 +401,7 @@ users:
             "--primary",
             "x",
             "--remote",
-            "x",
+            "y",
             "-o",
             "text",
         ])
@@ -418,15 +422,228 @@ users:
 /// exit 2 and a suggestion.
 #[test]
 fn explain_prints_docs_offline_and_refuses_unknown_codes() {
-    let out = meshtrace().args(["explain", "remote-rbac"]).output().unwrap();
+    let out = meshtrace()
+        .args(["explain", "remote-rbac"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("SelfSubjectAccessReview") && text.contains("https://"), "{text}");
+    assert!(
+        text.contains("SelfSubjectAccessReview") && text.contains("https://"),
+        "{text}"
+    );
     let out = meshtrace().args(["explain", "--list"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("<step>/timeout"));
-    let out = meshtrace().args(["explain", "remote-rbak"]).output().unwrap();
+    let out = meshtrace()
+        .args(["explain", "remote-rbak"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("\"remote-rbak\"") && err.contains("did you mean remote-rbac"), "{err}");
+    assert!(
+        err.contains("\"remote-rbak\"") && err.contains("did you mean remote-rbac"),
+        "{err}"
+    );
+}
+
+/// The lines meshtrace printed on stderr.
+fn stderr_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn bad_flag_values_exit_2_quoting_the_value() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("--gateway", "foo", "NAMESPACE/NAME"),
+        ("--gateway", "/x", "NAMESPACE/NAME"),
+        ("--gateway", "x/", "NAMESPACE/NAME"),
+        ("--gateway", "a/b/c", "NAMESPACE/NAME"),
+        ("--gateway", "Istio_System/gw", "DNS-1123 label"),
+        ("--gateway", "istio-system/GW", "DNS-1123 subdomain"),
+        ("--istiod-addr", "nope", "HOST:PORT"),
+        ("--istiod-addr", "127.0.0.1:99999", "from 1 to 65535"),
+        ("--istiod-addr", ":15012", "no host"),
+        ("--istiod-debug-addr", "nope", "HOST:PORT"),
+        ("--istiod-debug-addr", "127.0.0.1:0", "from 1 to 65535"),
+        ("--timeout", "0s", "zero"),
+        ("--warn-within", "0s", "zero"),
+    ];
+    for (flag, value, says) in cases {
+        let out = meshtrace().args(["lab", flag, value]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(&format!("{value:?}")) && err.contains(says) && err.contains(flag),
+            "{flag} {value}: {err}"
+        );
+    }
+}
+
+#[test]
+fn good_addresses_pass_the_flag_check() {
+    // Parsing accepts them; the run then stops at the next check (the same
+    // context twice), which proves the value itself was not refused.
+    for (flag, value) in [
+        ("--istiod-addr", "[::1]:15012"),
+        ("--istiod-addr", "host.example:15012"),
+        ("--istiod-debug-addr", "http://127.0.0.1:15014/"),
+        ("--gateway", "istio-system/istio-eastwestgateway"),
+    ] {
+        let out = meshtrace()
+            .args(["--primary", "same", "--remote", "same", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("are the same context \"same\"") && !lines[0].contains(value),
+            "{flag} {value}: {lines:?}"
+        );
+    }
+}
+
+#[test]
+fn the_same_context_twice_is_refused() {
+    let out = meshtrace()
+        .args(["--primary", "kind-one", "--remote", "kind-one"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--primary and --remote are the same context \"kind-one\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_kubeconfig_is_one_line_with_a_suggestion() {
+    let out = meshtrace()
+        .args([
+            "--primary",
+            "a",
+            "--remote",
+            "b",
+            "--kubeconfig",
+            "/nonexistent/kc",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert_eq!(line.matches("/nonexistent/kc").count(), 1, "{line}");
+    assert!(
+        line.contains("does not exist")
+            && line.contains("--kubeconfig")
+            && line.contains("meshtrace lab"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_istio_namespace_in_neither_cluster_gets_did_you_mean() {
+    let out = meshtrace()
+        .args(["lab", "--istio-namespace", "istio-sytem", "-o", "text"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("--istio-namespace \"istio-sytem\" exists in neither cluster")
+            && lines[0].contains("did you mean \"istio-system\"?"),
+        "{lines:?}"
+    );
+    assert!(out.stdout.is_empty(), "no step ran");
+}
+
+/// Runs the binary with `kubeconfig` (the lab's contexts, edited) while the
+/// lab serves; returns the exit code and stderr's lines.
+async fn run_against_lab(kubeconfig: String) -> (Option<i32>, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(&kc, kubeconfig).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        meshtrace()
+            .args([
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--primary",
+                "lab-primary",
+                "--remote",
+                "lab-remote",
+                "--timeout",
+                "2s",
+                "-o",
+                "text",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (out.status.code(), stderr_lines(&out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_context_exits_2_in_one_line_naming_it() {
+    let lab = meshtrace::lab::world::Lab::start(None).await.unwrap();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("https://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let kubeconfig = lab.kubeconfig_yaml.replace(&lab.remote.url, &closed);
+    assert_ne!(kubeconfig, lab.kubeconfig_yaml);
+    let started = std::time::Instant::now();
+    let (code, lines) = run_against_lab(kubeconfig).await;
+    lab.shutdown();
+    assert_eq!(code, Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert!(
+        line.starts_with("meshtrace: --remote context \"lab-remote\"")
+            && line.contains(&closed)
+            && line.contains("cannot reach the API server")
+            && line.contains("refused"),
+        "{line}"
+    );
+    // Not the steps' RBAC advice: no step ran.
+    assert!(!line.contains("needs list pods"), "{line}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_exit_2_naming_the_401() {
+    let lab = meshtrace::lab::world::Lab::start(None).await.unwrap();
+    // The remote context's token, swapped for one the lab never issued.
+    let marker = "- name: lab-remote-admin\n  user:\n    token: ";
+    let at = lab.kubeconfig_yaml.find(marker).unwrap() + marker.len();
+    let end = at + lab.kubeconfig_yaml[at..].find('\n').unwrap();
+    let wrong = "not-the-lab-token-0123456789abcdef";
+    let kubeconfig = format!(
+        "{}{wrong}{}",
+        &lab.kubeconfig_yaml[..at],
+        &lab.kubeconfig_yaml[end..]
+    );
+    let (code, lines) = run_against_lab(kubeconfig).await;
+    let server = lab.remote.url.clone();
+    lab.shutdown();
+    assert_eq!(code, Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert!(
+        line.starts_with("meshtrace: --remote context \"lab-remote\"")
+            && line.contains(server.trim_end_matches('/'))
+            && line.contains("refuses the credentials")
+            && line.contains("401"),
+        "{line}"
+    );
+    assert!(!line.contains(wrong), "the token is never printed: {line}");
 }

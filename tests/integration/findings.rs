@@ -19,7 +19,8 @@ fn schema() -> Value {
 /// A validator for one `$defs` entry of the schema (the events).
 fn validator_for_def(def: &str) -> jsonschema::Validator {
     let s = schema();
-    let sub = json!({"$schema": s["$schema"], "$ref": format!("#/$defs/{def}"), "$defs": s["$defs"]});
+    let sub =
+        json!({"$schema": s["$schema"], "$ref": format!("#/$defs/{def}"), "$defs": s["$defs"]});
     jsonschema::validator_for(&sub).expect("schema compiles")
 }
 
@@ -30,7 +31,16 @@ fn errors(v: &jsonschema::Validator, doc: &Value) -> Vec<String> {
 }
 
 /// Placeholders a pasteable command must not carry: meshtrace knows these.
-const PLACEHOLDERS: &[&str] = &["<id>", "<primary-id>", "<remote-id>", "<network>", "<primary>", "<remote>", "<ns>", "..."];
+const PLACEHOLDERS: &[&str] = &[
+    "<id>",
+    "<primary-id>",
+    "<remote-id>",
+    "<network>",
+    "<primary>",
+    "<remote>",
+    "<ns>",
+    "...",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_gives_coded_findings_that_validate() {
@@ -48,21 +58,40 @@ async fn every_fault_gives_coded_findings_that_validate() {
                 problems.push(format!("{}: event: {e}", f.name));
             }
         }
-        assert!(matches!(events.first(), Some(TraceEvent::TraceStarted { meshtrace_version: Some(_), at: Some(_), .. })));
+        assert!(matches!(
+            events.first(),
+            Some(TraceEvent::TraceStarted {
+                meshtrace_version: Some(_),
+                at: Some(_),
+                ..
+            })
+        ));
         for s in r.steps.iter().filter(|s| s.status != Status::Pass) {
             let Some(fd) = &s.finding else {
-                problems.push(format!("{}: {} is {:?} without a finding", f.name, s.id, s.status));
+                problems.push(format!(
+                    "{}: {} is {:?} without a finding",
+                    f.name, s.id, s.status
+                ));
                 continue;
             };
             let code = &fd.code;
             if code.ends_with("/unclassified") {
-                problems.push(format!("{}: {} has no cause of its own ({code}): {}", f.name, s.id, fd.summary));
+                problems.push(format!(
+                    "{}: {} has no cause of its own ({code}): {}",
+                    f.name, s.id, fd.summary
+                ));
             }
             if !code.starts_with(&format!("{}/", s.id)) {
                 problems.push(format!("{}: code {code} is not of step {}", f.name, s.id));
             }
-            if fd.summary.is_empty() || fd.summary.chars().count() > 120 || fd.summary.contains('\n') {
-                problems.push(format!("{}: {code}: summary is not one short line: {:?}", f.name, fd.summary));
+            if fd.summary.is_empty()
+                || fd.summary.chars().count() > 120
+                || fd.summary.contains('\n')
+            {
+                problems.push(format!(
+                    "{}: {code}: summary is not one short line: {:?}",
+                    f.name, fd.summary
+                ));
             }
             if let Err(e) = meshtrace::explain::explain(code) {
                 problems.push(format!("{}: explain {code}: {e}", f.name));
@@ -70,7 +99,10 @@ async fn every_fault_gives_coded_findings_that_validate() {
             for c in &fd.commands {
                 for p in PLACEHOLDERS {
                     if c.contains(p) {
-                        problems.push(format!("{}: {code}: command has placeholder {p}: {c}", f.name));
+                        problems.push(format!(
+                            "{}: {code}: command has placeholder {p}: {c}",
+                            f.name
+                        ));
                     }
                 }
             }
@@ -79,7 +111,12 @@ async fn every_fault_gives_coded_findings_that_validate() {
             }
         }
     }
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,9 +127,15 @@ async fn a_healthy_report_validates_and_counts_its_steps() {
     assert_eq!(errors(&v, &doc), Vec::<String>::new());
     assert_eq!(r.counts.pass, meshtrace::model::STEPS.len());
     assert!(r.started_at.is_some() && r.finished_at.is_some());
-    assert_eq!(r.meshtrace_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        r.meshtrace_version.as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     // A step that passed carries no finding; the schema must refuse one.
     let mut bad = doc.clone();
     bad["steps"][0]["code"] = json!("gateway-pod/no-cluster-id");
-    assert!(!errors(&v, &bad).is_empty(), "the schema accepts a code on a pass");
+    assert!(
+        !errors(&v, &bad).is_empty(),
+        "the schema accepts a code on a pass"
+    );
 }

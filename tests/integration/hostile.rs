@@ -100,7 +100,7 @@ async fn trace_remote_at(
         primary: "lab-primary".into(),
         remote: "hostile".into(),
         istio_namespace: "istio-system".into(),
-        mode: "clusters".into(),
+        mode: meshtrace::model::Mode::Clusters,
         fault: None,
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -786,6 +786,8 @@ async fn a_tls_refusal_is_said_in_words_not_rust_debug_names() {
 /// The same on a bare pseudo-terminal (no tmux needed): meshtrace's TUI on
 /// the pty's slave; after each signal the slave's modes are cooked again.
 #[test]
+// libc: open a pseudo-terminal, signal the child, read its termios.
+#[allow(unsafe_code)]
 fn every_signal_leaves_a_pseudo_terminal_sane() {
     use std::io::Read;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -7,4 +7,5 @@ mod fuzz;
 mod hardening;
 mod hostile;
 mod lab_faults;
+mod layout;
 mod support;

@@ -39,7 +39,7 @@ pub async fn trace(tb: &Testbed, mut opts: TraceOptions) -> TraceReport {
         primary: tb.primary_ctx.clone(),
         remote: tb.remote_ctx.clone(),
         istio_namespace: opts.istio_namespace.clone(),
-        mode: "clusters".into(),
+        mode: meshtrace::model::Mode::Clusters,
         fault: None,
     };
     let (tx, _rx) = mpsc::unbounded_channel();

@@ -90,17 +90,9 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
     }
 }
 
-/// A kube error in one line (see [`kube_client::describe`]).
-pub(crate) fn kube_err(e: &kube::Error) -> String {
-    crate::probe::kube_client::describe(e)
-}
-
-pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
-}
+// The kube-error words live in a probe module (shared with probe::clusterz
+// and the preflight); the steps keep their short names.
+pub(crate) use crate::probe::kube_error::{api_code, describe as kube_err};
 
 pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()

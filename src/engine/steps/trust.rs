@@ -67,7 +67,7 @@ pub async fn root_of_trust(ctx: &Ctx) -> Outcome {
         .ok()
         .flatten()
         .and_then(|cm| cm.data.and_then(|d| d.get("mesh").cloned()))
-        .and_then(|mesh| serde_yaml::from_str::<serde_yaml::Value>(&mesh).ok())
+        .and_then(|mesh| serde_saphyr::from_str::<serde_json::Value>(&mesh).ok())
         .and_then(|v| {
             v.get("trustDomain")
                 .and_then(|t| t.as_str().map(str::to_string))

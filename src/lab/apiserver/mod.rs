@@ -296,7 +296,7 @@ impl Req {
                 .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e));
         }
         if ct.contains("yaml") {
-            serde_yaml::from_slice::<Value>(&self.body).map_err(|e| {
+            serde_saphyr::from_slice::<Value>(&self.body).map_err(|e| {
                 ApiError::bad_request(format!("error decoding YAML request body: {e}"))
             })
         } else {

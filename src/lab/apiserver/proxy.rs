@@ -12,6 +12,10 @@ use axum::http::{HeaderValue, Method, header};
 use k8s_openapi::api::core::v1::Pod;
 use std::net::SocketAddr;
 
+/// The largest answer the proxy forwards from a backend (the lab's backends
+/// serve a few hundred bytes).
+const MAX_BACKEND_BODY: usize = 4 << 20;
+
 /// A parsed pod-proxy path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProxyPath {
@@ -153,7 +157,7 @@ pub(crate) async fn forward(
     let out = out
         .body(req.body.to_vec())
         .map_err(|e| ApiError::bad_request(format!("proxy request {uri:?}: {e}")))?;
-    let resp = crate::probe::clusterz::http1_request(&backend.to_string(), out)
+    let resp = crate::probe::http1::request(&backend.to_string(), out, MAX_BACKEND_BODY)
         .await
         .map_err(|_| unreachable(dial))?;
     let (parts, body) = resp.into_parts();
