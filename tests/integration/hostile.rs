@@ -798,7 +798,7 @@ fn every_signal_leaves_a_pseudo_terminal_sane() {
         (libc::SIGQUIT, 3),
     ] {
         let (mut master, mut slave) = (0, 0);
-        let mut ws = libc::winsize {
+        let ws = libc::winsize {
             ws_row: 40,
             ws_col: 120,
             ws_xpixel: 0,
@@ -811,7 +811,7 @@ fn every_signal_leaves_a_pseudo_terminal_sane() {
                 &mut slave,
                 std::ptr::null_mut(),
                 std::ptr::null(),
-                &mut ws,
+                &ws,
             )
         };
         assert_eq!(rc, 0, "openpty");
