@@ -256,12 +256,98 @@ pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan
             panic!("[{}] {e}", expect.name);
         }
     }
+    // meshtrace's own fix, run as the user would paste it: the real API
+    // servers and the real istiod must agree that it fixes the fault. The
+    // session's revert then runs too, as a safety net for what the fix does
+    // not touch.
+    apply_printed_fix(tb, &rt, &expect, &report, &plan);
     drop(s); // revert, and wait until the test bed is healthy again
     println!(
         "[{}] ok in {:.1} s (revert included)",
         expect.name,
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// Why a printed command cannot run on the test bed, if it cannot: the bed
+/// runs kube-apiservers and istiod as processes, without a
+/// kube-controller-manager or kubelets.
+pub fn not_runnable_on_testbed(command: &str) -> Option<&'static str> {
+    if command.contains("istioctl") {
+        return Some(
+            "istioctl create-remote-secret waits for the token controller to fill the reader's token Secret, and the test bed runs no kube-controller-manager (the lab proves these fixes)",
+        );
+    }
+    if command.contains("deployment/") || command.contains(" deployment ") {
+        return Some(
+            "the test bed's istiod and gateway are a process and a bare Pod, not Deployments (no controller-manager): the lab proves Deployment fixes",
+        );
+    }
+    None
+}
+
+/// Runs the first failing step's `commands` with the test bed's kubectl, as a
+/// user would paste them, then requires a healthy trace within 30 s (istiod
+/// reloads a changed remote secret within seconds). Faults without commands,
+/// or with commands the bed cannot run (see [`not_runnable_on_testbed`]),
+/// say so and are reverted by the session alone.
+fn apply_printed_fix(
+    tb: &crate::bed::Testbed,
+    rt: &tokio::runtime::Runtime,
+    expect: &Expect,
+    report: &TraceReport,
+    plan: &Plan,
+) {
+    let name = expect.name;
+    let Some(step) = report.first_failure.and_then(|f| report.step(f)) else {
+        return;
+    };
+    let Some(f) = &step.finding else {
+        panic!("[{name}] {} did not pass without a finding", step.id);
+    };
+    if f.commands.is_empty() {
+        println!("[{name}] {}: no commands printed ({}); the session reverts it", f.code, f.note.as_deref().unwrap_or("no note"));
+        return;
+    }
+    if let Some(why) = f.commands.iter().find_map(|c| not_runnable_on_testbed(c)) {
+        println!("[{name}] {}: the printed fix is not run here: {why}", f.code);
+        return;
+    }
+    let kubectl_dir = tb.kubectl.parent().map(|p| p.display().to_string()).unwrap_or_default();
+    let path = format!("{kubectl_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    for c in &f.commands {
+        println!("[{name}] running meshtrace's fix: {c}");
+        let out = std::process::Command::new("sh")
+            .args(["-c", c])
+            .env("KUBECONFIG", &tb.kubeconfig)
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("[{name}] cannot run sh: {e}"));
+        assert!(
+            out.status.success(),
+            "[{name}] meshtrace's printed fix failed on the test bed ({}):\n{c}\n{}",
+            out.status,
+            crate::bed::redact(String::from_utf8_lossy(&out.stderr).trim())
+        );
+    }
+    let t0 = Instant::now();
+    loop {
+        let r = rt.block_on(trace(tb, plan.trace_opts.clone()));
+        let gone = r.steps.iter().all(|s| s.finding.as_ref().is_none_or(|x| x.code != f.code));
+        if gone && r.verdict == meshtrace::model::Verdict::Pass {
+            println!("[{name}] meshtrace's fix turned the trace green in {:.1} s", t0.elapsed().as_secs_f64());
+            return;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            panic!(
+                "[{name}] meshtrace's printed fix ({}) did not turn the trace green within 30 s: {}",
+                f.commands.join(" && "),
+                summary(&r)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// istiod's own words for the last problem it logged: why it refused a
