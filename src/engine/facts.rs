@@ -27,6 +27,13 @@ pub struct GatewayFacts {
     /// The projected `istio-token` volume: (audience, expirationSeconds).
     pub projected_token: Option<(Option<String>, Option<i64>)>,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The container the settings were read from (`istio-proxy`, else the first).
+    pub container: String,
+    /// The volumes istio's injector added (`sidecar.istio.io/status`): a
+    /// Deployment patch cannot change those, the injector's values can.
+    pub injected_volumes: Vec<String>,
+    /// The Deployment that owns the pod, for the fixes that change it.
+    pub deployment: Option<k8s_openapi::api::apps::v1::Deployment>,
 }
 
 #[derive(Debug, Clone)]

@@ -4,9 +4,12 @@
 //! that returns the [`Outcome`] with its finding). Judges are table-tested.
 
 mod gateway;
+mod gateway_pod;
+mod gateway_token;
 mod istiod;
+mod network_labels;
 mod remote;
-mod trust;
+mod root_of_trust;
 
 use super::{Ctx, Outcome};
 use crate::findings::{Cause, shell_word};
@@ -66,27 +69,32 @@ impl Settings {
 /// Every cause any step can report, from each step module's `CAUSES`: the
 /// catalogue `meshtrace explain` and the docs test read.
 pub fn causes() -> Vec<&'static Cause> {
-    let lists: &[&[&'static Cause]] = &[];
+    let lists: &[&[&'static Cause]] = &[
+        gateway_pod::CAUSES,
+        gateway_token::CAUSES,
+        root_of_trust::CAUSES,
+        network_labels::CAUSES,
+    ];
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
 pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
     use StepId::*;
     match id {
-        GatewayPod => gateway::gateway_pod(ctx).await,
+        GatewayPod => gateway_pod::run(ctx).await,
         RemoteSecret => remote::remote_secret(ctx).await,
         RemoteKubeconfig => remote::remote_kubeconfig(ctx).await,
         RemoteApiTls => remote::remote_api_tls(ctx).await,
         RemoteIdentity => remote::remote_identity(ctx).await,
         RemoteRbac => remote::remote_rbac(ctx).await,
         RemoteIstiodEndpoint => istiod::istiod_endpoint(ctx).await,
-        GatewayToken => gateway::gateway_token(ctx).await,
+        GatewayToken => gateway_token::run(ctx).await,
         TokenReview => remote::token_review(ctx).await,
-        RootOfTrust => trust::root_of_trust(ctx).await,
+        RootOfTrust => root_of_trust::run(ctx).await,
         IstiodTls => istiod::istiod_tls(ctx).await,
         Csr => istiod::csr(ctx).await,
         IssuedChain => istiod::issued_chain(ctx).await,
-        NetworkLabels => gateway::network_labels(ctx).await,
+        NetworkLabels => network_labels::run(ctx).await,
     }
 }
 
