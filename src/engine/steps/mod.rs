@@ -6,6 +6,8 @@
 mod gateway;
 mod istiod;
 mod remote;
+mod remote_kubeconfig;
+mod remote_secret;
 mod trust;
 
 use super::{Ctx, Outcome};
@@ -66,7 +68,7 @@ impl Settings {
 /// Every cause any step can report, from each step module's `CAUSES`: the
 /// catalogue `meshtrace explain` and the docs test read.
 pub fn causes() -> Vec<&'static Cause> {
-    let lists: &[&[&'static Cause]] = &[];
+    let lists: &[&[&'static Cause]] = &[remote_secret::CAUSES, remote_kubeconfig::CAUSES];
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
@@ -74,8 +76,8 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
     use StepId::*;
     match id {
         GatewayPod => gateway::gateway_pod(ctx).await,
-        RemoteSecret => remote::remote_secret(ctx).await,
-        RemoteKubeconfig => remote::remote_kubeconfig(ctx).await,
+        RemoteSecret => remote_secret::run(ctx).await,
+        RemoteKubeconfig => remote_kubeconfig::run(ctx).await,
         RemoteApiTls => remote::remote_api_tls(ctx).await,
         RemoteIdentity => remote::remote_identity(ctx).await,
         RemoteRbac => remote::remote_rbac(ctx).await,
