@@ -42,6 +42,11 @@ pub struct RemoteSecretFacts {
     pub name: String,
     pub key: String,
     pub kubeconfig: Vec<u8>,
+    /// Every data key of the Secret (the fix differs when it holds others).
+    pub keys: Vec<String>,
+    /// istiod's `PILOT_INSECURE_MULTICLUSTER_KUBECONFIG_OPTIONS`, split on
+    /// commas: the kubeconfig options its sanitizer lets through.
+    pub istiod_insecure_options: Vec<String>,
 }
 
 #[derive(Default)]

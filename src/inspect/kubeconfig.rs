@@ -431,6 +431,18 @@ fn yaml_depth(b: &[u8]) -> usize {
 
 /// Parse a remote secret's kubeconfig and apply istiod's rules.
 pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, KubeconfigError> {
+    parse_remote_kubeconfig_allowing(bytes, &[])
+}
+
+/// [`parse_remote_kubeconfig`] with istiod's allowlist of insecure options,
+/// its env `PILOT_INSECURE_MULTICLUSTER_KUBECONFIG_OPTIONS` split on commas
+/// (auth provider names, `clientKey`, `clientCertificate`, `tokenFile`,
+/// `exec`): the sanitizer lets those through, as istiod's does.
+pub fn parse_remote_kubeconfig_allowing(
+    bytes: &[u8],
+    allowed: &[String],
+) -> Result<RemoteKubeconfig, KubeconfigError> {
+    let allows = |o: &str| allowed.iter().any(|a| a == o);
     if bytes.is_empty() {
         return Err(KubeconfigError::Empty);
     }
@@ -587,32 +599,44 @@ pub fn parse_remote_kubeconfig(bytes: &[u8]) -> Result<RemoteKubeconfig, Kubecon
         let Some(a) = &u.auth_info else { continue };
         let not_allowed = |s: String| Err(KubeconfigError::NotAllowed(s));
         if let Some(ap) = &a.auth_provider {
-            if ap.name != "oidc" {
+            if ap.name != "oidc" && !allows(&ap.name) {
                 return not_allowed(format!(
                     "auth provider {} is not allowed (user {:?}, auth-provider {:?})",
                     ap.name, u.name, ap.name
                 ));
             }
         }
-        if let Some(p) = a.client_key.as_deref().filter(|p| !p.is_empty()) {
+        if let Some(p) = a
+            .client_key
+            .as_deref()
+            .filter(|p| !p.is_empty() && !allows("clientKey"))
+        {
             return not_allowed(format!(
                 "clientKey is not allowed (user {:?}, client-key file {p:?}; use client-key-data)",
                 u.name
             ));
         }
-        if let Some(p) = a.client_certificate.as_deref().filter(|p| !p.is_empty()) {
+        if let Some(p) = a
+            .client_certificate
+            .as_deref()
+            .filter(|p| !p.is_empty() && !allows("clientCertificate"))
+        {
             return not_allowed(format!(
                 "clientCertificate is not allowed (user {:?}, client-certificate file {p:?}; use client-certificate-data)",
                 u.name
             ));
         }
-        if let Some(p) = a.token_file.as_deref().filter(|p| !p.is_empty()) {
+        if let Some(p) = a
+            .token_file
+            .as_deref()
+            .filter(|p| !p.is_empty() && !allows("tokenFile"))
+        {
             return not_allowed(format!(
                 "tokenFile is not allowed (user {:?}, tokenFile {p:?}; use token)",
                 u.name
             ));
         }
-        if let Some(x) = &a.exec {
+        if let Some(x) = a.exec.as_ref().filter(|_| !allows("exec")) {
             let cmd = x.command.clone().unwrap_or_default();
             return not_allowed(format!(
                 "exec is not allowed (user {:?}, exec command {cmd:?})",
@@ -984,6 +1008,26 @@ users:
             e.to_string()
                 .starts_with("kubeconfig is not allowed: exec is not allowed")
         );
+    }
+
+    #[test]
+    fn istiods_insecure_options_let_exactly_those_through() {
+        let exec = "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n";
+        let allowing = |yaml: &str, allowed: &[&str]| {
+            let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+            parse_remote_kubeconfig_allowing(yaml.as_bytes(), &allowed)
+        };
+        let k = allowing(&kc("", exec), &["exec"]).unwrap();
+        assert_eq!(k.credential, Credential::None);
+        assert!(matches!(
+            allowing(&kc("", exec), &["tokenFile", "gcp"]),
+            Err(KubeconfigError::NotAllowed(m)) if m.starts_with("exec is not allowed")
+        ));
+        let file = "    tokenFile: /var/run/token\n";
+        assert!(allowing(&kc("", file), &["tokenFile"]).is_ok());
+        let gcp = "    auth-provider:\n      name: gcp\n      config: {}\n";
+        assert!(allowing(&kc("", gcp), &["gcp"]).is_ok());
+        assert!(allowing(&kc("", gcp), &["azure"]).is_err());
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod gateway_token;
 mod istiod;
 mod network_labels;
 mod remote;
+mod remote_kubeconfig;
+mod remote_secret;
 mod root_of_trust;
 
 use super::{Ctx, Outcome};
@@ -71,6 +73,8 @@ impl Settings {
 pub fn causes() -> Vec<&'static Cause> {
     let lists: &[&[&'static Cause]] = &[
         gateway_pod::CAUSES,
+        remote_secret::CAUSES,
+        remote_kubeconfig::CAUSES,
         gateway_token::CAUSES,
         root_of_trust::CAUSES,
         network_labels::CAUSES,
@@ -82,8 +86,8 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
     use StepId::*;
     match id {
         GatewayPod => gateway_pod::run(ctx).await,
-        RemoteSecret => remote::remote_secret(ctx).await,
-        RemoteKubeconfig => remote::remote_kubeconfig(ctx).await,
+        RemoteSecret => remote_secret::run(ctx).await,
+        RemoteKubeconfig => remote_kubeconfig::run(ctx).await,
         RemoteApiTls => remote::remote_api_tls(ctx).await,
         RemoteIdentity => remote::remote_identity(ctx).await,
         RemoteRbac => remote::remote_rbac(ctx).await,
