@@ -5,7 +5,9 @@
 
 mod gateway;
 mod istiod;
+mod istiod_tls;
 mod remote;
+mod remote_istiod_endpoint;
 mod trust;
 
 use super::{Ctx, Outcome};
@@ -66,7 +68,7 @@ impl Settings {
 /// Every cause any step can report, from each step module's `CAUSES`: the
 /// catalogue `meshtrace explain` and the docs test read.
 pub fn causes() -> Vec<&'static Cause> {
-    let lists: &[&[&'static Cause]] = &[];
+    let lists: &[&[&'static Cause]] = &[remote_istiod_endpoint::CAUSES, istiod_tls::CAUSES];
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
@@ -79,11 +81,11 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
         RemoteApiTls => remote::remote_api_tls(ctx).await,
         RemoteIdentity => remote::remote_identity(ctx).await,
         RemoteRbac => remote::remote_rbac(ctx).await,
-        RemoteIstiodEndpoint => istiod::istiod_endpoint(ctx).await,
+        RemoteIstiodEndpoint => remote_istiod_endpoint::run(ctx).await,
         GatewayToken => gateway::gateway_token(ctx).await,
         TokenReview => remote::token_review(ctx).await,
         RootOfTrust => trust::root_of_trust(ctx).await,
-        IstiodTls => istiod::istiod_tls(ctx).await,
+        IstiodTls => istiod_tls::run(ctx).await,
         Csr => istiod::csr(ctx).await,
         IssuedChain => istiod::issued_chain(ctx).await,
         NetworkLabels => gateway::network_labels(ctx).await,
