@@ -3,7 +3,9 @@
 //! facts) and a *judge* (a pure function of those facts and [`Settings`]
 //! that returns the [`Outcome`] with its finding). Judges are table-tested.
 
+mod csr;
 mod gateway;
+mod issued_chain;
 mod istiod;
 mod istiod_tls;
 mod remote;
@@ -68,7 +70,12 @@ impl Settings {
 /// Every cause any step can report, from each step module's `CAUSES`: the
 /// catalogue `meshtrace explain` and the docs test read.
 pub fn causes() -> Vec<&'static Cause> {
-    let lists: &[&[&'static Cause]] = &[remote_istiod_endpoint::CAUSES, istiod_tls::CAUSES];
+    let lists: &[&[&'static Cause]] = &[
+        remote_istiod_endpoint::CAUSES,
+        istiod_tls::CAUSES,
+        csr::CAUSES,
+        issued_chain::CAUSES,
+    ];
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
@@ -86,8 +93,8 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
         TokenReview => remote::token_review(ctx).await,
         RootOfTrust => trust::root_of_trust(ctx).await,
         IstiodTls => istiod_tls::run(ctx).await,
-        Csr => istiod::csr(ctx).await,
-        IssuedChain => istiod::issued_chain(ctx).await,
+        Csr => csr::run(ctx).await,
+        IssuedChain => issued_chain::run(ctx).await,
         NetworkLabels => gateway::network_labels(ctx).await,
     }
 }
