@@ -68,4 +68,6 @@ pub struct Facts {
     /// Trust domain the primary's mesh config sets (default cluster.local).
     pub trust_domain: Option<String>,
     pub chain: Option<Vec<String>>,
+    /// istiod's Deployment in the primary, as csr found it (fixes restart it).
+    pub istiod_deployment: Option<String>,
 }

@@ -60,51 +60,72 @@ async fn healthy_lab_passes_every_step() {
 }
 
 /// The two faults that only istiod's CSR answer reveals get an exact
-/// diagnosis from istiod's own list of clusters.
+/// cause from istiod's own list of clusters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csr_refusals_are_explained_by_istiods_view() {
     let fault = faults::find("istiod-stale-clusters").unwrap();
     let (r, _) = trace_lab(Some(fault), TraceOptions::default()).await;
     let csr = r.step(StepId::Csr).unwrap();
+    let finding = csr.finding.as_ref().expect("a finding");
+    assert_eq!(finding.code, "csr/istiod-has-not-loaded-cluster");
     let diag = csr.diagnosis.as_deref().unwrap_or_default();
     assert!(
-        diag.contains("istiod has not loaded the remote secret for cluster \"remote\": its /debug/clusterz (pod istiod-lab) lists only [\"primary\"]"),
+        diag.contains(
+            "istiod's /debug/clusterz (pod istiod-lab) lists [\"primary\"], not \"remote\""
+        ),
         "{diag}"
     );
     assert_eq!(csr.evidence["istiod_clusters"], "primary synced");
-    assert_eq!(
-        csr.hint.as_deref(),
-        Some(
-            "restart istiod so it loads every remote secret again: kubectl --context lab-primary -n istio-system rollout restart deployment/istiod (then trace again)"
-        )
-    );
+    // The restart names istiod's Deployment once the lab has one; until
+    // then the note says how to find it.
+    restart_or_how_to_find_it(finding);
 
     let fault = faults::find("istiod-token-audiences").unwrap();
     let (r, _) = trace_lab(Some(fault), TraceOptions::default()).await;
     let csr = r.step(StepId::Csr).unwrap();
+    let finding = csr.finding.as_ref().expect("a finding");
+    assert_eq!(finding.code, "csr/token-audience-not-accepted");
     let diag = csr.diagnosis.as_deref().unwrap_or_default();
     assert!(
-        diag.contains("istiod lists cluster \"remote\" synced (Secret istio-system/istio-remote-secret-remote)"),
+        diag.contains("istiod lists \"remote\" synced (Secret istio-system/istio-remote-secret-remote) and meshtrace's TokenReview passed for \"istio-ca\""),
         "{diag}"
     );
-    assert!(
-        diag.contains(
-            "The remaining cause is istiod's TOKEN_AUDIENCES: it does not contain \"istio-ca\""
+    match finding.commands.as_slice() {
+        [] => assert!(
+            finding
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("get deployments -l app=istiod")),
+            "{finding:?}"
         ),
-        "{diag}"
-    );
-    assert!(
-        csr.hint
-            .as_deref()
-            .is_some_and(|h| h.contains("set env deployment/istiod TOKEN_AUDIENCES=istio-ca")),
-        "{:?}",
-        csr.hint
-    );
+        [c] => assert!(
+            c.starts_with(
+                "kubectl --context lab-primary -n istio-system set env deployment/istiod "
+            ) && c.ends_with(",istio-ca"),
+            "{c}"
+        ),
+        more => panic!("{more:?}"),
+    }
+}
+
+fn restart_or_how_to_find_it(finding: &meshtrace::model::Finding) {
+    match finding.commands.as_slice() {
+        [] => assert!(
+            finding.note.as_deref().is_some_and(|n| n.contains(
+                "kubectl --context lab-primary -n istio-system get deployments -l app=istiod"
+            )),
+            "{finding:?}"
+        ),
+        cmds => assert_eq!(
+            cmds,
+            ["kubectl --context lab-primary -n istio-system rollout restart deployment/istiod"]
+        ),
+    }
 }
 
 /// `--istiod-debug-addr`: istiod's monitoring port asked directly; and an
 /// address nothing answers on leaves the view unknown, with the reason in
-/// the diagnosis, without failing anything else.
+/// the evidence, without failing anything else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn istiod_debug_addr_is_asked_directly() {
     let fault = faults::find("istiod-token-audiences").unwrap();
@@ -114,18 +135,14 @@ async fn istiod_debug_addr_is_asked_directly() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    for (addr, want_ev, want_diag) in [
+    for (addr, want_ev) in [
         (
             direct.clone(),
             "primary synced, remote synced (istio-system/istio-remote-secret-remote)".to_string(),
-            "The remaining cause is istiod's TOKEN_AUDIENCES".to_string(),
         ),
         (
             closed.clone(),
             format!("unknown: cannot ask istiod at {closed}: connection refused"),
-            format!(
-                "or its TOKEN_AUDIENCES differ from \"istio-ca\". istiod's own view of its clusters is unknown: cannot ask istiod at {closed}: connection refused"
-            ),
         ),
     ] {
         let opts = TraceOptions {
@@ -144,8 +161,22 @@ async fn istiod_debug_addr_is_asked_directly() {
             csr.evidence["istiod_clusters_source"],
             format!("http://{addr}/debug/clusterz (--istiod-debug-addr)").as_str()
         );
+        let code = csr.finding.as_ref().map(|f| f.code.as_str());
         let diag = csr.diagnosis.as_deref().unwrap_or_default();
-        assert!(diag.contains(&want_diag), "{diag}");
+        if addr == direct {
+            assert_eq!(code, Some("csr/token-audience-not-accepted"), "{diag}");
+        } else if code == Some("csr/unauthenticated") {
+            // Without istiod's view or its Deployment's env, the cause is unknown.
+            assert!(
+                diag.contains(&format!(
+                    "cannot ask istiod at {closed}: connection refused"
+                )),
+                "{diag}"
+            );
+        } else {
+            // The Deployment's TOKEN_AUDIENCES alone name the cause.
+            assert_eq!(code, Some("csr/token-audience-not-accepted"), "{diag}");
+        }
     }
     lab.shutdown();
 }

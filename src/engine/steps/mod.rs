@@ -3,12 +3,16 @@
 //! facts) and a *judge* (a pure function of those facts and [`Settings`]
 //! that returns the [`Outcome`] with its finding). Judges are table-tested.
 
+mod csr;
 mod gateway;
 mod gateway_pod;
 mod gateway_token;
+mod issued_chain;
 mod istiod;
+mod istiod_tls;
 mod network_labels;
 mod remote;
+mod remote_istiod_endpoint;
 mod remote_kubeconfig;
 mod remote_secret;
 mod root_of_trust;
@@ -75,8 +79,12 @@ pub fn causes() -> Vec<&'static Cause> {
         gateway_pod::CAUSES,
         remote_secret::CAUSES,
         remote_kubeconfig::CAUSES,
+        remote_istiod_endpoint::CAUSES,
         gateway_token::CAUSES,
         root_of_trust::CAUSES,
+        istiod_tls::CAUSES,
+        csr::CAUSES,
+        issued_chain::CAUSES,
         network_labels::CAUSES,
     ];
     lists.iter().flat_map(|l| l.iter().copied()).collect()
@@ -91,13 +99,13 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
         RemoteApiTls => remote::remote_api_tls(ctx).await,
         RemoteIdentity => remote::remote_identity(ctx).await,
         RemoteRbac => remote::remote_rbac(ctx).await,
-        RemoteIstiodEndpoint => istiod::istiod_endpoint(ctx).await,
+        RemoteIstiodEndpoint => remote_istiod_endpoint::run(ctx).await,
         GatewayToken => gateway_token::run(ctx).await,
         TokenReview => remote::token_review(ctx).await,
         RootOfTrust => root_of_trust::run(ctx).await,
-        IstiodTls => istiod::istiod_tls(ctx).await,
-        Csr => istiod::csr(ctx).await,
-        IssuedChain => istiod::issued_chain(ctx).await,
+        IstiodTls => istiod_tls::run(ctx).await,
+        Csr => csr::run(ctx).await,
+        IssuedChain => issued_chain::run(ctx).await,
         NetworkLabels => network_labels::run(ctx).await,
     }
 }

@@ -1,0 +1,801 @@
+//! `csr`: the gateway's CreateCertificate, sent as istio-agent sends it, and
+//! when istiod refuses it, why: istiod tells a client only
+//! `Unauthenticated: request authenticate failure` (security/pkg/server/ca/server.go)
+//! and logs the reason. Its KubeJWTAuthenticator first looks up a kube client
+//! for the `clusterid` the gateway sends (`client claims to be in cluster ...`),
+//! then runs a TokenReview with TOKEN_AUDIENCES as the audiences
+//! (security/pkg/server/ca/authenticate/kubeauth/kube_jwt.go). Because this
+//! step runs only when meshtrace's own TokenReview with the remote secret's
+//! credential passed, a refusal means istiod sees something else: its own
+//! list of clusters (`/debug/clusterz`) and its Deployment's env tell which.
+
+use super::Settings;
+use super::istiod::{
+    EnvValue, IstiodDeployment, IstiodDeployments, agent_server_name, expected_identity,
+    no_deployment_note, pick, read_istiod_deployments, restart_command, set_env_command, with_item,
+    with_side,
+};
+use crate::engine::{Ctx, Outcome};
+use crate::findings::{Finding, generic, shell_word};
+use crate::inspect::jwt;
+use crate::model::StepId;
+use crate::probe::ca_client::{self, CsrError, CsrRequest};
+use crate::probe::clusterz::{self, Judgement};
+use serde_json::json;
+use std::time::Duration;
+
+crate::causes! { StepId::Csr;
+    NOT_LOADED = "istiod-has-not-loaded-cluster", "istiod has not loaded the remote secret of the gateway's cluster";
+    CLUSTER_CLOSED = "cluster-closed", "istiod has closed the gateway's cluster and not built it again";
+    CLUSTER_NOT_SYNCED = "cluster-not-synced", "istiod has loaded the gateway's cluster but has not synced it";
+    TOKEN_AUDIENCE = "token-audience-not-accepted", "istiod's TOKEN_AUDIENCES lack the gateway token's audience";
+    CLUSTER_STALE = "istiod-cluster-stale", "istiod holds an earlier credential for the gateway's cluster";
+    UNAUTHENTICATED = "unauthenticated", "istiod refuses the gateway's token, and its own view is unknown";
+    REFUSED = "refused", "istiod refuses the CSR with another gRPC status";
+    CONNECTION_FAILED = "connection-failed", "the gRPC connection to istiod fails";
+    NO_ANSWER = "no-answer", "istiod does not answer the CSR in time";
+    NOT_SENDABLE = "request-not-sendable", "the gateway's request cannot be sent as it is";
+}
+
+/// What istiod answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The chain, leaf first.
+    Chain(Vec<String>),
+    Rpc {
+        code: String,
+        message: String,
+    },
+    Connect(String),
+    Timeout(Duration),
+    BadInput(String),
+    /// meshtrace could not make the CSR (a bug).
+    NoCsr(String),
+}
+
+/// What gather saw.
+#[derive(Debug, Clone)]
+pub struct CsrFacts {
+    pub addr: String,
+    pub server_name: String,
+    /// The `clusterid` sent; empty when the gateway has none.
+    pub cluster_id: String,
+    pub csr_san: String,
+    /// `sha256:...` of the gateway token: never the token.
+    pub token_fingerprint: String,
+    pub ttl_secs: i64,
+    pub answer: Answer,
+    pub rpc_ms: f64,
+    /// istiod's own list of clusters (or why it is unknown).
+    pub view: clusterz::View,
+    pub view_source: String,
+    /// istiod's Deployments in the primary (or why they are unknown).
+    pub istiod: IstiodDeployments,
+}
+
+/// How long a CSR that istiod answered without refusing waits for istiod's
+/// view of its clusters (evidence only then).
+const VIEW_GRACE: Duration = Duration::from_millis(300);
+const TTL_SECS: i64 = 3600;
+
+pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
+    let (addr, root, gw, token, cid, mesh_td) = {
+        let f = ctx.facts();
+        (
+            f.istiod_addr.clone(),
+            f.remote_root_pem.clone(),
+            f.gateway.clone(),
+            f.gateway_token.clone(),
+            f.cluster_id.clone(),
+            f.trust_domain.clone(),
+        )
+    };
+    let (Some((addr, _)), Some(root)) = (addr, root) else {
+        return Err(Outcome::new().blocked(StepId::IstiodTls, "no verified path to istiod"));
+    };
+    let Some(token) = token else {
+        return Err(Outcome::new().blocked(StepId::GatewayToken, "no gateway token"));
+    };
+    let gw = gw.unwrap_or_default();
+    let cluster_id = cid.map(|c| c.0).unwrap_or_default();
+    let (csr_san, _, _) = expected_identity(
+        gw.trust_domain.as_deref(),
+        mesh_td.as_deref(),
+        &gw.namespace,
+        &gw.service_account,
+    );
+    let server_name = agent_server_name(gw.ca_addr.as_deref(), gw.istiod_san.as_deref());
+    let ns = ctx.opts.istio_namespace.clone();
+    let debug_addr = ctx.opts.istiod_debug_addr.as_deref();
+    let mut facts = CsrFacts {
+        addr: addr.clone(),
+        server_name: server_name.clone(),
+        cluster_id: cluster_id.clone(),
+        csr_san: csr_san.clone(),
+        token_fingerprint: jwt::fingerprint(&token.0),
+        ttl_secs: TTL_SECS,
+        answer: Answer::NoCsr(String::new()),
+        rpc_ms: 0.0,
+        view: Err("not asked".into()),
+        view_source: clusterz::source(debug_addr, &ns),
+        istiod: Err("not read".into()),
+    };
+    let (key, csr_pem) = match ca_client::new_csr(&csr_san) {
+        Ok(k) => k,
+        Err(e) => {
+            facts.answer = Answer::NoCsr(e);
+            return Ok(facts);
+        }
+    };
+    let csr_call = async {
+        let started = std::time::Instant::now();
+        let r = ca_client::create_certificate(&CsrRequest {
+            addr: &addr,
+            server_name: &server_name,
+            root_pem: &root,
+            token: &token.0,
+            cluster_id: &cluster_id,
+            csr_pem: &csr_pem,
+            ttl_secs: TTL_SECS,
+            timeout: ctx.opts.timeout,
+        })
+        .await;
+        (r, started.elapsed())
+    };
+    // istiod's view and its Deployment are read while the CSR is in flight,
+    // so they cost the critical path nothing unless they are the slower.
+    let istiod_side = async {
+        tokio::join!(
+            clusterz::fetch(debug_addr, &ctx.clusters.primary, &ns, ctx.opts.timeout),
+            read_istiod_deployments(&ctx.clusters.primary, &ns, ctx.opts.timeout),
+        )
+    };
+    // They only explain a refusal: awaited after Unauthenticated, else given a
+    // moment, so an istiod pod the API server cannot reach does not hold up
+    // a certificate that was issued.
+    let ((result, rpc), side) = with_side(
+        csr_call,
+        istiod_side,
+        |(r, _)| matches!(r, Err(CsrError::Rpc { code, .. }) if code == "Unauthenticated"),
+        VIEW_GRACE,
+    )
+    .await;
+    drop(key);
+    facts.rpc_ms = crate::model::millis(rpc);
+    match side {
+        Some((view, deps)) => {
+            facts.view = view;
+            facts.istiod = deps;
+        }
+        None => {
+            facts.view = Err(format!(
+                "not waited for: istiod answered the CSR first, and its view only explains a refusal (it did not come within {} more)",
+                humantime::format_duration(VIEW_GRACE)
+            ));
+            facts.istiod = Err("not waited for".into());
+        }
+    }
+    facts.answer = match result {
+        Ok(chain) => Answer::Chain(chain),
+        Err(CsrError::Rpc { code, message }) => Answer::Rpc { code, message },
+        Err(CsrError::Connect(e)) => Answer::Connect(e),
+        Err(CsrError::Timeout(d)) => Answer::Timeout(d),
+        Err(CsrError::BadInput(e)) => Answer::BadInput(e),
+    };
+    Ok(facts)
+}
+
+pub async fn run(ctx: &Ctx) -> Outcome {
+    if ctx.opts.no_csr {
+        return Outcome::new().skipped("passive mode (--no-csr): no CSR sent");
+    }
+    let facts = match gather(ctx).await {
+        Ok(f) => f,
+        Err(blocked) => return blocked,
+    };
+    let out = judge(&facts, &Settings::of(ctx));
+    let mut f = ctx.facts();
+    if let Answer::Chain(chain) = &facts.answer {
+        f.chain = Some(chain.clone());
+    }
+    // issued-chain names istiod's Deployment in a restart.
+    f.istiod_deployment = pick(&facts.istiod, None, &ctx.opts.istio_namespace)
+        .ok()
+        .map(|d| d.name.clone());
+    out
+}
+
+pub fn judge(f: &CsrFacts, s: &Settings) -> Outcome {
+    let mut out = Outcome::new();
+    out.ev("address", &f.addr)
+        .ev("server_name", &f.server_name)
+        .ev(
+            "metadata",
+            json!({"authorization": format!("Bearer <{}>", f.token_fingerprint), "clusterid": f.cluster_id}),
+        )
+        .ev("csr_san", &f.csr_san)
+        .ev("requested_ttl_seconds", f.ttl_secs)
+        .ev("key", "fresh ECDSA P-256, in memory only");
+    if let Answer::NoCsr(e) = &f.answer {
+        return out.failing(
+            Finding::generic(
+                StepId::Csr,
+                generic::INTERNAL_ERROR,
+                "meshtrace cannot make a CSR (a bug)",
+            )
+            .note("report it with the output of -o events"),
+            format!("cannot make a CSR for {}: {e}", f.csr_san),
+        );
+    }
+    out.ev("rpc_ms", f.rpc_ms)
+        .ev("istiod_clusters", clusterz::evidence(&f.view))
+        .ev("istiod_clusters_source", &f.view_source);
+    match &f.answer {
+        Answer::Chain(chain) => {
+            out.ev("cert_chain_length", chain.len());
+            out.pass()
+        }
+        Answer::Rpc { code, message } => {
+            out.ev("grpc_status", json!({"code": code, "message": message}));
+            if code == "Unauthenticated" {
+                unauthenticated(out, f, s, message)
+            } else {
+                let logs = logs_command(f, s, "CSR");
+                out.failing(
+                    Finding::new(&REFUSED, format!("istiod refuses the CSR with {code}"))
+                        .note(format!("istiod logs why (its CA server's `CSR signing error` lines): {logs}")),
+                    format!("istiod answered {code}: {message:?}"),
+                )
+            }
+        }
+        Answer::Connect(e) => out.failing(
+            Finding::new(&CONNECTION_FAILED, format!("cannot open the gRPC connection to istiod at {}", f.addr))
+                .note("istiod-tls reached it moments ago: the path or istiod is flapping (an istiod restarting, a load balancer draining); trace again"),
+            format!("CreateCertificate to {}: {e}", f.addr),
+        ),
+        Answer::Timeout(d) => out.failing(
+            Finding::new(&NO_ANSWER, format!("istiod does not answer the CSR within {}", humantime::format_duration(*d)))
+                .note("istiod signs in milliseconds: it is overloaded or stuck, or a proxy on the path holds the stream; raise --timeout to wait longer"),
+            format!("CreateCertificate to {}: no answer within {}", f.addr, humantime::format_duration(*d)),
+        ),
+        Answer::BadInput(e) => out.failing(
+            Finding::new(&NOT_SENDABLE, "the gateway's CSR request cannot be sent")
+                .note("istio-agent cannot send it either: the diagnosis names the value (cluster ID, token or root) to fix"),
+            format!("CreateCertificate not sent: {e}"),
+        ),
+        Answer::NoCsr(_) => unreachable!("handled above"),
+    }
+}
+
+/// `kubectl --context P -n NS logs deployment/NAME | grep -i WORD`, or a note-shaped hint.
+fn logs_command(f: &CsrFacts, s: &Settings, word: &str) -> String {
+    let name = pick(&f.istiod, None, &s.istio_namespace)
+        .map(|d| d.name.clone())
+        .unwrap_or_else(|_| "istiod".into());
+    format!(
+        "`{} -n {} logs deployment/{} | grep -i {}`",
+        s.kubectl_primary(),
+        shell_word(&s.istio_namespace),
+        shell_word(&name),
+        shell_word(word)
+    )
+}
+
+/// istiod's TOKEN_AUDIENCES as its Deployment sets them: (the value, as
+/// istiod splits it on commas; whether it holds `aud`). None when unknown.
+fn audiences(d: &IstiodDeployment, aud: &str) -> Option<(String, bool)> {
+    match d.env_value("TOKEN_AUDIENCES") {
+        // istiod's default (pkg/security/security.go).
+        None => Some(("istio-ca".into(), aud == "istio-ca")),
+        Some(EnvValue::Value(v)) => Some((v.clone(), v.split(',').any(|a| a == aud))),
+        Some(EnvValue::FromRef) => None,
+    }
+}
+
+fn unauthenticated(out: Outcome, f: &CsrFacts, s: &Settings, message: &str) -> Outcome {
+    let ns = &s.istio_namespace;
+    let cid = &f.cluster_id;
+    let aud = &s.token_audience;
+    let told = format!("istiod answered Unauthenticated ({message:?})");
+    let judgement = if cid.is_empty() {
+        Judgement::Unknown(
+            "the gateway sends no cluster ID, so istiod reviews its token in the primary".into(),
+        )
+    } else {
+        clusterz::judge(&f.view, cid)
+    };
+    let answered_by = match &judgement {
+        Judgement::Missing { from, .. } | Judgement::NotSynced { from, .. } => {
+            from.strip_prefix("pod ")
+        }
+        _ => None,
+    };
+    let dep = pick(&f.istiod, answered_by, ns);
+    let auds = dep.as_ref().ok().and_then(|d| audiences(d, aud));
+    let restart = |why: String| match &dep {
+        Ok(d) => (vec![restart_command(s, d)], why),
+        Err(e) => (
+            vec![],
+            format!(
+                "{why} {}",
+                no_deployment_note(s, e, "restart it: `rollout restart deployment/<name>`")
+            ),
+        ),
+    };
+    match &judgement {
+        Judgement::Missing { from, listed } => {
+            let ids: Vec<String> = listed.iter().map(|e| e.id.clone()).collect();
+            let lists = if ids.is_empty() {
+                "no cluster".to_string()
+            } else {
+                super::quote_list(&ids)
+            };
+            let local = listed
+                .iter()
+                .find(|e| e.secret_name.is_empty())
+                .map(|e| e.id.as_str())
+                .unwrap_or("?");
+            let remotes: Vec<&str> = listed
+                .iter()
+                .filter(|e| !e.secret_name.is_empty())
+                .map(|e| e.id.as_str())
+                .collect();
+            let (mut cmds, mut note) = restart(format!(
+                "the remote secret passed every check, so istiod's remote-secret controller has not processed it: it is stuck (a known istiod hang after a remote secret is deleted: it handles no remote-secret event until it restarts), or the secret is seconds old (then trace again first). istiod logs `client claims to be in cluster {cid:?}, but we only know about local cluster {local:?} and remote clusters [{}]`. The restart loads every remote secret again.",
+                remotes.join(" ")
+            ));
+            if let (Ok(d), Some((v, false))) = (&dep, &auds) {
+                cmds.push(set_env_command(s, d, "TOKEN_AUDIENCES", &with_item(v, aud)));
+                note.push_str(&format!(
+                    " istiod's TOKEN_AUDIENCES ({v}) lack {aud:?} too, so it would refuse the token next: the set env adds it"
+                ));
+            }
+            out.failing(
+                Finding::new(&NOT_LOADED, format!("istiod has not loaded the remote secret for cluster {cid:?}"))
+                    .commands(cmds)
+                    .note(note),
+                format!("{told}; istiod's /debug/clusterz ({from}) lists {lists}, not {cid:?}, although the remote secret is valid"),
+            )
+        }
+        Judgement::NotSynced { from, entry } => {
+            let status = entry.status_text();
+            let secret = if entry.secret_name.is_empty() {
+                "?"
+            } else {
+                entry.secret_name.as_str()
+            };
+            let diag = format!(
+                "{told}; istiod's /debug/clusterz ({from}) lists {cid:?} (Secret {secret}) with syncStatus {status:?}, not synced"
+            );
+            if entry.sync_status.as_deref() == Some("closed") {
+                let (cmds, note) = restart(
+                    "istiod tears a cluster down when its remote secret is deleted or changed, then builds it again; one that stays closed means its remote-secret controller is stuck. The restart builds every cluster again from the current remote secrets.".to_string(),
+                );
+                return out.failing(
+                    Finding::new(
+                        &CLUSTER_CLOSED,
+                        format!("istiod has closed cluster {cid:?} and not built it again"),
+                    )
+                    .commands(cmds)
+                    .note(note),
+                    diag,
+                );
+            }
+            let wait = if entry.sync_status.as_deref() == Some("syncing") {
+                "It is still listing the remote's objects (after 30 s this becomes timeout): trace again in a minute. "
+            } else {
+                ""
+            };
+            out.failing(
+                Finding::new(&CLUSTER_NOT_SYNCED, format!("istiod has not synced cluster {cid:?} (syncStatus {status})")).note(format!(
+                    "{wait}istiod lists the remote's objects from its own pod, and its TokenReview goes the same way: from there the remote API server (the remote secret's server) is unreachable or refuses the credential, though it works from here (network policy, firewall, private endpoint, egress proxy). istiod logs `remote cluster {cid} failed to sync`: {}",
+                    logs_command(f, s, "remote cluster")
+                )),
+                diag,
+            )
+        }
+        Judgement::Synced { entry } => {
+            let diag = |v: &str| {
+                format!(
+                    "{told}; istiod lists {cid:?} synced (Secret {}) and meshtrace's TokenReview passed for {aud:?}; istiod's TOKEN_AUDIENCES: {v}",
+                    entry.secret_name
+                )
+            };
+            match &auds {
+                Some((v, true)) => {
+                    let (cmds, note) = restart(format!(
+                        "istiod lists the cluster synced, its TOKEN_AUDIENCES ({v}) hold {aud:?}, and the same TokenReview passes from here with the remote secret's credential: istiod still uses a client built from an earlier version of the remote secret. The restart builds it again from the current one."
+                    ));
+                    out.failing(
+                        Finding::new(&CLUSTER_STALE, format!("istiod refuses the token though it accepts {aud:?} and has synced {cid:?}"))
+                            .commands(cmds)
+                            .note(note),
+                        diag(v),
+                    )
+                }
+                _ => token_audience(out, f, s, &dep, auds.as_ref().map(|a| a.0.as_str()), diag),
+            }
+        }
+        Judgement::Unknown(why) => match &auds {
+            Some((_, false)) => {
+                let diag = |v: &str| {
+                    format!(
+                        "{told}; istiod's TOKEN_AUDIENCES are {v:?}, without the gateway token's audience {aud:?} (istiod's list of clusters is unknown)"
+                    )
+                };
+                token_audience(out, f, s, &dep, auds.as_ref().map(|a| a.0.as_str()), diag)
+            }
+            _ => {
+                let port_forward = format!(
+                    "{} -n {} port-forward deployment/{} 15014",
+                    s.kubectl_primary(),
+                    shell_word(ns),
+                    shell_word(dep.as_ref().map(|d| d.name.as_str()).unwrap_or("istiod"))
+                );
+                out.failing(
+                    Finding::new(&UNAUTHENTICATED, "istiod refuses the gateway's token; its own view of its clusters is unknown").note(format!(
+                        "istiod has not loaded cluster {cid:?}, holds an earlier credential for it, or cannot sync it from its pod; its /debug/clusterz tells which: run `{port_forward}` and trace again with --istiod-debug-addr 127.0.0.1:15014. istiod logs the reason: {}",
+                        logs_command(f, s, "authenticate")
+                    )),
+                    format!("{told}; istiod's view of its clusters is unknown: {why}"),
+                )
+            }
+        },
+    }
+}
+
+/// The gateway's token is for `aud`; istiod reviews it for TOKEN_AUDIENCES.
+fn token_audience(
+    out: Outcome,
+    _f: &CsrFacts,
+    s: &Settings,
+    dep: &Result<&IstiodDeployment, String>,
+    current: Option<&str>,
+    diag: impl Fn(&str) -> String,
+) -> Outcome {
+    let aud = &s.token_audience;
+    let why = format!(
+        "istiod sends its TokenReview with TOKEN_AUDIENCES as the audiences, so the remote API server refuses a token for {aud:?} (istiod logs `failed to validate the JWT from cluster ...: ... token audiences [\"{aud}\"] is invalid for the target audiences [...]`)."
+    );
+    let other = |v: &str| {
+        format!(
+            " If the gateways should use istiod's audience instead, trace again with --token-audience {}: gateway-token then names the gateway's side",
+            shell_word(v.split(',').find(|a| !a.is_empty()).unwrap_or(v))
+        )
+    };
+    match (dep, current) {
+        (Ok(d), Some(v)) => out.failing(
+            Finding::new(&TOKEN_AUDIENCE, format!("istiod's TOKEN_AUDIENCES {v:?} lack the gateway token's audience {aud:?}"))
+                .command(set_env_command(s, d, "TOKEN_AUDIENCES", &with_item(v, aud)))
+                .note(format!("{why} set env keeps istiod's other audiences and rolls it out.{}", other(v))),
+            diag(v),
+        ),
+        (Ok(d), None) => out.failing(
+            Finding::new(&TOKEN_AUDIENCE, format!("istiod's TOKEN_AUDIENCES lack the gateway token's audience {aud:?}"))
+                .note(format!(
+                    "{why} TOKEN_AUDIENCES of Deployment {} comes from a reference meshtrace does not read: add {aud} to it (comma-separated)",
+                    d.name
+                )),
+            diag("set from a reference"),
+        ),
+        (Err(e), _) => out.failing(
+            Finding::new(&TOKEN_AUDIENCE, format!("istiod's TOKEN_AUDIENCES lack the gateway token's audience {aud:?}"))
+                .note(format!(
+                    "{why} {}",
+                    no_deployment_note(s, e, &format!("add {aud} to its TOKEN_AUDIENCES (comma-separated, keeping the others) with `set env`"))
+                )),
+            diag("unknown"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::istiod::tests::one_istiod;
+    use super::*;
+    use crate::model::Status;
+    use crate::probe::clusterz::{Answer as ViewAnswer, ClusterzEntry};
+
+    fn entry(id: &str, secret: &str, status: &str) -> ClusterzEntry {
+        ClusterzEntry {
+            id: id.into(),
+            secret_name: secret.into(),
+            sync_status: Some(status.into()),
+        }
+    }
+
+    const SECRET: &str = "istio-system/istio-remote-secret-remote";
+
+    fn view(entries: Vec<ClusterzEntry>) -> clusterz::View {
+        Ok(vec![ViewAnswer {
+            from: "pod istiod-abc".into(),
+            result: Ok(entries),
+        }])
+    }
+
+    fn synced() -> clusterz::View {
+        view(vec![
+            entry("primary", "", "synced"),
+            entry("remote", SECRET, "synced"),
+        ])
+    }
+
+    fn refused(view: clusterz::View, istiod: IstiodDeployments) -> CsrFacts {
+        CsrFacts {
+            addr: "203.0.113.10:15012".into(),
+            server_name: "istiod.istio-system.svc".into(),
+            cluster_id: "remote".into(),
+            csr_san:
+                "spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway-service-account"
+                    .into(),
+            token_fingerprint: "sha256:0123abcd".into(),
+            ttl_secs: 3600,
+            answer: Answer::Rpc {
+                code: "Unauthenticated".into(),
+                message: "request authenticate failure".into(),
+            },
+            rpc_ms: 4.0,
+            view,
+            view_source: "the primary API server's proxy".into(),
+            istiod,
+        }
+    }
+
+    struct Row {
+        name: &'static str,
+        facts: CsrFacts,
+        status: Status,
+        code: Option<&'static str>,
+        commands: &'static [&'static str],
+        summary: Option<&'static str>,
+    }
+
+    #[test]
+    fn judge_table() {
+        let s = Settings::for_tests();
+        let only_primary = view(vec![entry("primary", "", "synced")]);
+        let rows = vec![
+            Row {
+                name: "issued",
+                facts: CsrFacts { answer: Answer::Chain(vec!["leaf".into(), "root".into()]), ..refused(synced(), one_istiod(&[])) },
+                status: Status::Pass,
+                code: None,
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "istiod lists only the primary: restart its Deployment",
+                facts: refused(only_primary.clone(), one_istiod(&[])),
+                status: Status::Fail,
+                code: Some("csr/istiod-has-not-loaded-cluster"),
+                commands: &["kubectl --context ctx-primary -n istio-system rollout restart deployment/istiod"],
+                summary: Some("istiod has not loaded the remote secret for cluster \"remote\""),
+            },
+            Row {
+                name: "not loaded, and TOKEN_AUDIENCES lack the audience too",
+                facts: refused(only_primary.clone(), one_istiod(&[("TOKEN_AUDIENCES", "other-ca")])),
+                status: Status::Fail,
+                code: Some("csr/istiod-has-not-loaded-cluster"),
+                commands: &["rollout restart deployment/istiod", "set env deployment/istiod TOKEN_AUDIENCES=other-ca,istio-ca"],
+                summary: None,
+            },
+            Row {
+                name: "not loaded, Deployment unknown: a note",
+                facts: refused(only_primary, Err("no istiod Deployment (app=istiod) in istio-system of the primary".into())),
+                status: Status::Fail,
+                code: Some("csr/istiod-has-not-loaded-cluster"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "closed",
+                facts: refused(view(vec![entry("primary", "", "synced"), entry("remote", SECRET, "closed")]), one_istiod(&[])),
+                status: Status::Fail,
+                code: Some("csr/cluster-closed"),
+                commands: &["rollout restart deployment/istiod"],
+                summary: None,
+            },
+            Row {
+                name: "timeout: a network path, no command",
+                facts: refused(view(vec![entry("primary", "", "synced"), entry("remote", SECRET, "timeout")]), one_istiod(&[])),
+                status: Status::Fail,
+                code: Some("csr/cluster-not-synced"),
+                commands: &[],
+                summary: Some("istiod has not synced cluster \"remote\" (syncStatus timeout)"),
+            },
+            Row {
+                name: "syncing",
+                facts: refused(view(vec![entry("primary", "", "synced"), entry("remote", SECRET, "syncing")]), one_istiod(&[])),
+                status: Status::Fail,
+                code: Some("csr/cluster-not-synced"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "synced, TOKEN_AUDIENCES without the audience: set env keeping the others",
+                facts: refused(synced(), one_istiod(&[("TOKEN_AUDIENCES", "other-ca")])),
+                status: Status::Fail,
+                code: Some("csr/token-audience-not-accepted"),
+                commands: &["kubectl --context ctx-primary -n istio-system set env deployment/istiod TOKEN_AUDIENCES=other-ca,istio-ca"],
+                summary: Some("istiod's TOKEN_AUDIENCES \"other-ca\" lack the gateway token's audience \"istio-ca\""),
+            },
+            Row {
+                name: "synced, Deployment unknown: still the audience, by elimination",
+                facts: refused(synced(), Err("cannot list Deployments in istio-system of the primary: 403 Forbidden".into())),
+                status: Status::Fail,
+                code: Some("csr/token-audience-not-accepted"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "synced, audience accepted: an earlier credential",
+                facts: refused(synced(), one_istiod(&[])),
+                status: Status::Fail,
+                code: Some("csr/istiod-cluster-stale"),
+                commands: &["rollout restart deployment/istiod"],
+                summary: None,
+            },
+            Row {
+                name: "view unknown, TOKEN_AUDIENCES without the audience",
+                facts: refused(Err("istiod (istiod-abc) answered 401 Unauthorized through the pod proxy".into()), one_istiod(&[("TOKEN_AUDIENCES", "a,b")])),
+                status: Status::Fail,
+                code: Some("csr/token-audience-not-accepted"),
+                commands: &["TOKEN_AUDIENCES=a,b,istio-ca"],
+                summary: None,
+            },
+            Row {
+                name: "view unknown, audience accepted",
+                facts: refused(Err("istiod (istiod-abc) answered 401 Unauthorized through the pod proxy".into()), one_istiod(&[])),
+                status: Status::Fail,
+                code: Some("csr/unauthenticated"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "another gRPC status",
+                facts: CsrFacts {
+                    answer: Answer::Rpc { code: "InvalidArgument".into(), message: "CSR signing error (requested TTL 3600s is greater than the max allowed TTL 1800s)".into() },
+                    ..refused(synced(), one_istiod(&[]))
+                },
+                status: Status::Fail,
+                code: Some("csr/refused"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "connection",
+                facts: CsrFacts { answer: Answer::Connect("203.0.113.10:15012: connection reset".into()), ..refused(synced(), one_istiod(&[])) },
+                status: Status::Fail,
+                code: Some("csr/connection-failed"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "timeout",
+                facts: CsrFacts { answer: Answer::Timeout(Duration::from_secs(5)), ..refused(synced(), one_istiod(&[])) },
+                status: Status::Fail,
+                code: Some("csr/no-answer"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "bad input",
+                facts: CsrFacts {
+                    answer: Answer::BadInput("cluster ID \"a\\nb\" is not a valid header value".into()),
+                    ..refused(synced(), one_istiod(&[]))
+                },
+                status: Status::Fail,
+                code: Some("csr/request-not-sendable"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "no CSR: meshtrace's bug",
+                facts: CsrFacts { answer: Answer::NoCsr("bad SAN".into()), ..refused(synced(), one_istiod(&[])) },
+                status: Status::Fail,
+                code: Some("csr/internal-error"),
+                commands: &[],
+                summary: None,
+            },
+        ];
+        for row in rows {
+            let out = judge(&row.facts, &s);
+            assert_eq!(
+                out.status,
+                Some(row.status),
+                "{}: {:?}",
+                row.name,
+                out.diagnosis
+            );
+            let f = out.finding.as_ref();
+            assert_eq!(f.map(|f| f.code.as_str()), row.code, "{}", row.name);
+            let cmds = f.map(|f| f.commands.clone()).unwrap_or_default();
+            for want in row.commands {
+                assert!(
+                    cmds.iter().any(|c| c.contains(want)),
+                    "{}: no command holds {want:?}: {cmds:#?}",
+                    row.name
+                );
+            }
+            if row.commands.is_empty() {
+                assert!(cmds.is_empty(), "{}: {cmds:?}", row.name);
+            }
+            if let Some(want) = row.summary {
+                assert_eq!(f.unwrap().summary, want, "{}", row.name);
+            }
+            if let Some(f) = f {
+                assert!(
+                    f.summary.chars().count() <= 100,
+                    "{}: {}",
+                    row.name,
+                    f.summary
+                );
+                let d = out.diagnosis.as_deref().unwrap_or_default();
+                assert!(
+                    d.chars().count() <= 300,
+                    "{}: {} chars: {d}",
+                    row.name,
+                    d.chars().count()
+                );
+                assert!(
+                    !cmds.iter().any(|c| c.contains('<')),
+                    "{}: placeholder in {cmds:?}",
+                    row.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_not_loaded_note_quotes_istiods_log_line() {
+        let s = Settings::for_tests();
+        let f = refused(
+            view(vec![
+                entry("primary", "", "synced"),
+                entry("other", "istio-system/istio-remote-secret-other", "synced"),
+            ]),
+            one_istiod(&[]),
+        );
+        let out = judge(&f, &s);
+        let d = out.diagnosis.unwrap();
+        assert_eq!(
+            d,
+            "istiod answered Unauthenticated (\"request authenticate failure\"); istiod's /debug/clusterz (pod istiod-abc) lists [\"primary\", \"other\"], not \"remote\", although the remote secret is valid"
+        );
+        let note = out.finding.unwrap().note.unwrap();
+        assert!(
+            note.contains("`client claims to be in cluster \"remote\", but we only know about local cluster \"primary\" and remote clusters [other]`"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn the_deployment_that_owns_the_answering_pod_is_restarted() {
+        use super::super::istiod::{
+            istiod_deployments,
+            tests::{deployment, pod, replica_set},
+        };
+        let s = Settings::for_tests();
+        let deps = Ok(istiod_deployments(
+            &[deployment("istiod", &[]), deployment("istiod-canary", &[])],
+            &[
+                replica_set("istiod-1", "istiod"),
+                replica_set("istiod-canary-1", "istiod-canary"),
+            ],
+            &[
+                pod("istiod-abc", "istiod-canary-1"),
+                pod("istiod-xyz", "istiod-1"),
+            ],
+        ));
+        let out = judge(
+            &refused(view(vec![entry("primary", "", "synced")]), deps),
+            &s,
+        );
+        assert_eq!(
+            out.finding.unwrap().commands,
+            [
+                "kubectl --context ctx-primary -n istio-system rollout restart deployment/istiod-canary"
+            ]
+        );
+    }
+}
