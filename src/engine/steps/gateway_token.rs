@@ -45,7 +45,7 @@ pub struct GatewayTokenFacts {
 #[derive(Debug, Clone)]
 pub enum TokenAnswer {
     /// A token, decoded (the token itself stays out of the facts).
-    Issued(Result<JwtSummary, JwtError>),
+    Issued(Result<Box<JwtSummary>, JwtError>),
     /// 404: the service account or the pod the token is bound to is gone.
     /// `service_account_exists` is the answer to a GET of the account.
     NotFound {
@@ -87,7 +87,7 @@ pub async fn gather(ctx: &Ctx, gw: GatewayFacts) -> (GatewayTokenFacts, Option<S
             let token = tr.status.and_then(|s| s.token).unwrap_or_default();
             ctx.secrets.add(&token);
             (
-                TokenAnswer::Issued(jwt::decode(&token)),
+                TokenAnswer::Issued(jwt::decode(&token).map(Box::new)),
                 Some(Sensitive(token)),
             )
         }
@@ -215,15 +215,21 @@ fn service_account_missing(out: Outcome, gw: &GatewayFacts, error: &str, s: &Set
     )
 }
 
-/// The Deployment template's `istio-token` volume: its index, and the index
-/// and audience of its serviceAccountToken source.
-fn template_token(d: &Deployment) -> Option<(usize, Option<(usize, Option<String>)>)> {
+/// The Deployment template's `istio-token` volume.
+struct TemplateToken {
+    /// Its index among the template's volumes.
+    volume: usize,
+    /// The index of its serviceAccountToken source, and that source's audience.
+    source: Option<(usize, Option<String>)>,
+}
+
+fn template_token(d: &Deployment) -> Option<TemplateToken> {
     let vols = d.spec.template.spec.as_ref()?.volumes.as_ref()?;
     let (vi, v) = vols
         .iter()
         .enumerate()
         .find(|(_, v)| v.name == "istio-token")?;
-    let src = v.projected.as_ref().and_then(|p| {
+    let source = v.projected.as_ref().and_then(|p| {
         p.sources
             .as_ref()?
             .iter()
@@ -234,7 +240,7 @@ fn template_token(d: &Deployment) -> Option<(usize, Option<(usize, Option<String
                     .map(|t| (si, t.audience.clone()))
             })
     });
-    Some((vi, src))
+    Some(TemplateToken { volume: vi, source })
 }
 
 fn token_volume(audience: &str, expiration: i64) -> Value {
@@ -279,13 +285,25 @@ fn wrong_audience(
         ))
     } else {
         match (&gw.deployment, gw.deployment.as_ref().and_then(template_token)) {
-            (Some(d), Some((_, Some((_, Some(a)))))) if a == *want => finding
+            (
+                Some(d),
+                Some(TemplateToken {
+                    source: Some((_, Some(a))),
+                    ..
+                }),
+            ) if a == *want => finding
                 .command(rollout_restart(s, ns, d))
                 .note(format!(
                     "The Deployment already asks for {want:?}: pod {} predates it, and a restart replaces it. {alt}",
                     gw.pod
                 )),
-            (Some(d), Some((vi, src))) => {
+            (
+                Some(d),
+                Some(TemplateToken {
+                    volume: vi,
+                    source: src,
+                }),
+            ) => {
                 let base = format!("/spec/template/spec/volumes/{vi}");
                 let change = match src {
                     Some((si, _)) => json!({"op": "add",
@@ -477,7 +495,7 @@ mod tests {
     fn issued(gw: GatewayFacts, aud: &str) -> GatewayTokenFacts {
         GatewayTokenFacts {
             gateway: gw,
-            answer: TokenAnswer::Issued(Ok(summary(aud))),
+            answer: TokenAnswer::Issued(Ok(Box::new(summary(aud)))),
         }
     }
 
@@ -680,7 +698,7 @@ mod tests {
                 name: "a token that is no JWT",
                 facts: GatewayTokenFacts {
                     gateway: gateway(Some(Some("istio-ca")), None),
-                    answer: TokenAnswer::Issued(jwt::decode("opaque")),
+                    answer: TokenAnswer::Issued(jwt::decode("opaque").map(Box::new)),
                 },
                 status: Status::Fail,
                 code: Some("gateway-token/not-a-jwt"),

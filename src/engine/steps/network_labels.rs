@@ -82,7 +82,7 @@ impl Place {
 
 /// The Services that select the gateway pod (a non-empty selector, all of
 /// whose labels the pod has).
-fn gateway_services<'a>(f: &'a NetworkFacts) -> Vec<&'a Service> {
+fn gateway_services(f: &NetworkFacts) -> Vec<&Service> {
     let gw = &f.gateway;
     f.services
         .as_ref()
