@@ -307,6 +307,7 @@ impl TraceArgs {
             warn_within: self.warn_within,
             token_audience: self.token_audience.clone(),
             istiod_debug_addr: self.istiod_debug_addr.clone(),
+            kubeconfig: Vec::new(),
         }
     }
 }
@@ -373,7 +374,8 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
             }
             let paths = target::kubeconfig_paths(&cli.kubeconfig);
             let kc = target::load_kubeconfig(&paths).map_err(|e| UsageError(e.to_string()))?;
-            let opts = cli.trace.options();
+            let mut opts = cli.trace.options();
+            opts.kubeconfig = cli.kubeconfig.clone();
             // Both contexts at once: an exec plugin or a token refresh each.
             let (p, r) = tokio::join!(
                 target::client_for(&kc, &primary, opts.timeout),

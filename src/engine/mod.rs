@@ -47,6 +47,9 @@ pub struct TraceOptions {
     /// pod) to read its own view of the remote clusters (`/debug/clusterz`);
     /// default: through the primary API server's proxy to the istiod pod.
     pub istiod_debug_addr: Option<String>,
+    /// `--kubeconfig` as given: printed fixes then start by exporting it, so
+    /// that their `--context` names resolve as they did for the trace.
+    pub kubeconfig: Vec<std::path::PathBuf>,
 }
 
 impl Default for TraceOptions {
@@ -62,6 +65,7 @@ impl Default for TraceOptions {
             warn_within: Duration::from_secs(7 * 24 * 3600),
             token_audience: "istio-ca".into(),
             istiod_debug_addr: None,
+            kubeconfig: Vec::new(),
         }
     }
 }
@@ -296,6 +300,9 @@ pub async fn run(
                 let finding = match out.finding {
                     Some(mut f) => {
                         f.commands = f.commands.iter().map(|c| fill(c)).collect();
+                        if !f.commands.is_empty() && !ctx.opts.kubeconfig.is_empty() {
+                            f.commands.insert(0, export_kubeconfig(&ctx.opts.kubeconfig));
+                        }
                         f.note = f.note.as_deref().map(fill);
                         Some(f)
                     }
@@ -352,6 +359,14 @@ pub fn fill_contexts(hint: &str, primary: &str, remote: &str) -> String {
     }
     hint.replace("<primary>", &quote(primary))
         .replace("<remote>", &quote(remote))
+}
+
+/// `export KUBECONFIG=...` for the kubeconfig files the trace used.
+pub fn export_kubeconfig(paths: &[std::path::PathBuf]) -> String {
+    let joined = std::env::join_paths(paths)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("export KUBECONFIG={}", crate::findings::shell_word(&joined))
 }
 
 /// A finding for a step result made without one: a step that is blocked or
@@ -430,6 +445,16 @@ fn blockers_of(id: StepId, deps: &[StepResult]) -> Vec<StepId> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fixes_export_the_kubeconfig_the_trace_used() {
+        let p = |s: &str| std::path::PathBuf::from(s);
+        assert_eq!(super::export_kubeconfig(&[p("/tmp/k")]), "export KUBECONFIG=/tmp/k");
+        assert_eq!(
+            super::export_kubeconfig(&[p("/a b/k"), p("/c")]),
+            "export KUBECONFIG='/a b/k:/c'"
+        );
+    }
+
     #[test]
     fn hints_name_the_contexts_quoted_for_the_shell() {
         let h = "kubectl --context <remote> label x; kubectl --context=<primary> get y; annotate z=<primary-id>";
