@@ -56,4 +56,7 @@ pub struct Facts {
     /// Trust domain the primary's mesh config sets (default cluster.local).
     pub trust_domain: Option<String>,
     pub chain: Option<Vec<String>>,
+    /// Who the remote secret's credential is in the remote (remote-identity's
+    /// SelfSubjectReview), for remote-rbac's fix.
+    pub remote_user: Option<String>,
 }

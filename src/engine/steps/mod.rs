@@ -6,6 +6,8 @@
 mod gateway;
 mod istiod;
 mod remote;
+mod remote_rbac;
+mod secret_fix;
 mod trust;
 
 use super::{Ctx, Outcome};
@@ -66,7 +68,9 @@ impl Settings {
 /// Every cause any step can report, from each step module's `CAUSES`: the
 /// catalogue `meshtrace explain` and the docs test read.
 pub fn causes() -> Vec<&'static Cause> {
-    let lists: &[&[&'static Cause]] = &[];
+    let lists: &[&[&'static Cause]] = &[
+        remote_rbac::CAUSES,
+    ];
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
 
@@ -78,7 +82,7 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
         RemoteKubeconfig => remote::remote_kubeconfig(ctx).await,
         RemoteApiTls => remote::remote_api_tls(ctx).await,
         RemoteIdentity => remote::remote_identity(ctx).await,
-        RemoteRbac => remote::remote_rbac(ctx).await,
+        RemoteRbac => remote_rbac::run(ctx).await,
         RemoteIstiodEndpoint => istiod::istiod_endpoint(ctx).await,
         GatewayToken => gateway::gateway_token(ctx).await,
         TokenReview => remote::token_review(ctx).await,
