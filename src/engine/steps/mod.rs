@@ -8,6 +8,7 @@ mod istiod;
 mod remote;
 mod remote_rbac;
 mod secret_fix;
+mod token_review;
 mod trust;
 
 use super::{Ctx, Outcome};
@@ -70,6 +71,7 @@ impl Settings {
 pub fn causes() -> Vec<&'static Cause> {
     let lists: &[&[&'static Cause]] = &[
         remote_rbac::CAUSES,
+        token_review::CAUSES,
     ];
     lists.iter().flat_map(|l| l.iter().copied()).collect()
 }
@@ -85,7 +87,7 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
         RemoteRbac => remote_rbac::run(ctx).await,
         RemoteIstiodEndpoint => istiod::istiod_endpoint(ctx).await,
         GatewayToken => gateway::gateway_token(ctx).await,
-        TokenReview => remote::token_review(ctx).await,
+        TokenReview => token_review::run(ctx).await,
         RootOfTrust => trust::root_of_trust(ctx).await,
         IstiodTls => istiod::istiod_tls(ctx).await,
         Csr => istiod::csr(ctx).await,
