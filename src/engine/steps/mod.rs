@@ -6,6 +6,7 @@
 mod gateway;
 mod istiod;
 mod remote;
+mod remote_identity;
 mod remote_rbac;
 mod secret_fix;
 mod token_review;
@@ -70,6 +71,7 @@ impl Settings {
 /// catalogue `meshtrace explain` and the docs test read.
 pub fn causes() -> Vec<&'static Cause> {
     let lists: &[&[&'static Cause]] = &[
+        remote_identity::CAUSES,
         remote_rbac::CAUSES,
         token_review::CAUSES,
     ];
@@ -83,7 +85,7 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
         RemoteSecret => remote::remote_secret(ctx).await,
         RemoteKubeconfig => remote::remote_kubeconfig(ctx).await,
         RemoteApiTls => remote::remote_api_tls(ctx).await,
-        RemoteIdentity => remote::remote_identity(ctx).await,
+        RemoteIdentity => remote_identity::run(ctx).await,
         RemoteRbac => remote_rbac::run(ctx).await,
         RemoteIstiodEndpoint => istiod::istiod_endpoint(ctx).await,
         GatewayToken => gateway::gateway_token(ctx).await,
