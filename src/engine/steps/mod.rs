@@ -6,6 +6,7 @@
 mod gateway;
 mod istiod;
 mod remote;
+mod remote_api_tls;
 mod remote_identity;
 mod remote_rbac;
 mod secret_fix;
@@ -71,6 +72,7 @@ impl Settings {
 /// catalogue `meshtrace explain` and the docs test read.
 pub fn causes() -> Vec<&'static Cause> {
     let lists: &[&[&'static Cause]] = &[
+        remote_api_tls::CAUSES,
         remote_identity::CAUSES,
         remote_rbac::CAUSES,
         token_review::CAUSES,
@@ -84,7 +86,7 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
         GatewayPod => gateway::gateway_pod(ctx).await,
         RemoteSecret => remote::remote_secret(ctx).await,
         RemoteKubeconfig => remote::remote_kubeconfig(ctx).await,
-        RemoteApiTls => remote::remote_api_tls(ctx).await,
+        RemoteApiTls => remote_api_tls::run(ctx).await,
         RemoteIdentity => remote_identity::run(ctx).await,
         RemoteRbac => remote_rbac::run(ctx).await,
         RemoteIstiodEndpoint => istiod::istiod_endpoint(ctx).await,

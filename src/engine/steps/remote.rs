@@ -1,23 +1,16 @@
-//! istiod's side of the remote cluster: the remote secret, its kubeconfig,
-//! the API server it points at, the identity it carries, and the TokenReview
-//! istiod runs with it.
+//! istiod's side of the remote cluster: the remote secret and its kubeconfig.
+//! (The API server, the identity, its rights and the TokenReview are in
+//! remote_api_tls.rs, remote_identity.rs, remote_rbac.rs, token_review.rs.)
 
-use super::{api_code, kube_err, now_unix, quote_list};
+use super::{kube_err, quote_list};
 use crate::engine::facts::RemoteSecretFacts;
 use crate::engine::{Ctx, Outcome};
 use crate::inspect::kubeconfig::{self, Credential};
-use crate::inspect::x509::rfc3339;
 use crate::inspect::{jwt, x509};
 use crate::model::StepId;
-use crate::probe::kube_client;
-use crate::probe::tls::{TlsProbe, probe};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams};
 use serde_json::json;
 
 const MC_LABEL: &str = "istio/multiCluster";
@@ -371,177 +364,4 @@ pub async fn remote_kubeconfig(ctx: &Ctx) -> Outcome {
         );
     }
     out.pass()
-}
-
-pub async fn remote_api_tls(ctx: &Ctx) -> Outcome {
-    let kc = ctx.facts().kubeconfig.clone();
-    let Some(kc) = kc else {
-        return Outcome::new().blocked(StepId::RemoteKubeconfig, "no usable kubeconfig");
-    };
-    let mut out = Outcome::new();
-    let Some(host) = kubeconfig::server_host(&kc.server) else {
-        return out.fail(
-            format!(
-                "server {:?} in the kubeconfig is not a URL with a host",
-                kc.server
-            ),
-            "set clusters[].cluster.server to https://<remote API address>",
-        );
-    };
-    let port = server_port(&kc.server);
-    let addr = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let server_name = kc.tls_server_name.clone().unwrap_or_else(|| host.clone());
-    out.ev("server", &kc.server).ev("server_name", &server_name);
-
-    // Loopback in the secret works only when istiod runs on the host itself,
-    // not in a pod of its own: look for istiod pods in the primary. A pod on
-    // the host network shares its node's loopback, like istiod on a host.
-    if kubeconfig::is_loopback_host(&host) {
-        let pods: Api<Pod> =
-            Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
-        let (in_cluster, on_host_network) = pods
-            .list(&ListParams::default().labels("app=istiod"))
-            .await
-            .map(|l| {
-                let host_net = l
-                    .items
-                    .iter()
-                    .filter(|p| p.spec.as_ref().and_then(|s| s.host_network) == Some(true))
-                    .count();
-                (l.items.len() - host_net, host_net)
-            })
-            .unwrap_or((0, 0));
-        if in_cluster > 0 {
-            return out.fail(
-                format!(
-                    "the kubeconfig's server is {:?}, a loopback address: inside istiod's pod ({in_cluster} istiod pod(s) in the primary, not on the host network) that is istiod itself, not the remote API server (istiod logs `remote cluster ... failed to sync`)",
-                    kc.server
-                ),
-                "use an address of the remote API server reachable from the primary's pods: istioctl create-remote-secret --server=https://<reachable address>",
-            );
-        }
-        if on_host_network > 0 {
-            out.ev("note", "loopback server: the primary's istiod pod(s) use the host network, so loopback is their node's and may reach the remote");
-        } else {
-            out.ev("note", "loopback server: no istiod pod runs in the primary, so istiod runs on a host where loopback may reach the remote");
-        }
-    }
-    if kc.insecure_skip_tls_verify {
-        out.ev("insecure_skip_tls_verify", true);
-    }
-    let roots = kc.ca_data_pem.clone().unwrap_or_default();
-    let report = probe(&TlsProbe {
-        addr: addr.clone(),
-        server_name: server_name.clone(),
-        roots_pem: roots.clone(),
-        timeout: ctx.opts.timeout,
-    })
-    .await;
-    out.ev(
-        "resolved",
-        report
-            .resolved
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>(),
-    )
-    .ev("handshake_ms", report.handshake_ms)
-    .ev("protocol", &report.protocol)
-    .ev("alpn", &report.alpn);
-    if let Some(e) = &report.tcp_error {
-        return out.fail(
-            format!("cannot reach the remote API server {addr} named in the remote secret: {e} (istiod logs `remote cluster ... failed to sync`)"),
-            "check the server address in the remote secret and that the primary's network reaches it (firewall, load balancer, private endpoint)",
-        );
-    }
-    let presented: Vec<_> = report
-        .peer_chain_der
-        .iter()
-        .filter_map(|d| x509::parse_der(d).ok())
-        .collect();
-    out.ev(
-        "presented_certificate",
-        presented.first().map(|c| c.evidence()),
-    );
-    // Without CA data istiod verifies with its system roots, which meshtrace
-    // does not load: a verification failure then says nothing.
-    let unverifiable = kc.ca_data_pem.is_none() && report.verify_error.is_some();
-    if unverifiable {
-        out.ev("note", "no certificate-authority-data: istiod verifies with its system roots, which meshtrace does not load");
-    } else if let (false, Some(e)) = (kc.insecure_skip_tls_verify, &report.verify_error) {
-        let ca_subjects: Vec<String> = x509::parse_pem_chain(&roots)
-            .map(|c| c.into_iter().map(|c| c.subject).collect())
-            .unwrap_or_default();
-        let issuer = presented
-            .first()
-            .map(|c| c.issuer.clone())
-            .unwrap_or_default();
-        return out.fail(
-            format!(
-                "the remote API server's certificate does not verify with the secret's certificate-authority-data: {e}. Server cert issuer: {issuer:?}; CA data subject(s): {}",
-                quote_list(&ca_subjects)
-            ),
-            "put the remote API server's CA into the secret: istioctl create-remote-secret --context=<remote> (or set tls-server-name if the server's name differs)",
-        );
-    }
-    if let Some(e) = &report.tls_error {
-        return out.fail(
-            format!("TLS handshake with the remote API server {addr} failed: {e}"),
-            "check that the server in the remote secret is the remote API server's HTTPS address (not a plain-HTTP port or a proxy)",
-        );
-    }
-    // A client that acts as istiod does: the secret's credentials.
-    match istiod_view_client(&kc, ctx.opts.timeout).await {
-        Ok(c) => ctx.facts().istiod_view = Some(c),
-        Err(e) => {
-            return out.fail(
-                format!("cannot build a client from the remote secret's kubeconfig: {e}"),
-                "recreate the remote secret",
-            );
-        }
-    }
-    if unverifiable {
-        return out.warn(
-            "the remote secret has no certificate-authority-data, so istiod trusts the remote API server through its system roots; meshtrace cannot check those",
-            "add certificate-authority-data with the remote API server's CA (istioctl create-remote-secret does)",
-        );
-    }
-    if kc.insecure_skip_tls_verify {
-        return out.warn(
-            "the remote secret sets insecure-skip-tls-verify: istiod does not verify the remote API server",
-            "set certificate-authority-data instead (istioctl create-remote-secret does)",
-        );
-    }
-    out.pass()
-}
-
-fn server_port(server: &str) -> u16 {
-    server
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|u| {
-            u.port_u16().or(match u.scheme_str() {
-                Some("http") => Some(80),
-                _ => Some(443),
-            })
-        })
-        .unwrap_or(443)
-}
-
-async fn istiod_view_client(
-    kc: &kubeconfig::RemoteKubeconfig,
-    timeout: std::time::Duration,
-) -> Result<kube::Client, String> {
-    let opts = kube::config::KubeConfigOptions {
-        context: Some(kc.context.clone()),
-        ..Default::default()
-    };
-    let cfg = kube::Config::from_custom_kubeconfig(kc.raw.clone(), &opts)
-        .await
-        .map_err(|e| e.to_string())?;
-    kube_client::build(cfg, kube_client::Limits::new(timeout)).map_err(|e| e.to_string())
 }
