@@ -285,6 +285,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_cause_of_these_steps_has_its_anchor_and_title() {
+        let doc = include_str!("../../../docs/checks.md");
+        let lists = [
+            super::super::remote_api_tls::CAUSES,
+            super::super::remote_identity::CAUSES,
+            super::super::remote_rbac::CAUSES,
+            super::super::token_review::CAUSES,
+        ];
+        for c in lists.iter().flat_map(|l| l.iter()) {
+            let code = c.code();
+            assert!(
+                doc.contains(&format!("<a id=\"{code}\"></a>")),
+                "no anchor for {code}"
+            );
+            assert!(
+                doc.contains(&format!("#### `{code}` — ")),
+                "no heading for {code}"
+            );
+            assert!(
+                !c.title.is_empty() && c.title.len() <= 120,
+                "{code}: {}",
+                c.title
+            );
+        }
+    }
+
+    #[test]
     fn dns1123_labels() {
         for ok in ["remote", "cluster-2", "a"] {
             assert!(is_dns1123_label(ok), "{ok}");
