@@ -70,4 +70,7 @@ pub struct Facts {
     pub chain: Option<Vec<String>>,
     /// istiod's Deployment in the primary, as csr found it (fixes restart it).
     pub istiod_deployment: Option<String>,
+    /// Who the remote secret's credential is in the remote (remote-identity's
+    /// SelfSubjectReview), for remote-rbac's fix.
+    pub remote_user: Option<String>,
 }

@@ -12,10 +12,15 @@ mod istiod;
 mod istiod_tls;
 mod network_labels;
 mod remote;
+mod remote_api_tls;
+mod remote_identity;
 mod remote_istiod_endpoint;
 mod remote_kubeconfig;
+mod remote_rbac;
 mod remote_secret;
 mod root_of_trust;
+mod secret_fix;
+mod token_review;
 
 use super::{Ctx, Outcome};
 use crate::findings::{Cause, shell_word};
@@ -79,8 +84,12 @@ pub fn causes() -> Vec<&'static Cause> {
         gateway_pod::CAUSES,
         remote_secret::CAUSES,
         remote_kubeconfig::CAUSES,
+        remote_api_tls::CAUSES,
+        remote_identity::CAUSES,
+        remote_rbac::CAUSES,
         remote_istiod_endpoint::CAUSES,
         gateway_token::CAUSES,
+        token_review::CAUSES,
         root_of_trust::CAUSES,
         istiod_tls::CAUSES,
         csr::CAUSES,
@@ -96,12 +105,12 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
         GatewayPod => gateway_pod::run(ctx).await,
         RemoteSecret => remote_secret::run(ctx).await,
         RemoteKubeconfig => remote_kubeconfig::run(ctx).await,
-        RemoteApiTls => remote::remote_api_tls(ctx).await,
-        RemoteIdentity => remote::remote_identity(ctx).await,
-        RemoteRbac => remote::remote_rbac(ctx).await,
+        RemoteApiTls => remote_api_tls::run(ctx).await,
+        RemoteIdentity => remote_identity::run(ctx).await,
+        RemoteRbac => remote_rbac::run(ctx).await,
         RemoteIstiodEndpoint => remote_istiod_endpoint::run(ctx).await,
         GatewayToken => gateway_token::run(ctx).await,
-        TokenReview => remote::token_review(ctx).await,
+        TokenReview => token_review::run(ctx).await,
         RootOfTrust => root_of_trust::run(ctx).await,
         IstiodTls => istiod_tls::run(ctx).await,
         Csr => csr::run(ctx).await,
