@@ -2,7 +2,7 @@
 //! applied to it, served by two simulated API servers and a simulated istiod.
 
 use super::apiserver::{ApiServer, BoundApiServer, ClusterSim, SharedCluster};
-use super::faults::Fault;
+use super::faults::{Fault, FaultId, FaultId::*};
 use super::istiod::{IstiodConfig, IstiodQuirks, IstiodSim};
 use super::pki::Ca;
 use super::store::Store;
@@ -91,8 +91,8 @@ fn closed_port() -> u16 {
         .unwrap_or(9)
 }
 
-fn has(fault: Option<&Fault>, name: &str) -> bool {
-    fault.is_some_and(|f| f.name == name)
+fn has(fault: Option<&Fault>, id: FaultId) -> bool {
+    fault.is_some_and(|f| f.id == id)
 }
 
 fn new_cluster(name: &str, issuer: &str) -> ClusterSim {
@@ -221,7 +221,7 @@ impl Lab {
         crate::install_crypto_provider();
         let primary_api_ca = Ca::root("lab-primary-apiserver-ca", "meshtrace lab", 365);
         let remote_api_ca = Ca::root("lab-remote-apiserver-ca", "meshtrace lab", 365);
-        let root_days = if has(fault, "root-expiring") { 3 } else { 3650 };
+        let root_days = if has(fault, RootExpiring) { 3 } else { 3650 };
         let mesh_root = Ca::root("lab mesh root", "meshtrace lab", root_days);
         let signer = Arc::new(mesh_root.intermediate(
             "lab mesh intermediate (primary)",
@@ -280,12 +280,12 @@ impl Lab {
         // here, the simulated istiod itself (or a closed port for that fault).
         {
             let mut r = remote_state.write().unwrap_or_else(|e| e.into_inner());
-            let port = if has(fault, "istiod-unreachable") {
+            let port = if has(fault, IstiodUnreachable) {
                 closed_port()
             } else {
                 istiod_addr.port()
             };
-            if !has(fault, "istiod-no-endpoints") && !has(fault, "istiod-service-missing") {
+            if !has(fault, IstiodNoEndpoints) && !has(fault, IstiodServiceMissing) {
                 r.store.put(EndpointSlice {
                     metadata: ObjectMeta {
                         labels: labels(&[
@@ -425,7 +425,7 @@ fn build(
     let _ = gw_sa_uid;
     r.put(ClusterRole {
         metadata: meta("", READER_ROLE),
-        rules: Some(reader_rules(!has(fault, "no-tokenreview-rbac"))),
+        rules: Some(reader_rules(!has(fault, NoTokenreviewRbac))),
         ..Default::default()
     });
     r.put(ClusterRoleBinding {
@@ -443,8 +443,8 @@ fn build(
         }]),
     });
     // The istiod Service: no selector, 15012 and 443->15017.
-    if !has(fault, "istiod-service-missing") {
-        let selector = if has(fault, "istiod-service-selector") {
+    if !has(fault, IstiodServiceMissing) {
+        let selector = if has(fault, IstiodServiceSelector) {
             labels(&[("app", "istiod")])
         } else {
             None
@@ -478,7 +478,7 @@ fn build(
         });
     }
     // The east-west gateway: Service, ServiceAccount, Pod.
-    let svc_network = if has(fault, "network-mismatch") {
+    let svc_network = if has(fault, NetworkMismatch) {
         "network1"
     } else {
         gw_network
@@ -500,7 +500,7 @@ fn build(
         }),
         ..Default::default()
     });
-    let gw_cluster_id = if has(fault, "cluster-id-is-primary") {
+    let gw_cluster_id = if has(fault, ClusterIdIsPrimary) {
         PRIMARY_ID
     } else {
         REMOTE_ID
@@ -511,10 +511,10 @@ fn build(
         env("ISTIO_META_NETWORK", gw_network),
         env("TRUST_DOMAIN", "cluster.local"),
     ];
-    if !has(fault, "gateway-no-cluster-id") {
+    if !has(fault, GatewayNoClusterId) {
         gw_env.push(env("ISTIO_META_CLUSTER_ID", gw_cluster_id));
     }
-    let audience = if has(fault, "gateway-audience") {
+    let audience = if has(fault, GatewayAudience) {
         "kubernetes.default.svc"
     } else {
         "istio-ca"
@@ -527,7 +527,7 @@ fn build(
         }),
         ..Default::default()
     }];
-    if !has(fault, "gateway-no-projected-token") {
+    if !has(fault, GatewayNoProjectedToken) {
         volumes.push(Volume {
             name: "istio-token".into(),
             projected: Some(ProjectedVolumeSource {
@@ -582,16 +582,16 @@ fn build(
             ..Default::default()
         }),
     });
-    if has(fault, "gateway-sa-deleted") {
+    if has(fault, GatewaySaDeleted) {
         r.remove::<ServiceAccount>(NS, GATEWAY_SA);
     }
     // The root the primary istiod writes into the remote (EXTERNAL_ISTIOD).
-    let remote_root = if has(fault, "stale-root") {
+    let remote_root = if has(fault, StaleRoot) {
         Ca::root("lab mesh root (before rotation)", "meshtrace lab", 3650).cert_pem
     } else {
         mesh_root.cert_pem.clone()
     };
-    if !has(fault, "root-configmap-missing") {
+    if !has(fault, RootConfigmapMissing) {
         for ns in [NS, "default"] {
             let mut data = BTreeMap::new();
             data.insert("root-cert.pem".to_string(), remote_root.clone());
@@ -604,14 +604,14 @@ fn build(
     }
 
     // The reader token in the remote secret, as istioctl would get it.
-    let token_exp = if has(fault, "reader-token-expired") {
+    let token_exp = if has(fault, ReaderTokenExpired) {
         now - 3600
-    } else if has(fault, "reader-token-expiring") {
+    } else if has(fault, ReaderTokenExpiring) {
         now + 2 * 86400
     } else {
         now + 365 * 86400
     };
-    let issuer_keys = if has(fault, "reader-token-other-cluster") {
+    let issuer_keys = if has(fault, ReaderTokenOtherCluster) {
         primary.keys.clone()
     } else {
         remote.keys.clone()
@@ -620,7 +620,7 @@ fn build(
         namespace: NS.into(),
         service_account: READER_SA.into(),
         // A token from another cluster names that cluster's account, with its own uid.
-        service_account_uid: if has(fault, "reader-token-other-cluster") {
+        service_account_uid: if has(fault, ReaderTokenOtherCluster) {
             "00000000-0000-4000-8000-0000000000ff".into()
         } else {
             reader_uid
@@ -630,7 +630,7 @@ fn build(
         expires_at: token_exp,
         pod: None,
     });
-    if has(fault, "reader-sa-deleted") {
+    if has(fault, ReaderSaDeleted) {
         remote.store.remove::<ServiceAccount>(NS, READER_SA);
     }
 
@@ -651,7 +651,7 @@ fn build(
         "root-cert.pem".to_string(),
         ByteString(mesh_root.cert_pem.clone().into_bytes()),
     );
-    if !has(fault, "partial-cacerts") {
+    if !has(fault, PartialCacerts) {
         cacerts.insert(
             "cert-chain.pem".to_string(),
             ByteString(signer.chain_pem.concat().into_bytes()),
@@ -672,44 +672,44 @@ fn build(
     });
 
     // The remote secret.
-    let remote_ca = if has(fault, "wrong-ca-data") {
+    let remote_ca = if has(fault, WrongCaData) {
         Ca::root("some other CA", "meshtrace lab", 365).cert_pem
     } else {
         remote_bound.ca_pem.clone()
     };
-    let server = if has(fault, "api-server-unreachable") {
+    let server = if has(fault, ApiServerUnreachable) {
         format!("https://127.0.0.1:{}", closed_port())
     } else {
         remote_bound.url.clone()
     };
-    let key = if has(fault, "cluster-id-mismatch") {
+    let key = if has(fault, ClusterIdMismatch) {
         "remote-1"
-    } else if has(fault, "cluster-id-is-primary") {
+    } else if has(fault, ClusterIdIsPrimary) {
         PRIMARY_ID
     } else {
         REMOTE_ID
     };
     let good = kubeconfig(REMOTE_ID, &server, &remote_ca, &reader_token);
-    let kc = match fault.map(|f| f.name) {
-        Some("kubeconfig-empty") => String::new(),
-        Some("kubeconfig-not-yaml") => "this: is: not: yaml: [".into(),
-        Some("kubeconfig-no-current-context") => good.replace(&format!("current-context: {REMOTE_ID}\n"), ""),
-        Some("kubeconfig-exec") => good.replace(
+    let kc = match fault.map(|f| f.id) {
+        Some(KubeconfigEmpty) => String::new(),
+        Some(KubeconfigNotYaml) => "this: is: not: yaml: [".into(),
+        Some(KubeconfigNoCurrentContext) => good.replace(&format!("current-context: {REMOTE_ID}\n"), ""),
+        Some(KubeconfigExec) => good.replace(
             &format!("    token: {reader_token}\n"),
             "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, remote]\n",
         ),
-        Some("kubeconfig-token-file") => good.replace(&format!("    token: {reader_token}\n"), "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n"),
+        Some(KubeconfigTokenFile) => good.replace(&format!("    token: {reader_token}\n"), "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n"),
         _ => good,
     };
     let mut data = BTreeMap::new();
     data.insert(key.to_string(), ByteString(kc.into_bytes()));
-    let secret_ns = if has(fault, "secret-wrong-namespace") {
+    let secret_ns = if has(fault, SecretWrongNamespace) {
         "default"
     } else {
         NS
     };
     let mut sm = meta(secret_ns, REMOTE_SECRET);
-    if !has(fault, "secret-unlabelled") {
+    if !has(fault, SecretUnlabelled) {
         sm.labels = labels(&[("istio/multiCluster", "true")]);
     }
     let mut sa = BTreeMap::new();
@@ -718,7 +718,7 @@ fn build(
         REMOTE_ID.to_string(),
     );
     sm.annotations = Some(sa);
-    if !has(fault, "no-remote-secret") {
+    if !has(fault, NoRemoteSecret) {
         p.put(Secret {
             metadata: sm,
             data: Some(data),
@@ -738,27 +738,23 @@ fn build(
     });
 
     let quirks = IstiodQuirks {
-        single_element_chain: has(fault, "chain-single-element"),
-        leaf_trust_domain: if has(fault, "chain-wrong-trust-domain") {
+        single_element_chain: has(fault, ChainSingleElement),
+        leaf_trust_domain: if has(fault, ChainWrongTrustDomain) {
             Some("other.local".into())
         } else {
             None
         },
-        leaf_not_before_offset_secs: if has(fault, "chain-clock-skew") {
-            3600
-        } else {
-            0
-        },
+        leaf_not_before_offset_secs: if has(fault, ChainClockSkew) { 3600 } else { 0 },
         omit_root: false,
-        secret_controller_stuck: has(fault, "istiod-stale-clusters"),
+        secret_controller_stuck: has(fault, IstiodStaleClusters),
         ..Default::default()
     };
-    let token_audiences = if has(fault, "istiod-token-audiences") {
+    let token_audiences = if has(fault, IstiodTokenAudiences) {
         vec!["other-ca".to_string()]
     } else {
         vec!["istio-ca".to_string()]
     };
-    let serving_dns = if has(fault, "istiod-cert-wrong-san") {
+    let serving_dns = if has(fault, IstiodCertWrongSan) {
         vec!["istiod.other-system.svc", "istiod-remote.other-system.svc"]
     } else {
         vec![
@@ -802,13 +798,13 @@ mod tests {
             (None, format!("primary synced, remote synced ({secret})")),
             // Never loaded: the stuck controller, and a kubeconfig istiod refuses.
             (
-                faults::find("istiod-stale-clusters"),
+                Some(faults::get(IstiodStaleClusters)),
                 "primary synced".into(),
             ),
-            (faults::find("kubeconfig-exec"), "primary synced".into()),
+            (Some(faults::get(KubeconfigExec)), "primary synced".into()),
             // Loaded, but its API server cannot be listed.
             (
-                faults::find("api-server-unreachable"),
+                Some(faults::get(ApiServerUnreachable)),
                 format!("primary synced, remote timeout ({secret})"),
             ),
         ];

@@ -18,15 +18,41 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct Expect {
     pub name: &'static str,
-    /// The lab's fault of the same name: its step, status and keyword are
-    /// the expectation, and the lab's own report is compared.
+    /// The lab's fault of the same name: its step, status and finding code
+    /// are the expectation, and the lab's own report is compared.
     pub lab: Option<&'static Fault>,
     pub step: StepId,
     pub status: Status,
-    pub keyword: &'static str,
+    /// What identifies the cause: the lab fault's finding code, or for a
+    /// case only the test bed has, a word of the diagnosis.
+    pub cause: Cause,
 }
 
-/// The lab's fault `name`: expected step, status and keyword are the lab's.
+#[derive(Debug, Clone, Copy)]
+pub enum Cause {
+    Code(&'static str),
+    Keyword(&'static str),
+}
+
+impl Cause {
+    /// None when `s` names this cause, else what is wrong.
+    fn mismatch(&self, s: &meshtrace::model::StepResult) -> Option<String> {
+        match *self {
+            Cause::Code(want) => {
+                let got = s.finding.as_ref().map(|f| f.code.as_str());
+                (got != Some(want))
+                    .then(|| format!("expected code {want}, got {}", got.unwrap_or("no finding")))
+            }
+            Cause::Keyword(k) => {
+                let diag = s.diagnosis.clone().unwrap_or_default();
+                (!diag.to_lowercase().contains(&k.to_lowercase()))
+                    .then(|| format!("the diagnosis lacks {k:?}: {diag}"))
+            }
+        }
+    }
+}
+
+/// The lab's fault `name`: expected step, status and code are the lab's.
 pub fn lab(name: &'static str) -> Expect {
     let f = faults::find(name).unwrap_or_else(|| panic!("the lab has no fault {name:?}"));
     Expect {
@@ -34,7 +60,7 @@ pub fn lab(name: &'static str) -> Expect {
         lab: Some(f),
         step: f.step,
         status: f.status,
-        keyword: f.keyword,
+        cause: Cause::Code(f.code),
     }
 }
 
@@ -54,7 +80,7 @@ pub fn testbed_only(
         lab: None,
         step,
         status,
-        keyword,
+        cause: Cause::Keyword(keyword),
     }
 }
 
@@ -113,7 +139,7 @@ pub struct Plan {
     /// Steps whose status may differ between the lab and the test bed, and why.
     pub lab_differs: Vec<(StepId, &'static str)>,
     /// Words meshtrace's diagnosis of the first failing step must hold on
-    /// the test bed, beyond the lab fault's keyword.
+    /// the test bed, beyond the lab fault's code.
     pub says: Vec<&'static str>,
 }
 
@@ -294,12 +320,9 @@ pub fn assert_report(e: &Expect, r: &TraceReport, ctx: &str) {
         "[{name}] {first} is {:?}, expected {:?}{ctx}",
         step.status, e.status
     );
-    let diag = step.diagnosis.clone().unwrap_or_default();
-    assert!(
-        diag.to_lowercase().contains(&e.keyword.to_lowercase()),
-        "[{name}] the diagnosis lacks {:?}: {diag}{ctx}",
-        e.keyword
-    );
+    if let Some(why) = e.cause.mismatch(step) {
+        panic!("[{name}] {why}{ctx}");
+    }
     assert!(
         step.hint.as_deref().is_some_and(|h| !h.is_empty()),
         "[{name}] no hint{ctx}"
@@ -332,7 +355,7 @@ pub fn assert_report(e: &Expect, r: &TraceReport, ctx: &str) {
 }
 
 /// (c) lab fidelity: the lab's report for the same fault names the same
-/// first step with the same status, both diagnoses carry the keyword, and
+/// first step with the same status, both name the cause (code), and
 /// every step has the same status (unless the plan says why not).
 pub fn assert_lab_agrees(
     e: &Expect,
@@ -359,12 +382,9 @@ pub fn assert_lab_agrees(
         e.step
     );
     for (who, s) in [("lab", ls), ("test bed", ts)] {
-        let d = s.diagnosis.clone().unwrap_or_default().to_lowercase();
-        assert!(
-            d.contains(&e.keyword.to_lowercase()),
-            "[{name}] the {who}'s diagnosis lacks {:?}{both}",
-            e.keyword
-        );
+        if let Some(why) = e.cause.mismatch(s) {
+            panic!("[{name}] the {who}: {why}{both}");
+        }
     }
     for s in &tb.steps {
         let l = lab.step(s.id).map(|l| l.status);
