@@ -1,17 +1,19 @@
 //! Builds and starts the lab: a healthy primary-remote mesh, then one fault
 //! applied to it, served by two simulated API servers and a simulated istiod.
 
-use super::apiserver::{ApiServer, BoundApiServer, ClusterSim, SharedCluster};
+use super::apiserver::controllers::{Rollout, install_deployment};
+use super::apiserver::{ApiServer, BoundApiServer, ClusterSim, SharedCluster, proxy};
 use super::faults::{Fault, FaultId, FaultId::*};
-use super::istiod::{IstiodConfig, IstiodQuirks, IstiodSim};
+use super::istiod::{IstiodConfig, IstiodQuirks, IstiodSim, Restart};
 use super::pki::Ca;
 use super::store::Store;
 use super::tokens::{SigningKeys, TokenSpec, now_unix};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::*;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -104,6 +106,8 @@ fn new_cluster(name: &str, issuer: &str) -> ClusterSim {
         admin_token: format!("lab-admin-{}", hex::encode(rand_bytes())),
         store: Store::default(),
         pod_proxies: BTreeMap::new(),
+        ca_pem: String::new(),
+        on_rollout: None,
     }
 }
 
@@ -201,9 +205,82 @@ struct Built {
     primary: ClusterSim,
     remote: ClusterSim,
     quirks: IstiodQuirks,
-    token_audiences: Vec<String>,
-    serving_dns: Vec<&'static str>,
     signer: Arc<Ca>,
+}
+
+/// What the simulated istiod reads when it starts, from its pod (env, with
+/// `fieldRef`s resolved) and the primary's mesh config, as istiod does:
+/// TOKEN_AUDIENCES, the trust domain, and the DNS names of its serving
+/// certificate (istiod, istiod-remote and istio-pilot in POD_NAMESPACE, plus
+/// ISTIOD_CUSTOM_HOST; pilot/pkg/bootstrap getDNSNames).
+fn istiod_settings(pod: &Pod, store: &Store) -> (Vec<String>, String, Vec<String>) {
+    let container = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == "discovery"));
+    let env = |name: &str| -> Option<String> {
+        let v = container?.env.as_ref()?.iter().find(|e| e.name == name)?;
+        if let Some(value) = &v.value {
+            return Some(value.clone());
+        }
+        match v
+            .value_from
+            .as_ref()?
+            .field_ref
+            .as_ref()?
+            .field_path
+            .as_str()
+        {
+            "metadata.namespace" => pod.metadata.namespace.clone(),
+            "metadata.name" => pod.metadata.name.clone(),
+            _ => None,
+        }
+    };
+    let list = |v: Option<String>| -> Vec<String> {
+        v.unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut audiences = list(env("TOKEN_AUDIENCES"));
+    if audiences.is_empty() {
+        audiences.push("istio-ca".into());
+    }
+    let pod_ns = env("POD_NAMESPACE").unwrap_or_else(|| NS.into());
+    let mut dns: Vec<String> = ["istiod", "istiod-remote", "istio-pilot"]
+        .iter()
+        .map(|h| format!("{h}.{pod_ns}.svc"))
+        .collect();
+    for h in list(env("ISTIOD_CUSTOM_HOST")) {
+        if !dns.contains(&h) {
+            dns.push(h);
+        }
+    }
+    let trust_domain = store
+        .get::<ConfigMap>(NS, "istio")
+        .and_then(|cm| cm.data?.get("mesh").cloned())
+        .and_then(|mesh| {
+            mesh.lines().find_map(|l| {
+                l.strip_prefix("trustDomain:")
+                    .map(|v| v.trim().trim_matches('"').to_string())
+            })
+        })
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "cluster.local".into());
+    (audiences, trust_domain, dns)
+}
+
+/// The lab's istiod pod now (the istiod Deployment's pod).
+fn istiod_pod_now(store: &Store) -> Option<Pod> {
+    store.list::<Pod>().into_iter().find(|p| {
+        p.metadata.namespace.as_deref() == Some(NS)
+            && p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get("app").map(String::as_str) == Some("istiod"))
+    })
 }
 
 impl Lab {
@@ -232,6 +309,8 @@ impl Lab {
         let primary_bound = BoundApiServer::bind(&primary_api_ca)?;
         let remote_bound = BoundApiServer::bind(&remote_api_ca)?;
         let mut b = build(fault, &remote_bound, &mesh_root, signer.clone());
+        b.primary.ca_pem = primary_bound.ca_pem.clone();
+        b.remote.ca_pem = remote_bound.ca_pem.clone();
         edit(&mut b.quirks);
 
         let primary_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(
@@ -246,12 +325,19 @@ impl Lab {
         let remote = remote_bound.serve(remote_state.clone());
 
         let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
-        let serving = signer.server_cert("istiod", &b.serving_dns, &ips, 365);
+        // istiod starts from its pod and the mesh config, as it restarts.
+        let (token_audiences, trust_domain, dns) = {
+            let p = primary_state.read().unwrap_or_else(|e| e.into_inner());
+            let pod = istiod_pod_now(&p.store).unwrap_or_default();
+            istiod_settings(&pod, &p.store)
+        };
+        let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
+        let serving = signer.server_cert("istiod", &dns_refs, &ips, 365);
         let istiod = IstiodSim::start(IstiodConfig {
             local_cluster_id: PRIMARY_ID.into(),
             namespace: NS.into(),
-            trust_domain: "cluster.local".into(),
-            token_audiences: b.token_audiences.clone(),
+            trust_domain,
+            token_audiences,
             signer: b.signer.clone(),
             serving,
             primary: primary_state.clone(),
@@ -262,18 +348,31 @@ impl Lab {
         .await?;
         let istiod_addr = istiod.addr();
 
-        // istiod's pod in the primary. The simulated istiod runs on this host,
-        // so the pod is on the host network (its loopback is the host's, where
-        // the remote API server listens). The API server's pod proxy reaches
-        // its monitoring port: kubectl get --raw
+        // The API server's pod proxy reaches the monitoring port of the
+        // istiod Deployment's pod, whichever it is now: kubectl get --raw
         // /api/v1/namespaces/istio-system/pods/istiod-lab:15014/proxy/debug/clusterz
+        // A rollout of that Deployment (set env, rollout restart, a deleted
+        // pod) restarts the simulated istiod with the new pod's settings.
         {
             let mut p = primary_state.write().unwrap_or_else(|e| e.into_inner());
-            p.store.put(istiod_pod());
             p.pod_proxies.insert(
-                format!("{NS}/{ISTIOD_POD}:{ISTIOD_MONITORING_PORT}"),
+                proxy::deployment_key(NS, "istiod", &ISTIOD_MONITORING_PORT.to_string()),
                 istiod.monitoring_addr,
             );
+            let handle = istiod.handle();
+            let signer = signer.clone();
+            p.on_rollout = Some(Arc::new(move |cl: &mut ClusterSim, r: &Rollout| {
+                if r.namespace != NS || r.deployment != "istiod" {
+                    return;
+                }
+                let (token_audiences, trust_domain, dns) = istiod_settings(&r.pod, &cl.store);
+                let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+                handle.restart(Restart {
+                    token_audiences,
+                    trust_domain,
+                    serving: Some(signer.server_cert("istiod", &dns, &ips, 365)),
+                });
+            }));
         }
 
         // The remote's istiod EndpointSlice holds the primary's exposed address:
@@ -345,58 +444,6 @@ impl Lab {
         self.istiod.shutdown();
         self.primary.shutdown();
         self.remote.shutdown();
-    }
-}
-
-/// istiod's pod as the istiod chart makes it (ports by their chart names),
-/// Running and Ready, on the host network.
-fn istiod_pod() -> Pod {
-    let port = |name: &str, n: i32| ContainerPort {
-        name: Some(name.into()),
-        container_port: n,
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
-    Pod {
-        metadata: ObjectMeta {
-            labels: labels(&[("app", "istiod"), ("istio", "pilot")]),
-            ..meta(NS, ISTIOD_POD)
-        },
-        spec: Some(PodSpec {
-            service_account_name: Some("istiod".into()),
-            host_network: Some(true),
-            containers: vec![Container {
-                name: "discovery".into(),
-                image: Some("docker.io/istio/pilot:1.28.0".into()),
-                ports: Some(vec![
-                    port("http-debug", 8080),
-                    port("grpc-xds", 15010),
-                    port("tls-xds", 15012),
-                    port("https-webhooks", 15017),
-                    port("http-monitoring", i32::from(ISTIOD_MONITORING_PORT)),
-                ]),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        status: Some(PodStatus {
-            phase: Some("Running".into()),
-            host_ip: Some("127.0.0.1".into()),
-            pod_ip: Some("127.0.0.1".into()),
-            conditions: Some(vec![PodCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                ..Default::default()
-            }]),
-            container_statuses: Some(vec![ContainerStatus {
-                name: "discovery".into(),
-                image: "docker.io/istio/pilot:1.28.0".into(),
-                ready: true,
-                started: Some(true),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
     }
 }
 
@@ -545,43 +592,51 @@ fn build(
             ..Default::default()
         });
     }
-    r.put(Pod {
-        metadata: ObjectMeta {
-            labels: labels(&[
+    // Without its projected token the gateway has no mount for it either
+    // (a pod cannot mount a volume it does not have).
+    let mut mounts = vec![VolumeMount {
+        name: "istiod-ca-cert".into(),
+        mount_path: "/var/run/secrets/istio".into(),
+        ..Default::default()
+    }];
+    if !has(fault, GatewayNoProjectedToken) {
+        mounts.insert(
+            0,
+            VolumeMount {
+                name: "istio-token".into(),
+                mount_path: "/var/run/secrets/tokens".into(),
+                ..Default::default()
+            },
+        );
+    }
+    // The gateway: a Deployment whose pod keeps the lab's name; a change of
+    // its template replaces the pod, as a rollout does.
+    install_deployment(
+        r,
+        deployment(
+            NS,
+            GATEWAY,
+            &[("app", GATEWAY), ("istio", "eastwestgateway")],
+            &[
                 ("app", GATEWAY),
                 ("istio", "eastwestgateway"),
                 ("topology.istio.io/network", gw_network),
-            ]),
-            ..meta(NS, GATEWAY)
-        },
-        spec: Some(PodSpec {
-            service_account_name: Some(GATEWAY_SA.into()),
-            containers: vec![Container {
-                name: "istio-proxy".into(),
-                image: Some("docker.io/istio/proxyv2:1.28.0".into()),
-                env: Some(gw_env),
-                volume_mounts: Some(vec![
-                    VolumeMount {
-                        name: "istio-token".into(),
-                        mount_path: "/var/run/secrets/tokens".into(),
-                        ..Default::default()
-                    },
-                    VolumeMount {
-                        name: "istiod-ca-cert".into(),
-                        mount_path: "/var/run/secrets/istio".into(),
-                        ..Default::default()
-                    },
-                ]),
+            ],
+            PodSpec {
+                service_account_name: Some(GATEWAY_SA.into()),
+                containers: vec![Container {
+                    name: "istio-proxy".into(),
+                    image: Some("docker.io/istio/proxyv2:1.28.0".into()),
+                    env: Some(gw_env),
+                    volume_mounts: Some(mounts),
+                    ..Default::default()
+                }],
+                volumes: Some(volumes),
                 ..Default::default()
-            }],
-            volumes: Some(volumes),
-            ..Default::default()
-        }),
-        status: Some(PodStatus {
-            phase: Some("Running".into()),
-            ..Default::default()
-        }),
-    });
+            },
+        ),
+        GATEWAY,
+    );
     if has(fault, GatewaySaDeleted) {
         r.remove::<ServiceAccount>(NS, GATEWAY_SA);
     }
@@ -726,50 +781,167 @@ fn build(
             ..Default::default()
         });
     }
+    // istiod signs for its mesh config's trust domain.
+    let trust_domain = if has(fault, ChainWrongTrustDomain) {
+        "other.local"
+    } else {
+        "cluster.local"
+    };
     let mut mesh = BTreeMap::new();
-    mesh.insert(
-        "mesh".to_string(),
-        "trustDomain: cluster.local\n".to_string(),
-    );
+    mesh.insert("mesh".to_string(), format!("trustDomain: {trust_domain}\n"));
     p.put(ConfigMap {
         metadata: meta(NS, "istio"),
         data: Some(mesh),
         ..Default::default()
     });
 
+    // istiod, as the istiod chart deploys it: a Deployment whose pod is on
+    // the host network (the simulated istiod runs on this host, so its
+    // loopback is where the remote API server listens). Its env is what the
+    // simulated istiod reads when it starts and restarts.
+    p.put(ServiceAccount {
+        metadata: meta(NS, "istiod"),
+        ..Default::default()
+    });
+    let token_audiences = if has(fault, IstiodTokenAudiences) {
+        "other-ca"
+    } else {
+        "istio-ca"
+    };
+    // A literal POD_NAMESPACE (instead of the downward API's) that is not
+    // istiod's namespace: its serving certificate names another namespace.
+    let pod_namespace = if has(fault, IstiodCertWrongSan) {
+        env("POD_NAMESPACE", "other-system")
+    } else {
+        field_env("POD_NAMESPACE", "metadata.namespace")
+    };
+    install_deployment(
+        p,
+        deployment(
+            NS,
+            "istiod",
+            &[("app", "istiod"), ("istio", "pilot")],
+            &[
+                ("app", "istiod"),
+                ("istio", "pilot"),
+                ("istio.io/rev", "default"),
+            ],
+            istiod_pod_spec(vec![
+                env("REVISION", "default"),
+                env("PILOT_CERT_PROVIDER", "istiod"),
+                field_env("POD_NAME", "metadata.name"),
+                pod_namespace,
+                env("CLUSTER_ID", PRIMARY_ID),
+                env("TOKEN_AUDIENCES", token_audiences),
+                env("EXTERNAL_ISTIOD", "true"),
+                env("JWT_POLICY", "third-party-jwt"),
+            ]),
+        ),
+        ISTIOD_POD,
+    );
+
     let quirks = IstiodQuirks {
         single_element_chain: has(fault, ChainSingleElement),
-        leaf_trust_domain: if has(fault, ChainWrongTrustDomain) {
-            Some("other.local".into())
-        } else {
-            None
-        },
         leaf_not_before_offset_secs: if has(fault, ChainClockSkew) { 3600 } else { 0 },
         omit_root: false,
         secret_controller_stuck: has(fault, IstiodStaleClusters),
         ..Default::default()
     };
-    let token_audiences = if has(fault, IstiodTokenAudiences) {
-        vec!["other-ca".to_string()]
-    } else {
-        vec!["istio-ca".to_string()]
-    };
-    let serving_dns = if has(fault, IstiodCertWrongSan) {
-        vec!["istiod.other-system.svc", "istiod-remote.other-system.svc"]
-    } else {
-        vec![
-            "istiod.istio-system.svc",
-            "istiod-remote.istio-system.svc",
-            "istio-pilot.istio-system.svc",
-        ]
-    };
     Built {
         primary,
         remote,
         quirks,
-        token_audiences,
-        serving_dns,
         signer,
+    }
+}
+
+/// `name` from the downward API (`fieldRef`).
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".into()),
+                field_path: path.into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A Deployment of one replica: `selector` labels, pod `labels`, `spec`.
+fn deployment(
+    ns: &str,
+    name: &str,
+    selector: &[(&str, &str)],
+    pod_labels: &[(&str, &str)],
+    spec: PodSpec,
+) -> Deployment {
+    Deployment {
+        metadata: ObjectMeta {
+            labels: labels(selector),
+            ..meta(ns, name)
+        },
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: labels(selector),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: labels(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(spec),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// istiod's pod spec as the istiod chart makes it (ports by their chart
+/// names), on the host network.
+fn istiod_pod_spec(env: Vec<EnvVar>) -> PodSpec {
+    let port = |name: &str, n: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: n,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    PodSpec {
+        service_account_name: Some("istiod".into()),
+        host_network: Some(true),
+        containers: vec![Container {
+            name: "discovery".into(),
+            image: Some("docker.io/istio/pilot:1.28.0".into()),
+            args: Some(
+                [
+                    "discovery",
+                    "--monitoringAddr=:15014",
+                    "--log_output_level=default:info",
+                    "--domain",
+                    "cluster.local",
+                    "--keepaliveMaxServerConnectionAge",
+                    "30m",
+                ]
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            ),
+            env: Some(env),
+            ports: Some(vec![
+                port("http-debug", 8080),
+                port("grpc-xds", 15010),
+                port("tls-xds", 15012),
+                port("https-webhooks", 15017),
+                port("http-monitoring", i32::from(ISTIOD_MONITORING_PORT)),
+            ]),
+            ..Default::default()
+        }],
+        ..Default::default()
     }
 }
 

@@ -253,16 +253,56 @@ fn meta_mut(body: &mut Value) -> ApiResult<&mut Map<String, Value>> {
     m.as_object_mut().ok_or_else(bad)
 }
 
+/// What kube-apiserver's registry strategies do to an object on write,
+/// before it is stored: a Secret's write-only `stringData` folded into
+/// `data`; `metadata.generation` of apps objects bumped when the spec changes.
+fn prepare_for_write(store: &Store, def: &ResourceDef, body: &mut Value, ns: &str, name: &str) {
+    match (def.group, def.plural) {
+        ("", "secrets") => {
+            use base64::Engine;
+            let Some(m) = body.as_object_mut() else {
+                return;
+            };
+            if let Some(Value::Object(sd)) = m.remove("stringData") {
+                let data = m.entry("data").or_insert_with(|| json!({}));
+                if !data.is_object() {
+                    *data = json!({});
+                }
+                for (k, v) in sd {
+                    let text = v.as_str().unwrap_or_default().as_bytes().to_vec();
+                    data[&k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+                }
+            }
+        }
+        ("apps", "deployments" | "replicasets") => {
+            apply_defaults(def, body);
+            let old = store.get_raw(&key_of(def), ns, name);
+            let generation = match &old {
+                None => 1,
+                Some(o) => {
+                    let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                    if o["spec"] != body["spec"] { g + 1 } else { g }
+                }
+            };
+            if let Some(m) = body["metadata"].as_object_mut() {
+                m.insert("generation".into(), json!(generation));
+            }
+        }
+        _ => {}
+    }
+}
+
 fn store_put(
     store: &mut Store,
     def: &ResourceDef,
-    body: Value,
+    mut body: Value,
     ns: &str,
     name: &str,
 ) -> ApiResult<Value> {
     let Storage::Stored(put) = def.storage else {
         return Err(ApiError::method_not_allowed());
     };
+    prepare_for_write(store, def, &mut body, ns, name);
     put(store, body).map_err(|e| {
         ApiError::bad_request(format!(
             "{} in version {:?} cannot be handled as a {}: {e}",
@@ -280,7 +320,7 @@ fn store_put(
     Ok(stored.clone())
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     // generateName: five characters from kube's alphabet (no vowels).
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut n = std::time::SystemTime::now()
@@ -974,6 +1014,18 @@ pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
         ("discovery.k8s.io", "endpointslices") => {
             for p in each(o.get_mut("ports")) {
                 default_field(p, "protocol", json!("TCP"));
+            }
+        }
+        ("apps", "deployments") => {
+            if let Some(spec) = child(o, "spec") {
+                default_field(spec, "replicas", json!(1));
+                default_field(spec, "revisionHistoryLimit", json!(10));
+                default_field(spec, "progressDeadlineSeconds", json!(600));
+                default_field(
+                    spec,
+                    "strategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                );
             }
         }
         ("", "pods") => {
