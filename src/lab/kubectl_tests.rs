@@ -391,4 +391,18 @@ async fn rollouts_restart_istiod_and_replace_the_gateway_pod() {
         ))
         .await;
     assert!(!again.is_empty() && again != name, "{again}");
+    // kubectl scale goes through the scale subresource.
+    let count = format!(
+        "kubectl --context {R} -n {NS} get pods -l app={GATEWAY} -o jsonpath='{{.items[*].metadata.name}}' | wc -w"
+    );
+    k.ok(&format!(
+        "kubectl --context {R} -n {NS} scale deployment/{GATEWAY} --replicas=0"
+    ))
+    .await;
+    assert_eq!(k.ok(&count).await.trim(), "0");
+    k.ok(&format!(
+        "kubectl --context {R} -n {NS} scale deployment/{GATEWAY} --replicas=1 && kubectl --context {R} -n {NS} rollout status deployment/{GATEWAY} --timeout=20s"
+    ))
+    .await;
+    assert_eq!(k.ok(&count).await.trim(), "1");
 }

@@ -375,6 +375,13 @@ impl Lab {
             }));
         }
 
+        // The primary exposes istiod on its east-west gateway: a LoadBalancer
+        // Service whose address and tls-istiod port lead to the simulated
+        // istiod (127.0.0.1 and istiod's port, the lab's "exposed address").
+        {
+            let mut p = primary_state.write().unwrap_or_else(|e| e.into_inner());
+            p.store.put(primary_eastwest_gateway(istiod_addr.port()));
+        }
         // The remote's istiod EndpointSlice holds the primary's exposed address:
         // here, the simulated istiod itself (or a closed port for that fault).
         {
@@ -467,6 +474,7 @@ fn build(
     );
     namespace(r, NS, gw_network, Some(ann));
     namespace(r, "default", gw_network, None);
+    auth_delegator(r);
     let reader_uid = service_account(r, NS, READER_SA);
     let gw_sa_uid = service_account(r, NS, GATEWAY_SA);
     let _ = gw_sa_uid;
@@ -691,6 +699,7 @@ fn build(
 
     // ---- primary cluster ----
     let p = &mut primary.store;
+    auth_delegator(p);
     namespace(p, NS, "network1", None);
     namespace(p, "default", "network1", None);
     let mut cacerts = BTreeMap::new();
@@ -853,6 +862,75 @@ fn build(
         quirks,
         signer,
     }
+}
+
+/// The primary's east-west gateway Service, as Istio's multicluster
+/// samples expose istiod (tls-istiod 15012, tls-webhook 15017) next to
+/// cross-network traffic (tls 15443). Its LoadBalancer address is 127.0.0.1
+/// and its tls-istiod port the simulated istiod's, since the lab runs no
+/// gateway in the primary and no load balancer.
+fn primary_eastwest_gateway(istiod_port: u16) -> Service {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let port = |name: &str, port: i32, target: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(target)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Service {
+        metadata: ObjectMeta {
+            labels: labels(&[
+                ("app", GATEWAY),
+                ("istio", "eastwestgateway"),
+                ("topology.istio.io/network", "network1"),
+            ]),
+            ..meta(NS, GATEWAY)
+        },
+        spec: Some(ServiceSpec {
+            selector: labels(&[("app", GATEWAY), ("istio", "eastwestgateway")]),
+            ports: Some(vec![
+                port("status-port", 15021, 15021),
+                port("tls", 15443, 15443),
+                port("tls-istiod", i32::from(istiod_port), 15012),
+                port("tls-webhook", 15017, 15017),
+            ]),
+            type_: Some("LoadBalancer".into()),
+            cluster_ip: Some("10.0.0.20".into()),
+            ..Default::default()
+        }),
+        status: Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some("127.0.0.1".into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// kube-apiserver's bootstrap ClusterRole `system:auth-delegator`, which
+/// fixes may bind (`create tokenreviews` and `subjectaccessreviews`).
+fn auth_delegator(store: &mut Store) {
+    let rule = |group: &str, resource: &str| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: vec!["create".into()],
+        ..Default::default()
+    };
+    store.put(ClusterRole {
+        metadata: ObjectMeta {
+            labels: labels(&[("kubernetes.io/bootstrapping", "rbac-defaults")]),
+            ..meta("", "system:auth-delegator")
+        },
+        rules: Some(vec![
+            rule("authentication.k8s.io", "tokenreviews"),
+            rule("authorization.k8s.io", "subjectaccessreviews"),
+        ]),
+        ..Default::default()
+    });
 }
 
 /// `name` from the downward API (`fieldRef`).

@@ -723,9 +723,14 @@ fn route(cl: &mut ClusterSim, req: &Req) -> ApiResult<Reply> {
         {
             reviews::token_request(cl, &target, req, now)
         }
-        // status is stored with the object in the lab.
-        (resources::Storage::Stored(_), None | Some("status")) => {
-            let reply = objects::handle(&mut cl.store, &target, verb, req, now)?;
+        // status is stored with the object in the lab; scale is a view of
+        // spec.replicas.
+        (resources::Storage::Stored(_), None | Some("status" | "scale")) => {
+            let reply = if target.sub.as_deref() == Some("scale") {
+                objects::scale(&mut cl.store, &target, verb, req)?
+            } else {
+                objects::handle(&mut cl.store, &target, verb, req, now)?
+            };
             let write = matches!(
                 verb,
                 "create" | "update" | "patch" | "delete" | "deletecollection"

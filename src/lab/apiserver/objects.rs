@@ -509,6 +509,77 @@ fn patch(
     store_put(store, def, merged, ns, name).map(Reply::ok)
 }
 
+/// The `scale` subresource (autoscaling/v1 Scale) of a Deployment:
+/// `kubectl scale` reads and patches it; a write sets `spec.replicas`.
+pub(crate) fn scale(store: &mut Store, t: &Target, verb: &str, req: &Req) -> ApiResult<Reply> {
+    let def = t.def;
+    let ns = t.namespace.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
+    let existing = store
+        .get_raw(&key_of(def), &ns, &name)
+        .ok_or_else(|| not_found(def, &name))?;
+    let replicas = existing["spec"]["replicas"].as_i64().unwrap_or(1);
+    let selector = existing["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let current = json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": name, "namespace": ns,
+            "uid": existing["metadata"]["uid"],
+            "resourceVersion": existing["metadata"]["resourceVersion"],
+            "creationTimestamp": existing["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": replicas},
+        "status": {"replicas": existing["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    });
+    let mut wanted = current.clone();
+    match verb {
+        "get" => return Ok(Reply::ok(current)),
+        "update" => wanted = req.json_body()?,
+        "patch" => {
+            let body = req.json_body()?;
+            match req.content_type().split(';').next().unwrap_or("").trim() {
+                "application/merge-patch+json" => merge_patch(&mut wanted, &body),
+                "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+                    strategic_merge(&mut wanted, &body)
+                }
+                "application/json-patch+json" => {
+                    json_patch(&mut wanted, &body).map_err(|e| ApiError::new(422, "Invalid", e))?
+                }
+                other => return Err(ApiError::unsupported_media_type(other)),
+            }
+        }
+        _ => return Err(ApiError::method_not_allowed()),
+    }
+    let Some(n) = wanted["spec"]["replicas"].as_i64().filter(|n| *n >= 0) else {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            &name,
+            "spec.replicas",
+            &wanted["spec"]["replicas"].to_string(),
+            "must be greater than or equal to 0",
+        ));
+    };
+    if req.dry_run() {
+        return Ok(Reply::ok(wanted));
+    }
+    let mut obj = existing.clone();
+    obj["spec"]["replicas"] = json!(n);
+    let stored = store_put(store, def, obj, &ns, &name)?;
+    let mut out = current;
+    out["spec"]["replicas"] = json!(n);
+    out["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
+    Ok(Reply::ok(out))
+}
+
 fn remove(store: &mut Store, def: &ResourceDef, ns: &str, name: &str) -> Option<Value> {
     let removed = store
         .objects

@@ -171,7 +171,16 @@ static RESOURCES: &[ResourceDef] = &[
         &["deploy"],
         &["all"],
         STD,
-        &[status_sub!("Deployment", "apps", "v1")]
+        &[
+            status_sub!("Deployment", "apps", "v1"),
+            SubDef {
+                name: "scale",
+                group: "autoscaling",
+                version: "v1",
+                kind: "Scale",
+                verbs: STATUS_VERBS,
+            }
+        ]
     ),
     stored!(
         apps::v1::ReplicaSet,
