@@ -2,6 +2,7 @@
 //! mesh, every output format) and the command line.
 
 mod cli;
+mod fixes;
 mod fuzz;
 mod hardening;
 mod hostile;
