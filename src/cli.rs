@@ -77,13 +77,19 @@ fn parse_speed(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--fault NAME`: a [`faults::FaultId`] by its kebab-case name, refused
+/// with the count of faults so the user knows where to look.
+fn parse_fault(s: &str) -> Result<faults::FaultId, String> {
+    s.parse()
+}
+
 #[derive(Args, Debug)]
 pub struct LabArgs {
     #[command(subcommand)]
     pub action: Option<LabAction>,
     /// Inject a named fault (see --list-faults)
-    #[arg(long, value_name = "NAME")]
-    pub fault: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = parse_fault)]
+    pub fault: Option<faults::FaultId>,
     /// List the faults the lab can inject, one per line
     #[arg(long)]
     pub list_faults: bool,
@@ -96,8 +102,8 @@ pub enum LabAction {
     /// Start the lab and keep it running until Ctrl-C; prints a kubeconfig path and istiod's address
     Serve {
         /// Inject a named fault
-        #[arg(long, value_name = "NAME")]
-        fault: Option<String>,
+        #[arg(long, value_name = "NAME", value_parser = parse_fault)]
+        fault: Option<faults::FaultId>,
         /// Where to write the kubeconfig (default: a temporary file, removed on exit)
         #[arg(long, value_name = "PATH")]
         kubeconfig_out: Option<PathBuf>,
@@ -451,27 +457,16 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
         }
         return Ok(0);
     }
-    let lookup = |name: &Option<String>| -> Result<Option<&'static faults::Fault>, UsageError> {
-        match name {
-            None => Ok(None),
-            Some(n) => faults::find(n).map(Some).ok_or_else(|| {
-                UsageError(format!(
-                    "unknown fault {n:?}; `meshtrace lab --list-faults` lists them ({} in all)",
-                    faults::FAULTS.len()
-                ))
-            }),
-        }
-    };
     if let Some(LabAction::Serve {
         fault,
         kubeconfig_out,
     }) = &lab.action
     {
         // `lab --fault X serve` and `lab serve --fault X` mean the same.
-        let fault = lookup(&fault.clone().or(lab.fault.clone()))?;
+        let fault = fault.or(lab.fault).map(faults::get);
         return serve(fault, kubeconfig_out.clone()).await;
     }
-    let fault = lookup(&lab.fault)?;
+    let fault = lab.fault.map(faults::get);
     let running = Lab::start(fault)
         .await
         .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;

@@ -301,7 +301,8 @@ pub async fn run(
                     Some(mut f) => {
                         f.commands = f.commands.iter().map(|c| fill(c)).collect();
                         if !f.commands.is_empty() && !ctx.opts.kubeconfig.is_empty() {
-                            f.commands.insert(0, export_kubeconfig(&ctx.opts.kubeconfig));
+                            f.commands
+                                .insert(0, export_kubeconfig(&ctx.opts.kubeconfig));
                         }
                         f.note = f.note.as_deref().map(fill);
                         Some(f)
@@ -448,7 +449,10 @@ mod tests {
     #[test]
     fn fixes_export_the_kubeconfig_the_trace_used() {
         let p = |s: &str| std::path::PathBuf::from(s);
-        assert_eq!(super::export_kubeconfig(&[p("/tmp/k")]), "export KUBECONFIG=/tmp/k");
+        assert_eq!(
+            super::export_kubeconfig(&[p("/tmp/k")]),
+            "export KUBECONFIG=/tmp/k"
+        );
         assert_eq!(
             super::export_kubeconfig(&[p("/a b/k"), p("/c")]),
             "export KUBECONFIG='/a b/k:/c'"

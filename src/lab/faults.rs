@@ -1,11 +1,105 @@
 //! Named faults the lab can inject, one or more per row of the failure
-//! catalogue. Each names the step that must report it first: the lab's
-//! integration tests hold meshtrace to that.
+//! catalogue. Each names the step that must report it first and the finding
+//! code that step must give: the lab's integration tests hold meshtrace to
+//! both.
 
 use crate::model::{Status, StepId};
 
+/// Declares the fault ids and their names in one place, so a name cannot
+/// drift from its variant.
+macro_rules! fault_ids {
+    ($($variant:ident = $name:literal,)+) => {
+        /// A lab fault. Its kebab-case name is what `--fault` takes and what
+        /// `--list-faults` prints.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum FaultId {
+            $($variant,)+
+        }
+
+        impl FaultId {
+            /// Every fault, in catalogue order.
+            pub const ALL: &'static [FaultId] = &[$(FaultId::$variant,)+];
+
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(FaultId::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+fault_ids! {
+    NoRemoteSecret = "no-remote-secret",
+    SecretUnlabelled = "secret-unlabelled",
+    SecretWrongNamespace = "secret-wrong-namespace",
+    ClusterIdMismatch = "cluster-id-mismatch",
+    ClusterIdIsPrimary = "cluster-id-is-primary",
+    KubeconfigEmpty = "kubeconfig-empty",
+    KubeconfigNotYaml = "kubeconfig-not-yaml",
+    KubeconfigNoCurrentContext = "kubeconfig-no-current-context",
+    KubeconfigExec = "kubeconfig-exec",
+    KubeconfigTokenFile = "kubeconfig-token-file",
+    ApiServerUnreachable = "api-server-unreachable",
+    WrongCaData = "wrong-ca-data",
+    ReaderTokenExpired = "reader-token-expired",
+    ReaderSaDeleted = "reader-sa-deleted",
+    ReaderTokenOtherCluster = "reader-token-other-cluster",
+    ReaderTokenExpiring = "reader-token-expiring",
+    NoTokenreviewRbac = "no-tokenreview-rbac",
+    IstiodServiceMissing = "istiod-service-missing",
+    IstiodServiceSelector = "istiod-service-selector",
+    IstiodNoEndpoints = "istiod-no-endpoints",
+    IstiodUnreachable = "istiod-unreachable",
+    GatewayNoClusterId = "gateway-no-cluster-id",
+    GatewayAudience = "gateway-audience",
+    GatewayNoProjectedToken = "gateway-no-projected-token",
+    GatewaySaDeleted = "gateway-sa-deleted",
+    RootConfigmapMissing = "root-configmap-missing",
+    StaleRoot = "stale-root",
+    PartialCacerts = "partial-cacerts",
+    RootExpiring = "root-expiring",
+    IstiodCertWrongSan = "istiod-cert-wrong-san",
+    IstiodTokenAudiences = "istiod-token-audiences",
+    IstiodStaleClusters = "istiod-stale-clusters",
+    ChainSingleElement = "chain-single-element",
+    ChainWrongTrustDomain = "chain-wrong-trust-domain",
+    ChainClockSkew = "chain-clock-skew",
+    NetworkMismatch = "network-mismatch",
+}
+
+impl clap::ValueEnum for FaultId {
+    fn value_variants<'a>() -> &'a [Self] {
+        FaultId::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()).help(get(*self).summary))
+    }
+}
+
+impl std::fmt::Display for FaultId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for FaultId {
+    type Err = String;
+    /// The error is the one `--fault` prints for a name the lab does not know.
+    fn from_str(s: &str) -> Result<FaultId, String> {
+        <FaultId as clap::ValueEnum>::from_str(s, false).map_err(|_| {
+            format!(
+                "unknown fault {s:?}; `meshtrace lab --list-faults` lists them ({} in all)",
+                FaultId::ALL.len()
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
+    pub id: FaultId,
+    /// `id.name()`, kept as a field for display.
     pub name: &'static str,
     /// Row of docs/faults.md / the failure catalogue.
     pub catalog: u8,
@@ -14,306 +108,313 @@ pub struct Fault {
     pub step: StepId,
     /// Fail for a breakage, Warn for something that still works today.
     pub status: Status,
-    /// A word the diagnosis must contain (tests check it).
-    pub keyword: &'static str,
+    /// The finding code that step must report (`<step>/<cause>`).
+    pub code: &'static str,
 }
 
 const fn f(
-    name: &'static str,
+    id: FaultId,
     catalog: u8,
     step: StepId,
-    keyword: &'static str,
+    code: &'static str,
     summary: &'static str,
 ) -> Fault {
     Fault {
-        name,
+        id,
+        name: id.name(),
         catalog,
         summary,
         step,
         status: Status::Fail,
-        keyword,
+        code,
     }
 }
 const fn w(
-    name: &'static str,
+    id: FaultId,
     catalog: u8,
     step: StepId,
-    keyword: &'static str,
+    code: &'static str,
     summary: &'static str,
 ) -> Fault {
     Fault {
-        name,
-        catalog,
-        summary,
-        step,
         status: Status::Warn,
-        keyword,
+        ..f(id, catalog, step, code, summary)
     }
 }
 
+use FaultId::*;
 use StepId::*;
 
+/// Every fault, in the order of [`FaultId::ALL`].
 pub const FAULTS: &[Fault] = &[
     f(
-        "no-remote-secret",
+        NoRemoteSecret,
         1,
         RemoteSecret,
-        "no remote secret",
+        "remote-secret/none-registered",
         "the primary has no remote secret at all",
     ),
     f(
-        "secret-unlabelled",
+        SecretUnlabelled,
         1,
         RemoteSecret,
-        "not labelled",
+        "remote-secret/not-labelled",
         "the remote secret lacks the istio/multiCluster=true label",
     ),
     f(
-        "secret-wrong-namespace",
+        SecretWrongNamespace,
         1,
         RemoteSecret,
-        "only watches",
+        "remote-secret/wrong-namespace",
         "the remote secret is in namespace default, not istio-system",
     ),
     f(
-        "cluster-id-mismatch",
+        ClusterIdMismatch,
         2,
         RemoteSecret,
-        "data key",
+        "remote-secret/no-key-for-cluster-id",
         "the secret's data key is remote-1, the gateway says remote",
     ),
     f(
-        "cluster-id-is-primary",
+        ClusterIdIsPrimary,
         3,
         RemoteSecret,
-        "own cluster ID",
+        "remote-secret/cluster-id-is-primary",
         "the remote is keyed, and calls itself, by the primary's cluster ID",
     ),
     f(
-        "kubeconfig-empty",
+        KubeconfigEmpty,
         4,
         RemoteKubeconfig,
-        "empty",
+        "remote-kubeconfig/empty",
         "the remote secret's kubeconfig is empty",
     ),
     f(
-        "kubeconfig-not-yaml",
+        KubeconfigNotYaml,
         4,
         RemoteKubeconfig,
-        "cannot be loaded",
+        "remote-kubeconfig/unparsable",
         "the remote secret's kubeconfig is not YAML",
     ),
     f(
-        "kubeconfig-no-current-context",
+        KubeconfigNoCurrentContext,
         4,
         RemoteKubeconfig,
-        "not valid",
+        "remote-kubeconfig/invalid",
         "the kubeconfig has no current-context",
     ),
     f(
-        "kubeconfig-exec",
+        KubeconfigExec,
         5,
         RemoteKubeconfig,
-        "exec is not allowed",
+        "remote-kubeconfig/exec-not-allowed",
         "the kubeconfig authenticates with an exec plugin",
     ),
     f(
-        "kubeconfig-token-file",
+        KubeconfigTokenFile,
         5,
         RemoteKubeconfig,
-        "tokenFile",
+        "remote-kubeconfig/file-not-allowed",
         "the kubeconfig reads its token from a file path",
     ),
     f(
-        "api-server-unreachable",
+        ApiServerUnreachable,
         6,
         RemoteApiTls,
-        "cannot reach",
+        "remote-api-tls/unreachable",
         "the kubeconfig's server is a closed port",
     ),
     f(
-        "wrong-ca-data",
+        WrongCaData,
         7,
         RemoteApiTls,
-        "does not verify",
+        "remote-api-tls/ca-mismatch",
         "certificate-authority-data is some other CA",
     ),
     f(
-        "reader-token-expired",
+        ReaderTokenExpired,
         8,
         RemoteIdentity,
-        "expired",
+        "remote-identity/token-expired",
         "the reader token in the remote secret has expired",
     ),
     f(
-        "reader-sa-deleted",
+        ReaderSaDeleted,
         8,
         RemoteIdentity,
-        "no longer exists",
+        "remote-identity/service-account-deleted",
         "istio-reader-service-account was deleted in the remote",
     ),
     f(
-        "reader-token-other-cluster",
+        ReaderTokenOtherCluster,
         8,
         RemoteIdentity,
-        "another cluster",
+        "remote-identity/token-from-other-cluster",
         "the reader token was issued by the primary's key",
     ),
     w(
-        "reader-token-expiring",
+        ReaderTokenExpiring,
         19,
         RemoteIdentity,
-        "expires",
+        "remote-identity/token-expiring",
         "the reader token expires in 2 days",
     ),
     f(
-        "no-tokenreview-rbac",
+        NoTokenreviewRbac,
         9,
         RemoteRbac,
-        "tokenreviews",
+        "remote-rbac/no-tokenreview-create",
         "the reader ClusterRole lacks create tokenreviews",
     ),
     f(
-        "istiod-service-missing",
+        IstiodServiceMissing,
         10,
         RemoteIstiodEndpoint,
-        "no Service",
+        "remote-istiod-endpoint/no-service",
         "the remote has no istiod Service",
     ),
-    f(
-        "istiod-service-selector",
+    w(
+        IstiodServiceSelector,
         10,
         RemoteIstiodEndpoint,
-        "selector",
-        "the remote istiod Service selects local pods",
+        "remote-istiod-endpoint/has-selector",
+        "the remote istiod Service has a selector; its hand-made EndpointSlice still routes to the primary",
     ),
     f(
-        "istiod-no-endpoints",
+        IstiodNoEndpoints,
         10,
         RemoteIstiodEndpoint,
-        "EndpointSlice",
+        "remote-istiod-endpoint/no-endpoints",
         "the remote istiod Service has no EndpointSlice",
     ),
     f(
-        "istiod-unreachable",
+        IstiodUnreachable,
         15,
         IstiodTls,
-        "cannot reach",
+        "istiod-tls/unreachable",
         "the EndpointSlice points at a closed port",
     ),
     f(
-        "gateway-no-cluster-id",
+        GatewayNoClusterId,
         2,
         GatewayPod,
-        "ISTIO_META_CLUSTER_ID",
+        "gateway-pod/no-cluster-id",
         "the gateway pod has no ISTIO_META_CLUSTER_ID",
     ),
     f(
-        "gateway-audience",
+        GatewayAudience,
         11,
         GatewayToken,
-        "audience",
+        "gateway-token/wrong-audience",
         "the gateway's istio-token volume has audience kubernetes.default.svc",
     ),
     f(
-        "gateway-no-projected-token",
+        GatewayNoProjectedToken,
         11,
         GatewayToken,
-        "istio-token",
+        "gateway-token/no-projected-token",
         "the gateway has no projected istio-token volume",
     ),
     f(
-        "gateway-sa-deleted",
+        GatewaySaDeleted,
         12,
         GatewayToken,
-        "no longer exists",
+        "gateway-token/service-account-missing",
         "the gateway's service account was deleted",
     ),
     f(
-        "root-configmap-missing",
+        RootConfigmapMissing,
         13,
         RootOfTrust,
-        "missing",
+        "root-of-trust/no-root-configmap",
         "the remote has no istio-ca-root-cert",
     ),
     f(
-        "stale-root",
+        StaleRoot,
         13,
         RootOfTrust,
-        "stale",
+        "root-of-trust/root-mismatch",
         "the remote's istio-ca-root-cert holds an old root",
     ),
     f(
-        "partial-cacerts",
+        PartialCacerts,
         18,
         RootOfTrust,
-        "incomplete",
+        "root-of-trust/incomplete-cacerts",
         "the primary's cacerts lacks cert-chain.pem",
     ),
     w(
-        "root-expiring",
+        RootExpiring,
         18,
         RootOfTrust,
-        "expires",
+        "root-of-trust/root-expiring",
         "the primary's root expires in 3 days",
     ),
     f(
-        "istiod-cert-wrong-san",
+        IstiodCertWrongSan,
         14,
         IstiodTls,
-        "valid for",
+        "istiod-tls/name-mismatch",
         "istiod's serving certificate lacks istiod.istio-system.svc",
     ),
     f(
-        "istiod-token-audiences",
+        IstiodTokenAudiences,
         16,
         Csr,
-        "Unauthenticated",
+        "csr/token-audience-not-accepted",
         "istiod checks tokens for audience other-ca (TOKEN_AUDIENCES)",
     ),
     f(
-        "istiod-stale-clusters",
+        IstiodStaleClusters,
         16,
         Csr,
-        "has not loaded",
+        "csr/istiod-has-not-loaded-cluster",
         "istiod's remote-secret controller is stuck: it never loaded the valid remote secret",
     ),
     f(
-        "chain-single-element",
+        ChainSingleElement,
         17,
         IssuedChain,
-        "invalid empty CertChain",
+        "issued-chain/incomplete",
         "istiod returns only the leaf",
     ),
     f(
-        "chain-wrong-trust-domain",
+        ChainWrongTrustDomain,
         17,
         IssuedChain,
-        "trust domain",
+        "issued-chain/wrong-trust-domain",
         "istiod signs for trust domain other.local",
     ),
     f(
-        "chain-clock-skew",
+        ChainClockSkew,
         17,
         IssuedChain,
-        "not valid yet",
+        "issued-chain/not-yet-valid",
         "istiod's clock is an hour ahead: the leaf is not yet valid",
     ),
     w(
-        "network-mismatch",
+        NetworkMismatch,
         20,
         NetworkLabels,
-        "disagree",
+        "network-labels/mismatch",
         "the gateway Service says network1, the namespace network2",
     ),
 ];
 
+/// The fault of an id.
+pub fn get(id: FaultId) -> &'static Fault {
+    // FAULTS follows FaultId::ALL (a test holds it to that).
+    &FAULTS[id as usize]
+}
+
+/// A fault by its name, for text input (`--fault`, test tables); code that
+/// names a fault uses [`get`] with a [`FaultId`].
 pub fn find(name: &str) -> Option<&'static Fault> {
-    FAULTS.iter().find(|f| f.name == name)
+    name.parse().ok().map(get)
 }
 
 pub fn names() -> Vec<&'static str> {
-    FAULTS.iter().map(|f| f.name).collect()
+    FaultId::ALL.iter().map(|id| id.name()).collect()
 }
 
 #[cfg(test)]
@@ -330,5 +431,43 @@ mod tests {
         rows.sort();
         rows.dedup();
         assert!(rows.len() >= 16, "rows covered: {rows:?}");
+    }
+
+    #[test]
+    fn table_follows_the_ids_and_codes_name_their_step() {
+        assert_eq!(FAULTS.len(), FaultId::ALL.len());
+        for (i, id) in FaultId::ALL.iter().enumerate() {
+            let f = &FAULTS[i];
+            assert_eq!(f.id, *id, "FAULTS[{i}]");
+            assert_eq!(get(*id).name, id.name());
+            assert_eq!(find(id.name()).map(|f| f.id), Some(*id));
+            let (step, cause) = f.code.split_once('/').unwrap_or_default();
+            assert_eq!(step, f.step.as_str(), "{}: {}", f.name, f.code);
+            assert!(
+                !cause.is_empty()
+                    && cause
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{}: {}",
+                f.name,
+                f.code
+            );
+        }
+        assert_eq!(find("no-such-fault"), None);
+        assert_eq!(
+            "no-such-fault".parse::<FaultId>().unwrap_err(),
+            format!(
+                "unknown fault \"no-such-fault\"; `meshtrace lab --list-faults` lists them ({} in all)",
+                FAULTS.len()
+            )
+        );
+    }
+
+    #[test]
+    fn clap_knows_every_name() {
+        use clap::ValueEnum;
+        for id in FaultId::ALL {
+            assert_eq!(FaultId::from_str(id.name(), false), Ok(*id));
+        }
     }
 }

@@ -106,10 +106,141 @@ impl std::fmt::Debug for IstiodSim {
 
 struct Inner {
     cfg: IstiodConfig,
+    /// What a restart changes: the settings istiod reads when it starts.
+    run: Mutex<RunState>,
+    /// The secure gRPC listener, kept so a restart serves the same port.
+    listener: std::net::TcpListener,
+    /// Stops the gRPC server of the current run (a restart starts another).
+    run_stop: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+    /// Stops everything (IstiodSim::shutdown).
+    stop: tokio::sync::watch::Receiver<bool>,
     logs: Mutex<Vec<String>>,
     /// Registration messages already logged, so a bad remote secret is
     /// reported once per content, as istiod reports it once per secret event.
     logged_once: Mutex<HashSet<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct RunState {
+    token_audiences: Vec<String>,
+    trust_domain: String,
+    secret_controller_stuck: bool,
+    restarts: u32,
+}
+
+/// What istiod reads when it (re)starts: its pod's environment and the
+/// mesh config. The lab's istiod Deployment rolling out restarts it with
+/// these (see [`IstiodHandle::restart`]).
+#[derive(Clone)]
+pub struct Restart {
+    /// TOKEN_AUDIENCES.
+    pub token_audiences: Vec<String>,
+    /// meshConfig.trustDomain.
+    pub trust_domain: String,
+    /// A new serving certificate (its DNS names follow POD_NAMESPACE and
+    /// ISTIOD_CUSTOM_HOST), or None to keep the current one.
+    pub serving: Option<ServerCert>,
+}
+
+impl std::fmt::Debug for Restart {
+    // By hand: the serving certificate's key stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restart")
+            .field("token_audiences", &self.token_audiences)
+            .field("trust_domain", &self.trust_domain)
+            .field("new_serving_cert", &self.serving.is_some())
+            .finish()
+    }
+}
+
+/// A handle that can restart the simulated istiod from another task (the
+/// primary API server's rollout hook).
+#[derive(Clone)]
+pub struct IstiodHandle(Arc<Inner>);
+
+impl IstiodHandle {
+    /// Restart istiod: it reloads every remote secret (a stuck remote-secret
+    /// controller is stuck no more), takes the new settings, and serves a new
+    /// certificate if given, on the same port. Needs a tokio runtime.
+    pub fn restart(&self, r: Restart) {
+        let inner = &self.0;
+        let n = {
+            let mut run = inner.run.lock().unwrap_or_else(|e| e.into_inner());
+            run.token_audiences = r.token_audiences.clone();
+            run.trust_domain = r.trust_domain.clone();
+            run.secret_controller_stuck = false;
+            run.restarts += 1;
+            run.restarts
+        };
+        if let Ok(mut g) = inner.logged_once.lock() {
+            g.clear();
+        }
+        if let Some(serving) = &r.serving {
+            if let Err(e) = serve_grpc(inner, serving) {
+                inner.log(format!("restart: cannot serve: {e}"));
+            }
+        }
+        inner.log(format!(
+            "istiod restarted (#{n}): TOKEN_AUDIENCES={}, trust domain {}",
+            r.token_audiences.join(","),
+            r.trust_domain
+        ));
+    }
+}
+
+/// Serve the gRPC CA on the kept listener with `serving`, stopping the
+/// server of the previous run (its open calls finish).
+fn serve_grpc(inner: &Arc<Inner>, serving: &ServerCert) -> std::io::Result<()> {
+    let io_err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    // Serve leaf + intermediates (not the root), as istiod does, so a
+    // client holding only the root can build the path.
+    let mut chain = serving.cert_pem.clone();
+    for c in inner
+        .cfg
+        .signer
+        .chain_pem
+        .iter()
+        .take(inner.cfg.signer.chain_pem.len().saturating_sub(1))
+    {
+        chain.push_str(c);
+    }
+    let identity = Identity::from_pem(chain, serving.key_pem.clone());
+    let server = Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity))
+        .map_err(|e| io_err(&e))?;
+    let listener = tokio::net::TcpListener::from_std(inner.listener.try_clone()?)?;
+    let incoming = TcpIncoming::from(listener);
+    let svc = IstioCertificateServiceServer::new(CaService {
+        inner: inner.clone(),
+    });
+    let (run_stop, mut run_rx) = tokio::sync::watch::channel(false);
+    if let Some(prev) = inner
+        .run_stop
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(run_stop)
+    {
+        prev.send_replace(true);
+    }
+    let mut stop_rx = inner.stop.clone();
+    let log_inner = inner.clone();
+    tokio::spawn(async move {
+        let signal = async move {
+            tokio::select! {
+                _ = stop_rx.wait_for(|v| *v) => {},
+                _ = run_rx.wait_for(|v| *v) => {},
+            }
+        };
+        let mut router = server;
+        if let Err(e) = router
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await
+        {
+            log_inner.log(format!("gRPC server stopped: {e}"));
+        }
+    });
+    Ok(())
 }
 
 /// A remote cluster registered from a remote secret.
@@ -120,49 +251,28 @@ struct Registered {
 
 impl IstiodSim {
     pub async fn start(cfg: IstiodConfig) -> std::io::Result<IstiodSim> {
-        let io_err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        // Serve leaf + intermediates (not the root), as istiod does, so a
-        // client holding only the root can build the path.
-        let mut chain = cfg.serving.cert_pem.clone();
-        for c in cfg
-            .signer
-            .chain_pem
-            .iter()
-            .take(cfg.signer.chain_pem.len().saturating_sub(1))
-        {
-            chain.push_str(c);
-        }
-        let identity = Identity::from_pem(chain, cfg.serving.key_pem.clone());
-        let server = Server::builder()
-            .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(|e| io_err(&e))?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let run = RunState {
+            token_audiences: cfg.token_audiences.clone(),
+            trust_domain: cfg.trust_domain.clone(),
+            secret_controller_stuck: cfg.quirks.secret_controller_stuck,
+            restarts: 0,
+        };
+        let serving = cfg.serving.clone();
         let inner = Arc::new(Inner {
             cfg,
+            run: Mutex::new(run),
+            listener,
+            run_stop: Mutex::new(None),
+            stop: stop_rx.clone(),
             logs: Mutex::new(Vec::new()),
             logged_once: Mutex::new(HashSet::new()),
         });
-        let svc = IstioCertificateServiceServer::new(CaService {
-            inner: inner.clone(),
-        });
-        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-        let monitoring_addr = serve_monitoring(inner.clone(), stop_rx.clone()).await?;
-        let incoming = TcpIncoming::from(listener);
-        let log_inner = inner.clone();
-        tokio::spawn(async move {
-            let signal = async move {
-                let _ = stop_rx.wait_for(|v| *v).await;
-            };
-            let mut router = server;
-            if let Err(e) = router
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, signal)
-                .await
-            {
-                log_inner.log(format!("gRPC server stopped: {e}"));
-            }
-        });
+        serve_grpc(&inner, &serving)?;
+        let monitoring_addr = serve_monitoring(inner.clone(), stop_rx).await?;
         Ok(IstiodSim {
             addr,
             monitoring_addr,
@@ -173,6 +283,16 @@ impl IstiodSim {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A handle to restart this istiod with.
+    pub fn handle(&self) -> IstiodHandle {
+        IstiodHandle(self.inner.clone())
+    }
+
+    /// How many times it restarted.
+    pub fn restarts(&self) -> u32 {
+        self.inner.run().restarts
     }
 
     /// Stop serving; returns at once.
@@ -274,6 +394,10 @@ async fn sync_check(client: &kube::Client) -> Result<(), String> {
 }
 
 impl Inner {
+    fn run(&self) -> RunState {
+        self.run.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn log(&self, line: String) {
         if let Ok(mut g) = self.logs.lock() {
             g.push(line);
@@ -344,7 +468,7 @@ impl Inner {
     /// Remote clusters from the primary's remote secrets, read now. Secrets
     /// are visited in name order; the first to register an ID wins.
     fn registry(&self) -> BTreeMap<String, Registered> {
-        if self.cfg.quirks.secret_controller_stuck {
+        if self.run().secret_controller_stuck {
             // The controller processes no secret event: whatever the
             // secrets say now, it holds no remote cluster.
             return BTreeMap::new();
@@ -483,7 +607,7 @@ impl Inner {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token,
-                audiences: Some(self.cfg.token_audiences.clone()),
+                audiences: Some(self.run().token_audiences),
             },
             ..Default::default()
         };
@@ -531,10 +655,8 @@ impl Inner {
         };
         let req = request.into_inner();
         let q = &self.cfg.quirks;
-        let trust_domain = q
-            .leaf_trust_domain
-            .as_deref()
-            .unwrap_or(&self.cfg.trust_domain);
+        let configured = self.run().trust_domain;
+        let trust_domain = q.leaf_trust_domain.as_deref().unwrap_or(&configured);
         let identity = format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}");
 
         let ttl = if req.validity_duration <= 0 {

@@ -6,6 +6,8 @@
 pub mod apiserver;
 pub mod faults;
 pub mod istiod;
+#[cfg(test)]
+mod kubectl_tests;
 pub mod pki;
 pub mod store;
 pub mod tokens;

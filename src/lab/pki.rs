@@ -26,7 +26,8 @@ impl std::fmt::Debug for Ca {
     }
 }
 
-/// A leaf certificate with its key, for a TLS server.
+/// A leaf certificate with its key, for a TLS server. (No Debug: the key.)
+#[derive(Clone)]
 pub struct ServerCert {
     pub cert_pem: String,
     pub key_pem: String,

@@ -49,6 +49,34 @@ pub struct NameUid {
     pub uid: String,
 }
 
+/// The claims of a legacy, Secret-based token (what kube-controller-manager's
+/// token controller writes into a `kubernetes.io/service-account-token`
+/// Secret, and `istioctl create-remote-secret` copies into a remote secret):
+/// no audience, no expiry, valid while the Secret holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LegacyClaims {
+    pub iss: String,
+    pub sub: String,
+    #[serde(rename = "kubernetes.io/serviceaccount/namespace")]
+    pub namespace: String,
+    #[serde(rename = "kubernetes.io/serviceaccount/secret.name")]
+    pub secret_name: String,
+    #[serde(rename = "kubernetes.io/serviceaccount/service-account.name")]
+    pub service_account: String,
+    #[serde(rename = "kubernetes.io/serviceaccount/service-account.uid")]
+    pub service_account_uid: String,
+}
+
+/// The issuer of legacy tokens, as kube-apiserver writes it.
+pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
+
+/// A token whose signature checked out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verified {
+    Bound(KubeClaims),
+    Legacy(LegacyClaims),
+}
+
 /// What the issuer needs to mint a token.
 #[derive(Debug, Clone)]
 pub struct TokenSpec {
@@ -120,6 +148,57 @@ impl SigningKeys {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, &self.encoding).expect("ES256 signing")
+    }
+
+    /// A legacy token for `secret_name`, as the token controller mints it.
+    pub fn mint_legacy(
+        &self,
+        namespace: &str,
+        sa: &str,
+        sa_uid: &str,
+        secret_name: &str,
+    ) -> String {
+        let claims = LegacyClaims {
+            iss: LEGACY_ISSUER.into(),
+            sub: format!("system:serviceaccount:{namespace}:{sa}"),
+            namespace: namespace.into(),
+            secret_name: secret_name.into(),
+            service_account: sa.into(),
+            service_account_uid: sa_uid.into(),
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).expect("ES256 signing")
+    }
+
+    /// [`SigningKeys::verify`], and legacy tokens too: those carry no
+    /// audience or expiry, so they are valid for the API server's own
+    /// audiences (`implicit`) only, and the caller checks their Secret.
+    pub fn verify_any(
+        &self,
+        token: &str,
+        audiences: &[String],
+        implicit: &[String],
+        now: i64,
+    ) -> Result<Verified, TokenError> {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &v)
+            .map_err(|e| TokenError::Invalid(format!("{e}")))?;
+        if data.claims["iss"] != LEGACY_ISSUER {
+            return self.verify(token, audiences, now).map(Verified::Bound);
+        }
+        let c: LegacyClaims = serde_json::from_value(data.claims)
+            .map_err(|e| TokenError::Invalid(format!("legacy token claims: {e}")))?;
+        if !audiences.iter().any(|a| implicit.contains(a)) {
+            return Err(TokenError::Audience {
+                token: implicit.to_vec(),
+                target: audiences.to_vec(),
+            });
+        }
+        Ok(Verified::Legacy(c))
     }
 
     /// Verify a token as the API server's authenticator does: signature by this

@@ -1,17 +1,19 @@
 //! Builds and starts the lab: a healthy primary-remote mesh, then one fault
 //! applied to it, served by two simulated API servers and a simulated istiod.
 
-use super::apiserver::{ApiServer, BoundApiServer, ClusterSim, SharedCluster};
-use super::faults::Fault;
-use super::istiod::{IstiodConfig, IstiodQuirks, IstiodSim};
+use super::apiserver::controllers::{Rollout, install_deployment};
+use super::apiserver::{ApiServer, BoundApiServer, ClusterSim, SharedCluster, proxy};
+use super::faults::{Fault, FaultId, FaultId::*};
+use super::istiod::{IstiodConfig, IstiodQuirks, IstiodSim, Restart};
 use super::pki::Ca;
 use super::store::Store;
 use super::tokens::{SigningKeys, TokenSpec, now_unix};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::*;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -91,8 +93,8 @@ fn closed_port() -> u16 {
         .unwrap_or(9)
 }
 
-fn has(fault: Option<&Fault>, name: &str) -> bool {
-    fault.is_some_and(|f| f.name == name)
+fn has(fault: Option<&Fault>, id: FaultId) -> bool {
+    fault.is_some_and(|f| f.id == id)
 }
 
 fn new_cluster(name: &str, issuer: &str) -> ClusterSim {
@@ -104,6 +106,8 @@ fn new_cluster(name: &str, issuer: &str) -> ClusterSim {
         admin_token: format!("lab-admin-{}", hex::encode(rand_bytes())),
         store: Store::default(),
         pod_proxies: BTreeMap::new(),
+        ca_pem: String::new(),
+        on_rollout: None,
     }
 }
 
@@ -201,9 +205,82 @@ struct Built {
     primary: ClusterSim,
     remote: ClusterSim,
     quirks: IstiodQuirks,
-    token_audiences: Vec<String>,
-    serving_dns: Vec<&'static str>,
     signer: Arc<Ca>,
+}
+
+/// What the simulated istiod reads when it starts, from its pod (env, with
+/// `fieldRef`s resolved) and the primary's mesh config, as istiod does:
+/// TOKEN_AUDIENCES, the trust domain, and the DNS names of its serving
+/// certificate (istiod, istiod-remote and istio-pilot in POD_NAMESPACE, plus
+/// ISTIOD_CUSTOM_HOST; pilot/pkg/bootstrap getDNSNames).
+fn istiod_settings(pod: &Pod, store: &Store) -> (Vec<String>, String, Vec<String>) {
+    let container = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == "discovery"));
+    let env = |name: &str| -> Option<String> {
+        let v = container?.env.as_ref()?.iter().find(|e| e.name == name)?;
+        if let Some(value) = &v.value {
+            return Some(value.clone());
+        }
+        match v
+            .value_from
+            .as_ref()?
+            .field_ref
+            .as_ref()?
+            .field_path
+            .as_str()
+        {
+            "metadata.namespace" => pod.metadata.namespace.clone(),
+            "metadata.name" => pod.metadata.name.clone(),
+            _ => None,
+        }
+    };
+    let list = |v: Option<String>| -> Vec<String> {
+        v.unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut audiences = list(env("TOKEN_AUDIENCES"));
+    if audiences.is_empty() {
+        audiences.push("istio-ca".into());
+    }
+    let pod_ns = env("POD_NAMESPACE").unwrap_or_else(|| NS.into());
+    let mut dns: Vec<String> = ["istiod", "istiod-remote", "istio-pilot"]
+        .iter()
+        .map(|h| format!("{h}.{pod_ns}.svc"))
+        .collect();
+    for h in list(env("ISTIOD_CUSTOM_HOST")) {
+        if !dns.contains(&h) {
+            dns.push(h);
+        }
+    }
+    let trust_domain = store
+        .get::<ConfigMap>(NS, "istio")
+        .and_then(|cm| cm.data?.get("mesh").cloned())
+        .and_then(|mesh| {
+            mesh.lines().find_map(|l| {
+                l.strip_prefix("trustDomain:")
+                    .map(|v| v.trim().trim_matches('"').to_string())
+            })
+        })
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "cluster.local".into());
+    (audiences, trust_domain, dns)
+}
+
+/// The lab's istiod pod now (the istiod Deployment's pod).
+fn istiod_pod_now(store: &Store) -> Option<Pod> {
+    store.list::<Pod>().into_iter().find(|p| {
+        p.metadata.namespace.as_deref() == Some(NS)
+            && p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get("app").map(String::as_str) == Some("istiod"))
+    })
 }
 
 impl Lab {
@@ -221,7 +298,7 @@ impl Lab {
         crate::install_crypto_provider();
         let primary_api_ca = Ca::root("lab-primary-apiserver-ca", "meshtrace lab", 365);
         let remote_api_ca = Ca::root("lab-remote-apiserver-ca", "meshtrace lab", 365);
-        let root_days = if has(fault, "root-expiring") { 3 } else { 3650 };
+        let root_days = if has(fault, RootExpiring) { 3 } else { 3650 };
         let mesh_root = Ca::root("lab mesh root", "meshtrace lab", root_days);
         let signer = Arc::new(mesh_root.intermediate(
             "lab mesh intermediate (primary)",
@@ -232,6 +309,8 @@ impl Lab {
         let primary_bound = BoundApiServer::bind(&primary_api_ca)?;
         let remote_bound = BoundApiServer::bind(&remote_api_ca)?;
         let mut b = build(fault, &remote_bound, &mesh_root, signer.clone());
+        b.primary.ca_pem = primary_bound.ca_pem.clone();
+        b.remote.ca_pem = remote_bound.ca_pem.clone();
         edit(&mut b.quirks);
 
         let primary_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(
@@ -246,12 +325,19 @@ impl Lab {
         let remote = remote_bound.serve(remote_state.clone());
 
         let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
-        let serving = signer.server_cert("istiod", &b.serving_dns, &ips, 365);
+        // istiod starts from its pod and the mesh config, as it restarts.
+        let (token_audiences, trust_domain, dns) = {
+            let p = primary_state.read().unwrap_or_else(|e| e.into_inner());
+            let pod = istiod_pod_now(&p.store).unwrap_or_default();
+            istiod_settings(&pod, &p.store)
+        };
+        let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
+        let serving = signer.server_cert("istiod", &dns_refs, &ips, 365);
         let istiod = IstiodSim::start(IstiodConfig {
             local_cluster_id: PRIMARY_ID.into(),
             namespace: NS.into(),
-            trust_domain: "cluster.local".into(),
-            token_audiences: b.token_audiences.clone(),
+            trust_domain,
+            token_audiences,
             signer: b.signer.clone(),
             serving,
             primary: primary_state.clone(),
@@ -262,30 +348,50 @@ impl Lab {
         .await?;
         let istiod_addr = istiod.addr();
 
-        // istiod's pod in the primary. The simulated istiod runs on this host,
-        // so the pod is on the host network (its loopback is the host's, where
-        // the remote API server listens). The API server's pod proxy reaches
-        // its monitoring port: kubectl get --raw
+        // The API server's pod proxy reaches the monitoring port of the
+        // istiod Deployment's pod, whichever it is now: kubectl get --raw
         // /api/v1/namespaces/istio-system/pods/istiod-lab:15014/proxy/debug/clusterz
+        // A rollout of that Deployment (set env, rollout restart, a deleted
+        // pod) restarts the simulated istiod with the new pod's settings.
         {
             let mut p = primary_state.write().unwrap_or_else(|e| e.into_inner());
-            p.store.put(istiod_pod());
             p.pod_proxies.insert(
-                format!("{NS}/{ISTIOD_POD}:{ISTIOD_MONITORING_PORT}"),
+                proxy::deployment_key(NS, "istiod", &ISTIOD_MONITORING_PORT.to_string()),
                 istiod.monitoring_addr,
             );
+            let handle = istiod.handle();
+            let signer = signer.clone();
+            p.on_rollout = Some(Arc::new(move |cl: &mut ClusterSim, r: &Rollout| {
+                if r.namespace != NS || r.deployment != "istiod" {
+                    return;
+                }
+                let (token_audiences, trust_domain, dns) = istiod_settings(&r.pod, &cl.store);
+                let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+                handle.restart(Restart {
+                    token_audiences,
+                    trust_domain,
+                    serving: Some(signer.server_cert("istiod", &dns, &ips, 365)),
+                });
+            }));
         }
 
+        // The primary exposes istiod on its east-west gateway: a LoadBalancer
+        // Service whose address and tls-istiod port lead to the simulated
+        // istiod (127.0.0.1 and istiod's port, the lab's "exposed address").
+        {
+            let mut p = primary_state.write().unwrap_or_else(|e| e.into_inner());
+            p.store.put(primary_eastwest_gateway(istiod_addr.port()));
+        }
         // The remote's istiod EndpointSlice holds the primary's exposed address:
         // here, the simulated istiod itself (or a closed port for that fault).
         {
             let mut r = remote_state.write().unwrap_or_else(|e| e.into_inner());
-            let port = if has(fault, "istiod-unreachable") {
+            let port = if has(fault, IstiodUnreachable) {
                 closed_port()
             } else {
                 istiod_addr.port()
             };
-            if !has(fault, "istiod-no-endpoints") && !has(fault, "istiod-service-missing") {
+            if !has(fault, IstiodNoEndpoints) && !has(fault, IstiodServiceMissing) {
                 r.store.put(EndpointSlice {
                     metadata: ObjectMeta {
                         labels: labels(&[
@@ -348,58 +454,6 @@ impl Lab {
     }
 }
 
-/// istiod's pod as the istiod chart makes it (ports by their chart names),
-/// Running and Ready, on the host network.
-fn istiod_pod() -> Pod {
-    let port = |name: &str, n: i32| ContainerPort {
-        name: Some(name.into()),
-        container_port: n,
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
-    Pod {
-        metadata: ObjectMeta {
-            labels: labels(&[("app", "istiod"), ("istio", "pilot")]),
-            ..meta(NS, ISTIOD_POD)
-        },
-        spec: Some(PodSpec {
-            service_account_name: Some("istiod".into()),
-            host_network: Some(true),
-            containers: vec![Container {
-                name: "discovery".into(),
-                image: Some("docker.io/istio/pilot:1.28.0".into()),
-                ports: Some(vec![
-                    port("http-debug", 8080),
-                    port("grpc-xds", 15010),
-                    port("tls-xds", 15012),
-                    port("https-webhooks", 15017),
-                    port("http-monitoring", i32::from(ISTIOD_MONITORING_PORT)),
-                ]),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        status: Some(PodStatus {
-            phase: Some("Running".into()),
-            host_ip: Some("127.0.0.1".into()),
-            pod_ip: Some("127.0.0.1".into()),
-            conditions: Some(vec![PodCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                ..Default::default()
-            }]),
-            container_statuses: Some(vec![ContainerStatus {
-                name: "discovery".into(),
-                image: "docker.io/istio/pilot:1.28.0".into(),
-                ready: true,
-                started: Some(true),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-    }
-}
-
 fn build(
     fault: Option<&'static Fault>,
     remote_bound: &BoundApiServer,
@@ -420,12 +474,13 @@ fn build(
     );
     namespace(r, NS, gw_network, Some(ann));
     namespace(r, "default", gw_network, None);
+    auth_delegator(r);
     let reader_uid = service_account(r, NS, READER_SA);
     let gw_sa_uid = service_account(r, NS, GATEWAY_SA);
     let _ = gw_sa_uid;
     r.put(ClusterRole {
         metadata: meta("", READER_ROLE),
-        rules: Some(reader_rules(!has(fault, "no-tokenreview-rbac"))),
+        rules: Some(reader_rules(!has(fault, NoTokenreviewRbac))),
         ..Default::default()
     });
     r.put(ClusterRoleBinding {
@@ -443,8 +498,8 @@ fn build(
         }]),
     });
     // The istiod Service: no selector, 15012 and 443->15017.
-    if !has(fault, "istiod-service-missing") {
-        let selector = if has(fault, "istiod-service-selector") {
+    if !has(fault, IstiodServiceMissing) {
+        let selector = if has(fault, IstiodServiceSelector) {
             labels(&[("app", "istiod")])
         } else {
             None
@@ -478,7 +533,7 @@ fn build(
         });
     }
     // The east-west gateway: Service, ServiceAccount, Pod.
-    let svc_network = if has(fault, "network-mismatch") {
+    let svc_network = if has(fault, NetworkMismatch) {
         "network1"
     } else {
         gw_network
@@ -500,7 +555,7 @@ fn build(
         }),
         ..Default::default()
     });
-    let gw_cluster_id = if has(fault, "cluster-id-is-primary") {
+    let gw_cluster_id = if has(fault, ClusterIdIsPrimary) {
         PRIMARY_ID
     } else {
         REMOTE_ID
@@ -511,10 +566,10 @@ fn build(
         env("ISTIO_META_NETWORK", gw_network),
         env("TRUST_DOMAIN", "cluster.local"),
     ];
-    if !has(fault, "gateway-no-cluster-id") {
+    if !has(fault, GatewayNoClusterId) {
         gw_env.push(env("ISTIO_META_CLUSTER_ID", gw_cluster_id));
     }
-    let audience = if has(fault, "gateway-audience") {
+    let audience = if has(fault, GatewayAudience) {
         "kubernetes.default.svc"
     } else {
         "istio-ca"
@@ -527,7 +582,7 @@ fn build(
         }),
         ..Default::default()
     }];
-    if !has(fault, "gateway-no-projected-token") {
+    if !has(fault, GatewayNoProjectedToken) {
         volumes.push(Volume {
             name: "istio-token".into(),
             projected: Some(ProjectedVolumeSource {
@@ -545,53 +600,61 @@ fn build(
             ..Default::default()
         });
     }
-    r.put(Pod {
-        metadata: ObjectMeta {
-            labels: labels(&[
+    // Without its projected token the gateway has no mount for it either
+    // (a pod cannot mount a volume it does not have).
+    let mut mounts = vec![VolumeMount {
+        name: "istiod-ca-cert".into(),
+        mount_path: "/var/run/secrets/istio".into(),
+        ..Default::default()
+    }];
+    if !has(fault, GatewayNoProjectedToken) {
+        mounts.insert(
+            0,
+            VolumeMount {
+                name: "istio-token".into(),
+                mount_path: "/var/run/secrets/tokens".into(),
+                ..Default::default()
+            },
+        );
+    }
+    // The gateway: a Deployment whose pod keeps the lab's name; a change of
+    // its template replaces the pod, as a rollout does.
+    install_deployment(
+        r,
+        deployment(
+            NS,
+            GATEWAY,
+            &[("app", GATEWAY), ("istio", "eastwestgateway")],
+            &[
                 ("app", GATEWAY),
                 ("istio", "eastwestgateway"),
                 ("topology.istio.io/network", gw_network),
-            ]),
-            ..meta(NS, GATEWAY)
-        },
-        spec: Some(PodSpec {
-            service_account_name: Some(GATEWAY_SA.into()),
-            containers: vec![Container {
-                name: "istio-proxy".into(),
-                image: Some("docker.io/istio/proxyv2:1.28.0".into()),
-                env: Some(gw_env),
-                volume_mounts: Some(vec![
-                    VolumeMount {
-                        name: "istio-token".into(),
-                        mount_path: "/var/run/secrets/tokens".into(),
-                        ..Default::default()
-                    },
-                    VolumeMount {
-                        name: "istiod-ca-cert".into(),
-                        mount_path: "/var/run/secrets/istio".into(),
-                        ..Default::default()
-                    },
-                ]),
+            ],
+            PodSpec {
+                service_account_name: Some(GATEWAY_SA.into()),
+                containers: vec![Container {
+                    name: "istio-proxy".into(),
+                    image: Some("docker.io/istio/proxyv2:1.28.0".into()),
+                    env: Some(gw_env),
+                    volume_mounts: Some(mounts),
+                    ..Default::default()
+                }],
+                volumes: Some(volumes),
                 ..Default::default()
-            }],
-            volumes: Some(volumes),
-            ..Default::default()
-        }),
-        status: Some(PodStatus {
-            phase: Some("Running".into()),
-            ..Default::default()
-        }),
-    });
-    if has(fault, "gateway-sa-deleted") {
+            },
+        ),
+        GATEWAY,
+    );
+    if has(fault, GatewaySaDeleted) {
         r.remove::<ServiceAccount>(NS, GATEWAY_SA);
     }
     // The root the primary istiod writes into the remote (EXTERNAL_ISTIOD).
-    let remote_root = if has(fault, "stale-root") {
+    let remote_root = if has(fault, StaleRoot) {
         Ca::root("lab mesh root (before rotation)", "meshtrace lab", 3650).cert_pem
     } else {
         mesh_root.cert_pem.clone()
     };
-    if !has(fault, "root-configmap-missing") {
+    if !has(fault, RootConfigmapMissing) {
         for ns in [NS, "default"] {
             let mut data = BTreeMap::new();
             data.insert("root-cert.pem".to_string(), remote_root.clone());
@@ -604,14 +667,14 @@ fn build(
     }
 
     // The reader token in the remote secret, as istioctl would get it.
-    let token_exp = if has(fault, "reader-token-expired") {
+    let token_exp = if has(fault, ReaderTokenExpired) {
         now - 3600
-    } else if has(fault, "reader-token-expiring") {
+    } else if has(fault, ReaderTokenExpiring) {
         now + 2 * 86400
     } else {
         now + 365 * 86400
     };
-    let issuer_keys = if has(fault, "reader-token-other-cluster") {
+    let issuer_keys = if has(fault, ReaderTokenOtherCluster) {
         primary.keys.clone()
     } else {
         remote.keys.clone()
@@ -620,7 +683,7 @@ fn build(
         namespace: NS.into(),
         service_account: READER_SA.into(),
         // A token from another cluster names that cluster's account, with its own uid.
-        service_account_uid: if has(fault, "reader-token-other-cluster") {
+        service_account_uid: if has(fault, ReaderTokenOtherCluster) {
             "00000000-0000-4000-8000-0000000000ff".into()
         } else {
             reader_uid
@@ -630,12 +693,13 @@ fn build(
         expires_at: token_exp,
         pod: None,
     });
-    if has(fault, "reader-sa-deleted") {
+    if has(fault, ReaderSaDeleted) {
         remote.store.remove::<ServiceAccount>(NS, READER_SA);
     }
 
     // ---- primary cluster ----
     let p = &mut primary.store;
+    auth_delegator(p);
     namespace(p, NS, "network1", None);
     namespace(p, "default", "network1", None);
     let mut cacerts = BTreeMap::new();
@@ -651,7 +715,7 @@ fn build(
         "root-cert.pem".to_string(),
         ByteString(mesh_root.cert_pem.clone().into_bytes()),
     );
-    if !has(fault, "partial-cacerts") {
+    if !has(fault, PartialCacerts) {
         cacerts.insert(
             "cert-chain.pem".to_string(),
             ByteString(signer.chain_pem.concat().into_bytes()),
@@ -672,44 +736,44 @@ fn build(
     });
 
     // The remote secret.
-    let remote_ca = if has(fault, "wrong-ca-data") {
+    let remote_ca = if has(fault, WrongCaData) {
         Ca::root("some other CA", "meshtrace lab", 365).cert_pem
     } else {
         remote_bound.ca_pem.clone()
     };
-    let server = if has(fault, "api-server-unreachable") {
+    let server = if has(fault, ApiServerUnreachable) {
         format!("https://127.0.0.1:{}", closed_port())
     } else {
         remote_bound.url.clone()
     };
-    let key = if has(fault, "cluster-id-mismatch") {
+    let key = if has(fault, ClusterIdMismatch) {
         "remote-1"
-    } else if has(fault, "cluster-id-is-primary") {
+    } else if has(fault, ClusterIdIsPrimary) {
         PRIMARY_ID
     } else {
         REMOTE_ID
     };
     let good = kubeconfig(REMOTE_ID, &server, &remote_ca, &reader_token);
-    let kc = match fault.map(|f| f.name) {
-        Some("kubeconfig-empty") => String::new(),
-        Some("kubeconfig-not-yaml") => "this: is: not: yaml: [".into(),
-        Some("kubeconfig-no-current-context") => good.replace(&format!("current-context: {REMOTE_ID}\n"), ""),
-        Some("kubeconfig-exec") => good.replace(
+    let kc = match fault.map(|f| f.id) {
+        Some(KubeconfigEmpty) => String::new(),
+        Some(KubeconfigNotYaml) => "this: is: not: yaml: [".into(),
+        Some(KubeconfigNoCurrentContext) => good.replace(&format!("current-context: {REMOTE_ID}\n"), ""),
+        Some(KubeconfigExec) => good.replace(
             &format!("    token: {reader_token}\n"),
             "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, remote]\n",
         ),
-        Some("kubeconfig-token-file") => good.replace(&format!("    token: {reader_token}\n"), "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n"),
+        Some(KubeconfigTokenFile) => good.replace(&format!("    token: {reader_token}\n"), "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token\n"),
         _ => good,
     };
     let mut data = BTreeMap::new();
     data.insert(key.to_string(), ByteString(kc.into_bytes()));
-    let secret_ns = if has(fault, "secret-wrong-namespace") {
+    let secret_ns = if has(fault, SecretWrongNamespace) {
         "default"
     } else {
         NS
     };
     let mut sm = meta(secret_ns, REMOTE_SECRET);
-    if !has(fault, "secret-unlabelled") {
+    if !has(fault, SecretUnlabelled) {
         sm.labels = labels(&[("istio/multiCluster", "true")]);
     }
     let mut sa = BTreeMap::new();
@@ -718,7 +782,7 @@ fn build(
         REMOTE_ID.to_string(),
     );
     sm.annotations = Some(sa);
-    if !has(fault, "no-remote-secret") {
+    if !has(fault, NoRemoteSecret) {
         p.put(Secret {
             metadata: sm,
             data: Some(data),
@@ -726,54 +790,236 @@ fn build(
             ..Default::default()
         });
     }
+    // istiod signs for its mesh config's trust domain.
+    let trust_domain = if has(fault, ChainWrongTrustDomain) {
+        "other.local"
+    } else {
+        "cluster.local"
+    };
     let mut mesh = BTreeMap::new();
-    mesh.insert(
-        "mesh".to_string(),
-        "trustDomain: cluster.local\n".to_string(),
-    );
+    mesh.insert("mesh".to_string(), format!("trustDomain: {trust_domain}\n"));
     p.put(ConfigMap {
         metadata: meta(NS, "istio"),
         data: Some(mesh),
         ..Default::default()
     });
 
-    let quirks = IstiodQuirks {
-        single_element_chain: has(fault, "chain-single-element"),
-        leaf_trust_domain: if has(fault, "chain-wrong-trust-domain") {
-            Some("other.local".into())
-        } else {
-            None
-        },
-        leaf_not_before_offset_secs: if has(fault, "chain-clock-skew") {
-            3600
-        } else {
-            0
-        },
-        omit_root: false,
-        secret_controller_stuck: has(fault, "istiod-stale-clusters"),
+    // istiod, as the istiod chart deploys it: a Deployment whose pod is on
+    // the host network (the simulated istiod runs on this host, so its
+    // loopback is where the remote API server listens). Its env is what the
+    // simulated istiod reads when it starts and restarts.
+    p.put(ServiceAccount {
+        metadata: meta(NS, "istiod"),
         ..Default::default()
-    };
-    let token_audiences = if has(fault, "istiod-token-audiences") {
-        vec!["other-ca".to_string()]
+    });
+    let token_audiences = if has(fault, IstiodTokenAudiences) {
+        "other-ca"
     } else {
-        vec!["istio-ca".to_string()]
+        "istio-ca"
     };
-    let serving_dns = if has(fault, "istiod-cert-wrong-san") {
-        vec!["istiod.other-system.svc", "istiod-remote.other-system.svc"]
+    // A literal POD_NAMESPACE (instead of the downward API's) that is not
+    // istiod's namespace: its serving certificate names another namespace.
+    let pod_namespace = if has(fault, IstiodCertWrongSan) {
+        env("POD_NAMESPACE", "other-system")
     } else {
-        vec![
-            "istiod.istio-system.svc",
-            "istiod-remote.istio-system.svc",
-            "istio-pilot.istio-system.svc",
-        ]
+        field_env("POD_NAMESPACE", "metadata.namespace")
+    };
+    install_deployment(
+        p,
+        deployment(
+            NS,
+            "istiod",
+            &[("app", "istiod"), ("istio", "pilot")],
+            &[
+                ("app", "istiod"),
+                ("istio", "pilot"),
+                ("istio.io/rev", "default"),
+            ],
+            istiod_pod_spec(vec![
+                env("REVISION", "default"),
+                env("PILOT_CERT_PROVIDER", "istiod"),
+                field_env("POD_NAME", "metadata.name"),
+                pod_namespace,
+                env("CLUSTER_ID", PRIMARY_ID),
+                env("TOKEN_AUDIENCES", token_audiences),
+                env("EXTERNAL_ISTIOD", "true"),
+                env("JWT_POLICY", "third-party-jwt"),
+            ]),
+        ),
+        ISTIOD_POD,
+    );
+
+    let quirks = IstiodQuirks {
+        single_element_chain: has(fault, ChainSingleElement),
+        leaf_not_before_offset_secs: if has(fault, ChainClockSkew) { 3600 } else { 0 },
+        omit_root: false,
+        secret_controller_stuck: has(fault, IstiodStaleClusters),
+        ..Default::default()
     };
     Built {
         primary,
         remote,
         quirks,
-        token_audiences,
-        serving_dns,
         signer,
+    }
+}
+
+/// The primary's east-west gateway Service, as Istio's multicluster
+/// samples expose istiod (tls-istiod 15012, tls-webhook 15017) next to
+/// cross-network traffic (tls 15443). Its LoadBalancer address is 127.0.0.1
+/// and its tls-istiod port the simulated istiod's, since the lab runs no
+/// gateway in the primary and no load balancer.
+fn primary_eastwest_gateway(istiod_port: u16) -> Service {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let port = |name: &str, port: i32, target: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(target)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Service {
+        metadata: ObjectMeta {
+            labels: labels(&[
+                ("app", GATEWAY),
+                ("istio", "eastwestgateway"),
+                ("topology.istio.io/network", "network1"),
+            ]),
+            ..meta(NS, GATEWAY)
+        },
+        spec: Some(ServiceSpec {
+            selector: labels(&[("app", GATEWAY), ("istio", "eastwestgateway")]),
+            ports: Some(vec![
+                port("status-port", 15021, 15021),
+                port("tls", 15443, 15443),
+                port("tls-istiod", i32::from(istiod_port), 15012),
+                port("tls-webhook", 15017, 15017),
+            ]),
+            type_: Some("LoadBalancer".into()),
+            cluster_ip: Some("10.0.0.20".into()),
+            ..Default::default()
+        }),
+        status: Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some("127.0.0.1".into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// kube-apiserver's bootstrap ClusterRole `system:auth-delegator`, which
+/// fixes may bind (`create tokenreviews` and `subjectaccessreviews`).
+fn auth_delegator(store: &mut Store) {
+    let rule = |group: &str, resource: &str| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: vec!["create".into()],
+        ..Default::default()
+    };
+    store.put(ClusterRole {
+        metadata: ObjectMeta {
+            labels: labels(&[("kubernetes.io/bootstrapping", "rbac-defaults")]),
+            ..meta("", "system:auth-delegator")
+        },
+        rules: Some(vec![
+            rule("authentication.k8s.io", "tokenreviews"),
+            rule("authorization.k8s.io", "subjectaccessreviews"),
+        ]),
+        ..Default::default()
+    });
+}
+
+/// `name` from the downward API (`fieldRef`).
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".into()),
+                field_path: path.into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A Deployment of one replica: `selector` labels, pod `labels`, `spec`.
+fn deployment(
+    ns: &str,
+    name: &str,
+    selector: &[(&str, &str)],
+    pod_labels: &[(&str, &str)],
+    spec: PodSpec,
+) -> Deployment {
+    Deployment {
+        metadata: ObjectMeta {
+            labels: labels(selector),
+            ..meta(ns, name)
+        },
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: labels(selector),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: labels(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(spec),
+            },
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// istiod's pod spec as the istiod chart makes it (ports by their chart
+/// names), on the host network.
+fn istiod_pod_spec(env: Vec<EnvVar>) -> PodSpec {
+    let port = |name: &str, n: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: n,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    PodSpec {
+        service_account_name: Some("istiod".into()),
+        host_network: Some(true),
+        containers: vec![Container {
+            name: "discovery".into(),
+            image: Some("docker.io/istio/pilot:1.28.0".into()),
+            args: Some(
+                [
+                    "discovery",
+                    "--monitoringAddr=:15014",
+                    "--log_output_level=default:info",
+                    "--domain",
+                    "cluster.local",
+                    "--keepaliveMaxServerConnectionAge",
+                    "30m",
+                ]
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            ),
+            env: Some(env),
+            ports: Some(vec![
+                port("http-debug", 8080),
+                port("grpc-xds", 15010),
+                port("tls-xds", 15012),
+                port("https-webhooks", 15017),
+                port("http-monitoring", i32::from(ISTIOD_MONITORING_PORT)),
+            ]),
+            ..Default::default()
+        }],
+        ..Default::default()
     }
 }
 
@@ -802,13 +1048,13 @@ mod tests {
             (None, format!("primary synced, remote synced ({secret})")),
             // Never loaded: the stuck controller, and a kubeconfig istiod refuses.
             (
-                faults::find("istiod-stale-clusters"),
+                Some(faults::get(IstiodStaleClusters)),
                 "primary synced".into(),
             ),
-            (faults::find("kubeconfig-exec"), "primary synced".into()),
+            (Some(faults::get(KubeconfigExec)), "primary synced".into()),
             // Loaded, but its API server cannot be listed.
             (
-                faults::find("api-server-unreachable"),
+                Some(faults::get(ApiServerUnreachable)),
                 format!("primary synced, remote timeout ({secret})"),
             ),
         ];

@@ -3,6 +3,7 @@
 
 mod cli;
 mod findings;
+mod fixes;
 mod fuzz;
 mod hardening;
 mod hostile;

@@ -18,15 +18,41 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct Expect {
     pub name: &'static str,
-    /// The lab's fault of the same name: its step, status and keyword are
-    /// the expectation, and the lab's own report is compared.
+    /// The lab's fault of the same name: its step, status and finding code
+    /// are the expectation, and the lab's own report is compared.
     pub lab: Option<&'static Fault>,
     pub step: StepId,
     pub status: Status,
-    pub keyword: &'static str,
+    /// What identifies the cause: the lab fault's finding code, or for a
+    /// case only the test bed has, a word of the diagnosis.
+    pub cause: Cause,
 }
 
-/// The lab's fault `name`: expected step, status and keyword are the lab's.
+#[derive(Debug, Clone, Copy)]
+pub enum Cause {
+    Code(&'static str),
+    Keyword(&'static str),
+}
+
+impl Cause {
+    /// None when `s` names this cause, else what is wrong.
+    fn mismatch(&self, s: &meshtrace::model::StepResult) -> Option<String> {
+        match *self {
+            Cause::Code(want) => {
+                let got = s.finding.as_ref().map(|f| f.code.as_str());
+                (got != Some(want))
+                    .then(|| format!("expected code {want}, got {}", got.unwrap_or("no finding")))
+            }
+            Cause::Keyword(k) => {
+                let diag = s.diagnosis.clone().unwrap_or_default();
+                (!diag.to_lowercase().contains(&k.to_lowercase()))
+                    .then(|| format!("the diagnosis lacks {k:?}: {diag}"))
+            }
+        }
+    }
+}
+
+/// The lab's fault `name`: expected step, status and code are the lab's.
 pub fn lab(name: &'static str) -> Expect {
     let f = faults::find(name).unwrap_or_else(|| panic!("the lab has no fault {name:?}"));
     Expect {
@@ -34,7 +60,7 @@ pub fn lab(name: &'static str) -> Expect {
         lab: Some(f),
         step: f.step,
         status: f.status,
-        keyword: f.keyword,
+        cause: Cause::Code(f.code),
     }
 }
 
@@ -54,7 +80,7 @@ pub fn testbed_only(
         lab: None,
         step,
         status,
-        keyword,
+        cause: Cause::Keyword(keyword),
     }
 }
 
@@ -113,7 +139,7 @@ pub struct Plan {
     /// Steps whose status may differ between the lab and the test bed, and why.
     pub lab_differs: Vec<(StepId, &'static str)>,
     /// Words meshtrace's diagnosis of the first failing step must hold on
-    /// the test bed, beyond the lab fault's keyword.
+    /// the test bed, beyond the lab fault's code.
     pub says: Vec<&'static str>,
 }
 
@@ -306,15 +332,29 @@ fn apply_printed_fix(
         panic!("[{name}] {} did not pass without a finding", step.id);
     };
     if f.commands.is_empty() {
-        println!("[{name}] {}: no commands printed ({}); the session reverts it", f.code, f.note.as_deref().unwrap_or("no note"));
+        println!(
+            "[{name}] {}: no commands printed ({}); the session reverts it",
+            f.code,
+            f.note.as_deref().unwrap_or("no note")
+        );
         return;
     }
     if let Some(why) = f.commands.iter().find_map(|c| not_runnable_on_testbed(c)) {
-        println!("[{name}] {}: the printed fix is not run here: {why}", f.code);
+        println!(
+            "[{name}] {}: the printed fix is not run here: {why}",
+            f.code
+        );
         return;
     }
-    let kubectl_dir = tb.kubectl.parent().map(|p| p.display().to_string()).unwrap_or_default();
-    let path = format!("{kubectl_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    let kubectl_dir = tb
+        .kubectl
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let path = format!(
+        "{kubectl_dir}:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
     for c in &f.commands {
         println!("[{name}] running meshtrace's fix: {c}");
         let out = std::process::Command::new("sh")
@@ -334,9 +374,15 @@ fn apply_printed_fix(
     let t0 = Instant::now();
     loop {
         let r = rt.block_on(trace(tb, plan.trace_opts.clone()));
-        let gone = r.steps.iter().all(|s| s.finding.as_ref().is_none_or(|x| x.code != f.code));
+        let gone = r
+            .steps
+            .iter()
+            .all(|s| s.finding.as_ref().is_none_or(|x| x.code != f.code));
         if gone && r.verdict == meshtrace::model::Verdict::Pass {
-            println!("[{name}] meshtrace's fix turned the trace green in {:.1} s", t0.elapsed().as_secs_f64());
+            println!(
+                "[{name}] meshtrace's fix turned the trace green in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
             return;
         }
         if t0.elapsed() > Duration::from_secs(30) {
@@ -380,12 +426,9 @@ pub fn assert_report(e: &Expect, r: &TraceReport, ctx: &str) {
         "[{name}] {first} is {:?}, expected {:?}{ctx}",
         step.status, e.status
     );
-    let diag = step.diagnosis.clone().unwrap_or_default();
-    assert!(
-        diag.to_lowercase().contains(&e.keyword.to_lowercase()),
-        "[{name}] the diagnosis lacks {:?}: {diag}{ctx}",
-        e.keyword
-    );
+    if let Some(why) = e.cause.mismatch(step) {
+        panic!("[{name}] {why}{ctx}");
+    }
     assert!(
         step.hint.as_deref().is_some_and(|h| !h.is_empty()),
         "[{name}] no hint{ctx}"
@@ -418,7 +461,7 @@ pub fn assert_report(e: &Expect, r: &TraceReport, ctx: &str) {
 }
 
 /// (c) lab fidelity: the lab's report for the same fault names the same
-/// first step with the same status, both diagnoses carry the keyword, and
+/// first step with the same status, both name the cause (code), and
 /// every step has the same status (unless the plan says why not).
 pub fn assert_lab_agrees(
     e: &Expect,
@@ -445,12 +488,9 @@ pub fn assert_lab_agrees(
         e.step
     );
     for (who, s) in [("lab", ls), ("test bed", ts)] {
-        let d = s.diagnosis.clone().unwrap_or_default().to_lowercase();
-        assert!(
-            d.contains(&e.keyword.to_lowercase()),
-            "[{name}] the {who}'s diagnosis lacks {:?}{both}",
-            e.keyword
-        );
+        if let Some(why) = e.cause.mismatch(s) {
+            panic!("[{name}] the {who}: {why}{both}");
+        }
     }
     for s in &tb.steps {
         let l = lab.step(s.id).map(|l| l.status);

@@ -2,8 +2,8 @@
 //!
 //! Lab fidelity: every test named after a lab fault (`lab("...")`) compares
 //! meshtrace's report on the test bed with its report on the lab for that
-//! fault: same first failing step, same status, the lab's keyword in both
-//! diagnoses, and the same status for every step. Those are the faults in
+//! fault: same first failing step, same status, the lab's finding code in both
+//! reports, and the same status for every step. Those are the faults in
 //! [`COMPARED_WITH_LAB`]; [`NOT_EXPRESSIBLE`] lists the lab's other faults and
 //! why the test bed cannot hold them. Tests built with `testbed_only` are
 //! real-cluster behaviours the lab has no fault for.

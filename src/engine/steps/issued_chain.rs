@@ -40,6 +40,9 @@ pub struct ChainFacts {
     pub identity: String,
     /// istiod's Deployment in the primary, when csr could name it.
     pub istiod_deployment: Option<String>,
+    /// The gateway's Deployment, namespace and container (for a fix that
+    /// aligns its TRUST_DOMAIN with the mesh).
+    pub gateway_deployment: Option<(String, String, String)>,
 }
 
 /// None when csr returned no chain.
@@ -61,6 +64,11 @@ pub fn gather(ctx: &Ctx) -> Option<ChainFacts> {
         mesh_trust_domain: f.trust_domain.clone(),
         identity,
         istiod_deployment: f.istiod_deployment.clone(),
+        gateway_deployment: gw
+            .deployment
+            .as_ref()
+            .and_then(|d| d.metadata.name.clone())
+            .map(|d| (gw.namespace.clone(), d, gw.container.clone())),
     })
 }
 
@@ -167,14 +175,32 @@ pub fn judge(f: &ChainFacts, s: &Settings) -> Outcome {
                 Some(t) => format!("the primary's ConfigMap istio sets trustDomain {t:?}"),
                 None => "the primary's ConfigMap istio sets no trustDomain (cluster.local)".to_string(),
             };
-            Finding::new(
+            let finding = Finding::new(
                 &WRONG_TRUST_DOMAIN,
                 format!("istiod issues identities in trust domain {got:?}, not {expected:?}"),
-            )
-            .note(format!(
-                "istiod signs in its mesh config's trustDomain (spiffe.MustGenSpiffeURI in kube_jwt.go); the gateway expects {expected:?} ({}) and {mesh}. Make them one: meshConfig.trustDomain of the istiod that answers (a revision reads ConfigMap istio-<revision>) and the gateway's TRUST_DOMAIN",
-                f.trust_domain_from
-            ))
+            );
+            // istiod's domain is the mesh's: every workload already has it,
+            // so the gateway follows it, rather than the mesh re-keying all.
+            let follows_mesh = f.trust_domain_from.contains("TRUST_DOMAIN")
+                && f.mesh_trust_domain.as_deref() == Some(got.as_str());
+            match (&f.gateway_deployment, follows_mesh) {
+                (Some((ns, d, c)), true) => finding
+                    .command(format!(
+                        "{} -n {} set env deployment/{} -c {} TRUST_DOMAIN={}",
+                        s.kubectl_remote(),
+                        shell_word(ns),
+                        shell_word(d),
+                        shell_word(c),
+                        shell_word(&got)
+                    ))
+                    .note(format!(
+                        "Sets the gateway's TRUST_DOMAIN to the mesh's ({mesh}; istiod signs in it: spiffe.MustGenSpiffeURI in kube_jwt.go). If {expected:?} is the intended domain, change meshConfig.trustDomain instead, which changes every workload's identity"
+                    )),
+                _ => finding.note(format!(
+                    "istiod signs in its mesh config's trustDomain (spiffe.MustGenSpiffeURI in kube_jwt.go); the gateway expects {expected:?} ({}) and {mesh}. Make them one: meshConfig.trustDomain of the istiod that answers (a revision reads ConfigMap istio-<revision>) and the gateway's TRUST_DOMAIN",
+                    f.trust_domain_from
+                )),
+            }
         }
         Identity { expected, got } => Finding::new(&WRONG_IDENTITY, "istiod issued the leaf for another identity").note(format!(
             "istiod takes the identity from the token's service account, not the CSR: it issued {got}, the gateway is {expected}. Check that the CSR went to istiod with the gateway's own token"
@@ -228,6 +254,7 @@ mod tests {
             mesh_trust_domain: Some("cluster.local".into()),
             identity: ID.into(),
             istiod_deployment: Some("istiod".into()),
+            gateway_deployment: None,
         }
     }
 
@@ -291,6 +318,31 @@ mod tests {
                 status: Status::Fail,
                 code: Some("issued-chain/wrong-trust-domain"),
                 commands: &[],
+            },
+            Row {
+                name: "another trust domain, the mesh's: the gateway follows it",
+                facts: ChainFacts {
+                    mesh_trust_domain: Some("other.local".into()),
+                    gateway_deployment: Some((
+                        "istio-system".into(),
+                        "istio-eastwestgateway".into(),
+                        "istio-proxy".into(),
+                    )),
+                    ..facts(
+                        chain(leaf(
+                            &inter,
+                            "spiffe://other.local/ns/istio-system/sa/istio-eastwestgateway-service-account",
+                            -2,
+                            60,
+                        )),
+                        &root,
+                    )
+                },
+                status: Status::Fail,
+                code: Some("issued-chain/wrong-trust-domain"),
+                commands: &[
+                    "kubectl --context ctx-remote -n istio-system set env deployment/istio-eastwestgateway -c istio-proxy TRUST_DOMAIN=other.local",
+                ],
             },
             Row {
                 name: "another identity",

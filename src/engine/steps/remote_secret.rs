@@ -547,7 +547,13 @@ fn cluster_id_is_primary(
         create_commands(s, &new_id, None)
     };
     let gateway = f.gateway.as_ref();
-    let deployment = gateway.and_then(|g| deployment_of(&g.pod, &g.labels));
+    // The owner gateway-pod found, else the name a ReplicaSet gives its pods.
+    let deployment = gateway.and_then(|g| {
+        g.deployment
+            .as_ref()
+            .and_then(|d| d.metadata.name.clone())
+            .or_else(|| deployment_of(&g.pod, &g.labels))
+    });
     let mut note = if registered {
         format!(
             "istiod knows the remote as {new_id:?} already ({why}): the gateway must send that ID. "

@@ -5,9 +5,9 @@
 
 use super::{ApiError, ClusterSim};
 use crate::lab::store::ResourceKey;
-use crate::lab::tokens::TokenError;
+use crate::lab::tokens::{LegacyClaims, TokenError, Verified};
 use axum::http::{HeaderMap, header};
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use std::collections::BTreeMap;
 
 /// The authenticated user, as authentication.k8s.io/v1 UserInfo.
@@ -81,10 +81,14 @@ pub(crate) fn authenticate_token(
     if !cl.admin_token.is_empty() && token == cl.admin_token {
         return Ok((admin(), wanted));
     }
-    let claims = cl
+    let claims = match cl
         .keys
-        .verify(token, &wanted, now)
-        .map_err(|e| aggregate(&e))?;
+        .verify_any(token, &wanted, &cl.api_audiences, now)
+        .map_err(|e| aggregate(&e))?
+    {
+        Verified::Bound(c) => c,
+        Verified::Legacy(c) => return legacy_user(cl, token, &c, &wanted),
+    };
     let k = &claims.kubernetes;
     let ns = &k.namespace;
     let invalid = |msg: String| aggregate(&TokenError::Invalid(msg));
@@ -142,6 +146,65 @@ pub(crate) fn authenticate_token(
         .aud
         .iter()
         .filter(|a| wanted.contains(a))
+        .cloned()
+        .collect();
+    Ok((user, auds))
+}
+
+/// A legacy token is valid while its Secret holds it and its service
+/// account (with the uid in the claims) exists: pkg/serviceaccount/legacy.go,
+/// with its wording.
+fn legacy_user(
+    cl: &ClusterSim,
+    token: &str,
+    c: &LegacyClaims,
+    wanted: &[String],
+) -> Result<(UserInfo, Vec<String>), String> {
+    let invalid = |msg: String| aggregate(&TokenError::Invalid(msg));
+    let secret: Secret = cl
+        .store
+        .get(&c.namespace, &c.secret_name)
+        .ok_or_else(|| invalid("Token has been invalidated".into()))?;
+    let held = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .map(|t| t.0.as_slice());
+    if held != Some(token.as_bytes()) {
+        return Err(invalid("Token does not match server's copy".into()));
+    }
+    let sa: ServiceAccount = cl
+        .store
+        .get(&c.namespace, &c.service_account)
+        .ok_or_else(|| {
+            invalid(format!(
+                "ServiceAccount {}/{} has been deleted",
+                c.namespace, c.service_account
+            ))
+        })?;
+    let sa_uid = sa.metadata.uid.unwrap_or_default();
+    if sa_uid != c.service_account_uid {
+        return Err(invalid(format!(
+            "ServiceAccount UID ({sa_uid}) does not match claim ({})",
+            c.service_account_uid
+        )));
+    }
+    let ns = &c.namespace;
+    // Legacy tokens carry no jti, so kube-apiserver adds no credential id.
+    let extra = BTreeMap::new();
+    let user = UserInfo {
+        username: format!("system:serviceaccount:{ns}:{}", c.service_account),
+        uid: sa_uid,
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated".into(),
+        ],
+        extra,
+    };
+    let auds = wanted
+        .iter()
+        .filter(|a| cl.api_audiences.contains(a))
         .cloned()
         .collect();
     Ok((user, auds))

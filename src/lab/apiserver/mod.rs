@@ -8,9 +8,10 @@
 //! TokenRequest, TokenReview, SelfSubjectReview and (Self)SubjectAccessReview.
 
 mod authn;
+pub mod controllers;
 mod objects;
 mod protobuf;
-mod proxy;
+pub mod proxy;
 mod rbac;
 mod resources;
 mod reviews;
@@ -46,6 +47,12 @@ pub struct ClusterSim {
     /// Pod-proxy backends: `namespace/pod:port` -> the listener that plays
     /// that pod's port (the lab runs no pods of its own).
     pub pod_proxies: BTreeMap<String, SocketAddr>,
+    /// The CA of this API server's serving certificate: the `ca.crt` the
+    /// token controller writes into service-account-token Secrets.
+    pub ca_pem: String,
+    /// Told of every pod a Deployment gets (the primary's restarts the
+    /// simulated istiod when its Deployment rolls out).
+    pub on_rollout: Option<controllers::RolloutHook>,
 }
 
 impl std::fmt::Debug for ClusterSim {
@@ -69,6 +76,8 @@ impl ClusterSim {
             admin_token: admin_token.to_string(),
             store: Store::default(),
             pod_proxies: BTreeMap::new(),
+            ca_pem: String::new(),
+            on_rollout: None,
         }
     }
 
@@ -714,9 +723,35 @@ fn route(cl: &mut ClusterSim, req: &Req) -> ApiResult<Reply> {
         {
             reviews::token_request(cl, &target, req, now)
         }
-        // status is stored with the object in the lab.
-        (resources::Storage::Stored(_), None | Some("status")) => {
-            objects::handle(&mut cl.store, &target, verb, req, now)
+        // status is stored with the object in the lab; scale is a view of
+        // spec.replicas.
+        (resources::Storage::Stored(_), None | Some("status" | "scale")) => {
+            let reply = if target.sub.as_deref() == Some("scale") {
+                objects::scale(&mut cl.store, &target, verb, req)?
+            } else {
+                objects::handle(&mut cl.store, &target, verb, req, now)?
+            };
+            let write = matches!(
+                verb,
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            );
+            if write && !req.dry_run() {
+                let namespaces = match &target.namespace {
+                    Some(ns) => vec![ns.clone()],
+                    None if !target.def.namespaced => vec![String::new()],
+                    // A write across namespaces: every namespace.
+                    None => cl
+                        .store
+                        .list::<k8s_openapi::api::core::v1::Namespace>()
+                        .into_iter()
+                        .filter_map(|n| n.metadata.name)
+                        .collect(),
+                };
+                for ns in namespaces {
+                    controllers::after_write(cl, target.def.group, target.def.plural, &ns);
+                }
+            }
+            Ok(reply)
         }
         _ => Err(ApiError::no_route()),
     }

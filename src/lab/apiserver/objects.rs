@@ -253,16 +253,56 @@ fn meta_mut(body: &mut Value) -> ApiResult<&mut Map<String, Value>> {
     m.as_object_mut().ok_or_else(bad)
 }
 
+/// What kube-apiserver's registry strategies do to an object on write,
+/// before it is stored: a Secret's write-only `stringData` folded into
+/// `data`; `metadata.generation` of apps objects bumped when the spec changes.
+fn prepare_for_write(store: &Store, def: &ResourceDef, body: &mut Value, ns: &str, name: &str) {
+    match (def.group, def.plural) {
+        ("", "secrets") => {
+            use base64::Engine;
+            let Some(m) = body.as_object_mut() else {
+                return;
+            };
+            if let Some(Value::Object(sd)) = m.remove("stringData") {
+                let data = m.entry("data").or_insert_with(|| json!({}));
+                if !data.is_object() {
+                    *data = json!({});
+                }
+                for (k, v) in sd {
+                    let text = v.as_str().unwrap_or_default().as_bytes().to_vec();
+                    data[&k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+                }
+            }
+        }
+        ("apps", "deployments" | "replicasets") => {
+            apply_defaults(def, body);
+            let old = store.get_raw(&key_of(def), ns, name);
+            let generation = match &old {
+                None => 1,
+                Some(o) => {
+                    let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                    if o["spec"] != body["spec"] { g + 1 } else { g }
+                }
+            };
+            if let Some(m) = body["metadata"].as_object_mut() {
+                m.insert("generation".into(), json!(generation));
+            }
+        }
+        _ => {}
+    }
+}
+
 fn store_put(
     store: &mut Store,
     def: &ResourceDef,
-    body: Value,
+    mut body: Value,
     ns: &str,
     name: &str,
 ) -> ApiResult<Value> {
     let Storage::Stored(put) = def.storage else {
         return Err(ApiError::method_not_allowed());
     };
+    prepare_for_write(store, def, &mut body, ns, name);
     put(store, body).map_err(|e| {
         ApiError::bad_request(format!(
             "{} in version {:?} cannot be handled as a {}: {e}",
@@ -280,7 +320,7 @@ fn store_put(
     Ok(stored.clone())
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     // generateName: five characters from kube's alphabet (no vowels).
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut n = std::time::SystemTime::now()
@@ -467,6 +507,77 @@ fn patch(
     check_type(def, &mut merged)?;
     keep_server_fields(&mut merged, &existing, ns, name, def.namespaced)?;
     store_put(store, def, merged, ns, name).map(Reply::ok)
+}
+
+/// The `scale` subresource (autoscaling/v1 Scale) of a Deployment:
+/// `kubectl scale` reads and patches it; a write sets `spec.replicas`.
+pub(crate) fn scale(store: &mut Store, t: &Target, verb: &str, req: &Req) -> ApiResult<Reply> {
+    let def = t.def;
+    let ns = t.namespace.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
+    let existing = store
+        .get_raw(&key_of(def), &ns, &name)
+        .ok_or_else(|| not_found(def, &name))?;
+    let replicas = existing["spec"]["replicas"].as_i64().unwrap_or(1);
+    let selector = existing["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let current = json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": name, "namespace": ns,
+            "uid": existing["metadata"]["uid"],
+            "resourceVersion": existing["metadata"]["resourceVersion"],
+            "creationTimestamp": existing["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": replicas},
+        "status": {"replicas": existing["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    });
+    let mut wanted = current.clone();
+    match verb {
+        "get" => return Ok(Reply::ok(current)),
+        "update" => wanted = req.json_body()?,
+        "patch" => {
+            let body = req.json_body()?;
+            match req.content_type().split(';').next().unwrap_or("").trim() {
+                "application/merge-patch+json" => merge_patch(&mut wanted, &body),
+                "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+                    strategic_merge(&mut wanted, &body)
+                }
+                "application/json-patch+json" => {
+                    json_patch(&mut wanted, &body).map_err(|e| ApiError::new(422, "Invalid", e))?
+                }
+                other => return Err(ApiError::unsupported_media_type(other)),
+            }
+        }
+        _ => return Err(ApiError::method_not_allowed()),
+    }
+    let Some(n) = wanted["spec"]["replicas"].as_i64().filter(|n| *n >= 0) else {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            &name,
+            "spec.replicas",
+            &wanted["spec"]["replicas"].to_string(),
+            "must be greater than or equal to 0",
+        ));
+    };
+    if req.dry_run() {
+        return Ok(Reply::ok(wanted));
+    }
+    let mut obj = existing.clone();
+    obj["spec"]["replicas"] = json!(n);
+    let stored = store_put(store, def, obj, &ns, &name)?;
+    let mut out = current;
+    out["spec"]["replicas"] = json!(n);
+    out["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
+    Ok(Reply::ok(out))
 }
 
 fn remove(store: &mut Store, def: &ResourceDef, ns: &str, name: &str) -> Option<Value> {
@@ -974,6 +1085,18 @@ pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
         ("discovery.k8s.io", "endpointslices") => {
             for p in each(o.get_mut("ports")) {
                 default_field(p, "protocol", json!("TCP"));
+            }
+        }
+        ("apps", "deployments") => {
+            if let Some(spec) = child(o, "spec") {
+                default_field(spec, "replicas", json!(1));
+                default_field(spec, "revisionHistoryLimit", json!(10));
+                default_field(spec, "progressDeadlineSeconds", json!(600));
+                default_field(
+                    spec,
+                    "strategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                );
             }
         }
         ("", "pods") => {

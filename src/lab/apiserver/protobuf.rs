@@ -1,8 +1,9 @@
 //! Just enough Kubernetes protobuf to read the request bodies kubectl's typed
 //! clients send as `application/vnd.kubernetes.protobuf` (auth can-i, auth
-//! whoami, create token|secret|configmap|namespace|serviceaccount). kubectl
-//! 1.32 does not retry in JSON after a 415, so the lab decodes these few
-//! kinds into JSON; everything else gets the 415.
+//! whoami, create token|secret|configmap|namespace|serviceaccount|role|
+//! clusterrole|rolebinding|clusterrolebinding). kubectl 1.32 does not retry
+//! in JSON after a 415, so the lab decodes these kinds into JSON; everything
+//! else gets the 415.
 //! Field numbers are from k8s.io/api's generated.proto files.
 
 use serde_json::{Map, Value, json};
@@ -18,6 +19,8 @@ enum F {
     /// map<string, bytes>, base64 in JSON
     MapBytes,
     Msg(&'static [Field]),
+    /// repeated message
+    Msgs(&'static [Field]),
 }
 
 type Field = (u32, &'static str, F);
@@ -113,6 +116,53 @@ const TOKEN_REVIEW: &[Field] = &[
         F::Msg(&[(1, "token", F::Str), (2, "audiences", F::Strs)]),
     ),
 ];
+// k8s.io/api/rbac/v1/generated.proto
+const POLICY_RULE: &[Field] = &[
+    (1, "verbs", F::Strs),
+    (2, "apiGroups", F::Strs),
+    (3, "resources", F::Strs),
+    (4, "resourceNames", F::Strs),
+    (5, "nonResourceURLs", F::Strs),
+];
+const REQUIREMENT: &[Field] = &[
+    (1, "key", F::Str),
+    (2, "operator", F::Str),
+    (3, "values", F::Strs),
+];
+const LABEL_SELECTOR: &[Field] = &[
+    (1, "matchLabels", F::MapStr),
+    (2, "matchExpressions", F::Msgs(REQUIREMENT)),
+];
+const ROLE: &[Field] = &[
+    (1, "metadata", F::Msg(META)),
+    (2, "rules", F::Msgs(POLICY_RULE)),
+];
+const CLUSTER_ROLE: &[Field] = &[
+    (1, "metadata", F::Msg(META)),
+    (2, "rules", F::Msgs(POLICY_RULE)),
+    (
+        3,
+        "aggregationRule",
+        F::Msg(&[(1, "clusterRoleSelectors", F::Msgs(LABEL_SELECTOR))]),
+    ),
+];
+const SUBJECT: &[Field] = &[
+    (1, "kind", F::Str),
+    (2, "apiGroup", F::Str),
+    (3, "name", F::Str),
+    (4, "namespace", F::Str),
+];
+const ROLE_REF: &[Field] = &[
+    (1, "apiGroup", F::Str),
+    (2, "kind", F::Str),
+    (3, "name", F::Str),
+];
+/// RoleBinding and ClusterRoleBinding share their fields.
+const BINDING: &[Field] = &[
+    (1, "metadata", F::Msg(META)),
+    (2, "subjects", F::Msgs(SUBJECT)),
+    (3, "roleRef", F::Msg(ROLE_REF)),
+];
 const TYPE_META: &[Field] = &[(1, "apiVersion", F::Str), (2, "kind", F::Str)];
 
 fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
@@ -127,6 +177,9 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("v1", "ConfigMap") => CONFIG_MAP,
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "Namespace") => NAMESPACE,
+        ("rbac.authorization.k8s.io/v1", "Role") => ROLE,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => CLUSTER_ROLE,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
         _ => return None,
     })
 }
@@ -233,6 +286,13 @@ fn message(b: &[u8], schema: &[Field]) -> Result<Value, String> {
             Some((_, name, F::Msg(s))) if wire == 2 => {
                 out.insert(name.to_string(), message(r.bytes()?, s)?);
             }
+            Some((_, name, F::Msgs(s))) if wire == 2 => {
+                let m = message(r.bytes()?, s)?;
+                let entry = out.entry(name.to_string()).or_insert_with(|| json!([]));
+                if let Value::Array(a) = entry {
+                    a.push(m);
+                }
+            }
             _ => r.skip(wire)?,
         }
     }
@@ -332,5 +392,56 @@ mod tests {
             v,
             json!({"metadata": {"name": "s1", "labels": {"app": "x"}}, "data": {"k": "/wA="}, "immutable": true, "apiVersion": "v1", "kind": "Secret"})
         );
+    }
+
+    #[test]
+    fn decodes_rbac_objects_with_repeated_messages() {
+        let subject = |name: &[u8]| {
+            [
+                field(1, b"ServiceAccount"),
+                field(3, name),
+                field(4, b"istio-system"),
+            ]
+            .concat()
+        };
+        let raw = [
+            field(1, &field(1, b"b1")),
+            field(2, &subject(b"a")),
+            field(2, &subject(b"b")),
+            field(
+                3,
+                &[
+                    field(1, b"rbac.authorization.k8s.io"),
+                    field(2, b"ClusterRole"),
+                    field(3, b"view"),
+                ]
+                .concat(),
+            ),
+        ]
+        .concat();
+        let tm = [
+            field(1, b"rbac.authorization.k8s.io/v1"),
+            field(2, b"ClusterRoleBinding"),
+        ]
+        .concat();
+        let v = decode(&[b"k8s\0".to_vec(), field(1, &tm), field(2, &raw)].concat()).unwrap();
+        assert_eq!(v["subjects"][1]["name"], "b");
+        assert_eq!(v["subjects"][0]["namespace"], "istio-system");
+        assert_eq!(v["roleRef"]["name"], "view");
+        let rule = [
+            field(1, b"create"),
+            field(2, b"authentication.k8s.io"),
+            field(3, b"tokenreviews"),
+        ]
+        .concat();
+        let raw = [field(1, &field(1, b"r1")), field(2, &rule), field(2, &rule)].concat();
+        let tm = [
+            field(1, b"rbac.authorization.k8s.io/v1"),
+            field(2, b"ClusterRole"),
+        ]
+        .concat();
+        let v = decode(&[b"k8s\0".to_vec(), field(1, &tm), field(2, &raw)].concat()).unwrap();
+        let one = json!({"verbs": ["create"], "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"]});
+        assert_eq!(v["rules"], json!([one, one]));
     }
 }

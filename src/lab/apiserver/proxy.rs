@@ -3,9 +3,10 @@
 //! verb of the HTTP method, then the pod's address), forwarding plain HTTP.
 //!
 //! The lab runs no pods: a request reaches a backend only where the lab
-//! registered one for that pod and port ([`super::ClusterSim::pod_proxies`]:
-//! the simulated istiod's monitoring listener for its pod and 15014). Any
-//! other port of an existing pod answers 503 as a refused dial does.
+//! registered one for that pod and port, or for the Deployment that owns the
+//! pod ([`super::ClusterSim::pod_proxies`]: the simulated istiod's monitoring
+//! listener for the istiod Deployment's pods and 15014). Any other port of an
+//! existing pod answers 503 as a refused dial does.
 
 use super::{ApiError, ApiResult, ClusterSim, Req, authn, rbac};
 use axum::http::{HeaderValue, Method, header};
@@ -119,7 +120,21 @@ pub(crate) fn resolve(
         format!("{ip}:{port}")
     };
     let key = format!("{}/{name}:{port}", p.namespace);
-    Ok((cl.pod_proxies.get(&key).copied(), dial))
+    // A backend registered for a Deployment serves whichever pod it has now
+    // (the simulated process moves with a rollout).
+    let backend = cl.pod_proxies.get(&key).copied().or_else(|| {
+        let d = super::controllers::owning_deployment(&cl.store, &p.namespace, &pod)?;
+        cl.pod_proxies
+            .get(&deployment_key(&p.namespace, &d, &port))
+            .copied()
+    });
+    Ok((backend, dial))
+}
+
+/// The [`ClusterSim::pod_proxies`] key of a backend for every pod of a
+/// Deployment.
+pub fn deployment_key(ns: &str, deployment: &str, port: &str) -> String {
+    format!("{ns}/deployment/{deployment}:{port}")
 }
 
 /// kube-apiserver's answer when the dial to the pod fails.

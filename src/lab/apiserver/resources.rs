@@ -171,7 +171,24 @@ static RESOURCES: &[ResourceDef] = &[
         &["deploy"],
         &["all"],
         STD,
-        &[status_sub!("Deployment", "apps", "v1")]
+        &[
+            status_sub!("Deployment", "apps", "v1"),
+            SubDef {
+                name: "scale",
+                group: "autoscaling",
+                version: "v1",
+                kind: "Scale",
+                verbs: STATUS_VERBS,
+            }
+        ]
+    ),
+    stored!(
+        apps::v1::ReplicaSet,
+        true,
+        &["rs"],
+        &["all"],
+        STD,
+        &[status_sub!("ReplicaSet", "apps", "v1")]
     ),
     review!(authentication::v1::TokenReview, false),
     review!(authentication::v1::SelfSubjectReview, false),
@@ -536,7 +553,16 @@ fn columns(plural: &str) -> Vec<(&'static str, &'static str)> {
             ("Ports", "string"),
             ("Endpoints", "string"),
         ],
-        "deployments" => vec![("Ready", "string")],
+        "deployments" => vec![
+            ("Ready", "string"),
+            ("Up-to-date", "integer"),
+            ("Available", "integer"),
+        ],
+        "replicasets" => vec![
+            ("Desired", "integer"),
+            ("Current", "integer"),
+            ("Ready", "integer"),
+        ],
         "clusterrolebindings" | "rolebindings" => vec![("Role", "string")],
         _ => vec![],
     }
@@ -641,11 +667,20 @@ fn cells(plural: &str, o: &Value) -> Vec<Value> {
                 json!(or_none(addrs.join(","))),
             ]
         }
-        "deployments" => vec![json!(format!(
-            "{}/{}",
-            o["status"]["readyReplicas"].as_i64().unwrap_or(0),
-            spec["replicas"].as_i64().unwrap_or(1)
-        ))],
+        "deployments" => vec![
+            json!(format!(
+                "{}/{}",
+                o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+                spec["replicas"].as_i64().unwrap_or(1)
+            )),
+            json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
+            json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
+        ],
+        "replicasets" => vec![
+            json!(spec["replicas"].as_i64().unwrap_or(1)),
+            json!(o["status"]["replicas"].as_i64().unwrap_or(0)),
+            json!(o["status"]["readyReplicas"].as_i64().unwrap_or(0)),
+        ],
         "clusterrolebindings" | "rolebindings" => vec![json!(format!(
             "{}/{}",
             o["roleRef"]["kind"].as_str().unwrap_or_default(),
