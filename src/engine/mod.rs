@@ -133,18 +133,6 @@ impl Outcome {
         self.status = Some(Status::Pass);
         self
     }
-    pub fn fail(mut self, diagnosis: impl Into<String>, hint: impl Into<String>) -> Self {
-        self.status = Some(Status::Fail);
-        self.diagnosis = Some(diagnosis.into());
-        self.hint = Some(hint.into());
-        self
-    }
-    pub fn warn(mut self, diagnosis: impl Into<String>, hint: impl Into<String>) -> Self {
-        self.status = Some(Status::Warn);
-        self.diagnosis = Some(diagnosis.into());
-        self.hint = Some(hint.into());
-        self
-    }
     /// Fails with a finding; `diagnosis` quotes the value seen and the value expected.
     pub fn failing(mut self, finding: Finding, diagnosis: impl Into<String>) -> Self {
         self.status = Some(Status::Fail);
@@ -371,7 +359,7 @@ pub fn export_kubeconfig(paths: &[std::path::PathBuf]) -> String {
 }
 
 /// A finding for a step result made without one: a step that is blocked or
-/// skipped by its own decision, or an old-style `fail(diagnosis, hint)`.
+/// skipped by its own decision (or, a bug, one that fails without a cause).
 fn legacy_finding(
     id: StepId,
     status: Status,
@@ -404,12 +392,15 @@ fn legacy_finding(
         };
         return Finding::generic(id, generic::BLOCKED, summary);
     }
+    // Every fail and warn is made with a finding (Outcome::failing,
+    // warning); one without is meshtrace's bug, and says so.
     let mut f = Finding::generic(
         id,
-        "unclassified",
-        diagnosis.map(first_line).unwrap_or_default(),
+        generic::INTERNAL_ERROR,
+        diagnosis
+            .map(first_line)
+            .unwrap_or_else(|| "the step gave no cause (a bug)".into()),
     );
-    f.doc = id.doc_url();
     f.note = hint;
     f
 }

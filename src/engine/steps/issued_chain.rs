@@ -191,7 +191,7 @@ pub fn judge(f: &ChainFacts, s: &Settings) -> Outcome {
                         shell_word(ns),
                         shell_word(d),
                         shell_word(c),
-                        shell_word(&got)
+                        shell_word(got)
                     ))
                     .note(format!(
                         "Sets the gateway's TRUST_DOMAIN to the mesh's ({mesh}; istiod signs in it: spiffe.MustGenSpiffeURI in kube_jwt.go). If {expected:?} is the intended domain, change meshConfig.trustDomain instead, which changes every workload's identity"
