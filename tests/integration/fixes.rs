@@ -45,6 +45,22 @@ pub const EXCEPTIONS: &[(FaultId, &str)] = &[
     ),
 ];
 
+/// Faults whose fix meshtrace rightly does not print in the lab, and why:
+/// the lab's istiod listens on this machine's loopback, and Kubernetes
+/// refuses a loopback address in an EndpointSlice, so meshtrace names no
+/// address (the test bed's real API server showed the printed slice was
+/// refused). EXPECTED still proves the lab side of these fixes.
+pub const NOT_PRINTED_IN_LAB: &[(FaultId, &str)] = &[
+    (
+        IstiodNoEndpoints,
+        "the only address of the lab's istiod is loopback, which an EndpointSlice may not hold",
+    ),
+    (
+        IstiodServiceMissing,
+        "the Service is printed, but the only address of the lab's istiod is loopback, which an EndpointSlice may not hold",
+    ),
+];
+
 /// `istioctl create-remote-secret` for the remote, applied to the primary:
 /// the fix of every fault of the remote secret's kubeconfig and token.
 const REMOTE_SECRET: &str = "istioctl create-remote-secret --context=lab-remote --name=remote | kubectl --context=lab-primary apply -f -";
@@ -580,7 +596,9 @@ fn prove_all(source: Source) {
         .iter()
         .copied()
         .filter(|id| match source {
-            Source::Meshtrace => exception(*id).is_none(),
+            Source::Meshtrace => {
+                exception(*id).is_none() && !NOT_PRINTED_IN_LAB.iter().any(|(f, _)| f == id)
+            }
             Source::Expected => EXPECTED.iter().any(|(e, _)| e == id),
         })
         .collect();

@@ -209,7 +209,34 @@ enum Exposed {
     Unknown(String),
 }
 
+/// Why Kubernetes refuses `ip` in an EndpointSlice, if it does (its
+/// validation, `ValidateEndpointIP` in pkg/apis/core/validation): a fix must
+/// not print an address the API server rejects.
+pub fn refused_in_slice(ip: &str) -> Option<&'static str> {
+    match ip.parse::<std::net::IpAddr>().ok()? {
+        a if a.is_unspecified() => Some("unspecified"),
+        a if a.is_loopback() => Some("loopback"),
+        std::net::IpAddr::V4(v) if v.is_link_local() => Some("link-local"),
+        std::net::IpAddr::V4(v) if v.octets()[..3] == [224, 0, 0] => Some("link-local multicast"),
+        std::net::IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
+        std::net::IpAddr::V6(v) if v.segments()[0] == 0xff02 => Some("link-local multicast"),
+        _ => None,
+    }
+}
+
 fn exposed(f: &EndpointFacts, ns: &str) -> Exposed {
+    match exposed_as_found(f, ns) {
+        Exposed::Ip { ip, from, .. } if refused_in_slice(&ip).is_some() => {
+            Exposed::Unknown(format!(
+                "{from} gives {ip}, a {} address, which Kubernetes refuses in an EndpointSlice (it is this machine's, not one the remote's pods reach)",
+                refused_in_slice(&ip).unwrap_or("reserved")
+            ))
+        }
+        e => e,
+    }
+}
+
+fn exposed_as_found(f: &EndpointFacts, ns: &str) -> Exposed {
     let from_eastwest = match &f.eastwest {
         Err(e) => Err(format!(
             "cannot read Service {ns}/{EASTWEST} in the primary: {e}"
@@ -1001,6 +1028,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn addresses_kubernetes_refuses_in_a_slice_are_never_printed() {
+        for (ip, why) in [
+            ("127.0.0.1", Some("loopback")),
+            ("::1", Some("loopback")),
+            ("169.254.1.1", Some("link-local")),
+            ("fe80::1", Some("link-local")),
+            ("0.0.0.0", Some("unspecified")),
+            ("224.0.0.5", Some("link-local multicast")),
+            ("203.0.113.10", None),
+            ("2001:db8::7", None),
+            ("not-an-ip", None),
+        ] {
+            assert_eq!(refused_in_slice(ip), why, "{ip}");
+        }
+        let mut f = healthy();
+        f.eastwest = Ok(None);
+        f.istiod_addr_flag = Some("127.0.0.1:47059".into());
+        assert!(
+            matches!(exposed(&f, "istio-system"), Exposed::Unknown(w) if w.contains("loopback"))
+        );
     }
 
     #[test]
