@@ -8,7 +8,7 @@
 //! failure.
 
 use crate::lab::faults::{self, FaultId};
-use crate::lab::world::{GATEWAY, ISTIOD_POD, Lab, NS, PRIMARY_CONTEXT, REMOTE_CONTEXT};
+use crate::lab::world::{GATEWAY, Lab, NS, PRIMARY_CONTEXT, REMOTE_CONTEXT};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -101,7 +101,7 @@ async fn label_annotate_and_the_three_patch_types() {
         (P, "secret istio-remote-secret-remote"),
         (R, "namespace istio-system"),
         (R, "service istio-eastwestgateway"),
-        (R, &format!("pod {GATEWAY}")),
+        (R, &format!("pod {}", k.lab.gateway_pod())),
     ] {
         k.ok(&format!(
             "kubectl --context {ctx} -n {NS} label {what} meshtrace.test/l=one && kubectl --context {ctx} -n {NS} label {what} meshtrace.test/l=two --overwrite && kubectl --context {ctx} -n {NS} annotate {what} meshtrace.test/a=x --overwrite"
@@ -291,7 +291,9 @@ async fn rollouts_restart_istiod_and_replace_the_gateway_pod() {
     }
     let k = Kubectl::start(Some(FaultId::IstiodTokenAudiences)).await;
     // Kubernetes' chain: pod -> ReplicaSet -> Deployment.
-    let pod = k.get(P, &format!("pod {ISTIOD_POD}")).await;
+    let first_istiod = k.lab.istiod_pod();
+    assert!(first_istiod.starts_with("istiod-"), "{first_istiod}");
+    let pod = k.get(P, &format!("pod {first_istiod}")).await;
     let owner = &pod["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "ReplicaSet");
     let rs = k
@@ -335,7 +337,7 @@ async fn rollouts_restart_istiod_and_replace_the_gateway_pod() {
         ))
         .await;
     assert!(
-        !pods.contains(ISTIOD_POD) && pods.starts_with("istiod-"),
+        !pods.contains(&first_istiod) && pods.starts_with("istiod-"),
         "{pods}"
     );
     let clusterz = k
@@ -361,7 +363,7 @@ async fn rollouts_restart_istiod_and_replace_the_gateway_pod() {
 
     // The gateway's Deployment: set env replaces its pod with one built
     // from the new template.
-    let before = k.get(R, &format!("pod {GATEWAY}")).await;
+    let before = k.get(R, &format!("pod {}", k.lab.gateway_pod())).await;
     k.ok(&format!(
         "kubectl --context {R} -n {NS} set env deployment/{GATEWAY} ISTIO_META_CLUSTER_ID=other && \
          kubectl --context {R} -n {NS} rollout status deployment/{GATEWAY} --timeout=20s"

@@ -26,9 +26,6 @@ pub const GATEWAY_SA: &str = "istio-eastwestgateway-service-account";
 pub const READER_SA: &str = "istio-reader-service-account";
 pub const READER_ROLE: &str = "istio-reader-clusterrole-istio-system";
 pub const REMOTE_SECRET: &str = "istio-remote-secret-remote";
-/// The istiod pod in the primary; its monitoring port (15014) is the
-/// simulated istiod's, through the primary API server's pod proxy.
-pub const ISTIOD_POD: &str = "istiod-lab";
 pub const ISTIOD_MONITORING_PORT: u16 = 15014;
 pub const PRIMARY_CONTEXT: &str = "lab-primary";
 pub const REMOTE_CONTEXT: &str = "lab-remote";
@@ -350,7 +347,7 @@ impl Lab {
 
         // The API server's pod proxy reaches the monitoring port of the
         // istiod Deployment's pod, whichever it is now: kubectl get --raw
-        // /api/v1/namespaces/istio-system/pods/istiod-lab:15014/proxy/debug/clusterz
+        // /api/v1/namespaces/istio-system/pods/<istiod's pod>:15014/proxy/debug/clusterz
         // A rollout of that Deployment (set env, rollout restart, a deleted
         // pod) restarts the simulated istiod with the new pod's settings.
         {
@@ -445,6 +442,32 @@ impl Lab {
             istiod_addr,
             fault,
         })
+    }
+
+    /// The name of the istiod Deployment's pod now (its monitoring port,
+    /// 15014, is the simulated istiod's, through the primary's pod proxy).
+    pub fn istiod_pod(&self) -> String {
+        let p = self.primary_state.read().unwrap_or_else(|e| e.into_inner());
+        istiod_pod_now(&p.store)
+            .and_then(|p| p.metadata.name)
+            .unwrap_or_default()
+    }
+
+    /// The name of the east-west gateway's pod now.
+    pub fn gateway_pod(&self) -> String {
+        let r = self.remote_state.read().unwrap_or_else(|e| e.into_inner());
+        r.store
+            .list::<Pod>()
+            .into_iter()
+            .find(|p| {
+                p.metadata.namespace.as_deref() == Some(NS)
+                    && p.metadata
+                        .labels
+                        .as_ref()
+                        .is_some_and(|l| l.get("app").map(String::as_str) == Some(GATEWAY))
+            })
+            .and_then(|p| p.metadata.name)
+            .unwrap_or_default()
     }
 
     pub fn shutdown(&self) {
@@ -643,7 +666,6 @@ fn build(
                 ..Default::default()
             },
         ),
-        GATEWAY,
     );
     if has(fault, GatewaySaDeleted) {
         r.remove::<ServiceAccount>(NS, GATEWAY_SA);
@@ -846,7 +868,6 @@ fn build(
                 env("JWT_POLICY", "third-party-jwt"),
             ]),
         ),
-        ISTIOD_POD,
     );
 
     let quirks = IstiodQuirks {
@@ -1063,7 +1084,7 @@ mod tests {
             let client = primary_client(&lab).await;
             let view = clusterz::fetch(None, &client, NS, Duration::from_secs(10)).await;
             assert_eq!(clusterz::evidence(&view), want, "{fault:?}: {view:?}");
-            assert_eq!(view.unwrap()[0].from, format!("pod {ISTIOD_POD}"));
+            assert_eq!(view.unwrap()[0].from, format!("pod {}", lab.istiod_pod()));
             lab.shutdown();
         }
     }
@@ -1099,7 +1120,8 @@ mod tests {
             }
         };
         let (ok, out, err) = raw(format!(
-            "/api/v1/namespaces/{NS}/pods/{ISTIOD_POD}:15014/proxy/debug/clusterz"
+            "/api/v1/namespaces/{NS}/pods/{}:15014/proxy/debug/clusterz",
+            lab.istiod_pod()
         ))
         .await;
         assert!(ok, "{err}");
@@ -1110,7 +1132,8 @@ mod tests {
             )
         );
         let (ok, _, err) = raw(format!(
-            "/api/v1/namespaces/{NS}/pods/{ISTIOD_POD}:15013/proxy/debug/clusterz"
+            "/api/v1/namespaces/{NS}/pods/{}:15013/proxy/debug/clusterz",
+            lab.istiod_pod()
         ))
         .await;
         assert!(!ok);

@@ -51,7 +51,7 @@ pub type RolloutHook = Arc<dyn Fn(&mut ClusterSim, &Rollout) + Send + Sync>;
 pub(crate) fn after_write(cl: &mut ClusterSim, group: &str, plural: &str, ns: &str) {
     match (group, plural) {
         ("apps", "deployments" | "replicasets") | ("", "pods") => {
-            let rollouts = sync_workloads(&mut cl.store, ns, None);
+            let rollouts = sync_workloads(&mut cl.store, ns);
             if let Some(hook) = cl.on_rollout.clone() {
                 for r in &rollouts {
                     hook(cl, r);
@@ -69,9 +69,10 @@ pub(crate) fn after_write(cl: &mut ClusterSim, group: &str, plural: &str, ns: &s
     }
 }
 
-/// Put `d` into the store and create its ReplicaSet and Pod, the pod named
-/// `pod_name` (the lab's pods keep the names they always had).
-pub fn install_deployment(store: &mut Store, d: Deployment, pod_name: &str) {
+/// Put `d` into the store and create its ReplicaSet and Pod. The first pod's
+/// name ends in a suffix derived from its ReplicaSet's, not a random one, so
+/// the lab's pods have the same names on every run.
+pub fn install_deployment(store: &mut Store, d: Deployment) {
     let ns = d.metadata.namespace.clone().unwrap_or_default();
     let d = store.put(Deployment {
         metadata: ObjectMeta {
@@ -80,7 +81,7 @@ pub fn install_deployment(store: &mut Store, d: Deployment, pod_name: &str) {
         },
         ..d
     });
-    sync_deployment(store, &ns, &d, Some(pod_name));
+    sync_deployment(store, &ns, &d, true);
 }
 
 /// The Deployment that owns `pod` through its ReplicaSet, if any.
@@ -144,10 +145,10 @@ fn now() -> Time {
 
 /// Every Deployment of `ns` brought to its template, then what lost its
 /// owner collected. Returns the pods created for Deployments.
-fn sync_workloads(store: &mut Store, ns: &str, first_pod: Option<&str>) -> Vec<Rollout> {
+fn sync_workloads(store: &mut Store, ns: &str) -> Vec<Rollout> {
     let mut out = Vec::new();
     for d in in_ns(store.list::<Deployment>(), ns) {
-        out.extend(sync_deployment(store, ns, &d, first_pod));
+        out.extend(sync_deployment(store, ns, &d, false));
     }
     // Garbage collection: a ReplicaSet whose Deployment is gone, and a pod
     // whose ReplicaSet is gone, go too (background propagation, at once).
@@ -184,7 +185,7 @@ fn sync_deployment(
     store: &mut Store,
     ns: &str,
     d: &Deployment,
-    first_pod: Option<&str>,
+    stable_name: bool,
 ) -> Option<Rollout> {
     let name = d.metadata.name.clone().unwrap_or_default();
     let uid = d.metadata.uid.clone().unwrap_or_default();
@@ -281,10 +282,15 @@ fn sync_deployment(
         .collect();
     let mut rollout = None;
     while (pods.len() as i32) < want {
-        let pod_name = match first_pod {
-            Some(n) if pods.is_empty() => n.to_string(),
-            _ => format!("{rs_name}-{}", super::objects::random_suffix()),
+        let suffix = if stable_name && pods.is_empty() {
+            template_hash(&serde_json::json!(rs_name))
+                .chars()
+                .take(5)
+                .collect()
+        } else {
+            super::objects::random_suffix()
         };
+        let pod_name = format!("{rs_name}-{suffix}");
         let pod = store.put(pod_from(&rs, ns, &pod_name));
         rollout = Some(Rollout {
             namespace: ns.into(),
@@ -539,16 +545,27 @@ mod tests {
     #[test]
     fn a_template_change_replaces_the_pod_and_completes_the_rollout() {
         let mut store = Store::default();
-        install_deployment(&mut store, deployment("1"), "x-first");
+        install_deployment(&mut store, deployment("1"));
         let first = pods(&store);
         assert_eq!(first.len(), 1);
-        assert_eq!(first[0].metadata.name.as_deref(), Some("x-first"));
+        let rs = &store.list::<ReplicaSet>()[0];
+        let rs_name = rs.metadata.name.clone().unwrap();
+        assert!(rs_name.starts_with("x-"), "{rs_name}");
+        let pod_name = first[0].metadata.name.clone().unwrap();
+        assert!(pod_name.starts_with(&format!("{rs_name}-")), "{pod_name}");
+        // The same template gives the same names on every run.
+        let mut again = Store::default();
+        install_deployment(&mut again, deployment("1"));
+        assert_eq!(
+            again.list::<Pod>()[0].metadata.name.as_ref(),
+            Some(&pod_name)
+        );
         assert_eq!(
             owning_deployment(&store, "ns", &first[0]).as_deref(),
             Some("x")
         );
         // Nothing changed: no new pod.
-        assert!(sync_workloads(&mut store, "ns", None).is_empty());
+        assert!(sync_workloads(&mut store, "ns").is_empty());
         store.modify::<Deployment>("ns", "x", |d| {
             *d = Deployment {
                 metadata: d.metadata.clone(),
@@ -556,7 +573,7 @@ mod tests {
             };
             d.metadata.generation = Some(2);
         });
-        let r = sync_workloads(&mut store, "ns", None);
+        let r = sync_workloads(&mut store, "ns");
         assert_eq!(r.len(), 1);
         let now = pods(&store);
         assert_eq!(now.len(), 1, "the old pod is gone");
@@ -583,10 +600,10 @@ mod tests {
         // A deleted pod comes back; a deleted Deployment takes everything.
         let n = now[0].metadata.name.clone().unwrap();
         store.remove::<Pod>("ns", &n);
-        assert_eq!(sync_workloads(&mut store, "ns", None).len(), 1);
+        assert_eq!(sync_workloads(&mut store, "ns").len(), 1);
         assert_eq!(pods(&store).len(), 1);
         store.remove::<Deployment>("ns", "x");
-        sync_workloads(&mut store, "ns", None);
+        sync_workloads(&mut store, "ns");
         assert!(pods(&store).is_empty());
         assert!(store.list::<ReplicaSet>().is_empty());
     }
