@@ -622,7 +622,27 @@ impl<'a> Session<'a> {
                     tb.kubectl(c, &del)?;
                 }
                 if exists && how == Restore::Replace {
-                    tb.kubectl(c, &["replace", "-f", &f])?;
+                    // A fix that recreated the object (meshtrace's own, run
+                    // before this revert) gave it new immutable fields (a
+                    // Service's clusterIP): then the saved copy replaces it
+                    // by delete and create.
+                    if let Err(e) = tb.kubectl(c, &["replace", "-f", &f]) {
+                        if !(e.contains("may not change once set") || e.contains("immutable")) {
+                            return Err(e);
+                        }
+                        let mut del = vec![
+                            "delete",
+                            kind_s.as_str(),
+                            name_s.as_str(),
+                            "--ignore-not-found",
+                            "--wait=true",
+                        ];
+                        if let Some(ns) = &ns_s {
+                            del.extend(["-n", ns.as_str()]);
+                        }
+                        tb.kubectl(c, &del)?;
+                        tb.kubectl(c, &["create", "-f", &f])?;
+                    }
                 } else {
                     tb.kubectl(c, &["create", "-f", &f])?;
                 }
