@@ -302,7 +302,7 @@ fn istiod_token_audiences() {
         Ok(
             Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
                 .log("is invalid for the target audiences [\"other-ca\"]")
-                .says("istiod lists cluster \"remote\" synced")
+                .says("istiod lists \"remote\" synced")
                 .says("TOKEN_AUDIENCES"),
         )
     });
