@@ -224,6 +224,20 @@ pub fn layout_command(c: &str, avail: usize) -> Vec<Vec<(String, Kind)>> {
                 .push((" ".into(), Kind::Prose));
             col += 1;
         }
+        if col + width(word) > avail {
+            // A quoted word wider than the pane (a JSON patch) cannot take a
+            // ` \` inside its quotes: it is shown whole, cut at the pane's
+            // edge into pieces, and `y` copies it as one line.
+            let first = avail.saturating_sub(col).max(1);
+            let head: String = word.chars().take(first).collect();
+            let rest: String = word.chars().skip(first).collect();
+            lines.last_mut().expect("a line").push((head, Kind::Code));
+            for piece in chunks(&rest, avail.saturating_sub(2).max(1)) {
+                col = 2 + width(&piece);
+                lines.push(vec![("  ".into(), Kind::Prose), (piece, Kind::Code)]);
+            }
+            continue;
+        }
         lines
             .last_mut()
             .expect("a line")
@@ -409,6 +423,15 @@ mod tests {
         for l in &lines[..lines.len() - 1] {
             assert_eq!(l.last().unwrap().1, Kind::Continuation);
         }
+        // A quoted word wider than the pane is shown whole, in pieces.
+        let long = layout_command(c, 20);
+        let shown: String = long.iter().flatten().map(|(s, _)| s.as_str()).collect();
+        assert!(shown.contains(r#"[{"op": "#), "{shown}");
+        assert!(
+            long.iter()
+                .all(|l| l.iter().map(|(s, _)| width(s)).sum::<usize>() <= 20 + 2),
+            "{long:?}"
+        );
     }
 
     #[test]
