@@ -458,40 +458,7 @@ mod tests {
         ];
         for row in rows {
             let out = judge(&row.facts, &s);
-            assert_eq!(
-                out.status,
-                Some(row.status),
-                "{}: {:?}",
-                row.name,
-                out.diagnosis
-            );
-            let f = out.finding.as_ref();
-            assert_eq!(f.map(|f| f.code.as_str()), row.code, "{}", row.name);
-            let cmds = f.map(|f| f.commands.clone()).unwrap_or_default();
-            for want in row.commands {
-                assert!(
-                    cmds.iter().any(|c| c.contains(want)),
-                    "{}: no command holds {want:?}: {cmds:#?}",
-                    row.name
-                );
-            }
-            if row.commands.is_empty() {
-                assert!(cmds.is_empty(), "{}: {cmds:?}", row.name);
-            }
-            if let Some(f) = f {
-                assert!(
-                    f.summary.chars().count() <= 100,
-                    "{}: {}",
-                    row.name,
-                    f.summary
-                );
-                assert!(
-                    out.diagnosis.as_deref().unwrap().chars().count() <= 300,
-                    "{}: {:?}",
-                    row.name,
-                    out.diagnosis
-                );
-            }
+            super::super::check_row(row.name, &out, row.status, row.code, row.commands);
         }
     }
 

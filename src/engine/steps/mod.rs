@@ -77,6 +77,48 @@ impl Settings {
     }
 }
 
+/// The checks every judge-table row gets, in one place: the status, the
+/// code, the commands (each wanted piece in some command; none when none
+/// are wanted), a summary of at most 100 characters and a diagnosis of at
+/// most 300. Returns the finding for a step's own extra checks.
+#[cfg(test)]
+pub(crate) fn check_row<'a>(
+    name: &str,
+    out: &'a Outcome,
+    status: crate::model::Status,
+    code: Option<&str>,
+    commands: &[&str],
+) -> Option<&'a crate::findings::Finding> {
+    assert_eq!(out.status, Some(status), "{name}: {:?}", out.diagnosis);
+    let f = out.finding.as_ref();
+    assert_eq!(
+        f.map(|f| f.code.as_str()),
+        code,
+        "{name}: {:?}",
+        out.diagnosis
+    );
+    let cmds = f.map(|f| f.commands.clone()).unwrap_or_default();
+    for want in commands {
+        assert!(
+            cmds.iter().any(|c| c.contains(want)),
+            "{name}: no command holds {want:?}: {cmds:#?}"
+        );
+    }
+    if commands.is_empty() {
+        assert!(cmds.is_empty(), "{name}: {cmds:?}");
+    }
+    if let Some(f) = f {
+        assert!(f.summary.chars().count() <= 100, "{name}: {}", f.summary);
+        let d = out.diagnosis.as_deref().unwrap_or_default();
+        assert!(
+            d.chars().count() <= 300,
+            "{name}: {} chars: {d}",
+            d.chars().count()
+        );
+    }
+    f
+}
+
 /// Every cause any step can report, from each step module's `CAUSES`: the
 /// catalogue `meshtrace explain` and the docs test read.
 pub fn causes() -> Vec<&'static Cause> {
