@@ -153,9 +153,12 @@ pub struct TraceArgs {
     /// Warn when a token or certificate expires within this, e.g. 7d, 30d
     #[arg(long, default_value = "7d", value_parser = parse_positive_duration, global = true)]
     pub warn_within: Duration,
-    /// Audience istiod's TokenReview asks for (istiod's TOKEN_AUDIENCES)
-    #[arg(long, default_value = "istio-ca", value_name = "AUD", global = true)]
-    pub token_audience: String,
+    /// Audience the gateway's token must carry; default: istiod's TOKEN_AUDIENCES as its Deployment sets them (Istio's default istio-ca)
+    #[arg(long, value_name = "AUD", value_parser = parse_word, global = true)]
+    pub token_audience: Option<String>,
+    /// istiod revision to judge with (istio.io/rev); default: the gateway's revision, else the only one in the primary
+    #[arg(long, value_name = "REV", value_parser = parse_word, global = true)]
+    pub revision: Option<String>,
     /// Exit 1 on warnings too
     #[arg(long, global = true)]
     pub fail_on_warn: bool,
@@ -199,6 +202,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A duration above zero: a zero timeout fails every step, and a zero
+/// A single non-empty word without whitespace (an audience, a revision).
+fn parse_word(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{s:?} is not a single word"));
+    }
+    Ok(s.to_string())
+}
+
 /// warning window warns about nothing.
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
@@ -312,6 +323,7 @@ impl TraceArgs {
             timeout: self.timeout,
             warn_within: self.warn_within,
             token_audience: self.token_audience.clone(),
+            revision: self.revision.clone(),
             istiod_debug_addr: self.istiod_debug_addr.clone(),
             kubeconfig: Vec::new(),
         }
@@ -737,10 +749,8 @@ async fn run_replay(r: ReplayArgs) -> Result<i32, UsageError> {
         ("--no-csr", t.no_csr),
         ("--timeout", t.timeout != defaults.timeout),
         ("--warn-within", t.warn_within != defaults.warn_within),
-        (
-            "--token-audience",
-            t.token_audience != defaults.token_audience,
-        ),
+        ("--token-audience", t.token_audience.is_some()),
+        ("--revision", t.revision.is_some()),
         (
             "--istio-namespace",
             t.istio_namespace != defaults.istio_namespace,

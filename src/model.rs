@@ -18,6 +18,7 @@ pub const SCHEMA_VERSION: &str = "meshtrace.v1";
 #[serde(rename_all = "kebab-case")]
 pub enum StepId {
     GatewayPod,
+    ControlPlane,
     RemoteSecret,
     RemoteKubeconfig,
     RemoteApiTls,
@@ -107,6 +108,16 @@ pub const STEPS: &[StepInfo] = &[
         waits_for: &[],
     },
     StepInfo {
+        id: ControlPlane,
+        title: "istiod's revision and settings in the primary",
+        from: Actor::Istiod,
+        to: Actor::PrimaryApi,
+        message: "read istiod Deployment (istio.io/rev, env, args) and mesh config",
+        explain: "istiod's own settings decide the verdicts: which audiences its TokenReview asks for, its cluster ID, trust domain and CA. Each revision is its own istiod; the gateway's revision picks one.",
+        needs: &[],
+        waits_for: &[GatewayPod],
+    },
+    StepInfo {
         id: RemoteSecret,
         title: "Remote secret registered in the primary for this cluster ID",
         from: Actor::Istiod,
@@ -114,7 +125,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "watch Secrets istio/multiCluster=true; data key = cluster ID",
         explain: "istiod registers one remote cluster per data key of each labelled Secret in its namespace.",
         needs: &[],
-        waits_for: &[GatewayPod],
+        waits_for: &[GatewayPod, ControlPlane],
     },
     StepInfo {
         id: RemoteKubeconfig,
@@ -174,7 +185,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "TokenRequest (projected istio-token)",
         explain: "The kubelet projects a token with audience istio-ca into the pod; meshtrace asks for the same token with TokenRequest.",
         needs: &[GatewayPod],
-        waits_for: &[GatewayPod],
+        waits_for: &[GatewayPod, ControlPlane],
     },
     StepInfo {
         id: TokenReview,
@@ -184,7 +195,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "TokenReview audiences=[istio-ca] with the remote secret's credentials",
         explain: "istiod asks the remote API server, as the remote secret's identity, whether the gateway token is a valid service-account token for istio-ca.",
         needs: &[GatewayToken, RemoteRbac],
-        waits_for: &[GatewayToken, RemoteRbac],
+        waits_for: &[GatewayToken, RemoteRbac, ControlPlane],
     },
     StepInfo {
         id: RootOfTrust,
@@ -194,7 +205,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "read istio-ca-root-cert; compare with primary CA",
         explain: "The gateway trusts the root in istio-ca-root-cert; it must be the root of the CA that signs in the primary.",
         needs: &[],
-        waits_for: &[],
+        waits_for: &[ControlPlane],
     },
     StepInfo {
         id: IstiodTls,
@@ -204,7 +215,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "TLS to CA_ADDR, server name istiod.istio-system.svc",
         explain: "The agent verifies istiod's serving certificate against istio-ca-root-cert and the CA_ADDR host name.",
         needs: &[RemoteIstiodEndpoint, RootOfTrust],
-        waits_for: &[RemoteIstiodEndpoint, RootOfTrust, GatewayPod],
+        waits_for: &[RemoteIstiodEndpoint, RootOfTrust, GatewayPod, ControlPlane],
     },
     StepInfo {
         id: Csr,
@@ -220,6 +231,7 @@ pub const STEPS: &[StepInfo] = &[
             GatewayToken,
             RootOfTrust,
             RemoteSecret,
+            ControlPlane,
         ],
     },
     StepInfo {
@@ -230,7 +242,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "cert_chain [leaf, intermediate..., root]",
         explain: "istiod returns leaf, intermediates and root; the leaf carries spiffe://<trust domain>/ns/<ns>/sa/<sa>.",
         needs: &[Csr],
-        waits_for: &[Csr],
+        waits_for: &[Csr, ControlPlane],
     },
     StepInfo {
         id: NetworkLabels,
@@ -254,6 +266,7 @@ impl StepId {
     pub fn as_str(self) -> &'static str {
         match self {
             GatewayPod => "gateway-pod",
+            ControlPlane => "control-plane",
             RemoteSecret => "remote-secret",
             RemoteKubeconfig => "remote-kubeconfig",
             RemoteApiTls => "remote-api-tls",

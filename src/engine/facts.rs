@@ -32,6 +32,15 @@ pub struct GatewayFacts {
     /// The volumes istio's injector added (`sidecar.istio.io/status`): a
     /// Deployment patch cannot change those, the injector's values can.
     pub injected_volumes: Vec<String>,
+    /// The gateway's Istio revision and the rule that gave it: label
+    /// `istio.io/rev`, else the revision in `sidecar.istio.io/status`.
+    pub revision: Option<(String, String)>,
+    /// The agent's proxy config overrides: env `PROXY_CONFIG` and annotation
+    /// `proxy.istio.io/config` (YAML or JSON), as the pod sets them.
+    pub proxy_config_env: Option<String>,
+    pub proxy_config_annotation: Option<String>,
+    /// `CA_ROOT_CA` / `XDS_ROOT_CA` of the gateway's container.
+    pub ca_root_ca: Option<String>,
     /// The Deployment that owns the pod, for the fixes that change it.
     pub deployment: Option<k8s_openapi::api::apps::v1::Deployment>,
 }
@@ -73,4 +82,6 @@ pub struct Facts {
     /// Who the remote secret's credential is in the remote (remote-identity's
     /// SelfSubjectReview), for remote-rbac's fix.
     pub remote_user: Option<String>,
+    /// istiod's settings as control-plane read them (the revision picked).
+    pub istiod_settings: Option<std::sync::Arc<super::steps::IstiodSettings>>,
 }

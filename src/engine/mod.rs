@@ -41,8 +41,11 @@ pub struct TraceOptions {
     pub timeout: Duration,
     /// Warn when a token or certificate expires within this.
     pub warn_within: Duration,
-    /// The audience istiod's TokenReview asks for (istiod's TOKEN_AUDIENCES).
-    pub token_audience: String,
+    /// The audience the gateway's token must carry; default: istiod's
+    /// TOKEN_AUDIENCES as its Deployment sets them (Istio's `istio-ca`).
+    pub token_audience: Option<String>,
+    /// The istiod revision to judge with; default: the gateway's.
+    pub revision: Option<String>,
     /// istiod's monitoring address (HOST:PORT, plain HTTP, port 15014 in a
     /// pod) to read its own view of the remote clusters (`/debug/clusterz`);
     /// default: through the primary API server's proxy to the istiod pod.
@@ -63,7 +66,8 @@ impl Default for TraceOptions {
             no_csr: false,
             timeout: Duration::from_secs(5),
             warn_within: Duration::from_secs(7 * 24 * 3600),
-            token_audience: "istio-ca".into(),
+            token_audience: None,
+            revision: None,
             istiod_debug_addr: None,
             kubeconfig: Vec::new(),
         }

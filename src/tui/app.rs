@@ -386,7 +386,7 @@ mod tests {
         app.selected = 0;
         assert_eq!(app.on_key(key(KeyCode::Char('y')), &st), None);
         assert_eq!(app.note.as_deref(), Some("gateway-pod has no fix to copy"));
-        app.selected = 1;
+        app.selected = StepId::RemoteSecret.index();
         assert_eq!(
             app.on_key(key(KeyCode::Char('y')), &st),
             Some(Command::CopyFix(StepId::RemoteSecret))

@@ -232,7 +232,7 @@ fn healthy_finished_100x30() {
     let t = draw(&st, &mut a, 100, 30);
     insta::assert_snapshot!(screen(&t));
     let s = screen(&t);
-    assert!(s.contains("PASS · 14 passed · 128 ms"), "{s}");
+    assert!(s.contains("PASS · 15 passed · 128 ms"), "{s}");
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn failing_step_and_blocked_steps_100x30() {
     let t = draw(&st, &mut a, 100, 30);
     let s = screen(&t);
     assert!(
-        s.contains("FAIL at remote-rbac · 10 passed 1 failed 3 skipped · 128 ms"),
+        s.contains("FAIL at remote-rbac · 11 passed 1 failed 3 skipped · 128 ms"),
         "{s}"
     );
     insta::assert_snapshot!(s);
@@ -287,7 +287,7 @@ fn run_in_progress_100x30() {
     let t = draw(&st, &mut a, 100, 30);
     let s = screen(&t);
     assert!(
-        s.contains("tracing · 4/14 finished · 4 running · 41 ms"),
+        s.contains("tracing · 4/15 finished · 4 running · 41 ms"),
         "{s}"
     );
     insta::assert_snapshot!(s);
@@ -308,10 +308,10 @@ fn teaching_mode_at_step_3() {
     );
     a.on_key(space, &st);
     a.on_key(space, &st);
-    assert_eq!(a.selected_id(), StepId::RemoteKubeconfig);
+    assert_eq!(a.selected_id(), StepId::RemoteSecret);
     let t = draw(&st, &mut a, 100, 30);
     let s = screen(&t);
-    assert!(s.contains("teaching · hop 3/14"), "{s}");
+    assert!(s.contains("teaching · hop 3/15"), "{s}");
     assert!(s.contains("What happens at this hop"), "{s}");
     assert!(!s.contains("remote-api-tls"), "later hops stay hidden: {s}");
     assert!(
@@ -361,9 +361,9 @@ fn colorblind_theme_uses_its_palette() {
     a.follow(&st);
     let t = draw(&st, &mut a, 100, 30);
     let buf = t.backend().buffer();
-    let (lx, ly) = find(buf, "✘ remote-rbac").unwrap();
+    let (lx, ly) = find(buf, "✘ remote-rbac").unwrap_or_else(|| panic!("{}", screen(&t)));
     assert_eq!(buf[(lx, ly)].fg, Color::Rgb(0xe6, 0x9f, 0x00));
-    let (px, py) = find(buf, "✔ gateway-pod").unwrap();
+    let (px, py) = find(buf, "✔ remote-identity").unwrap();
     assert_eq!(buf[(px, py)].fg, Color::Rgb(0x56, 0xb4, 0xe9));
 }
 
@@ -378,7 +378,7 @@ fn rerun_marks_what_changed() {
     let t = draw(&after, &mut a, 100, 30);
     let s = screen(&t);
     assert!(s.contains("run 2 · Δ 4 changed since run 1"), "{s}");
-    assert!(s.contains(" 6Δ"), "gutter marker on remote-rbac: {s}");
+    assert!(s.contains(" 7Δ"), "gutter marker on remote-rbac: {s}");
     insta::assert_snapshot!(s);
 }
 

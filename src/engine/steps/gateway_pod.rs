@@ -315,9 +315,36 @@ pub fn gateway_facts(pod: &Pod, deployment: Option<&Deployment>) -> GatewayFacts
             .env
             .as_ref()?
             .iter()
+            // Kubernetes gives the process the last entry of a name.
+            .rev()
             .find(|e| e.name == k)
             .and_then(|e| e.value.clone())
     };
+    // The agent treats an empty value as unset for these (`if x == ""` in
+    // pilot/cmd/pilot-agent/options/security.go and agent.go).
+    let set = |k: &str| env(k).filter(|v| !v.is_empty());
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let revision = labels
+        .get("istio.io/rev")
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            (
+                r.clone(),
+                "label istio.io/rev of the gateway's pod".to_string(),
+            )
+        })
+        .or_else(|| {
+            let st = annotations.get("sidecar.istio.io/status")?;
+            let v = serde_json::from_str::<serde_json::Value>(st).ok()?;
+            let r = v.get("revision")?.as_str()?.to_string();
+            (!r.is_empty()).then(|| {
+                (
+                    r,
+                    "the revision its injector recorded (sidecar.istio.io/status)".to_string(),
+                )
+            })
+        });
     let projected = spec.volumes.as_ref().and_then(|vs| {
         vs.iter().find(|v| v.name == "istio-token").map(|v| {
             let sat = v
@@ -356,12 +383,16 @@ pub fn gateway_facts(pod: &Pod, deployment: Option<&Deployment>) -> GatewayFacts
             .unwrap_or_else(|| "default".into()),
         // istiod treats an empty clusterid as none (kube_jwt.go getKubeClient).
         cluster_id: env("ISTIO_META_CLUSTER_ID").filter(|v| !v.is_empty()),
-        ca_addr: env("CA_ADDR"),
+        ca_addr: set("CA_ADDR"),
         network: env("ISTIO_META_NETWORK"),
-        trust_domain: env("TRUST_DOMAIN"),
-        istiod_san: env("ISTIOD_SAN"),
+        trust_domain: set("TRUST_DOMAIN"),
+        istiod_san: set("ISTIOD_SAN"),
         projected_token: projected,
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        revision,
+        proxy_config_env: set("PROXY_CONFIG"),
+        proxy_config_annotation: annotations.get("proxy.istio.io/config").cloned(),
+        ca_root_ca: set("CA_ROOT_CA"),
+        labels,
         container: container.name.clone(),
         injected_volumes,
         deployment: deployment.cloned(),

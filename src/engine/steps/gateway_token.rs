@@ -121,7 +121,6 @@ pub async fn gather(ctx: &Ctx, gw: GatewayFacts) -> (GatewayTokenFacts, Option<S
 
 pub fn judge(f: &GatewayTokenFacts, s: &Settings) -> Outcome {
     let gw = &f.gateway;
-    let want = &s.token_audience;
     let mut out = Outcome::new();
     out.ev(
         "service_account",
@@ -175,8 +174,12 @@ pub fn judge(f: &GatewayTokenFacts, s: &Settings) -> Outcome {
     }
     match &gw.projected_token {
         None => no_projected_token(out, gw, s),
-        Some((Some(a), _)) if a == want => {
+        Some((Some(a), _)) if s.token_audiences.contains(a) => {
             out.ev("audience", a);
+            out.ev(
+                "istiod_audiences",
+                json!({"value": &s.token_audiences, "from": &s.audiences_from}),
+            );
             out.pass()
         }
         Some((aud, exp)) => wrong_audience(out, gw, aud.as_deref(), *exp, s),
@@ -276,7 +279,9 @@ fn wrong_audience(
         format!("the gateway's istio-token is for audience {seen:?}, not {want:?}"),
     );
     let alt = format!(
-        "(Or, if {seen:?} is meant, add it to the primary istiod's TOKEN_AUDIENCES and trace with --token-audience.)"
+        "(Or, if {seen:?} is meant, add it to the primary istiod's TOKEN_AUDIENCES, now {:?} from {}.)",
+        s.token_audiences.join(","),
+        s.audiences_from
     );
     let finding = if gw.injected_volumes.iter().any(|v| v == "istio-token") {
         // The injector's volume overrides the pod template's one.
@@ -333,8 +338,9 @@ fn wrong_audience(
     out.failing(
         finding,
         format!(
-            "the istio-token volume of {ns}/{} asks for audience {seen:?}; istiod's TokenReview asks for {want:?}, so the API server will answer `token audiences [{seen:?}] is invalid for the target audiences [{want:?}]`",
-            gw.pod
+            "the istio-token volume of {ns}/{} asks for audience {seen:?}; istiod's TokenReview asks for {:?}, so the API server will answer `token audiences [{seen:?}] is invalid for the target audiences`",
+            gw.pod,
+            s.token_audiences
         ),
     )
 }

@@ -46,10 +46,29 @@ pub fn agent_server_name(ca_addr: Option<&str>, istiod_san: Option<&str>) -> Str
 /// An env variable of istiod's container as its Deployment sets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvValue {
-    /// `value:` (Kubernetes' default for `value` is the empty string).
+    /// `value:`, or a `valueFrom`/`envFrom` meshtrace resolved. Kubernetes
+    /// sets a variable with no or an empty `value` to the empty string, and
+    /// istiod reads it with `os.LookupEnv` (pkg/env/var.go): present, empty.
     Value(String),
-    /// `valueFrom:` a ConfigMap, Secret or field: meshtrace does not resolve it.
+    /// `valueFrom:` a ConfigMap, Secret or field meshtrace could not resolve.
     FromRef,
+}
+
+/// Where a variable of istiod's container came from, for the evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvSource {
+    /// `value`, `configMapKeyRef NAME/KEY`, `secretKeyRef NAME/KEY`,
+    /// `fieldRef PATH`, `envFrom configMap NAME`, ...
+    pub from: String,
+    /// How many entries set the name: Kubernetes keeps the last.
+    pub entries: usize,
+}
+
+/// A `valueFrom` reference meshtrace resolves by reading the object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EnvRef {
+    ConfigMap { name: String, key: Option<String> },
+    Secret { name: String, key: Option<String> },
 }
 
 /// istiod's Deployment in the primary: what a fix that restarts istiod or
@@ -61,10 +80,23 @@ pub struct IstiodDeployment {
     pub container: String,
     /// The pod template has other containers too: `set env` then names it.
     pub several_containers: bool,
-    /// The env of istiod's container.
+    /// The env of istiod's container, as Kubernetes gives it to the
+    /// process: `envFrom` first, then `env` in order, the last entry of a
+    /// name winning.
     pub env: BTreeMap<String, EnvValue>,
+    pub env_sources: BTreeMap<String, EnvSource>,
+    /// The ConfigMaps and Secrets the env refers to (resolved by gather).
+    pub env_refs: Vec<EnvRef>,
+    /// The container's args (`discovery --clusterID ...`).
+    pub args: Vec<String>,
+    /// The revision: label `istio.io/rev`, else env `REVISION`, else `default`.
+    pub revision: String,
+    /// The ConfigMap mounted as istiod's mesh config (`/etc/istio/config`).
+    pub mesh_config_map: Option<String>,
     /// The pods it owns, through their ReplicaSets.
     pub pods: Vec<String>,
+    /// When each owned pod's istiod container started (RFC 3339), if known.
+    pub pod_started: BTreeMap<String, String>,
 }
 
 impl IstiodDeployment {
@@ -125,21 +157,21 @@ pub fn istiod_deployments(
                 .iter()
                 .find(|c| c.name == "discovery")
                 .or(containers.first());
-            let env = main
-                .and_then(|c| c.env.as_ref())
-                .map(|vars| {
-                    vars.iter()
-                        .map(|v| {
-                            let value = match (&v.value, &v.value_from) {
-                                (_, Some(_)) => EnvValue::FromRef,
-                                (Some(x), None) => EnvValue::Value(x.clone()),
-                                (None, None) => EnvValue::Value(String::new()),
-                            };
-                            (v.name.clone(), value)
-                        })
-                        .collect()
+            let (env, env_sources, env_refs) = main.map(container_env).unwrap_or_default();
+            let args: Vec<String> = main.and_then(|c| c.args.clone()).unwrap_or_default();
+            let revision = d
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("istio.io/rev"))
+                .filter(|r| !r.is_empty())
+                .cloned()
+                .or_else(|| match env.get("REVISION") {
+                    Some(EnvValue::Value(v)) if !v.is_empty() => Some(v.clone()),
+                    _ => None,
                 })
-                .unwrap_or_default();
+                .unwrap_or_else(|| "default".into());
+            let mesh_config_map = mesh_volume(d, main);
             let mut owned: Vec<String> = pods
                 .iter()
                 .filter(|p| {
@@ -153,17 +185,191 @@ pub fn istiod_deployments(
                 .filter_map(|p| p.metadata.name.clone())
                 .collect();
             owned.sort();
+            let pod_started = pods
+                .iter()
+                .filter(|p| p.metadata.name.as_ref().is_some_and(|n| owned.contains(n)))
+                .filter_map(|p| {
+                    let status = p.status.as_ref()?;
+                    let started = status
+                        .container_statuses
+                        .iter()
+                        .flatten()
+                        .find(|c| Some(&c.name) == main.map(|m| &m.name))
+                        .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.clone())
+                        .or_else(|| status.start_time.clone())?;
+                    Some((p.metadata.name.clone()?, started.0.to_string()))
+                })
+                .collect();
             Some(IstiodDeployment {
                 container: main.map(|c| c.name.clone()).unwrap_or_default(),
                 several_containers: containers.len() > 1,
                 env,
+                env_sources,
+                env_refs,
+                args,
+                revision,
+                mesh_config_map,
                 pods: owned,
+                pod_started,
                 name,
             })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// The env Kubernetes gives `c`'s process: `envFrom` sources first, then
+/// `env` entries in order; a later entry of a name replaces an earlier one
+/// (kubelet's makeEnvironmentVariables). References to ConfigMaps and
+/// Secrets are left as [`EnvValue::FromRef`] and listed for gather.
+fn container_env(
+    c: &Container,
+) -> (
+    BTreeMap<String, EnvValue>,
+    BTreeMap<String, EnvSource>,
+    Vec<EnvRef>,
+) {
+    let mut env = BTreeMap::new();
+    let mut sources: BTreeMap<String, EnvSource> = BTreeMap::new();
+    let mut refs = Vec::new();
+    let mut set = |name: &str, v: EnvValue, from: String| {
+        env.insert(name.to_string(), v);
+        let e = sources.entry(name.to_string()).or_insert(EnvSource {
+            from: String::new(),
+            entries: 0,
+        });
+        e.from = from;
+        e.entries += 1;
+    };
+    for ef in c.env_from.iter().flatten() {
+        // The keys are known only once read: gather expands them.
+        if let Some(r) = &ef.config_map_ref {
+            refs.push(EnvRef::ConfigMap {
+                name: r.name.clone(),
+                key: None,
+            });
+        }
+        if let Some(r) = &ef.secret_ref {
+            refs.push(EnvRef::Secret {
+                name: r.name.clone(),
+                key: None,
+            });
+        }
+    }
+    for v in c.env.iter().flatten() {
+        match (&v.value, &v.value_from) {
+            (_, Some(from)) => {
+                let (what, r) = if let Some(k) = &from.config_map_key_ref {
+                    (
+                        format!("configMapKeyRef {}/{}", k.name, k.key),
+                        Some(EnvRef::ConfigMap {
+                            name: k.name.clone(),
+                            key: Some(k.key.clone()),
+                        }),
+                    )
+                } else if let Some(k) = &from.secret_key_ref {
+                    (
+                        format!("secretKeyRef {}/{}", k.name, k.key),
+                        Some(EnvRef::Secret {
+                            name: k.name.clone(),
+                            key: Some(k.key.clone()),
+                        }),
+                    )
+                } else if let Some(f) = &from.field_ref {
+                    (format!("fieldRef {}", f.field_path), None)
+                } else {
+                    ("resourceFieldRef".to_string(), None)
+                };
+                if let Some(r) = r {
+                    refs.push(r);
+                }
+                set(&v.name, EnvValue::FromRef, what);
+            }
+            (Some(x), None) => set(&v.name, EnvValue::Value(x.clone()), "value".into()),
+            (None, None) => set(&v.name, EnvValue::Value(String::new()), "value".into()),
+        }
+    }
+    refs.sort();
+    refs.dedup();
+    (env, sources, refs)
+}
+
+/// The ConfigMap istiod's chart mounts at /etc/istio/config (volume
+/// `config-volume`), where `--meshConfig` (default /etc/istio/config/mesh) reads.
+fn mesh_volume(d: &Deployment, main: Option<&Container>) -> Option<String> {
+    let spec = d.spec.template.spec.as_ref()?;
+    let mount = main?
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path.trim_end_matches('/') == "/etc/istio/config")?;
+    spec.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)?
+        .config_map
+        .as_ref()
+        .map(|c| c.name.clone())
+}
+
+/// Resolves what `d`'s env refers to with the objects read, as kubelet
+/// would: a key of a ConfigMap or Secret, `envFrom` whole objects (the
+/// `env` entries still win), and the fields meshtrace can know.
+pub fn resolve_env(
+    d: &mut IstiodDeployment,
+    config_maps: &BTreeMap<String, BTreeMap<String, String>>,
+    secrets: &BTreeMap<String, BTreeMap<String, String>>,
+    namespace: &str,
+    service_account: Option<&str>,
+) {
+    // envFrom: a name the env entries do not set comes from the object.
+    for r in d.env_refs.clone() {
+        let (obj, name, kind) = match &r {
+            EnvRef::ConfigMap { name, key: None } => (config_maps.get(name), name, "configMap"),
+            EnvRef::Secret { name, key: None } => (secrets.get(name), name, "secret"),
+            _ => continue,
+        };
+        for (k, v) in obj.into_iter().flatten() {
+            if !d.env.contains_key(k) {
+                d.env.insert(k.clone(), EnvValue::Value(v.clone()));
+                d.env_sources.insert(
+                    k.clone(),
+                    EnvSource {
+                        from: format!("envFrom {kind} {name}"),
+                        entries: 1,
+                    },
+                );
+            }
+        }
+    }
+    let one_pod = match d.pods.as_slice() {
+        [p] => Some(p.clone()),
+        _ => None,
+    };
+    for (name, src) in d.env_sources.clone() {
+        if d.env.get(&name) != Some(&EnvValue::FromRef) {
+            continue;
+        }
+        let from = src.from.as_str();
+        let value = if let Some(rest) = from.strip_prefix("configMapKeyRef ") {
+            rest.split_once('/')
+                .and_then(|(n, k)| config_maps.get(n)?.get(k).cloned())
+        } else if let Some(rest) = from.strip_prefix("secretKeyRef ") {
+            rest.split_once('/')
+                .and_then(|(n, k)| secrets.get(n)?.get(k).cloned())
+        } else {
+            match from {
+                "fieldRef metadata.namespace" => Some(namespace.to_string()),
+                "fieldRef metadata.name" => one_pod.clone(),
+                "fieldRef spec.serviceAccountName" => service_account.map(str::to_string),
+                _ => None,
+            }
+        };
+        if let Some(v) = value {
+            d.env.insert(name, EnvValue::Value(v));
+        }
+    }
 }
 
 /// Reads istiod's Deployments in the primary (Deployments, and the
@@ -194,7 +400,53 @@ pub async fn read_istiod_deployments(
     })?;
     let r = r.map(|l| l.items).unwrap_or_default();
     let p = p.map(|l| l.items).unwrap_or_default();
-    Ok(istiod_deployments(&d.items, &r, &p))
+    let mut found = istiod_deployments(&d.items, &r, &p);
+    // valueFrom / envFrom: read each object referred to once, then resolve.
+    let refs: std::collections::BTreeSet<EnvRef> = found
+        .iter()
+        .flat_map(|d| d.env_refs.iter().cloned())
+        .collect();
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(primary.clone(), ns);
+    let secs: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(primary.clone(), ns);
+    let mut config_maps = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
+    let reads = refs.iter().map(|r| {
+        let (cms, secs) = (cms.clone(), secs.clone());
+        async move {
+            match r {
+                EnvRef::ConfigMap { name, .. } => {
+                    let cm = cms.get_opt(name).await.ok().flatten();
+                    (r, cm.and_then(|c| c.data))
+                }
+                EnvRef::Secret { name, .. } => {
+                    let s = secs.get_opt(name).await.ok().flatten();
+                    let data = s.and_then(|s| s.data).map(|d| {
+                        d.into_iter()
+                            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                            .collect::<BTreeMap<_, _>>()
+                    });
+                    (r, data)
+                }
+            }
+        }
+    });
+    if let Ok(read) = tokio::time::timeout(timeout, futures::future::join_all(reads)).await {
+        for (r, data) in read {
+            match (r, data) {
+                (EnvRef::ConfigMap { name, .. }, Some(d)) => {
+                    config_maps.insert(name.clone(), d);
+                }
+                (EnvRef::Secret { name, .. }, Some(d)) => {
+                    secrets.insert(name.clone(), d);
+                }
+                _ => {}
+            }
+        }
+    }
+    for d in &mut found {
+        resolve_env(d, &config_maps, &secrets, ns, None);
+    }
+    Ok(found)
 }
 
 /// The Deployment a fix names: the one that owns `pod` (the istiod that

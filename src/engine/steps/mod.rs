@@ -3,6 +3,7 @@
 //! facts) and a *judge* (a pure function of those facts and [`Settings`]
 //! that returns the [`Outcome`] with its finding). Judges are table-tested.
 
+mod control_plane;
 mod csr;
 mod gateway;
 mod gateway_pod;
@@ -25,6 +26,7 @@ mod token_review;
 use super::{Ctx, Outcome};
 use crate::findings::{Cause, shell_word};
 use crate::model::StepId;
+pub use control_plane::IstiodSettings;
 use std::time::Duration;
 
 /// What a judge may know besides its facts: the options of the trace, the
@@ -33,8 +35,14 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub istio_namespace: String,
-    /// The audience istiod's TokenReview asks for (`--token-audience`).
+    /// The audience the gateway's token is checked for: `--token-audience`,
+    /// else the first of istiod's TOKEN_AUDIENCES.
     pub token_audience: String,
+    /// The audiences istiod's TokenReview asks for (TOKEN_AUDIENCES, or
+    /// `--token-audience` alone when given).
+    pub token_audiences: Vec<String>,
+    /// Where `token_audiences` came from, for diagnoses.
+    pub audiences_from: String,
     pub warn_within: Duration,
     /// Now, in Unix seconds.
     pub now: i64,
@@ -45,9 +53,23 @@ pub struct Settings {
 
 impl Settings {
     pub fn of(ctx: &Ctx) -> Settings {
+        let istiod = ctx.facts().istiod_settings.clone();
+        let (token_audiences, audiences_from) = match (&ctx.opts.token_audience, &istiod) {
+            (Some(a), _) => (vec![a.clone()], "--token-audience".to_string()),
+            (None, Some(st)) => (
+                st.token_audiences.value.clone(),
+                st.token_audiences.from.clone(),
+            ),
+            (None, None) => (
+                vec!["istio-ca".into()],
+                "Istio's default TOKEN_AUDIENCES".into(),
+            ),
+        };
         Settings {
             istio_namespace: ctx.opts.istio_namespace.clone(),
-            token_audience: ctx.opts.token_audience.clone(),
+            token_audience: token_audiences.first().cloned().unwrap_or_default(),
+            token_audiences,
+            audiences_from,
             warn_within: ctx.opts.warn_within,
             now: now_unix(),
             primary_context: ctx.contexts.0.clone(),
@@ -69,6 +91,8 @@ impl Settings {
         Settings {
             istio_namespace: "istio-system".into(),
             token_audience: "istio-ca".into(),
+            token_audiences: vec!["istio-ca".into()],
+            audiences_from: "Istio's default TOKEN_AUDIENCES".into(),
             warn_within: Duration::from_secs(7 * 24 * 3600),
             now: 1_800_000_000,
             primary_context: "ctx-primary".into(),
@@ -124,6 +148,7 @@ pub(crate) fn check_row<'a>(
 pub fn causes() -> Vec<&'static Cause> {
     let lists: &[&[&'static Cause]] = &[
         gateway_pod::CAUSES,
+        control_plane::CAUSES,
         remote_secret::CAUSES,
         remote_kubeconfig::CAUSES,
         remote_api_tls::CAUSES,
@@ -145,6 +170,7 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
     use StepId::*;
     match id {
         GatewayPod => gateway_pod::run(ctx).await,
+        ControlPlane => control_plane::run(ctx).await,
         RemoteSecret => remote_secret::run(ctx).await,
         RemoteKubeconfig => remote_kubeconfig::run(ctx).await,
         RemoteApiTls => remote_api_tls::run(ctx).await,
@@ -164,6 +190,16 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
 // The kube-error words live in a probe module (shared with probe::clusterz
 // and the preflight); the steps keep their short names.
 pub(crate) use crate::probe::kube_error::{api_code, describe as kube_err};
+
+/// The name of the istiod Deployment control-plane picked, else Istio's
+/// default `istiod`.
+pub(crate) fn istiod_deployment_name(ctx: &Ctx) -> String {
+    ctx.facts()
+        .istiod_settings
+        .as_ref()
+        .and_then(|s| s.deployment.as_ref().map(|d| d.name.clone()))
+        .unwrap_or_else(|| "istiod".into())
+}
 
 pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()

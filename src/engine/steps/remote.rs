@@ -17,7 +17,12 @@ pub(super) async fn primary_cluster_id(ctx: &Ctx) -> Option<(String, &'static st
     }
     let deps: Api<Deployment> =
         Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
-    if let Ok(Some(d)) = deps.get_opt("istiod").await {
+    let settings = ctx.facts().istiod_settings.clone();
+    if let Some(st) = settings.filter(|s| s.deployment.is_some()) {
+        if st.cluster_id.from.starts_with("env") || st.cluster_id.from.starts_with("flag") {
+            return Some((st.cluster_id.value.clone(), "primary istiod CLUSTER_ID"));
+        }
+    } else if let Ok(Some(d)) = deps.get_opt("istiod").await {
         let env = d
             .spec
             .template

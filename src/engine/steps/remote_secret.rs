@@ -179,7 +179,8 @@ pub async fn gather(ctx: &Ctx) -> SecretFacts {
 async fn istiod_container(ctx: &Ctx) -> Option<Container> {
     let deps: Api<Deployment> =
         Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
-    let spec = deps.get_opt("istiod").await.ok()??.spec.template.spec?;
+    let name = super::istiod_deployment_name(ctx);
+    let spec = deps.get_opt(&name).await.ok()??.spec.template.spec?;
     let mut cs = spec.containers;
     let i = cs.iter().position(|c| c.name == "discovery").unwrap_or(0);
     (i < cs.len()).then(|| cs.swap_remove(i))

@@ -182,7 +182,8 @@ pub async fn gather(ctx: &Ctx) -> RootFacts {
     if matches!(f.remote_configmap, Ok(None)) {
         let rns: Api<Namespace> = Api::all(ctx.clusters.remote.clone());
         let deps: Api<Deployment> = Api::namespaced(ctx.clusters.primary.clone(), &ns);
-        let (n, d) = tokio::join!(rns.get_opt(&ns), deps.get_opt("istiod"));
+        let name = super::istiod_deployment_name(ctx);
+        let (n, d) = tokio::join!(rns.get_opt(&ns), deps.get_opt(&name));
         f.remote_annotation = Some(
             n.map(|n| n.and_then(|n| n.metadata.annotations?.get(ANNOTATION).cloned()))
                 .map_err(|e| kube_err(&e)),

@@ -64,7 +64,8 @@ pub async fn run(ctx: &Ctx) -> Outcome {
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: token.0.clone(),
-            audiences: Some(vec![ctx.opts.token_audience.clone()]),
+            // istiod's TokenReview asks for all of its TOKEN_AUDIENCES (kube_jwt.go).
+            audiences: Some(Settings::of(ctx).token_audiences),
         },
         ..Default::default()
     };
@@ -101,9 +102,10 @@ pub fn judge(f: &ReviewFacts, s: &Settings) -> Outcome {
 
 fn verdict(f: &ReviewFacts, s: &Settings) -> Outcome {
     let mut out = Outcome::new();
-    let aud = &s.token_audience;
+    let aud = s.token_audiences.join(",");
     let cid = &f.secret.cluster_id;
-    out.ev("audiences", [aud])
+    out.ev("audiences", &s.token_audiences)
+        .ev("audiences_from", &s.audiences_from)
         .ev("as", "the remote secret's credentials")
         .ev("token", &f.token_fingerprint);
     let gateway = f
@@ -166,8 +168,8 @@ fn verdict(f: &ReviewFacts, s: &Settings) -> Outcome {
         // kube-apiserver's words: pkg/serviceaccount/claims.go and the
         // audience check of the token authenticator.
         let finding = if err.contains("audiences") {
-            Finding::new(&AUDIENCE_REJECTED, format!("the gateway token is refused for audience {aud:?}"))
-                .note(format!("gateway-token found the gateway's istio-token audience to be {aud:?}, yet the API server behind the remote secret refuses it: check --token-audience against istiod's TOKEN_AUDIENCES, and that {} is the remote cluster's API server.", f.secret.server))
+            Finding::new(&AUDIENCE_REJECTED, format!("the gateway token is refused for audiences {aud:?}"))
+                .note(format!("gateway-token found the gateway's istio-token audience among istiod's ({}), yet the API server behind the remote secret refuses it: check that {} is the remote cluster's API server.", s.audiences_from, f.secret.server))
         } else if err.contains("has expired") {
             Finding::new(&TOKEN_EXPIRED, "the API server says the gateway token has expired")
                 .note("meshtrace asked for this token moments ago (600 s): the clocks of the remote API servers disagree. Fix their time (NTP); the gateway's own tokens expire early the same way.")
