@@ -5,36 +5,25 @@
 
 use crate::engine::Ctx;
 use crate::inspect::kubeconfig;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 
-/// The primary's own cluster ID: flag, else istiod's CLUSTER_ID env, else
-/// the remote's controlPlaneClusters annotation.
+/// The primary's own cluster ID: flag, else istiod's (control-plane read
+/// `--clusterID`, `CLUSTER_ID`, else Istio's default `Kubernetes` from the
+/// Deployment it picked), else the remote's controlPlaneClusters annotation.
 pub(super) async fn primary_cluster_id(ctx: &Ctx) -> Option<(String, &'static str)> {
     if let Some(id) = &ctx.opts.primary_cluster_id {
         return Some((id.clone(), "--primary-cluster-id"));
     }
-    let deps: Api<Deployment> =
-        Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
     let settings = ctx.facts().istiod_settings.clone();
     if let Some(st) = settings.filter(|s| s.deployment.is_some()) {
-        if st.cluster_id.from.starts_with("env") || st.cluster_id.from.starts_with("flag") {
-            return Some((st.cluster_id.value.clone(), "primary istiod CLUSTER_ID"));
-        }
-    } else if let Ok(Some(d)) = deps.get_opt("istiod").await {
-        let env = d
-            .spec
-            .template
-            .spec
-            .and_then(|s| s.containers.into_iter().next())
-            .and_then(|c| c.env);
-        if let Some(v) = env
-            .and_then(|e| e.into_iter().find(|v| v.name == "CLUSTER_ID"))
-            .and_then(|v| v.value)
-        {
-            return Some((v, "primary istiod CLUSTER_ID"));
-        }
+        let from =
+            if st.cluster_id.from.starts_with("env") || st.cluster_id.from.starts_with("flag") {
+                "primary istiod CLUSTER_ID"
+            } else {
+                "primary istiod CLUSTER_ID (unset: Istio's default)"
+            };
+        return Some((st.cluster_id.value.clone(), from));
     }
     let ns: Api<Namespace> = Api::all(ctx.clusters.remote.clone());
     if let Ok(Some(n)) = ns.get_opt(&ctx.opts.istio_namespace).await {
@@ -54,8 +43,11 @@ pub(super) async fn primary_cluster_id(ctx: &Ctx) -> Option<(String, &'static st
     None
 }
 
-pub(super) fn server_of(kc: &[u8]) -> Option<String> {
-    kubeconfig::parse_remote_kubeconfig(kc)
+/// The server of a kubeconfig istiod accepts (with istiod's allowed
+/// insecure options): its current-context's cluster, as
+/// `clientcmd.NewDefaultClientConfig` with no overrides picks it.
+pub(super) fn server_of(kc: &[u8], allowed: &[String]) -> Option<String> {
+    kubeconfig::parse_remote_kubeconfig_allowing(kc, allowed)
         .ok()
         .map(|k| k.server)
 }

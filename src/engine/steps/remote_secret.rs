@@ -16,8 +16,7 @@ use crate::engine::facts::{GatewayFacts, RemoteSecretFacts};
 use crate::engine::{Ctx, Outcome};
 use crate::findings::{Finding, shell_word};
 use crate::model::StepId;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -27,6 +26,7 @@ crate::causes! { StepId::RemoteSecret;
     NOT_LABELLED = "not-labelled", "the Secret holding the cluster's key lacks the label istio/multiCluster=true, so istiod never reads it";
     WRONG_NAMESPACE = "wrong-namespace", "the remote secret is in a namespace istiod does not watch";
     NO_KEY_FOR_CLUSTER_ID = "no-key-for-cluster-id", "no remote secret has a data key equal to the cluster ID the gateway sends";
+    KEY_CASE_DIFFERS = "key-case-differs", "a remote secret's key equals the gateway's cluster ID but for case; istiod compares them exactly";
     CLUSTER_ID_IS_PRIMARY = "cluster-id-is-primary", "the remote uses the primary's own cluster ID, so istiod reviews its token in the primary";
     DUPLICATE_KEY = "duplicate-key", "several remote secrets hold the cluster's key; istiod registers one and ignores the others";
     NO_CLUSTER_ID = "no-cluster-id", "no cluster ID to look for: the gateway sends none and no key points at the remote";
@@ -111,7 +111,21 @@ pub async fn gather(ctx: &Ctx) -> SecretFacts {
         }
         Err(e) => (Err(kube_err(&e)), true),
     };
-    // Parsing is CPU work a peer controls: off the async workers.
+    // istiod's settings as control-plane read them: its args for
+    // --clusterAliases, its env for the kubeconfig options it allows.
+    let (insecure_options, cluster_aliases) = match ctx.facts().istiod_settings.clone() {
+        Some(st) => (
+            st.insecure_kubeconfig_options.value.clone(),
+            st.deployment
+                .as_ref()
+                .map(|d| cluster_aliases(&d.args))
+                .unwrap_or_default(),
+        ),
+        None => (vec![], BTreeMap::new()),
+    };
+    // Parsing is CPU work a peer controls: off the async workers. A key's
+    // server is kept only when istiod accepts its kubeconfig.
+    let allowed = insecure_options.clone();
     let values: Vec<((String, String, String), Vec<u8>)> = labelled
         .as_ref()
         .map(|l| {
@@ -130,7 +144,7 @@ pub async fn gather(ctx: &Ctx) -> SecretFacts {
     let servers = tokio::task::spawn_blocking(move || {
         values
             .into_iter()
-            .filter_map(|(at, v)| server_of(&v).map(|s| (at, s)))
+            .filter_map(|(at, v)| server_of(&v, &allowed).map(|s| (at, s)))
             .collect()
     })
     .await
@@ -141,8 +155,8 @@ pub async fn gather(ctx: &Ctx) -> SecretFacts {
         gateway_cluster_id,
         gateway,
         primary_cluster_id: None,
-        cluster_aliases: BTreeMap::new(),
-        insecure_options: vec![],
+        cluster_aliases,
+        insecure_options,
         labelled,
         all_namespaces,
         servers,
@@ -153,12 +167,7 @@ pub async fn gather(ctx: &Ctx) -> SecretFacts {
     if f.labelled.is_err() || cluster_id_of(&f).is_none() {
         return f;
     }
-    let (pid, istiod) = futures::join!(primary_cluster_id(ctx), istiod_container(ctx));
-    f.primary_cluster_id = pid;
-    if let Some(c) = &istiod {
-        f.cluster_aliases = cluster_aliases(c);
-        f.insecure_options = insecure_options(c);
-    }
+    f.primary_cluster_id = primary_cluster_id(ctx).await;
     let found = lookup(&f).is_some_and(|l| !l.matching.is_empty());
     if !found {
         // The namespace may hold large Secrets (Helm releases): read only
@@ -174,28 +183,10 @@ pub async fn gather(ctx: &Ctx) -> SecretFacts {
     f
 }
 
-/// The primary's istiod container (Deployment `<ns>/istiod`), for the flags
-/// and env that change how it reads remote secrets.
-async fn istiod_container(ctx: &Ctx) -> Option<Container> {
-    let deps: Api<Deployment> =
-        Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
-    let name = super::istiod_deployment_name(ctx);
-    let spec = deps.get_opt(&name).await.ok()??.spec.template.spec?;
-    let mut cs = spec.containers;
-    let i = cs.iter().position(|c| c.name == "discovery").unwrap_or(0);
-    (i < cs.len()).then(|| cs.swap_remove(i))
-}
-
 /// pilot-discovery's `--clusterAliases` (pflag StringToString: `a=b,c=d`,
 /// repeatable, `--flag=v` or `--flag v`).
-pub fn cluster_aliases(c: &Container) -> BTreeMap<String, String> {
-    let words: Vec<&str> = c
-        .command
-        .iter()
-        .flatten()
-        .chain(c.args.iter().flatten())
-        .map(String::as_str)
-        .collect();
+pub fn cluster_aliases(args: &[String]) -> BTreeMap<String, String> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut out = BTreeMap::new();
     for (i, w) in words.iter().enumerate() {
         let value = match w.strip_prefix("--clusterAliases") {
@@ -210,23 +201,6 @@ pub fn cluster_aliases(c: &Container) -> BTreeMap<String, String> {
         }
     }
     out
-}
-
-/// istiod's `PILOT_INSECURE_MULTICLUSTER_KUBECONFIG_OPTIONS`, split as
-/// `pilot/pkg/features/pilot.go` splits it (on commas, no trimming).
-pub fn insecure_options(c: &Container) -> Vec<String> {
-    c.env
-        .iter()
-        .flatten()
-        .find(|e| e.name == "PILOT_INSECURE_MULTICLUSTER_KUBECONFIG_OPTIONS")
-        .and_then(|e| e.value.as_deref())
-        .map(|v| {
-            v.split(',')
-                .filter(|o| !o.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn ns_of(s: &Secret) -> &str {
@@ -279,19 +253,41 @@ struct Lookup<'a> {
     key: String,
     /// The cluster ID (or its alias) is istiod's own.
     is_primary: bool,
-    /// Labelled Secrets in istiod's namespace holding `key`, in the API's
-    /// (name) order: istiod registers the first at startup.
+    /// Labelled Secrets in istiod's namespace holding `key`, the one istiod
+    /// registers first (see [`REGISTERS`]), then the others by name.
     matching: Vec<&'a Secret>,
+    /// The first by name has a kubeconfig istiod refuses, and a later one
+    /// is registered instead.
+    refused_first: Option<&'a Secret>,
 }
+
+/// Which Secret istiod registers for a cluster ID several hold, as
+/// `addRemoteConfig` in pkg/kube/multicluster/secretcontroller.go does it.
+pub(super) const REGISTERS: &str = "istiod processes the labelled Secrets in the order its informer lists them (by name) at startup; the first whose kubeconfig it accepts registers the cluster ID, a later one is ignored (`cluster has already been registered`); a key equal to istiod's own CLUSTER_ID is skipped; keys match the clusterid exactly (case-sensitive)";
 
 fn lookup(f: &SecretFacts) -> Option<Lookup<'_>> {
     let labelled = f.labelled.as_ref().ok()?;
     let (cid, src) = cluster_id_of(f)?;
+    // By name, as the API server lists them; the first one istiod accepts
+    // the kubeconfig of first (a refused one registers nothing).
     let here = |key: &str| -> Vec<&Secret> {
-        labelled
+        let mut m: Vec<&Secret> = labelled
             .iter()
             .filter(|s| ns_of(s) == f.namespace && holds(s, key))
-            .collect()
+            .collect();
+        m.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+        let ok = |x: &Secret| {
+            f.servers.contains_key(&(
+                ns_of(x).to_string(),
+                name_of(x).to_string(),
+                key.to_string(),
+            ))
+        };
+        if let Some(i) = m.iter().position(|x| ok(x)) {
+            let first = m.remove(i);
+            m.insert(0, first);
+        }
+        m
     };
     let alias = f.cluster_aliases.get(&cid);
     let pid = f.primary_cluster_id.as_ref().map(|p| &p.0);
@@ -301,11 +297,18 @@ fn lookup(f: &SecretFacts) -> Option<Lookup<'_>> {
         (m, Some(a)) if m.is_empty() => (a.clone(), here(a)),
         (m, _) => (cid.clone(), m),
     };
+    let refused_first = matching
+        .iter()
+        .skip(1)
+        .copied()
+        .min_by(|a, b| name_of(a).cmp(name_of(b)))
+        .filter(|x| matching.first().is_some_and(|c| name_of(x) < name_of(c)));
     Some(Lookup {
         cluster_id: (cid, src),
         key,
         is_primary,
         matching,
+        refused_first,
     })
 }
 
@@ -384,6 +387,7 @@ pub fn judge(f: &SecretFacts, s: &Settings) -> Outcome {
     }
     if let Some(chosen) = l.matching.first() {
         let key = &l.key;
+        out.ev("rule", REGISTERS);
         out.ev("secret", format!("{ns}/{}", name_of(chosen)))
             .ev("key", key)
             .ev("kubeconfig_bytes", data_of(chosen, key).len());
@@ -396,7 +400,7 @@ pub fn judge(f: &SecretFacts, s: &Settings) -> Outcome {
             out.ev("annotation_networking.istio.io/cluster", a);
         }
         if l.matching.len() > 1 {
-            return duplicate_key(out, f, s, key, &l.matching);
+            return duplicate_key(out, f, s, key, &l.matching, l.refused_first);
         }
         return out.pass();
     }
@@ -494,6 +498,12 @@ fn near_miss(
         );
     }
     let keys: Vec<String> = here.iter().flat_map(|x| keys_of(x)).collect();
+    if let Some(x) = here
+        .iter()
+        .find(|x| keys_of(x).iter().any(|k| k.eq_ignore_ascii_case(cid)))
+    {
+        return key_case_differs(out, f, s, cid, src, x);
+    }
     // A key that points at this remote under another name: the likely typo.
     let stale: Vec<String> = f
         .servers
@@ -522,6 +532,68 @@ fn near_miss(
         format!(
             "no remote secret in {ns} has data key {cid:?} ({src}); keys found: {}",
             quote_list(&keys)
+        ),
+    )
+}
+
+/// A key equal to the cluster ID but for case: istiod's lookup
+/// (`GetRemoteKubeClient`, kube_jwt.go) compares cluster IDs exactly.
+fn key_case_differs(
+    out: Outcome,
+    f: &SecretFacts,
+    s: &Settings,
+    cid: &str,
+    src: &str,
+    x: &Secret,
+) -> Outcome {
+    let ns = f.namespace.as_str();
+    let name = name_of(x);
+    let key = keys_of(x)
+        .into_iter()
+        .find(|k| k.eq_ignore_ascii_case(cid))
+        .unwrap_or_default();
+    let mut finding = Finding::new(
+        &KEY_CASE_DIFFERS,
+        format!("key {key:?} of {ns}/{name} differs from cluster ID {cid:?} only in case"),
+    );
+    let deployment = f.gateway.as_ref().and_then(|g| {
+        g.deployment
+            .as_ref()
+            .and_then(|d| d.metadata.name.clone())
+            .or_else(|| deployment_of(&g.pod, &g.labels))
+            .map(|d| (g.namespace.clone(), d))
+    });
+    let note;
+    if is_dns1123_label(cid) {
+        // The gateway's ID is one istioctl can write: the key moves to it.
+        let mut commands = create_commands(s, cid, None);
+        commands.push(format!(
+            "{} -n {ns} patch secret {name} --type=json -p {}",
+            s.kubectl_primary(),
+            shell_word(&remove_key_patch(&key))
+        ));
+        finding = finding.commands(commands);
+        note = format!(
+            "istiod matches the gateway's clusterid against the keys exactly (Go string equality), so it knows no cluster {cid:?}. The commands register the remote as {cid:?} and then remove key {key:?}"
+        );
+    } else if let Some((gns, d)) = deployment.filter(|_| is_dns1123_label(&key)) {
+        finding = finding.command(format!(
+            "{} -n {gns} set env deployment/{d} ISTIO_META_CLUSTER_ID={}",
+            s.kubectl_remote(),
+            shell_word(&key)
+        ));
+        note = format!(
+            "istiod matches the gateway's clusterid against the keys exactly, so it knows no cluster {cid:?}. istioctl accepts only lowercase names, so the gateway sends {key:?} instead; also set values.global.multiCluster.clusterName={key} in the remote's Istio install"
+        );
+    } else {
+        note = format!(
+            "istiod matches the gateway's clusterid against the keys exactly, so it knows no cluster {cid:?}: make the key and the gateway's ISTIO_META_CLUSTER_ID the same string"
+        );
+    }
+    out.failing(
+        finding.note(with_caveats(note, f, cid)),
+        format!(
+            "cluster ID {cid:?} ({src}); {ns}/{name} has key {key:?}, which istiod does not match to it: cluster IDs are compared case-sensitively"
         ),
     )
 }
@@ -610,6 +682,7 @@ fn duplicate_key(
     s: &Settings,
     key: &str,
     matching: &[&Secret],
+    refused_first: Option<&Secret>,
 ) -> Outcome {
     let ns = f.namespace.as_str();
     let kp = s.kubectl_primary();
@@ -643,8 +716,12 @@ fn duplicate_key(
         )
         .commands(commands)
         .note(format!(
-            "Keeps {ns}/{}, the first by name: the one istiod registers at startup and the one the next steps check. The annotation makes istiod re-read it, in case it had registered another. If another copy is the current one, keep that instead",
-            name_of(kept)
+            "Keeps {ns}/{}, {}: the one istiod registers at startup and the one the next steps check. The annotation makes istiod re-read it, in case it had registered another. If another copy is the current one, keep that instead",
+            name_of(kept),
+            match refused_first {
+                Some(r) => format!("the first by name whose kubeconfig istiod accepts ({ns}/{} sorts before it, but istiod refuses its kubeconfig and registers nothing from it)", name_of(r)),
+                None => "the first by name".to_string(),
+            }
         )),
         format!(
             "Secrets {} all have data key {key:?}; istiod registers one and logs `cluster has already been registered` for the others",
@@ -828,7 +905,6 @@ mod tests {
     use crate::lab::pki::Ca;
     use crate::model::Status;
     use k8s_openapi::ByteString;
-    use k8s_openapi::api::core::v1::EnvVar;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     const REMOTE: &str = "https://10.0.0.2:6443";
@@ -890,7 +966,7 @@ mod tests {
             .iter()
             .flat_map(|s| {
                 s.data.iter().flatten().filter_map(|(k, v)| {
-                    server_of(&v.0)
+                    server_of(&v.0, &[])
                         .map(|srv| ((ns_of(s).into(), name_of(s).into(), k.clone()), srv))
                 })
             })
@@ -1103,6 +1179,54 @@ mod tests {
                 ],
             },
             Row {
+                name: "two Secrets hold the key, the first by name has a kubeconfig istiod refuses",
+                facts: {
+                    let mut bad = s("a-broken", Some("true"), &[("remote", REMOTE)]);
+                    bad.data.as_mut().unwrap().insert(
+                        "remote".into(),
+                        ByteString(b"apiVersion: v1\nkind: Config\n".to_vec()),
+                    );
+                    facts(vec![bad, good()], None)
+                },
+                status: Status::Warn,
+                code: Some("remote-secret/duplicate-key"),
+                command_parts: &[
+                    "kubectl --context ctx-primary -n istio-system delete secret a-broken",
+                    "annotate secret istio-remote-secret-remote --overwrite",
+                ],
+            },
+            Row {
+                name: "the key differs from the gateway's cluster ID only in case",
+                facts: facts(
+                    vec![s(
+                        "istio-remote-secret-remote",
+                        Some("true"),
+                        &[("Remote", REMOTE)],
+                    )],
+                    Some(vec![]),
+                ),
+                status: Status::Fail,
+                code: Some("remote-secret/key-case-differs"),
+                command_parts: &[
+                    "istioctl create-remote-secret --context=ctx-remote --name=remote --namespace=istio-system | kubectl --context ctx-primary apply -f -",
+                    r#"patch secret istio-remote-secret-remote --type=json -p '[{"op":"remove","path":"/data/Remote"}]'"#,
+                ],
+            },
+            Row {
+                name: "the gateway sends an uppercase ID, the key is lowercase",
+                facts: {
+                    let mut f = facts(vec![good()], Some(vec![]));
+                    f.gateway_cluster_id =
+                        Some(("Remote".into(), "gateway env ISTIO_META_CLUSTER_ID"));
+                    f
+                },
+                status: Status::Fail,
+                code: Some("remote-secret/key-case-differs"),
+                command_parts: &[
+                    "kubectl --context ctx-remote -n istio-system set env deployment/istio-eastwestgateway ISTIO_META_CLUSTER_ID=remote",
+                ],
+            },
+            Row {
                 name: "no cluster ID, but a key points at the remote",
                 facts: {
                     let mut f = facts(vec![good()], None);
@@ -1212,6 +1336,32 @@ mod tests {
     }
 
     #[test]
+    fn lookup_registers_the_first_accepted_by_name() {
+        let mut bad = secret("istio-system", "a", Some("true"), &[("remote", REMOTE)]);
+        bad.data.as_mut().unwrap().insert(
+            "remote".into(),
+            ByteString(b"apiVersion: v1\nkind: Config\n".to_vec()),
+        );
+        let z = secret("istio-system", "z", Some("true"), &[("remote", REMOTE)]);
+        // Listed out of order: istiod's informer lists them by name.
+        let f = facts(vec![z, good(), bad], None);
+        let l = lookup(&f).unwrap();
+        let names: Vec<&str> = l.matching.iter().map(|x| name_of(x)).collect();
+        assert_eq!(names, ["istio-remote-secret-remote", "a", "z"]);
+        assert_eq!(l.refused_first.map(name_of), Some("a"));
+        let f = facts(
+            vec![
+                secret("istio-system", "z", Some("true"), &[("remote", REMOTE)]),
+                good(),
+            ],
+            None,
+        );
+        let l = lookup(&f).unwrap();
+        assert_eq!(name_of(l.matching[0]), "istio-remote-secret-remote");
+        assert!(l.refused_first.is_none());
+    }
+
+    #[test]
     fn lookup_picks_what_later_steps_read() {
         let f = facts(vec![good()], None);
         let l = lookup(&f).unwrap();
@@ -1228,35 +1378,23 @@ mod tests {
     }
 
     #[test]
-    fn istiod_flags_and_env() {
-        let c = Container {
-            name: "discovery".into(),
-            args: Some(
-                [
-                    "discovery",
-                    "--monitoringAddr=:15014",
-                    "--clusterAliases=a=b,c=d",
-                    "--clusterAliases",
-                    "e=f",
-                ]
-                .map(String::from)
-                .to_vec(),
-            ),
-            env: Some(vec![EnvVar {
-                name: "PILOT_INSECURE_MULTICLUSTER_KUBECONFIG_OPTIONS".into(),
-                value: Some("exec,gcp".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        };
+    fn istiod_cluster_aliases_from_args() {
+        let args = [
+            "discovery",
+            "--monitoringAddr=:15014",
+            "--clusterAliases=a=b,c=d",
+            "--clusterAliases",
+            "e=f",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(
-            cluster_aliases(&c),
+            cluster_aliases(&args),
             [("a", "b"), ("c", "d"), ("e", "f")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .into()
         );
-        assert_eq!(insecure_options(&c), ["exec", "gcp"]);
-        assert!(insecure_options(&Container::default()).is_empty());
+        assert!(cluster_aliases(&[]).is_empty());
     }
 
     #[test]
