@@ -407,7 +407,7 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
                 preflight::Access {
                     flag: "--primary",
                     context: primary.clone(),
-                    server: primary_server,
+                    server: primary_server.clone(),
                     client: p.clone(),
                 },
                 preflight::Access {
@@ -422,6 +422,7 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
                 primary: p,
                 remote: r,
                 remote_server,
+                primary_server,
                 secrets,
             };
             let t = Target {
@@ -513,9 +514,10 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
 pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Target), UsageError> {
     let kc = kube::config::Kubeconfig::from_yaml(&lab.kubeconfig_yaml)
         .map_err(|e| UsageError(format!("lab kubeconfig: {e}")))?;
-    let (p, _) = target::client_for(&kc, crate::lab::world::PRIMARY_CONTEXT, opts.timeout)
-        .await
-        .map_err(|e| UsageError(e.to_string()))?;
+    let (p, primary_server) =
+        target::client_for(&kc, crate::lab::world::PRIMARY_CONTEXT, opts.timeout)
+            .await
+            .map_err(|e| UsageError(e.to_string()))?;
     let (r, remote_server) =
         target::client_for(&kc, crate::lab::world::REMOTE_CONTEXT, opts.timeout)
             .await
@@ -537,6 +539,7 @@ pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Tar
             primary: p,
             remote: r,
             remote_server,
+            primary_server,
             secrets,
         },
         t,

@@ -82,6 +82,9 @@ pub struct Clusters {
     /// The remote API server URL of the `--remote` context (to match a remote
     /// secret by server when no cluster ID is known).
     pub remote_server: String,
+    /// The API server URL of the `--primary` context (to name a remote
+    /// secret that points at the primary; empty when unknown).
+    pub primary_server: String,
     /// The operator's own inline credentials (both contexts), redacted
     /// wherever a peer echoes them.
     pub secrets: Vec<String>,

@@ -94,6 +94,7 @@ async fn trace_remote_at(
         primary: p,
         remote: r,
         remote_server,
+        primary_server: String::new(),
         secrets,
     };
     let t = Target {

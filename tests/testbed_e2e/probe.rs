@@ -48,6 +48,7 @@ pub async fn trace(tb: &Testbed, mut opts: TraceOptions) -> TraceReport {
             primary,
             remote,
             remote_server,
+            primary_server: String::new(),
             secrets: vec![],
         },
         opts,

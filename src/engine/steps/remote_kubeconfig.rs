@@ -11,6 +11,7 @@
 use super::Settings;
 use super::remote::parse_off_worker;
 use super::remote_secret::{caveats, create_command, remove_key_patch, secret_name_for};
+use super::secret_fix::same_server;
 use crate::engine::facts::RemoteSecretFacts;
 use crate::engine::{Ctx, Outcome};
 use crate::findings::{Cause, Finding, shell_word};
@@ -28,6 +29,7 @@ crate::causes! { StepId::RemoteKubeconfig;
     AUTH_PROVIDER_NOT_ALLOWED = "auth-provider-not-allowed", "the kubeconfig uses an auth provider other than oidc, which istiod refuses";
     CA_DATA_NOT_PEM = "ca-data-not-pem", "certificate-authority-data is not a PEM certificate, so istiod cannot build its client";
     NO_CREDENTIAL = "no-credential", "the kubeconfig carries no credential: istiod would call the remote API server anonymously";
+    SERVER_IS_PRIMARY = "server-is-primary", "the kubeconfig's server is the primary's API server (the --primary context's), so istiod reviews the remote's tokens in the primary";
     INSECURE_OPTION_ALLOWED = "insecure-option-allowed", "istiod accepts an exec plugin, file or auth provider by PILOT_INSECURE_MULTICLUSTER_KUBECONFIG_OPTIONS; meshtrace does not run it";
 }
 
@@ -42,6 +44,8 @@ pub struct KubeconfigFacts {
     pub previous_server: Option<(String, Option<String>)>,
     /// The `--remote` context's API server URL.
     pub remote_server: String,
+    /// The `--primary` context's API server URL (empty: unknown).
+    pub primary_server: String,
 }
 
 pub async fn run(ctx: &Ctx) -> Outcome {
@@ -94,6 +98,7 @@ pub async fn gather(ctx: &Ctx) -> Option<KubeconfigFacts> {
         parsed,
         previous_server,
         remote_server: ctx.clusters.remote_server.clone(),
+        primary_server: ctx.clusters.primary_server.clone(),
     })
 }
 
@@ -140,6 +145,37 @@ pub fn judge(f: &KubeconfigFacts, s: &Settings) -> Outcome {
         .ev("user", &kc.user_name)
         .ev("server", &kc.server)
         .ev("tls_server_name", &kc.tls_server_name);
+    if kc.raw.contexts.len() > 1 {
+        out.ev(
+            "contexts",
+            kc.raw.contexts.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        )
+        .ev("rule", "istiod uses the current-context only (clientcmd.NewDefaultClientConfig with no overrides, pkg/kube/util.go NewUntrustedRestConfig)");
+    }
+    let matches_remote = same_server(&kc.server, &f.remote_server);
+    out.ev("remote_context_server", &f.remote_server)
+        .ev("server_matches_remote_context", matches_remote);
+    let is_primary = !matches_remote
+        && !f.primary_server.is_empty()
+        && same_server(&kc.server, &f.primary_server)
+        && !same_server(&f.primary_server, &f.remote_server);
+    if is_primary {
+        return out.failing(
+            fix(
+                Finding::new(
+                    &SERVER_IS_PRIMARY,
+                    format!("{}/{} points at the primary's API server {}", sec.namespace, sec.name, kc.server),
+                ),
+                f,
+                s,
+                "istiod builds cluster {key}'s client against the primary, so it reviews the remote gateway's token in the primary and syncs the primary's objects as the remote's; the command writes the --remote context's server.",
+            ),
+            format!(
+                "server {} of {}/{} key {:?} is the --primary context's server; expected the --remote context's {}",
+                kc.server, sec.namespace, sec.name, sec.key, f.remote_server
+            ),
+        );
+    }
     let ca = kc.ca_data_pem.as_deref().map(x509::parse_pem_chain);
     if let Some(Ok(certs)) = &ca {
         out.ev(
@@ -329,8 +365,10 @@ fn fix(finding: Finding, f: &KubeconfigFacts, s: &Settings, why: &str) -> Findin
     };
     // The address the secret used, when it is not the --remote context's:
     // istiod may reach the remote only there.
-    let keep = previous
-        .filter(|(srv, _)| srv.trim_end_matches('/') != f.remote_server.trim_end_matches('/'));
+    let keep = previous.filter(|(srv, _)| {
+        !same_server(srv, &f.remote_server)
+            && (f.primary_server.is_empty() || !same_server(srv, &f.primary_server))
+    });
     let server = keep.as_ref().map(|(s, _)| s.as_str());
     let tls = keep.as_ref().and_then(|(_, t)| t.as_deref());
     let only_key = sec.keys.iter().all(|k| k == key);
@@ -366,7 +404,7 @@ fn fix(finding: Finding, f: &KubeconfigFacts, s: &Settings, why: &str) -> Findin
     }
     if !why.is_empty() {
         note.push(' ');
-        note.push_str(why);
+        note.push_str(&why.replace("{key}", &format!("{key:?}")));
     }
     if let Some(srv) = server {
         note.push_str(&format!(
@@ -389,6 +427,7 @@ mod tests {
     use crate::lab::tokens::{SigningKeys, TokenSpec};
 
     const REMOTE: &str = "https://10.0.0.2:6443";
+    const PRIMARY: &str = "https://10.0.0.1:6443";
 
     fn ca_pem() -> String {
         static CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -441,6 +480,7 @@ mod tests {
             parsed,
             previous_server,
             remote_server: REMOTE.into(),
+            primary_server: PRIMARY.into(),
         }
     }
 
@@ -588,6 +628,22 @@ mod tests {
                     r#"kubectl --context ctx-primary -n istio-system patch secret remotes --type=json -p '[{"op":"remove","path":"/data/remote"}]'"#,
                     "kubectl --context ctx-primary -n istio-system annotate secret istio-remote-secret-remote --overwrite meshtrace/resync=1800000000",
                 ],
+            },
+            Row {
+                name: "the server is the primary's (normalised: trailing slash, case)",
+                facts: facts(&good_kc("HTTPS://10.0.0.1:6443/")),
+                status: Status::Fail,
+                code: Some("remote-kubeconfig/server-is-primary"),
+                commands: vec![
+                    "istioctl create-remote-secret --context=ctx-remote --name=remote --namespace=istio-system | kubectl --context ctx-primary apply -f -",
+                ],
+            },
+            Row {
+                name: "another address than the --remote context's: passes, said in evidence",
+                facts: facts(&good_kc("https://api.internal:6443")),
+                status: Status::Pass,
+                code: None,
+                commands: vec![],
             },
             Row {
                 name: "the server the secret used is kept",

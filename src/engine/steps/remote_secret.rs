@@ -229,10 +229,7 @@ fn label_of(s: &Secret) -> Option<&str> {
         .and_then(|l| l.get(MC_LABEL))
         .map(String::as_str)
 }
-fn same_server(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/')
-        .eq_ignore_ascii_case(b.trim_end_matches('/'))
-}
+use super::secret_fix::same_server;
 
 /// The cluster ID to look for: the gateway's, else the key (in istiod's
 /// namespace) whose kubeconfig points at the `--remote` context's server.

@@ -69,13 +69,37 @@ impl SecretRef {
 
     /// Does the secret name another server than the `--remote` context?
     pub fn server_differs(&self) -> bool {
-        let norm = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
-        !self.server.is_empty() && norm(&self.server) != norm(&self.remote_context_server)
+        !self.server.is_empty() && !same_server(&self.server, &self.remote_context_server)
     }
 
     /// The name istioctl gives the secret it prints.
     pub fn istioctl_secret_name(&self) -> String {
         format!("istio-remote-secret-{}", self.cluster_id)
+    }
+}
+
+/// A server URL normalised for comparison: scheme and host lowercase, the
+/// scheme's default port made explicit, no trailing slash. `None` when it
+/// is not a URL with a host.
+pub fn normalized_server(url: &str) -> Option<String> {
+    let u: http::Uri = url.trim().parse().ok()?;
+    let scheme = u.scheme_str().unwrap_or("https").to_ascii_lowercase();
+    let host = u.host()?.to_ascii_lowercase();
+    let port = u
+        .port_u16()
+        .unwrap_or(if scheme == "http" { 80 } else { 443 });
+    let path = u.path().trim_end_matches('/');
+    Some(format!("{scheme}://{host}:{port}{path}"))
+}
+
+/// Do two server URLs name the same API server address (see
+/// [`normalized_server`]; otherwise compared as text, less a trailing slash)?
+pub fn same_server(a: &str, b: &str) -> bool {
+    match (normalized_server(a), normalized_server(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(b.trim_end_matches('/')),
     }
 }
 
@@ -197,6 +221,22 @@ pub fn is_dns1123_label(s: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn servers_compare_normalised() {
+        for (a, b, same) in [
+            ("https://10.0.0.2:6443", "https://10.0.0.2:6443/", true),
+            ("https://API.example:443", "https://api.example", true),
+            ("HTTPS://api.example/", "https://api.example:443", true),
+            ("https://[::1]:6443", "https://[::1]:6443/", true),
+            ("https://10.0.0.2:6443", "https://10.0.0.2:6444", false),
+            ("http://api.example", "https://api.example", false),
+            ("https://api.example/k8s/", "https://api.example/k8s", true),
+            ("not a url", "NOT A URL/", true),
+        ] {
+            assert_eq!(same_server(a, b), same, "{a} vs {b}");
+        }
+    }
 
     /// The lab's remote secret, as the earlier steps find it.
     pub(crate) fn lab_secret() -> SecretRef {
