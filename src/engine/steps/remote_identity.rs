@@ -27,6 +27,7 @@ crate::causes! { StepId::RemoteIdentity;
     SERVICE_ACCOUNT_DELETED = "service-account-deleted", "the service account of the remote secret's token no longer exists";
     SERVICE_ACCOUNT_RECREATED = "service-account-recreated", "the token's service account was deleted and created again (another uid)";
     TOKEN_SECRET_DELETED = "token-secret-deleted", "the Secret behind the remote secret's legacy token was deleted";
+    SERVER_IS_ANOTHER_CLUSTER = "server-is-another-cluster", "the secret's server is not the --remote context's and rejects a token whose account exists in the remote: it is another cluster";
     TOKEN_REJECTED = "token-rejected", "the remote API server rejects the remote secret's token (401)";
     CREDENTIAL_REJECTED = "credential-rejected", "the remote API server rejects the remote secret's credential, which is not a token meshtrace can read (401)";
     NOT_AN_API_SERVER = "not-an-api-server", "the SelfSubjectReview came back without userInfo: the secret's server is not a Kubernetes API server";
@@ -96,6 +97,28 @@ fn token_uid(j: &JwtSummary) -> Option<String> {
                 .and_then(|v| v.as_str())
         })
         .map(str::to_string)
+}
+
+/// What kind of token the remote secret carries, in words for evidence.
+fn token_kind(j: &JwtSummary) -> &'static str {
+    if j.expires_at.is_some() {
+        "bound (TokenRequest): expires"
+    } else if legacy_secret(j).is_some() {
+        "Secret-based (kubernetes.io/service-account-token): no expiry, valid while its Secret exists"
+    } else {
+        "no expiry"
+    }
+}
+
+/// `kubectl --context <remote> -n NS get secret NAME`: shows whether a
+/// legacy token's Secret is still there.
+fn get_token_secret(s: &Settings, ns: &str, name: &str) -> String {
+    format!(
+        "{} -n {} get secret {}",
+        s.kubectl_remote(),
+        shell_word(ns),
+        shell_word(name)
+    )
 }
 
 /// A legacy token's Secret name.
@@ -234,9 +257,13 @@ fn verdict(f: &IdentityFacts, s: &Settings) -> Outcome {
     };
     if let Some(c) = claims {
         out.ev("token_issuer", &c.issuer)
-            .ev("token_subject", &c.subject);
+            .ev("token_subject", &c.subject)
+            .ev("token_kind", token_kind(c));
         if let Some(exp) = c.expires_at {
             out.ev("token_expires", rfc3339(exp));
+        }
+        if let (Some(name), Some((ns, _))) = (legacy_secret(c), &c.service_account) {
+            out.ev("token_secret", format!("{ns}/{name}"));
         }
     }
     let rewrite = |server: Server| secret_fix::rewrite(&f.secret, s, server, None);
@@ -295,6 +322,23 @@ fn verdict(f: &IdentityFacts, s: &Settings) -> Outcome {
                 rbac: None,
             };
             return rejected(out, f, claims, f.rejection.as_ref().unwrap_or(&none), s);
+        }
+    }
+    if let Some(c) = claims.filter(|c| c.expires_at.is_none()) {
+        if let (Some(name), Some((ns, _))) = (legacy_secret(c), &c.service_account) {
+            // What istioctl create-remote-secret writes and Istio's docs
+            // use: no warning, but how to rotate it.
+            let fix = rewrite(Server::Keep);
+            out.ev(
+                "note",
+                format!(
+                    "a Secret-based token, as istioctl create-remote-secret writes it: it does not expire and stops working when Secret {ns}/{name} in the remote is deleted. To rotate it: {} -n {} delete secret {} && {}",
+                    s.kubectl_remote(),
+                    shell_word(ns),
+                    shell_word(&name),
+                    fix.commands.join(" && ")
+                ),
+            );
         }
     }
     if let Some(exp) = claims.and_then(|c| c.expires_at) {
@@ -411,15 +455,40 @@ fn rejected(
             _ => {}
         }
         if let (Some(secret), Some(false)) = (legacy_secret(c), r.token_secret) {
+            let check = get_token_secret(s, ns, &secret);
             return out.failing(
                 with_fix(
                     Finding::new(&TOKEN_SECRET_DELETED, format!("the token's Secret {ns}/{secret} was deleted")),
                     Server::Keep,
-                    "A legacy token lives as long as its Secret; istioctl makes a new token Secret.",
+                    &format!("The token is Secret-based (claim kubernetes.io/serviceaccount/secret.name) and lives as long as its Secret: `{check}` shows it is gone. istioctl makes a new token Secret."),
                 ),
                 diag(format!("the legacy token's Secret {ns}/{secret} no longer exists in the remote")),
             );
         }
+    }
+    // The account is there with the token's uid, yet the secret's server
+    // refuses the token: when that server is not the --remote context's, it
+    // is another cluster's API server.
+    if f.secret.server_differs() {
+        let fix = secret_fix::rewrite(&f.secret, s, Server::RemoteContext, None);
+        return out.failing(
+            Finding::new(
+                &SERVER_IS_ANOTHER_CLUSTER,
+                format!("the secret's server {} is not the remote's API server", f.secret.server),
+            )
+            .commands(fix.commands)
+            .note(format!(
+                "The token names {} which exists in the --remote cluster with the token's uid, so the remote would accept it; {} refuses it, as another cluster's API server does. The command writes the secret again with the --remote context's server {}. {} {ISTIOD_401}",
+                c.service_account.as_ref().map(|(n, a)| format!("{n}/{a}")).unwrap_or_else(|| "its account".into()),
+                f.secret.server,
+                f.secret.remote_context_server,
+                fix.note.join(" ")
+            )),
+            diag(format!(
+                "the secret's server {} differs from the --remote context's {} and refuses a token of the remote's account",
+                f.secret.server, f.secret.remote_context_server
+            )),
+        );
     }
     // The account is there and the token names it: its signature (or a
     // legacy token marked invalid) is what the API server refuses.
@@ -441,6 +510,13 @@ fn rejected(
         ));
         extra.push_str(&format!(
             " The first command deletes the token's Secret {ns}/{secret}, so istioctl makes a new token instead of reusing it."
+        ));
+    } else if let (Some(secret), None, Some((ns, _))) =
+        (legacy_secret(c), r.token_secret, &c.service_account)
+    {
+        extra.push_str(&format!(
+            " The token is Secret-based: `{}` shows whether its Secret is still there.",
+            get_token_secret(s, ns, &secret)
         ));
     }
     out.failing(
@@ -809,6 +885,23 @@ mod tests {
                 ],
             ),
             (
+                "the secret's server is another cluster: the remote's account, refused there",
+                IdentityFacts {
+                    secret: SecretRef { server: "https://10.9.9.9:6443".into(), ..lab_secret() },
+                    ..facts(Some(good()), Review::Unauthorized, Some(rejection(Some(Ok(Some(account(UID)))))))
+                },
+                Status::Fail,
+                Some("remote-identity/server-is-another-cluster"),
+                vec![ISTIOCTL.into()],
+            ),
+            (
+                "a legacy token, accepted: passes, with how to rotate it",
+                facts(Some(legacy_token("istio-reader-service-account-istio-remote-secret-token")), user(), None),
+                Status::Pass,
+                None,
+                vec![],
+            ),
+            (
                 "bound token refused, nothing else to see",
                 facts(Some(good()), Review::Unauthorized, Some(rejection(Some(Ok(Some(account(UID))))))),
                 Status::Fail,
@@ -876,6 +969,38 @@ mod tests {
                 assert!(!fd.commands.join(" ").contains('<'), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn token_kinds_in_evidence() {
+        let s = Settings::for_tests();
+        let out = judge(
+            &facts(Some(legacy_token("reader-token")), user(), None),
+            &s,
+        );
+        assert!(out.evidence["token_kind"].as_str().unwrap().starts_with("Secret-based"));
+        assert_eq!(out.evidence["token_secret"], "istio-system/reader-token");
+        let note = out.evidence["note"].as_str().unwrap();
+        assert!(
+            note.contains("kubectl --context ctx-remote -n istio-system delete secret reader-token && istioctl create-remote-secret"),
+            "{note}"
+        );
+        let out = judge(
+            &facts(Some(bound_token(REMOTE_ISS, NOW + 365 * 86400, UID)), user(), None),
+            &s,
+        );
+        assert!(out.evidence["token_kind"].as_str().unwrap().starts_with("bound"));
+        assert!(out.evidence.get("note").is_none());
+        let gone = facts(
+            Some(legacy_token("reader-token")),
+            Review::Unauthorized,
+            Some(Rejection { token_secret: Some(false), ..rejection(Some(Ok(Some(account(UID))))) }),
+        );
+        let note = judge(&gone, &s).finding.unwrap().note.unwrap();
+        assert!(
+            note.contains("`kubectl --context ctx-remote -n istio-system get secret reader-token` shows it is gone"),
+            "{note}"
+        );
     }
 
     #[test]
