@@ -27,7 +27,7 @@ crate::causes! { StepId::RemoteIdentity;
     SERVICE_ACCOUNT_DELETED = "service-account-deleted", "the service account of the remote secret's token no longer exists";
     SERVICE_ACCOUNT_RECREATED = "service-account-recreated", "the token's service account was deleted and created again (another uid)";
     TOKEN_SECRET_DELETED = "token-secret-deleted", "the Secret behind the remote secret's legacy token was deleted";
-    SERVER_IS_ANOTHER_CLUSTER = "server-is-another-cluster", "the secret's server is not the --remote context's and rejects a token whose account exists in the remote: it is another cluster";
+    SERVER_IS_ANOTHER_CLUSTER = "server-is-another-cluster", "the secret's server is not the --remote context's and rejects the remote's token: another cluster";
     TOKEN_REJECTED = "token-rejected", "the remote API server rejects the remote secret's token (401)";
     CREDENTIAL_REJECTED = "credential-rejected", "the remote API server rejects the remote secret's credential, which is not a token meshtrace can read (401)";
     NOT_AN_API_SERVER = "not-an-api-server", "the SelfSubjectReview came back without userInfo: the secret's server is not a Kubernetes API server";
@@ -974,11 +974,13 @@ mod tests {
     #[test]
     fn token_kinds_in_evidence() {
         let s = Settings::for_tests();
-        let out = judge(
-            &facts(Some(legacy_token("reader-token")), user(), None),
-            &s,
+        let out = judge(&facts(Some(legacy_token("reader-token")), user(), None), &s);
+        assert!(
+            out.evidence["token_kind"]
+                .as_str()
+                .unwrap()
+                .starts_with("Secret-based")
         );
-        assert!(out.evidence["token_kind"].as_str().unwrap().starts_with("Secret-based"));
         assert_eq!(out.evidence["token_secret"], "istio-system/reader-token");
         let note = out.evidence["note"].as_str().unwrap();
         assert!(
@@ -986,15 +988,27 @@ mod tests {
             "{note}"
         );
         let out = judge(
-            &facts(Some(bound_token(REMOTE_ISS, NOW + 365 * 86400, UID)), user(), None),
+            &facts(
+                Some(bound_token(REMOTE_ISS, NOW + 365 * 86400, UID)),
+                user(),
+                None,
+            ),
             &s,
         );
-        assert!(out.evidence["token_kind"].as_str().unwrap().starts_with("bound"));
+        assert!(
+            out.evidence["token_kind"]
+                .as_str()
+                .unwrap()
+                .starts_with("bound")
+        );
         assert!(out.evidence.get("note").is_none());
         let gone = facts(
             Some(legacy_token("reader-token")),
             Review::Unauthorized,
-            Some(Rejection { token_secret: Some(false), ..rejection(Some(Ok(Some(account(UID))))) }),
+            Some(Rejection {
+                token_secret: Some(false),
+                ..rejection(Some(Ok(Some(account(UID)))))
+            }),
         );
         let note = judge(&gone, &s).finding.unwrap().note.unwrap();
         assert!(

@@ -29,7 +29,7 @@ crate::causes! { StepId::RemoteKubeconfig;
     AUTH_PROVIDER_NOT_ALLOWED = "auth-provider-not-allowed", "the kubeconfig uses an auth provider other than oidc, which istiod refuses";
     CA_DATA_NOT_PEM = "ca-data-not-pem", "certificate-authority-data is not a PEM certificate, so istiod cannot build its client";
     NO_CREDENTIAL = "no-credential", "the kubeconfig carries no credential: istiod would call the remote API server anonymously";
-    SERVER_IS_PRIMARY = "server-is-primary", "the kubeconfig's server is the primary's API server (the --primary context's), so istiod reviews the remote's tokens in the primary";
+    SERVER_IS_PRIMARY = "server-is-primary", "the kubeconfig's server is the --primary context's: istiod reviews the remote's tokens in the primary";
     INSECURE_OPTION_ALLOWED = "insecure-option-allowed", "istiod accepts an exec plugin, file or auth provider by PILOT_INSECURE_MULTICLUSTER_KUBECONFIG_OPTIONS; meshtrace does not run it";
 }
 
