@@ -40,6 +40,7 @@ fault_ids! {
     KubeconfigNoCurrentContext = "kubeconfig-no-current-context",
     KubeconfigExec = "kubeconfig-exec",
     KubeconfigTokenFile = "kubeconfig-token-file",
+    SecretPointsAtPrimary = "secret-points-at-primary",
     ApiServerUnreachable = "api-server-unreachable",
     WrongCaData = "wrong-ca-data",
     ReaderTokenExpired = "reader-token-expired",
@@ -216,6 +217,13 @@ pub const FAULTS: &[Fault] = &[
         RemoteKubeconfig,
         "remote-kubeconfig/file-not-allowed",
         "the kubeconfig reads its token from a file path",
+    ),
+    f(
+        SecretPointsAtPrimary,
+        6,
+        RemoteKubeconfig,
+        "remote-kubeconfig/server-is-primary",
+        "the kubeconfig's server is the primary's API server",
     ),
     f(
         ApiServerUnreachable,

@@ -305,7 +305,13 @@ impl Lab {
 
         let primary_bound = BoundApiServer::bind(&primary_api_ca)?;
         let remote_bound = BoundApiServer::bind(&remote_api_ca)?;
-        let mut b = build(fault, &remote_bound, &mesh_root, signer.clone());
+        let mut b = build(
+            fault,
+            &remote_bound,
+            &primary_bound.url,
+            &mesh_root,
+            signer.clone(),
+        );
         b.primary.ca_pem = primary_bound.ca_pem.clone();
         b.remote.ca_pem = remote_bound.ca_pem.clone();
         edit(&mut b.quirks);
@@ -480,6 +486,7 @@ impl Lab {
 fn build(
     fault: Option<&'static Fault>,
     remote_bound: &BoundApiServer,
+    primary_url: &str,
     mesh_root: &Ca,
     signer: Arc<Ca>,
 ) -> Built {
@@ -765,6 +772,9 @@ fn build(
     };
     let server = if has(fault, ApiServerUnreachable) {
         format!("https://127.0.0.1:{}", closed_port())
+    } else if has(fault, SecretPointsAtPrimary) {
+        // Written with a wrong --server: the primary's address, trailing slash and all.
+        format!("{}/", primary_url.trim_end_matches('/'))
     } else {
         remote_bound.url.clone()
     };

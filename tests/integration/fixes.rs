@@ -136,6 +136,7 @@ pub const EXPECTED: &[(FaultId, &[&str])] = &[
     (KubeconfigNoCurrentContext, &[REMOTE_SECRET]),
     (KubeconfigExec, &[REMOTE_SECRET]),
     (KubeconfigTokenFile, &[REMOTE_SECRET]),
+    (SecretPointsAtPrimary, &[REMOTE_SECRET]),
     (ApiServerUnreachable, &[REMOTE_SECRET]),
     (WrongCaData, &[REMOTE_SECRET]),
     (ReaderTokenExpired, &[REMOTE_SECRET]),

@@ -287,6 +287,7 @@ fault_tests! {
     kubeconfig_no_current_context => KubeconfigNoCurrentContext,
     kubeconfig_exec => KubeconfigExec,
     kubeconfig_token_file => KubeconfigTokenFile,
+    secret_points_at_primary => SecretPointsAtPrimary,
     api_server_unreachable => ApiServerUnreachable,
     wrong_ca_data => WrongCaData,
     reader_token_expired => ReaderTokenExpired,
