@@ -51,7 +51,9 @@ pub struct CaSettings {
 fn external_ca(c: &CaSettings, ns: &str) -> Option<(String, String)> {
     if let Some(addr) = &c.ca_addr {
         let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
-        let istiod = host == "istiod" || host.starts_with("istiod.") || host.starts_with("istiod-")
+        let istiod = host == "istiod"
+            || host.starts_with("istiod.")
+            || host.starts_with("istiod-")
             || host == format!("istiod.{ns}.svc");
         if !istiod {
             return Some((
@@ -254,9 +256,8 @@ pub async fn gather(ctx: &Ctx) -> RootFacts {
         remote_configmap: read(remote_cm, "remote ConfigMap istio-ca-root-cert")
             .map(|c| c.map(root_pem_of)),
         gateway_namespace: gw_ns.clone(),
-        remote_istio_ns_configmap: remote_istio_cm.map(|r| {
-            read(r, "remote ConfigMap istio-ca-root-cert").map(|c| c.map(root_pem_of))
-        }),
+        remote_istio_ns_configmap: remote_istio_cm
+            .map(|r| read(r, "remote ConfigMap istio-ca-root-cert").map(|c| c.map(root_pem_of))),
         ca_settings,
         trust_domain: settings
             .as_ref()
@@ -486,7 +487,9 @@ fn ca_form(ca: &PrimaryCa) -> (&'static str, &'static str) {
             "plug-in CA, cacerts in kubernetes.io/tls form (cert-manager)",
             "tls.crt is present, so istiod reads tls.crt (signing CA), tls.key and ca.crt (root) (detectSigningCABundleAndCRL, pilot/pkg/bootstrap/istio_ca.go)",
         ),
-        RootSource::Secret { name: "cacerts", .. } => (
+        RootSource::Secret {
+            name: "cacerts", ..
+        } => (
             "plug-in CA, cacerts in istiod's *.pem form",
             "no tls.crt, so istiod reads ca-cert.pem, ca-key.pem, root-cert.pem and cert-chain.pem (detectSigningCABundleAndCRL, pilot/pkg/bootstrap/istio_ca.go)",
         ),
@@ -500,10 +503,7 @@ fn ca_form(ca: &PrimaryCa) -> (&'static str, &'static str) {
 /// Where a copy of the root is read from when the gateway's namespace lacks
 /// it: istiod's CA, else the primary's ConfigMap, else (external CA) the
 /// remote's own copy in the Istio namespace.
-fn from_for_copy(
-    external: &Option<(String, String)>,
-    f: &RootFacts,
-) -> Option<RootSource> {
+fn from_for_copy(external: &Option<(String, String)>, f: &RootFacts) -> Option<RootSource> {
     if external.is_none()
         && let Primary::Ca(ca) = primary_ca(f)
     {
@@ -528,7 +528,10 @@ pub fn judge(f: &RootFacts, s: &Settings) -> Outcome {
     let gw_ns = &f.gateway_namespace;
     let mut out = Outcome::new();
     match &f.trust_domain {
-        Some((td, from)) => out.ev("trust_domain", json!({"value": td, "from": from, "aliases": f.trust_domain_aliases})),
+        Some((td, from)) => out.ev(
+            "trust_domain",
+            json!({"value": td, "from": from, "aliases": f.trust_domain_aliases}),
+        ),
         None => out.ev(
             "trust_domain",
             f.mesh
@@ -626,7 +629,9 @@ pub fn judge(f: &RootFacts, s: &Settings) -> Outcome {
             &NO_ROOT_IN_GATEWAY_NAMESPACE,
             format!("ConfigMap {gw_ns}/{ROOT_CM} is missing in the remote"),
         );
-        let why = format!("istiod writes {ROOT_CM} into every namespace it manages (namespacecontroller.go), skipping kube-public, kube-node-lease, local-path-storage and namespaces its discoverySelectors or ISTIO_WATCH_NAMESPACE leave out (istio/istio#41389); a copy made by hand into {ns} only does not reach {gw_ns}");
+        let why = format!(
+            "istiod writes {ROOT_CM} into every namespace it manages (namespacecontroller.go), skipping kube-public, kube-node-lease, local-path-storage and namespaces its discoverySelectors or ISTIO_WATCH_NAMESPACE leave out (istio/istio#41389); a copy made by hand into {ns} only does not reach {gw_ns}"
+        );
         let _ = istio_pem;
         let finding = match &from_for_copy(&external, f) {
             Some(from) => finding.command(copy_root(from, s, gw_ns)).note(format!(
@@ -904,7 +909,10 @@ fn no_root_configmap(
     );
     let finding = Finding::new(
         &NO_ROOT_CONFIGMAP,
-        format!("ConfigMap {}/{ROOT_CM} is missing in the remote", f.gateway_namespace),
+        format!(
+            "ConfigMap {}/{ROOT_CM} is missing in the remote",
+            f.gateway_namespace
+        ),
     );
     let rbac = "its remote-secret identity may create configmaps in the remote (the remote profile's istio-reader role grants it)";
     let finding = match (pid, selects, f.external_istiod) {
@@ -1440,7 +1448,12 @@ mod tests {
         );
         let out = judge(&f, &settings(0));
         assert_eq!(out.evidence["trust_domain"], "cluster.local");
-        assert!(out.evidence["ca_form"]["rule"].as_str().unwrap().contains("cert-chain.pem"));
+        assert!(
+            out.evidence["ca_form"]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("cert-chain.pem")
+        );
         assert_eq!(
             out.evidence["primary_ca_root"]["source"],
             "primary Secret cacerts root-cert.pem"
@@ -1448,24 +1461,85 @@ mod tests {
         let tls = RootFacts {
             cacerts: Ok(Some(secret(
                 "cacerts",
-                &[("tls.crt", &m.inter.cert_pem), ("tls.key", m.inter.key_pem_for_lab_secret()), ("ca.crt", &m.root.cert_pem)],
+                &[
+                    ("tls.crt", &m.inter.cert_pem),
+                    ("tls.key", m.inter.key_pem_for_lab_secret()),
+                    ("ca.crt", &m.root.cert_pem),
+                ],
             ))),
             trust_domain: Some(("example.org".into(), "ConfigMap istio trustDomain".into())),
             trust_domain_aliases: vec!["cluster.local".into()],
             ..facts(&m)
         };
         let out = judge(&tls, &settings(0));
-        assert!(out.evidence["ca_form"]["form"].as_str().unwrap().contains("kubernetes.io/tls"), "{:?}", out.evidence);
-        assert!(out.evidence["ca_form"]["rule"].as_str().unwrap().contains("tls.crt is present"));
+        assert!(
+            out.evidence["ca_form"]["form"]
+                .as_str()
+                .unwrap()
+                .contains("kubernetes.io/tls"),
+            "{:?}",
+            out.evidence
+        );
+        assert!(
+            out.evidence["ca_form"]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("tls.crt is present")
+        );
         assert_eq!(out.evidence["trust_domain"]["value"], "example.org");
         assert_eq!(out.evidence["trust_domain"]["aliases"][0], "cluster.local");
         let csr = RootFacts {
-            ca_settings: CaSettings { ca_addr: Some("cert-manager-istio-csr.cert-manager.svc:443".into()), ..facts(&m).ca_settings },
+            ca_settings: CaSettings {
+                ca_addr: Some("cert-manager-istio-csr.cert-manager.svc:443".into()),
+                ..facts(&m).ca_settings
+            },
             ..facts(&m)
         };
         let out = judge(&csr, &settings(0));
-        assert!(out.evidence["ca_form"]["form"].as_str().unwrap().contains("cert-manager-istio-csr"));
+        assert!(
+            out.evidence["ca_form"]["form"]
+                .as_str()
+                .unwrap()
+                .contains("cert-manager-istio-csr")
+        );
         assert!(out.evidence["ca_form"]["not_checked"].is_string());
+    }
+
+    #[test]
+    fn the_labs_cacerts_forms_are_judged_as_istiod_reads_them() {
+        use crate::lab::world::{CaForm, cacerts_secret};
+        let m = mesh(3650, 365);
+        for (form, source) in [
+            (CaForm::Pem, "primary Secret cacerts root-cert.pem"),
+            (CaForm::Tls, "primary Secret cacerts ca.crt"),
+        ] {
+            let f = RootFacts {
+                cacerts: Ok(Some(CaSecret::of(&cacerts_secret(
+                    form, &m.inter, &m.root, false,
+                )))),
+                ..facts(&m)
+            };
+            let out = judge(&f, &settings(0));
+            assert_eq!(
+                out.status,
+                Some(Status::Pass),
+                "{form:?}: {:?}",
+                out.diagnosis
+            );
+            assert_eq!(out.evidence["primary_ca_root"]["source"], source);
+            let partial = RootFacts {
+                cacerts: Ok(Some(CaSecret::of(&cacerts_secret(
+                    form, &m.inter, &m.root, true,
+                )))),
+                ..facts(&m)
+            };
+            let out = judge(&partial, &settings(0));
+            assert_eq!(
+                out.finding.map(|f| f.code),
+                Some("root-of-trust/incomplete-cacerts".to_string()),
+                "{form:?}"
+            );
+        }
     }
 
     #[test]
