@@ -44,17 +44,22 @@ pub struct CaSettings {
     pub ca_addr: Option<String>,
     /// The mesh config's `caCertificates` entries.
     pub ca_certificates: usize,
+    /// istiod's `ISTIOD_CUSTOM_HOST` names (an external istiod's public name).
+    pub istiod_hosts: Vec<String>,
 }
 
 /// The CA behind the gateway's certificates when it is not istiod's own
 /// (None: istiod's CA, from cacerts or istio-ca-secret).
 fn external_ca(c: &CaSettings, ns: &str) -> Option<(String, String)> {
     if let Some(addr) = &c.ca_addr {
-        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), ""));
+        // istiod's names, its custom hosts, or its CA port 15012: istiod.
         let istiod = host == "istiod"
             || host.starts_with("istiod.")
             || host.starts_with("istiod-")
-            || host == format!("istiod.{ns}.svc");
+            || host == format!("istiod.{ns}.svc")
+            || c.istiod_hosts.iter().any(|h| h == host)
+            || port == "15012";
         if !istiod {
             return Some((
                 format!("external CA at the gateway's CA_ADDR {addr:?}"),
@@ -246,6 +251,10 @@ pub async fn gather(ctx: &Ctx) -> RootFacts {
         ca_server: settings.as_ref().is_none_or(|s| s.ca_server.value),
         ca_addr: gw.as_ref().and_then(|g| g.ca_addr.clone()),
         ca_certificates: settings.as_ref().map_or(0, |s| s.ca_certificates),
+        istiod_hosts: settings
+            .as_ref()
+            .map(|s| s.custom_hosts.value.clone())
+            .unwrap_or_default(),
     };
     let mut f = RootFacts {
         cacerts: read(cacerts, "primary Secret cacerts").map(|s| s.as_ref().map(CaSecret::of)),
@@ -1200,6 +1209,19 @@ mod tests {
             row("an external CA: nothing to compare", external.clone(), Status::Pass, None),
             row("the remote trusts the old and the new root (rotation): any root that verifies", RootFacts { remote_configmap: Ok(Some(both_roots.clone())), ..facts(&m) }, Status::Pass, None),
             row("istio-csr at CA_ADDR: cacerts is not what signs, no false alarm", csr_addr.clone(), Status::Pass, None),
+            Row {
+                commands: vec![vec![COPY_FROM_CACERTS]],
+                ..row(
+                    "an external istiod's public name on 15012 is istiod: its root is compared",
+                    RootFacts {
+                        remote_configmap: Ok(Some(old.root.cert_pem.clone())),
+                        ca_settings: CaSettings { ca_addr: Some("mesh.example.com:15012".into()), ..facts(&m).ca_settings },
+                        ..facts(&m)
+                    },
+                    Status::Fail,
+                    Some("root-of-trust/root-mismatch"),
+                )
+            },
             row("ENABLE_CA_SERVER=false: a partial cacerts is not read", no_ca_server.clone(), Status::Pass, None),
             row("istiod as RA: the remote and the primary ConfigMap agree", ra.clone(), Status::Pass, None),
             Row {
