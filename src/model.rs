@@ -205,7 +205,7 @@ pub const STEPS: &[StepInfo] = &[
         message: "read istio-ca-root-cert; compare with primary CA",
         explain: "The gateway trusts the root in istio-ca-root-cert; it must be the root of the CA that signs in the primary.",
         needs: &[],
-        waits_for: &[ControlPlane],
+        waits_for: &[GatewayPod, ControlPlane],
     },
     StepInfo {
         id: IstiodTls,

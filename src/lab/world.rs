@@ -532,6 +532,53 @@ impl Lab {
     }
 }
 
+/// The form of the primary's plug-in CA Secret `cacerts`, as istiod detects
+/// it (detectSigningCABundleAndCRL, pilot/pkg/bootstrap/istio_ca.go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CaForm {
+    /// istiod's own files: ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem.
+    #[default]
+    Pem,
+    /// cert-manager's kubernetes.io/tls Secret: tls.crt, tls.key, ca.crt
+    /// (tls.crt present means this form).
+    Tls,
+}
+
+/// The primary's `cacerts` in `form`, signed by `signer` under `root`;
+/// `partial` leaves out the chain file (cert-chain.pem, or for the tls form
+/// ca.crt), which istiod refuses as an incomplete bundle.
+pub fn cacerts_secret(form: CaForm, signer: &Ca, root: &Ca, partial: bool) -> Secret {
+    let mut data = BTreeMap::new();
+    let put = |d: &mut BTreeMap<String, ByteString>, k: &str, v: &str| {
+        d.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
+    };
+    let type_ = match form {
+        CaForm::Pem => {
+            put(&mut data, "ca-cert.pem", &signer.cert_pem);
+            put(&mut data, "ca-key.pem", signer.key_pem_for_lab_secret());
+            put(&mut data, "root-cert.pem", &root.cert_pem);
+            if !partial {
+                put(&mut data, "cert-chain.pem", &signer.chain_pem.concat());
+            }
+            "Opaque"
+        }
+        CaForm::Tls => {
+            put(&mut data, "tls.crt", &signer.cert_pem);
+            put(&mut data, "tls.key", signer.key_pem_for_lab_secret());
+            if !partial {
+                put(&mut data, "ca.crt", &root.cert_pem);
+            }
+            "kubernetes.io/tls"
+        }
+    };
+    Secret {
+        metadata: meta(NS, "cacerts"),
+        data: Some(data),
+        type_: Some(type_.into()),
+        ..Default::default()
+    }
+}
+
 fn build(
     fault: Option<&'static Fault>,
     profile: Profile,
@@ -792,42 +839,20 @@ fn build(
     auth_delegator(p);
     namespace(p, NS, "network1", None);
     namespace(p, "default", "network1", None);
-    let mut cacerts = BTreeMap::new();
-    cacerts.insert(
-        "ca-cert.pem".to_string(),
-        ByteString(signer.cert_pem.clone().into_bytes()),
-    );
-    cacerts.insert(
-        "ca-key.pem".to_string(),
-        ByteString(signer.key_pem_for_lab_secret().as_bytes().to_vec()),
-    );
-    cacerts.insert(
-        "root-cert.pem".to_string(),
-        ByteString(mesh_root.cert_pem.clone().into_bytes()),
-    );
-    if !has(fault, PartialCacerts) {
-        cacerts.insert(
-            "cert-chain.pem".to_string(),
-            ByteString(signer.chain_pem.concat().into_bytes()),
-        );
-    }
-    // cert-manager's form: tls.crt (the signing CA), tls.key, ca.crt (the
-    // root); istiod takes it when tls.crt is there (detectSigningCABundleAndCRL).
-    let (cacerts, cacerts_type) = if profile == Profile::CertManagerCa {
-        let mut tls = BTreeMap::new();
-        tls.insert("tls.crt".to_string(), cacerts["ca-cert.pem"].clone());
-        tls.insert("tls.key".to_string(), cacerts["ca-key.pem"].clone());
-        tls.insert("ca.crt".to_string(), cacerts["root-cert.pem"].clone());
-        (tls, "kubernetes.io/tls")
+    // cert-manager's form in the cert-manager-ca profile: tls.crt (the
+    // signing CA), tls.key, ca.crt (the root); istiod takes it when tls.crt
+    // is there (detectSigningCABundleAndCRL).
+    let form = if profile == Profile::CertManagerCa {
+        CaForm::Tls
     } else {
-        (cacerts, "Opaque")
+        CaForm::Pem
     };
-    p.put(Secret {
-        metadata: meta(NS, "cacerts"),
-        data: Some(cacerts),
-        type_: Some(cacerts_type.into()),
-        ..Default::default()
-    });
+    p.put(cacerts_secret(
+        form,
+        &signer,
+        mesh_root,
+        has(fault, PartialCacerts),
+    ));
     let mut root_cm = BTreeMap::new();
     root_cm.insert("root-cert.pem".to_string(), mesh_root.cert_pem.clone());
     p.put(ConfigMap {

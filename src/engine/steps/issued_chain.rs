@@ -35,8 +35,13 @@ pub struct ChainFacts {
     pub trust_domain: String,
     /// Where the trust domain came from.
     pub trust_domain_from: &'static str,
-    /// The primary's mesh config's trustDomain, when it sets one.
+    /// The mesh's trustDomain as istiod reads it (the revision's mesh config
+    /// from control-plane, else the primary's ConfigMap istio).
     pub mesh_trust_domain: Option<String>,
+    /// The mesh's trustDomainAliases: domains istiod treats as the same
+    /// identity (spiffe.ExpandWithTrustDomains, pilot/pkg/model/push_context.go;
+    /// pilot/pkg/security/trustdomain/bundle.go).
+    pub trust_domain_aliases: Vec<String>,
     pub identity: String,
     /// istiod's Deployment in the primary, when csr could name it.
     pub istiod_deployment: Option<String>,
@@ -50,9 +55,19 @@ pub fn gather(ctx: &Ctx) -> Option<ChainFacts> {
     let f = ctx.facts();
     let chain = f.chain.clone()?;
     let gw = f.gateway.clone().unwrap_or_default();
+    let mesh_td = f
+        .istiod_settings
+        .as_ref()
+        .map(|s| s.trust_domain.value.clone())
+        .or_else(|| f.trust_domain.clone());
+    let aliases = f
+        .istiod_settings
+        .as_ref()
+        .map(|s| s.trust_domain_aliases.clone())
+        .unwrap_or_default();
     let (identity, trust_domain, trust_domain_from) = expected_identity(
         gw.trust_domain.as_deref(),
-        f.trust_domain.as_deref(),
+        mesh_td.as_deref(),
         &gw.namespace,
         &gw.service_account,
     );
@@ -61,7 +76,8 @@ pub fn gather(ctx: &Ctx) -> Option<ChainFacts> {
         root_pem: f.remote_root_pem.clone().unwrap_or_default(),
         trust_domain,
         trust_domain_from,
-        mesh_trust_domain: f.trust_domain.clone(),
+        mesh_trust_domain: mesh_td,
+        trust_domain_aliases: aliases,
         identity,
         istiod_deployment: f.istiod_deployment.clone(),
         gateway_deployment: gw
@@ -92,13 +108,35 @@ pub fn judge(f: &ChainFacts, s: &Settings) -> Outcome {
             ),
         );
     }
-    let check = x509::verify_chain(
+    let mut check = x509::verify_chain(
         &f.chain,
         &f.root_pem,
         &f.trust_domain,
         Some(&f.identity),
         s.now,
     );
+    // The gateway's TRUST_DOMAIN is an alias of the mesh's, and istiod
+    // signed in the mesh's: istiod treats both as one identity.
+    if let Some(ChainProblem::TrustDomain { expected, got }) = check.problems.first()
+        && f.mesh_trust_domain.as_deref() == Some(got.as_str())
+        && f.trust_domain_aliases.iter().any(|a| a == expected)
+    {
+        let identity = f.identity.replacen(
+            &format!("spiffe://{expected}/"),
+            &format!("spiffe://{got}/"),
+            1,
+        );
+        let again = x509::verify_chain(&f.chain, &f.root_pem, got, Some(&identity), s.now);
+        out.ev(
+            "trust_domain_alias",
+            format!(
+                "the gateway expects {expected:?} ({}), istiod signs in the mesh's trustDomain {got:?}, and {expected:?} is among the mesh's trustDomainAliases {}: istiod treats both domains as one identity (spiffe.ExpandWithTrustDomains, pilot/pkg/model/push_context.go), so this is no failure",
+                f.trust_domain_from,
+                super::quote_list(&f.trust_domain_aliases)
+            ),
+        );
+        check = again;
+    }
     out.ev(
         "chain",
         check.certs.iter().map(|c| c.evidence()).collect::<Vec<_>>(),
@@ -252,6 +290,7 @@ mod tests {
             trust_domain: "cluster.local".into(),
             trust_domain_from: "the gateway's TRUST_DOMAIN",
             mesh_trust_domain: Some("cluster.local".into()),
+            trust_domain_aliases: vec![],
             identity: ID.into(),
             istiod_deployment: Some("istiod".into()),
             gateway_deployment: None,
@@ -345,6 +384,30 @@ mod tests {
                 ],
             },
             Row {
+                name: "the gateway's TRUST_DOMAIN is an alias of the mesh's, which istiod signs in",
+                facts: ChainFacts {
+                    trust_domain: "old.local".into(),
+                    identity: "spiffe://old.local/ns/istio-system/sa/istio-eastwestgateway-service-account".into(),
+                    trust_domain_aliases: vec!["old.local".into()],
+                    ..facts(chain(leaf(&inter, ID, -2, 60)), &root)
+                },
+                status: Status::Pass,
+                code: None,
+                commands: &[],
+            },
+            Row {
+                name: "the gateway's TRUST_DOMAIN differs and is no alias",
+                facts: ChainFacts {
+                    trust_domain: "old.local".into(),
+                    identity: "spiffe://old.local/ns/istio-system/sa/istio-eastwestgateway-service-account".into(),
+                    trust_domain_aliases: vec!["other.local".into()],
+                    ..facts(chain(leaf(&inter, ID, -2, 60)), &root)
+                },
+                status: Status::Fail,
+                code: Some("issued-chain/wrong-trust-domain"),
+                commands: &[],
+            },
+            Row {
                 name: "another identity",
                 facts: facts(
                     chain(leaf(
@@ -418,6 +481,27 @@ mod tests {
             let out = judge(&row.facts, &s);
             super::super::check_row(row.name, &out, row.status, row.code, row.commands);
         }
+    }
+
+    #[test]
+    fn an_alias_is_said_in_evidence() {
+        let mut s = Settings::for_tests();
+        s.now = super::super::now_unix();
+        let root = Ca::root("root", "cluster.local", 3650);
+        let c = vec![leaf(&root, ID, -2, 60), root.cert_pem.clone()];
+        let out = judge(
+            &ChainFacts {
+                trust_domain: "old.local".into(),
+                identity: ID.replace("cluster.local", "old.local"),
+                trust_domain_aliases: vec!["old.local".into()],
+                ..facts(c, &root)
+            },
+            &s,
+        );
+        assert_eq!(out.status, Some(Status::Pass), "{:?}", out.diagnosis);
+        let why = out.evidence["trust_domain_alias"].as_str().unwrap();
+        assert!(why.contains("trustDomainAliases"), "{why}");
+        assert_eq!(out.evidence["spiffe_id"], ID);
     }
 
     #[test]

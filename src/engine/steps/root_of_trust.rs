@@ -26,6 +26,62 @@ crate::causes! { StepId::RootOfTrust;
     ROOT_EXPIRING = "root-expiring", "the root of trust expires within --warn-within";
     SIGNING_CA_EXPIRING = "signing-ca-expiring", "the primary's signing CA expires within --warn-within";
     PRIMARY_CONFIGMAP_DIFFERS = "primary-configmap-differs", "the primary's istio-ca-root-cert does not hold the root the remote trusts";
+    NO_ROOT_IN_GATEWAY_NAMESPACE = "no-root-in-gateway-namespace", "the gateway's namespace has no istio-ca-root-cert, though the Istio namespace of the remote has one";
+}
+
+/// Who signs the gateway's certificates, as istiod and istio-agent decide it
+/// (maybeCreateCA in pilot/pkg/bootstrap/server.go; CA_ADDR of the agent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaSettings {
+    /// `PILOT_CERT_PROVIDER` of istiod (`istiod` by default).
+    pub cert_provider: String,
+    /// `EXTERNAL_CA` (`ISTIOD_RA_KUBERNETES_API`: istiod is an RA for a
+    /// Kubernetes CSR signer).
+    pub external_ca: Option<String>,
+    /// `ENABLE_CA_SERVER` (true by default).
+    pub ca_server: bool,
+    /// The gateway's `CA_ADDR`, when it sets one.
+    pub ca_addr: Option<String>,
+    /// The mesh config's `caCertificates` entries.
+    pub ca_certificates: usize,
+    /// istiod's `ISTIOD_CUSTOM_HOST` names (an external istiod's public name).
+    pub istiod_hosts: Vec<String>,
+}
+
+/// The CA behind the gateway's certificates when it is not istiod's own
+/// (None: istiod's CA, from cacerts or istio-ca-secret).
+fn external_ca(c: &CaSettings, ns: &str) -> Option<(String, String)> {
+    if let Some(addr) = &c.ca_addr {
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), ""));
+        // istiod's names, its custom hosts, or its CA port 15012: istiod.
+        let istiod = host == "istiod"
+            || host.starts_with("istiod.")
+            || host.starts_with("istiod-")
+            || host == format!("istiod.{ns}.svc")
+            || c.istiod_hosts.iter().any(|h| h == host)
+            || port == "15012";
+        if !istiod {
+            return Some((
+                format!("external CA at the gateway's CA_ADDR {addr:?}"),
+                "istio-agent sends its CSR to CA_ADDR (pkg/istio-agent/agent.go), not to istiod: the CA there (e.g. cert-manager's istio-csr) signs, and its root is not in the primary's cacerts".into(),
+            ));
+        }
+    }
+    if !c.ca_server {
+        return Some((
+            "external CA (istiod ENABLE_CA_SERVER=false)".into(),
+            "istiod creates no CA when ENABLE_CA_SERVER is false (maybeCreateCA, pilot/pkg/bootstrap/server.go): another CA signs, and cacerts is not read".into(),
+        ));
+    }
+    if let Some(t) = c.external_ca.as_deref().filter(|t| !t.is_empty()) {
+        if c.cert_provider.starts_with("k8s.io/") || t == "ISTIOD_RA_KUBERNETES_API" {
+            return Some((
+                format!("istiod as a registration authority (EXTERNAL_CA={t}, PILOT_CERT_PROVIDER={})", c.cert_provider),
+                "istiod forwards CSRs to a Kubernetes signer (createIstioRA, pilot/pkg/bootstrap/istio_ca.go) and distributes the roots of meshConfig caCertificates or its external-ca-cert mount, not cacerts".into(),
+            ));
+        }
+    }
+    None
 }
 
 const ROOT_CM: &str = "istio-ca-root-cert";
@@ -76,8 +132,20 @@ pub struct RootFacts {
     /// `root-cert.pem` of the primary's istio-ca-root-cert (`Some("")`: the
     /// ConfigMap has no such key).
     pub primary_configmap: Result<Option<String>, String>,
-    /// The same in the remote.
+    /// The same in the remote, in the gateway's namespace (the one the
+    /// gateway mounts: a ConfigMap volume is read from the pod's namespace).
     pub remote_configmap: Result<Option<String>, String>,
+    /// The gateway's namespace in the remote (the Istio namespace when unknown).
+    pub gateway_namespace: String,
+    /// When the gateway runs outside the Istio namespace: the remote's
+    /// istio-ca-root-cert in the Istio namespace.
+    pub remote_istio_ns_configmap: Option<Result<Option<String>, String>>,
+    /// Who signs (istiod's settings and the gateway's CA_ADDR).
+    pub ca_settings: CaSettings,
+    /// The mesh's trust domain and aliases as istiod reads them (the
+    /// revision's mesh config), with its source.
+    pub trust_domain: Option<(String, String)>,
+    pub trust_domain_aliases: Vec<String>,
     /// The primary's mesh config (ConfigMap `istio`, key `mesh`).
     pub mesh: Option<String>,
     /// Read only when the remote ConfigMap is missing: the remote Istio
@@ -147,16 +215,47 @@ fn istiod_settings(d: &Deployment) -> (Option<(String, String)>, Option<bool>) {
 
 pub async fn gather(ctx: &Ctx) -> RootFacts {
     let ns = ctx.opts.istio_namespace.clone();
+    let (gw, settings) = {
+        let f = ctx.facts();
+        (f.gateway.clone(), f.istiod_settings.clone())
+    };
+    let gw_ns = gw
+        .as_ref()
+        .map(|g| g.namespace.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| ns.clone());
     let psec: Api<Secret> = Api::namespaced(ctx.clusters.primary.clone(), &ns);
     let pcm: Api<ConfigMap> = Api::namespaced(ctx.clusters.primary.clone(), &ns);
-    let rcm: Api<ConfigMap> = Api::namespaced(ctx.clusters.remote.clone(), &ns);
-    let (cacerts, selfsigned, primary_cm, remote_cm, mesh_cm) = tokio::join!(
+    let rcm: Api<ConfigMap> = Api::namespaced(ctx.clusters.remote.clone(), &gw_ns);
+    let rcm_istio: Api<ConfigMap> = Api::namespaced(ctx.clusters.remote.clone(), &ns);
+    let other_ns = gw_ns != ns;
+    let (cacerts, selfsigned, primary_cm, remote_cm, mesh_cm, remote_istio_cm) = tokio::join!(
         psec.get_opt("cacerts"),
         psec.get_opt("istio-ca-secret"),
         pcm.get_opt(ROOT_CM),
         rcm.get_opt(ROOT_CM),
         pcm.get_opt("istio"),
+        async {
+            if other_ns {
+                Some(rcm_istio.get_opt(ROOT_CM).await)
+            } else {
+                None
+            }
+        },
     );
+    let ca_settings = CaSettings {
+        cert_provider: settings
+            .as_ref()
+            .map_or("istiod".into(), |s| s.cert_provider.value.clone()),
+        external_ca: settings.as_ref().and_then(|s| s.external_ca.clone()),
+        ca_server: settings.as_ref().is_none_or(|s| s.ca_server.value),
+        ca_addr: gw.as_ref().and_then(|g| g.ca_addr.clone()),
+        ca_certificates: settings.as_ref().map_or(0, |s| s.ca_certificates),
+        istiod_hosts: settings
+            .as_ref()
+            .map(|s| s.custom_hosts.value.clone())
+            .unwrap_or_default(),
+    };
     let mut f = RootFacts {
         cacerts: read(cacerts, "primary Secret cacerts").map(|s| s.as_ref().map(CaSecret::of)),
         istio_ca_secret: read(selfsigned, "primary Secret istio-ca-secret")
@@ -165,6 +264,17 @@ pub async fn gather(ctx: &Ctx) -> RootFacts {
             .map(|c| c.map(root_pem_of)),
         remote_configmap: read(remote_cm, "remote ConfigMap istio-ca-root-cert")
             .map(|c| c.map(root_pem_of)),
+        gateway_namespace: gw_ns.clone(),
+        remote_istio_ns_configmap: remote_istio_cm
+            .map(|r| read(r, "remote ConfigMap istio-ca-root-cert").map(|c| c.map(root_pem_of))),
+        ca_settings,
+        trust_domain: settings
+            .as_ref()
+            .map(|s| (s.trust_domain.value.clone(), s.trust_domain.from.clone())),
+        trust_domain_aliases: settings
+            .as_ref()
+            .map(|s| s.trust_domain_aliases.clone())
+            .unwrap_or_default(),
         mesh: mesh_cm
             .ok()
             .flatten()
@@ -357,8 +467,10 @@ fn jsonpath_data(key: &str) -> String {
 
 /// Copies the primary CA's root into `istio-ca-root-cert` of the remote's
 /// Istio namespace, through a pipe (no file on disk).
-fn copy_root(from: &RootSource, s: &Settings) -> String {
+/// `to`: the remote namespace written (the gateway's).
+fn copy_root(from: &RootSource, s: &Settings, to: &str) -> String {
     let ns = shell_word(&s.istio_namespace);
+    let to = shell_word(to);
     let read = match from {
         RootSource::Secret { name, key } => format!(
             "{} -n {ns} get secret {name} -o jsonpath={} | base64 -d",
@@ -372,9 +484,44 @@ fn copy_root(from: &RootSource, s: &Settings) -> String {
         ),
     };
     format!(
-        "{read} | {r} -n {ns} create configmap {ROOT_CM} --from-file=root-cert.pem=/dev/stdin --dry-run=client -o yaml | {r} -n {ns} apply -f -",
+        "{read} | {r} -n {to} create configmap {ROOT_CM} --from-file=root-cert.pem=/dev/stdin --dry-run=client -o yaml | {r} -n {to} apply -f -",
         r = s.kubectl_remote()
     )
+}
+
+/// The form of istiod's own CA and the rule that picked it.
+fn ca_form(ca: &PrimaryCa) -> (&'static str, &'static str) {
+    match &ca.from {
+        RootSource::Secret { key: "ca.crt", .. } => (
+            "plug-in CA, cacerts in kubernetes.io/tls form (cert-manager)",
+            "tls.crt is present, so istiod reads tls.crt (signing CA), tls.key and ca.crt (root) (detectSigningCABundleAndCRL, pilot/pkg/bootstrap/istio_ca.go)",
+        ),
+        RootSource::Secret {
+            name: "cacerts", ..
+        } => (
+            "plug-in CA, cacerts in istiod's *.pem form",
+            "no tls.crt, so istiod reads ca-cert.pem, ca-key.pem, root-cert.pem and cert-chain.pem (detectSigningCABundleAndCRL, pilot/pkg/bootstrap/istio_ca.go)",
+        ),
+        _ => (
+            "istiod's self-signed CA",
+            "cacerts holds no plug-in bundle, so istiod signs with Secret istio-ca-secret (ca-cert.pem is its root; createIstioCA, pilot/pkg/bootstrap/istio_ca.go)",
+        ),
+    }
+}
+
+/// Where a copy of the root is read from when the gateway's namespace lacks
+/// it: istiod's CA, else the primary's ConfigMap, else (external CA) the
+/// remote's own copy in the Istio namespace.
+fn from_for_copy(external: &Option<(String, String)>, f: &RootFacts) -> Option<RootSource> {
+    if external.is_none()
+        && let Primary::Ca(ca) = primary_ca(f)
+    {
+        return Some(ca.from);
+    }
+    if !certs(f.primary_configmap.as_ref().ok().and_then(|c| c.as_ref())).is_empty() {
+        return Some(RootSource::PrimaryConfigMap);
+    }
+    None
 }
 
 fn restart_istiod(s: &Settings) -> String {
@@ -387,19 +534,29 @@ fn restart_istiod(s: &Settings) -> String {
 
 pub fn judge(f: &RootFacts, s: &Settings) -> Outcome {
     let ns = &f.namespace;
+    let gw_ns = &f.gateway_namespace;
     let mut out = Outcome::new();
-    out.ev(
-        "trust_domain",
-        f.mesh
-            .as_deref()
-            .and_then(mesh_trust_domain)
-            .unwrap_or_else(|| "cluster.local (default)".into()),
-    );
+    match &f.trust_domain {
+        Some((td, from)) => out.ev(
+            "trust_domain",
+            json!({"value": td, "from": from, "aliases": f.trust_domain_aliases}),
+        ),
+        None => out.ev(
+            "trust_domain",
+            f.mesh
+                .as_deref()
+                .and_then(mesh_trust_domain)
+                .unwrap_or_else(|| "cluster.local (default)".into()),
+        ),
+    };
     let reads = [
         f.cacerts.as_ref().err(),
         f.istio_ca_secret.as_ref().err(),
         f.primary_configmap.as_ref().err(),
         f.remote_configmap.as_ref().err(),
+        f.remote_istio_ns_configmap
+            .as_ref()
+            .and_then(|r| r.as_ref().err()),
     ];
     if let Some(err) = reads.into_iter().flatten().next() {
         let what = err
@@ -417,7 +574,20 @@ pub fn judge(f: &RootFacts, s: &Settings) -> Outcome {
     }
 
     // 1. The primary CA.
-    let ca = match primary_ca(f) {
+    let external = external_ca(&f.ca_settings, ns);
+    if let Some((form, rule)) = &external {
+        out.ev(
+            "ca_form",
+            json!({"form": form, "rule": rule, "mesh_caCertificates": f.ca_settings.ca_certificates,
+                   "not_checked": "the external CA's own root: meshtrace compares the remote's istio-ca-root-cert with the primary's instead"}),
+        );
+    }
+    let primary = if external.is_some() {
+        Primary::Unknown
+    } else {
+        primary_ca(f)
+    };
+    let ca = match primary {
         Primary::Incomplete {
             missing,
             cacerts,
@@ -431,6 +601,8 @@ pub fn judge(f: &RootFacts, s: &Settings) -> Outcome {
             );
         }
         Primary::Ca(ca) => {
+            let (form, rule) = ca_form(&ca);
+            out.ev("ca_form", json!({"form": form, "rule": rule}));
             if !ca.self_signed {
                 out.ev("primary_signing_ca", summary(&ca.signing));
             }
@@ -440,6 +612,7 @@ pub fn judge(f: &RootFacts, s: &Settings) -> Outcome {
             );
             Some(ca)
         }
+        Primary::Unknown if external.is_some() => None,
         Primary::Unknown => {
             out.ev(
                 "primary_ca_root",
@@ -457,7 +630,31 @@ pub fn judge(f: &RootFacts, s: &Settings) -> Outcome {
         (None, true) => None,
     };
 
-    // 2. What the remote gateway trusts.
+    // 2. What the remote gateway trusts: the ConfigMap of its own namespace.
+    if let (Ok(None), Some(Ok(Some(istio_pem)))) =
+        (&f.remote_configmap, &f.remote_istio_ns_configmap)
+    {
+        let finding = Finding::new(
+            &NO_ROOT_IN_GATEWAY_NAMESPACE,
+            format!("ConfigMap {gw_ns}/{ROOT_CM} is missing in the remote"),
+        );
+        let why = format!(
+            "istiod writes {ROOT_CM} into every namespace it manages (namespacecontroller.go), skipping kube-public, kube-node-lease, local-path-storage and namespaces its discoverySelectors or ISTIO_WATCH_NAMESPACE leave out (istio/istio#41389); a copy made by hand into {ns} only does not reach {gw_ns}"
+        );
+        let _ = istio_pem;
+        let finding = match &from_for_copy(&external, f) {
+            Some(from) => finding.command(copy_root(from, s, gw_ns)).note(format!(
+                "Copies the root into {gw_ns}, where the gateway mounts it from (volume istiod-ca-cert). {why}; the copy is needed again after each root rotation unless istiod manages {gw_ns}."
+            )),
+            None => finding.note(format!("Write the mesh root into {gw_ns}/{ROOT_CM} (key root-cert.pem). {why}.")),
+        };
+        return out.failing(
+            finding,
+            format!(
+                "the remote has {ROOT_CM} in {ns} but not in the gateway's namespace {gw_ns}: the gateway's pod cannot mount it (`configmap \"{ROOT_CM}\" not found`) and has no root to verify istiod with"
+            ),
+        );
+    }
     let Ok(Some(remote_pem)) = &f.remote_configmap else {
         return no_root_configmap(out, f, from.as_ref(), s);
     };
@@ -465,18 +662,18 @@ pub fn judge(f: &RootFacts, s: &Settings) -> Outcome {
     if remote_certs.is_empty() {
         let finding = Finding::new(
             &EMPTY_ROOT_CONFIGMAP,
-            format!("the remote's {ns}/{ROOT_CM} holds no certificate"),
+            format!("the remote's {gw_ns}/{ROOT_CM} holds no certificate"),
         );
         let finding = match &from {
             Some(from) => finding
-                .command(copy_root(from, s))
+                .command(copy_root(from, s, gw_ns))
                 .note("Writes the primary CA's root into the remote's ConfigMap."),
             None => finding.note("meshtrace found no root in the primary to copy: write your mesh root's PEM under key root-cert.pem"),
         };
         return out.failing(
             finding,
             format!(
-                "remote ConfigMap {ns}/{ROOT_CM} has no PEM certificate under key root-cert.pem"
+                "remote ConfigMap {gw_ns}/{ROOT_CM} has no PEM certificate under key root-cert.pem"
             ),
         );
     }
@@ -495,8 +692,8 @@ pub fn judge(f: &RootFacts, s: &Settings) -> Outcome {
             let root = anchor.unwrap_or(&ca.roots[0]);
             return out.failing(
                 Finding::new(&ROOT_MISMATCH, format!("the remote's {ROOT_CM} is not the primary CA's root"))
-                    .command(copy_root(&ca.from, s))
-                    .note(format!("Replaces the remote's {ns}/{ROOT_CM} with the primary CA's root (from {}); the gateway reads it again within a minute or at its restart. A stale root after a CA rotation means istiod does not manage the remote's ConfigMaps: every namespace of the remote has its own {ROOT_CM}, and the copy is needed again after each rotation.", ca.source)),
+                    .command(copy_root(&ca.from, s, gw_ns))
+                    .note(format!("Replaces the remote's {gw_ns}/{ROOT_CM} with the primary CA's root (from {}); the gateway reads it again within a minute or at its restart. A stale root after a CA rotation means istiod does not manage the remote's ConfigMaps: every namespace of the remote has its own {ROOT_CM}, and the copy is needed again after each rotation.", ca.source)),
                 format!(
                     "the remote trusts {} (sha256 {}); the primary CA's root is {} (sha256 {}): the gateway will reject istiod (`x509: certificate signed by unknown authority`)",
                     remote_certs[0].subject,
@@ -712,7 +909,8 @@ fn no_root_configmap(
         (None, _) => Some(false),
     };
     let diagnosis = format!(
-        "the remote has no ConfigMap {ns}/{ROOT_CM}: the gateway has no root to verify istiod with (`configmap \"{ROOT_CM}\" not found`); {ANNOTATION} = {}, primary cluster ID {}, EXTERNAL_ISTIOD {}",
+        "the remote has no ConfigMap {}/{ROOT_CM}: the gateway has no root to verify istiod with (`configmap \"{ROOT_CM}\" not found`); {ANNOTATION} = {}, primary cluster ID {}, EXTERNAL_ISTIOD {}",
+        f.gateway_namespace,
         ann.as_deref().map_or("unset".into(), |a| format!("{a:?}")),
         pid.map_or("unknown".into(), |p| format!("{p:?}")),
         f.external_istiod
@@ -720,7 +918,10 @@ fn no_root_configmap(
     );
     let finding = Finding::new(
         &NO_ROOT_CONFIGMAP,
-        format!("ConfigMap {ns}/{ROOT_CM} is missing in the remote"),
+        format!(
+            "ConfigMap {}/{ROOT_CM} is missing in the remote",
+            f.gateway_namespace
+        ),
     );
     let rbac = "its remote-secret identity may create configmaps in the remote (the remote profile's istio-reader role grants it)";
     let finding = match (pid, selects, f.external_istiod) {
@@ -757,7 +958,7 @@ fn no_root_configmap(
                 ),
             };
             match from {
-                Some(from) => finding.command(copy_root(from, s)).note(format!(
+                Some(from) => finding.command(copy_root(from, s, &f.gateway_namespace)).note(format!(
                     "Copies the primary CA's root into the remote's {ns}/{ROOT_CM} now; the copy is needed again after each root rotation. Why istiod does not write it: {why}."
                 )),
                 None => finding.note(format!(
@@ -773,7 +974,11 @@ pub async fn run(ctx: &Ctx) -> Outcome {
     let facts = gather(ctx).await;
     let out = judge(&facts, &Settings::of(ctx));
     // What later steps read: the trust domain, and both roots when they parse.
-    let td = facts.mesh.as_deref().and_then(mesh_trust_domain);
+    let td = facts
+        .trust_domain
+        .as_ref()
+        .map(|(t, _)| t.clone())
+        .or_else(|| facts.mesh.as_deref().and_then(mesh_trust_domain));
     let primary = match primary_ca(&facts) {
         Primary::Ca(ca) => Some(ca.pem),
         _ => None,
@@ -861,6 +1066,15 @@ mod tests {
             istio_ca_secret: Ok(None),
             primary_configmap: Ok(Some(m.root.cert_pem.clone())),
             remote_configmap: Ok(Some(m.root.cert_pem.clone())),
+            gateway_namespace: "istio-system".into(),
+            remote_istio_ns_configmap: None,
+            ca_settings: CaSettings {
+                cert_provider: "istiod".into(),
+                ca_server: true,
+                ..Default::default()
+            },
+            trust_domain: None,
+            trust_domain_aliases: vec![],
             mesh: Some("trustDomain: cluster.local\ndefaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n".into()),
             remote_annotation: None,
             primary_cluster_id: None,
@@ -955,12 +1169,81 @@ mod tests {
             cacerts: Ok(None),
             ..facts(&m)
         };
+        let csr_addr = RootFacts {
+            cacerts: Ok(Some(cacerts(&old, &[]))),
+            ca_settings: CaSettings {
+                ca_addr: Some("cert-manager-istio-csr.cert-manager.svc:443".into()),
+                ..facts(&m).ca_settings
+            },
+            ..facts(&m)
+        };
+        let no_ca_server = RootFacts {
+            cacerts: Ok(Some(cacerts(&m, &["cert-chain.pem"]))),
+            ca_settings: CaSettings {
+                ca_server: false,
+                ..facts(&m).ca_settings
+            },
+            ..facts(&m)
+        };
+        let ra = RootFacts {
+            ca_settings: CaSettings {
+                external_ca: Some("ISTIOD_RA_KUBERNETES_API".into()),
+                cert_provider: "k8s.io/example.com/istio".into(),
+                ca_certificates: 1,
+                ..facts(&m).ca_settings
+            },
+            ..facts(&m)
+        };
+        let in_ingress = |f: RootFacts, remote: Result<Option<String>, String>| RootFacts {
+            gateway_namespace: "istio-ingress".into(),
+            remote_configmap: remote,
+            remote_istio_ns_configmap: Some(f.remote_configmap.clone()),
+            ..f
+        };
+        let both_roots = format!("{}{}", old.root.cert_pem, m.root.cert_pem);
         let rows = vec![
             row("plug-in CA, both clusters trust its root", facts(&m), Status::Pass, None),
             row("self-signed CA", self_facts.clone(), Status::Pass, None),
             row("kubernetes.io/tls cacerts", RootFacts { cacerts: Ok(Some(tls.clone())), ..facts(&m) }, Status::Pass, None),
             row("a rotation bundle anchors on the root that signed the CA", RootFacts { cacerts: Ok(Some(rotating)), ..facts(&m) }, Status::Pass, None),
             row("an external CA: nothing to compare", external.clone(), Status::Pass, None),
+            row("the remote trusts the old and the new root (rotation): any root that verifies", RootFacts { remote_configmap: Ok(Some(both_roots.clone())), ..facts(&m) }, Status::Pass, None),
+            row("istio-csr at CA_ADDR: cacerts is not what signs, no false alarm", csr_addr.clone(), Status::Pass, None),
+            Row {
+                commands: vec![vec![COPY_FROM_CACERTS]],
+                ..row(
+                    "an external istiod's public name on 15012 is istiod: its root is compared",
+                    RootFacts {
+                        remote_configmap: Ok(Some(old.root.cert_pem.clone())),
+                        ca_settings: CaSettings { ca_addr: Some("mesh.example.com:15012".into()), ..facts(&m).ca_settings },
+                        ..facts(&m)
+                    },
+                    Status::Fail,
+                    Some("root-of-trust/root-mismatch"),
+                )
+            },
+            row("ENABLE_CA_SERVER=false: a partial cacerts is not read", no_ca_server.clone(), Status::Pass, None),
+            row("istiod as RA: the remote and the primary ConfigMap agree", ra.clone(), Status::Pass, None),
+            Row {
+                note: "external CA",
+                ..row("istiod as RA: the primary ConfigMap differs", RootFacts { primary_configmap: Ok(Some(old.root.cert_pem.clone())), ..ra.clone() }, Status::Warn, Some("root-of-trust/primary-configmap-differs"))
+            },
+            row("gateway in its own namespace, which has the root", in_ingress(facts(&m), Ok(Some(m.root.cert_pem.clone()))), Status::Pass, None),
+            Row {
+                commands: vec![vec![r"get secret cacerts -o jsonpath='{.data.root-cert\.pem}' | base64 -d | kubectl --context ctx-remote -n istio-ingress create configmap istio-ca-root-cert", "kubectl --context ctx-remote -n istio-ingress apply -f -"]],
+                note: "discoverySelectors",
+                ..row("the gateway's namespace lacks the root, istio-system has it", in_ingress(facts(&m), Ok(None)), Status::Fail, Some("root-of-trust/no-root-in-gateway-namespace"))
+            },
+            Row {
+                commands: vec![vec![r"kubectl --context ctx-primary -n istio-system get configmap istio-ca-root-cert -o jsonpath='{.data.root-cert\.pem}' | kubectl --context ctx-remote -n istio-ingress create configmap"]],
+                note: "volume istiod-ca-cert",
+                ..row("an external CA, the gateway's namespace lacks the root", in_ingress(csr_addr.clone(), Ok(None)), Status::Fail, Some("root-of-trust/no-root-in-gateway-namespace"))
+            },
+            Row {
+                commands: vec![vec!["kubectl --context ctx-remote -n istio-ingress create configmap istio-ca-root-cert"]],
+                note: "every namespace of the remote",
+                ..row("the gateway's namespace trusts an old root", in_ingress(facts(&m), Ok(Some(old.root.cert_pem.clone()))), Status::Fail, Some("root-of-trust/root-mismatch"))
+            },
             row(
                 "cacerts without any plug-in file is no bundle: the self-signed CA",
                 RootFacts { cacerts: Ok(Some(secret("cacerts", &[("README", "x")]))), ..self_facts.clone() },
@@ -1187,10 +1470,98 @@ mod tests {
         );
         let out = judge(&f, &settings(0));
         assert_eq!(out.evidence["trust_domain"], "cluster.local");
+        assert!(
+            out.evidence["ca_form"]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("cert-chain.pem")
+        );
         assert_eq!(
             out.evidence["primary_ca_root"]["source"],
             "primary Secret cacerts root-cert.pem"
         );
+        let tls = RootFacts {
+            cacerts: Ok(Some(secret(
+                "cacerts",
+                &[
+                    ("tls.crt", &m.inter.cert_pem),
+                    ("tls.key", m.inter.key_pem_for_lab_secret()),
+                    ("ca.crt", &m.root.cert_pem),
+                ],
+            ))),
+            trust_domain: Some(("example.org".into(), "ConfigMap istio trustDomain".into())),
+            trust_domain_aliases: vec!["cluster.local".into()],
+            ..facts(&m)
+        };
+        let out = judge(&tls, &settings(0));
+        assert!(
+            out.evidence["ca_form"]["form"]
+                .as_str()
+                .unwrap()
+                .contains("kubernetes.io/tls"),
+            "{:?}",
+            out.evidence
+        );
+        assert!(
+            out.evidence["ca_form"]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("tls.crt is present")
+        );
+        assert_eq!(out.evidence["trust_domain"]["value"], "example.org");
+        assert_eq!(out.evidence["trust_domain"]["aliases"][0], "cluster.local");
+        let csr = RootFacts {
+            ca_settings: CaSettings {
+                ca_addr: Some("cert-manager-istio-csr.cert-manager.svc:443".into()),
+                ..facts(&m).ca_settings
+            },
+            ..facts(&m)
+        };
+        let out = judge(&csr, &settings(0));
+        assert!(
+            out.evidence["ca_form"]["form"]
+                .as_str()
+                .unwrap()
+                .contains("cert-manager-istio-csr")
+        );
+        assert!(out.evidence["ca_form"]["not_checked"].is_string());
+    }
+
+    #[test]
+    fn the_labs_cacerts_forms_are_judged_as_istiod_reads_them() {
+        use crate::lab::world::{CaForm, cacerts_secret};
+        let m = mesh(3650, 365);
+        for (form, source) in [
+            (CaForm::Pem, "primary Secret cacerts root-cert.pem"),
+            (CaForm::Tls, "primary Secret cacerts ca.crt"),
+        ] {
+            let f = RootFacts {
+                cacerts: Ok(Some(CaSecret::of(&cacerts_secret(
+                    form, &m.inter, &m.root, false,
+                )))),
+                ..facts(&m)
+            };
+            let out = judge(&f, &settings(0));
+            assert_eq!(
+                out.status,
+                Some(Status::Pass),
+                "{form:?}: {:?}",
+                out.diagnosis
+            );
+            assert_eq!(out.evidence["primary_ca_root"]["source"], source);
+            let partial = RootFacts {
+                cacerts: Ok(Some(CaSecret::of(&cacerts_secret(
+                    form, &m.inter, &m.root, true,
+                )))),
+                ..facts(&m)
+            };
+            let out = judge(&partial, &settings(0));
+            assert_eq!(
+                out.finding.map(|f| f.code),
+                Some("root-of-trust/incomplete-cacerts".to_string()),
+                "{form:?}"
+            );
+        }
     }
 
     #[test]
