@@ -10,6 +10,10 @@ use crate::proto::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
 use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
+use crate::proto::ads::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use crate::proto::ads::{DiscoveryRequest, DiscoveryResponse};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -213,6 +217,9 @@ fn serve_grpc(inner: &Arc<Inner>, serving: &ServerCert) -> std::io::Result<()> {
     let svc = IstioCertificateServiceServer::new(CaService {
         inner: inner.clone(),
     });
+    let ads = AggregatedDiscoveryServiceServer::new(AdsService {
+        inner: inner.clone(),
+    });
     let (run_stop, mut run_rx) = tokio::sync::watch::channel(false);
     if let Some(prev) = inner
         .run_stop
@@ -234,6 +241,7 @@ fn serve_grpc(inner: &Arc<Inner>, serving: &ServerCert) -> std::io::Result<()> {
         let mut router = server;
         if let Err(e) = router
             .add_service(svc)
+            .add_service(ads)
             .serve_with_incoming_shutdown(incoming, signal)
             .await
         {
@@ -725,6 +733,139 @@ impl IstioCertificateService for CaService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         self.inner.create_certificate(request).await
+    }
+}
+
+/// istiod's ADS on the secure port, for its debug types only (the lab
+/// serves no config): pilot/pkg/xds/ads.go authenticates the stream
+/// (`authentication failure`, Unauthenticated), authorizes the identity
+/// against the node's NAMESPACE and SERVICE_ACCOUNT (auth.go,
+/// PermissionDenied), and debuggen.go answers `istio.io/debug` only to an
+/// identity in istiod's namespace (but config_dump, ndsz, edsz), with the
+/// debug handler's body as one `Any` resource.
+struct AdsService {
+    inner: Arc<Inner>,
+}
+
+/// Debug types istiod serves to an identity outside its namespace.
+const ACTIVE_NAMESPACE_DEBUGGERS: [&str; 3] = ["config_dump", "ndsz", "edsz"];
+
+impl Inner {
+    async fn debug_answer(
+        &self,
+        md: &MetadataMap,
+        peer: &str,
+        req: DiscoveryRequest,
+    ) -> Result<DiscoveryResponse, Status> {
+        let (ns, sa) = match self.authenticate(md).await {
+            Ok(id) => id,
+            Err(reason) => {
+                self.log(format!("Failed to authenticate client from {peer}: Authenticator KubeJWTAuthenticator: {reason}"));
+                return Err(Status::unauthenticated("authentication failure"));
+            }
+        };
+        let meta = |k: &str| {
+            req.node
+                .as_ref()
+                .and_then(|n| n.metadata.as_ref())
+                .and_then(|m| m.fields.get(k))
+                .and_then(|v| match &v.kind {
+                    Some(prost_types::value::Kind::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        let identity = format!("spiffe://{}/ns/{ns}/sa/{sa}", self.run().trust_domain);
+        let (want_ns, want_sa) = (meta("NAMESPACE"), meta("SERVICE_ACCOUNT"));
+        if (!want_ns.is_empty() && want_ns != ns) || (!want_sa.is_empty() && want_sa != sa) {
+            self.log(format!("Unauthorized XDS: {peer} with identity [{identity}]"));
+            return Err(Status::permission_denied(format!(
+                "authorization failed: no identities ([{identity}]) matched {want_ns}/{want_sa}"
+            )));
+        }
+        if !req.type_url.starts_with(crate::probe::xds_debug::DEBUG_TYPE) {
+            return Err(Status::unimplemented(
+                "the lab's istiod serves only istio.io/debug over xDS",
+            ));
+        }
+        let [resource] = req.resource_names.as_slice() else {
+            return Err(Status::invalid_argument(
+                "exactly one debug request is required",
+            ));
+        };
+        let path = resource.split('?').next().unwrap_or_default();
+        if ns != self.cfg.namespace && !ACTIVE_NAMESPACE_DEBUGGERS.contains(&path) {
+            return Err(Status::permission_denied(format!(
+                "the debug info is not available for current identity: {identity:?}"
+            )));
+        }
+        let body = match path {
+            "clusterz" => clusterz_json(&self.clusterz().await),
+            _ => "404 page not found\n".to_string(),
+        };
+        Ok(DiscoveryResponse {
+            resources: vec![prost_types::Any {
+                type_url: crate::probe::xds_debug::DEBUG_TYPE.into(),
+                value: body.into_bytes(),
+            }],
+            type_url: req.type_url.clone(),
+            version_info: String::new(),
+            nonce: "1".into(),
+        })
+    }
+}
+
+/// `/debug/clusterz`'s JSON: `[{"id":..,"secretName":..,"syncStatus":..}]`.
+fn clusterz_json(entries: &[ClusterzEntry]) -> String {
+    let list: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| serde_json::json!({"id": e.id, "secretName": e.secret_name, "syncStatus": e.sync_status}))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+type DiscoveryStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<DiscoveryResponse, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type StreamAggregatedResourcesStream = DiscoveryStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<DiscoveryStream>, Status> {
+        use futures::StreamExt as _;
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let md = request.metadata().clone();
+        let inner = self.inner.clone();
+        let incoming = request.into_inner();
+        // Each request gets its answer; the first error ends the stream, as
+        // an error of istiod's generator does.
+        let out = incoming
+            .then(move |r| {
+                let (inner, md, peer) = (inner.clone(), md.clone(), peer.clone());
+                async move {
+                    match r {
+                        Ok(req) => inner.debug_answer(&md, &peer, req).await,
+                        Err(st) => Err(st),
+                    }
+                }
+            })
+            .scan(false, |failed, r| {
+                let item = if *failed {
+                    None
+                } else {
+                    *failed = r.is_err();
+                    Some(r)
+                };
+                futures::future::ready(item)
+            });
+        Ok(Response::new(Box::pin(out)))
     }
 }
 

@@ -261,6 +261,26 @@ pub async fn fetch(
     }
 }
 
+/// Ask istiod over xDS (`istio.io/debug`, resource `clusterz`) on its
+/// secure port, as `istioctl x internal-debug clusterz` does: one answer,
+/// from the address dialled.
+pub async fn fetch_xds(req: &crate::probe::xds_debug::DebugRequest<'_>) -> View {
+    let result = match crate::probe::xds_debug::get(req).await {
+        Ok(body) => parse(&String::from_utf8_lossy(&body)),
+        Err(e) => Err(crate::probe::xds_debug::describe(&e, req.namespace)),
+    };
+    Ok(vec![Answer {
+        from: format!("xDS {}", req.addr),
+        result,
+    }])
+}
+
+/// Did every istiod asked answer with a list?
+pub fn answered(view: &View) -> bool {
+    view.as_ref()
+        .is_ok_and(|a| !a.is_empty() && a.iter().all(|a| a.result.is_ok()))
+}
+
 /// Where the view comes from, for the evidence.
 pub fn source(debug_addr: Option<&str>, namespace: &str) -> String {
     match debug_addr {
