@@ -1155,6 +1155,8 @@ mod tests {
         gw_token: String,
         /// A token of a workload in the primary itself.
         primary_token: String,
+        /// A token of istio-system/default in the primary (istioctl's debug caller).
+        debug_token: String,
     }
 
     impl Fixture {
@@ -1317,6 +1319,24 @@ mod tests {
             expires_at: now + 3600,
             pod: None,
         });
+        let default_uid = primary
+            .store
+            .put(ServiceAccount {
+                metadata: meta(NS, "default"),
+                ..Default::default()
+            })
+            .metadata
+            .uid
+            .unwrap();
+        let debug_token = primary.keys.mint(&TokenSpec {
+            namespace: NS.into(),
+            service_account: "default".into(),
+            service_account_uid: default_uid,
+            audiences: vec!["istio-ca".into()],
+            issued_at: now,
+            expires_at: now + 600,
+            pod: None,
+        });
 
         let primary_state: SharedCluster = Arc::new(RwLock::new(primary));
         let remote_state: SharedCluster = Arc::new(RwLock::new(remote));
@@ -1351,6 +1371,7 @@ mod tests {
             signer_pem: signer.cert_pem.clone(),
             gw_token,
             primary_token,
+            debug_token,
         }
     }
 
@@ -1397,6 +1418,78 @@ mod tests {
             code: "Unauthenticated".into(),
             message: "request authenticate failure".into(),
         }
+    }
+
+    fn debug<'a>(f: &'a Fixture, token: &'a str, ns: &'a str, sa: &'a str) -> crate::probe::xds_debug::DebugRequest<'a> {
+        crate::probe::xds_debug::DebugRequest {
+            addr: &f.istiod_addr,
+            server_name: SERVER_NAME,
+            root_pem: &f.root_pem,
+            token,
+            namespace: ns,
+            service_account: sa,
+            resource: "clusterz",
+            timeout: Duration::from_secs(15),
+        }
+    }
+
+    #[tokio::test]
+    async fn clusterz_over_xds_for_an_identity_in_istiods_namespace() {
+        use crate::probe::clusterz;
+        let f = fixture(Opts::default()).await;
+        let view = clusterz::fetch_xds(&debug(&f, &f.debug_token, NS, "default")).await;
+        assert_eq!(
+            clusterz::evidence(&view),
+            "primary synced, remote synced (istio-system/istio-remote-secret-remote)",
+            "{view:?}"
+        );
+        assert_eq!(view.unwrap()[0].from, format!("xDS {}", f.istiod_addr));
+        f.stop();
+    }
+
+    #[tokio::test]
+    async fn xds_debug_refuses_as_istiod_does() {
+        use crate::probe::xds_debug::{XdsError, get};
+        let f = fixture(Opts::default()).await;
+        // A token istiod cannot authenticate.
+        let e = get(&debug(&f, "not-a-token", NS, "default")).await.unwrap_err();
+        assert_eq!(
+            e,
+            XdsError::Rpc { code: "Unauthenticated".into(), message: "authentication failure".into() }
+        );
+        // An identity outside istiod's namespace.
+        let e = get(&debug(&f, &f.primary_token, "default", "local-app")).await.unwrap_err();
+        assert_eq!(
+            e,
+            XdsError::Rpc {
+                code: "PermissionDenied".into(),
+                message: "the debug info is not available for current identity: \"spiffe://cluster.local/ns/default/sa/local-app\"".into()
+            }
+        );
+        // Node metadata that names another identity than the token's.
+        let e = get(&debug(&f, &f.primary_token, NS, "default")).await.unwrap_err();
+        assert!(matches!(&e, XdsError::Rpc { code, message } if code == "PermissionDenied" && message.starts_with("authorization failed: no identities")), "{e:?}");
+        // No authorization at all, with the generated client.
+        use crate::proto::ads::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&f.root_pem))
+            .domain_name(SERVER_NAME);
+        let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", f.istiod_addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let req = crate::probe::xds_debug::request("clusterz", NS, "default");
+        let mut c = AggregatedDiscoveryServiceClient::new(ch);
+        let st = match c.stream_aggregated_resources(futures::stream::iter([req])).await {
+            Err(st) => st,
+            Ok(resp) => resp.into_inner().message().await.unwrap_err(),
+        };
+        assert_eq!(st.code(), tonic::Code::Unauthenticated);
+        assert_eq!(st.message(), "authentication failure");
+        f.stop();
     }
 
     #[tokio::test]
