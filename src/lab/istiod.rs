@@ -764,6 +764,19 @@ impl Inner {
                 return Err(Status::unauthenticated("authentication failure"));
             }
         };
+        // model.ParseServiceNodeWithMetadata: TYPE~IP~ID~DOMAIN.
+        let node_id = req.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default();
+        let parts: Vec<&str> = node_id.split('~').collect();
+        if parts.len() != 4 {
+            return Err(Status::invalid_argument(format!(
+                "missing parts in the service node {node_id:?}"
+            )));
+        }
+        if !["sidecar", "router", "waypoint", "ztunnel"].contains(&parts[0]) {
+            return Err(Status::invalid_argument(format!(
+                "invalid node type (valid types: [sidecar router waypoint ztunnel]) in the service node {node_id:?}"
+            )));
+        }
         let meta = |k: &str| {
             req.node
                 .as_ref()

@@ -11,8 +11,9 @@
 //! config_dump, ndsz and edsz, only to an identity in its own namespace
 //! (PermissionDenied). So the caller sends `authorization: Bearer <token>`
 //! with a token of a service account in istiod's namespace (istioctl uses
-//! `default`, for audience istio-ca), node metadata as istioctl sets it
-//! (istioctl/pkg/xds/client.go), and verifies istiod's certificate.
+//! `default`, for audience istio-ca), a node as istioctl's ADS client sets
+//! it (istioctl/pkg/xds/client.go, pkg/adsc/adsc.go), and verifies istiod's
+//! certificate.
 //! Failures are errors with short reasons; the token is never in them.
 
 use crate::proto::ads::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -23,8 +24,16 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// istiod's debug type URL (`model.DebugType`, pkg/model/xds.go).
 pub const DEBUG_TYPE: &str = "istio.io/debug";
-/// The node ID istioctl sends (`debug~0.0.0.0~istioctl~cluster.local`), with meshtrace's name.
-pub const NODE_ID: &str = "debug~0.0.0.0~meshtrace~cluster.local";
+/// The node ID: istioctl's request names `debug~0.0.0.0~istioctl~cluster.local`,
+/// but its ADS client replaces the node with its own,
+/// `sidecar~<IP>~<workload>.<ns>~<ns>.svc.cluster.local` (pkg/adsc/adsc.go
+/// nodeID), and istiod accepts only the types sidecar, router, waypoint and
+/// ztunnel (`invalid node type`, InvalidArgument, measured on a real istiod).
+pub fn node_id(namespace: &str) -> String {
+    format!("sidecar~0.0.0.0~meshtrace.{namespace}~{namespace}.svc.cluster.local")
+}
+/// The ISTIO_VERSION istioctl's ADS client sends when none is set.
+const ISTIO_VERSION: &str = "65536.65536.65536";
 /// A debug answer is a few kilobytes; anything this large is not one.
 pub const MAX_ANSWER_BYTES: usize = 4 << 20;
 
@@ -79,9 +88,10 @@ pub fn request(resource: &str, namespace: &str, service_account: &str) -> Discov
     fields.insert("GENERATOR".to_string(), s("event"));
     fields.insert("SERVICE_ACCOUNT".to_string(), s(service_account));
     fields.insert("NAMESPACE".to_string(), s(namespace));
+    fields.insert("ISTIO_VERSION".to_string(), s(ISTIO_VERSION));
     DiscoveryRequest {
         node: Some(Node {
-            id: NODE_ID.into(),
+            id: node_id(namespace),
             cluster: String::new(),
             metadata: Some(prost_types::Struct { fields }),
         }),
@@ -236,7 +246,10 @@ mod tests {
         assert_eq!(r.type_url, "istio.io/debug");
         assert_eq!(r.resource_names, ["clusterz"]);
         let node = r.node.as_ref().unwrap();
-        assert_eq!(node.id, "debug~0.0.0.0~meshtrace~cluster.local");
+        assert_eq!(
+            node.id,
+            "sidecar~0.0.0.0~meshtrace.istio-system~istio-system.svc.cluster.local"
+        );
         let md = &node.metadata.as_ref().unwrap().fields;
         let get = |k: &str| match &md[k].kind {
             Some(prost_types::value::Kind::StringValue(s)) => s.clone(),
@@ -248,6 +261,7 @@ mod tests {
         // Envoy's field numbers: node = 2, resource_names = 3, type_url = 4.
         let bytes = r.encode_to_vec();
         assert_eq!(bytes[0], 2 << 3 | 2);
+        assert_eq!(get("ISTIO_VERSION"), "65536.65536.65536");
         assert!(bytes.windows(2).any(|w| w == [3 << 3 | 2, 8]));
         assert!(bytes.windows(2).any(|w| w == [4 << 3 | 2, 14]));
     }
