@@ -6,14 +6,14 @@
 
 use crate::lab::apiserver::SharedCluster;
 use crate::lab::pki::{Ca, ServerCert};
-use crate::proto::istio_certificate_service_server::{
-    IstioCertificateService, IstioCertificateServiceServer,
-};
-use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
 use crate::proto::ads::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use crate::proto::ads::{DiscoveryRequest, DiscoveryResponse};
+use crate::proto::istio_certificate_service_server::{
+    IstioCertificateService, IstioCertificateServiceServer,
+};
+use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -791,12 +791,17 @@ impl Inner {
         let identity = format!("spiffe://{}/ns/{ns}/sa/{sa}", self.run().trust_domain);
         let (want_ns, want_sa) = (meta("NAMESPACE"), meta("SERVICE_ACCOUNT"));
         if (!want_ns.is_empty() && want_ns != ns) || (!want_sa.is_empty() && want_sa != sa) {
-            self.log(format!("Unauthorized XDS: {peer} with identity [{identity}]"));
+            self.log(format!(
+                "Unauthorized XDS: {peer} with identity [{identity}]"
+            ));
             return Err(Status::permission_denied(format!(
                 "authorization failed: no identities ([{identity}]) matched {want_ns}/{want_sa}"
             )));
         }
-        if !req.type_url.starts_with(crate::probe::xds_debug::DEBUG_TYPE) {
+        if !req
+            .type_url
+            .starts_with(crate::probe::xds_debug::DEBUG_TYPE)
+        {
             return Err(Status::unimplemented(
                 "the lab's istiod serves only istio.io/debug over xDS",
             ));
@@ -1433,7 +1438,12 @@ mod tests {
         }
     }
 
-    fn debug<'a>(f: &'a Fixture, token: &'a str, ns: &'a str, sa: &'a str) -> crate::probe::xds_debug::DebugRequest<'a> {
+    fn debug<'a>(
+        f: &'a Fixture,
+        token: &'a str,
+        ns: &'a str,
+        sa: &'a str,
+    ) -> crate::probe::xds_debug::DebugRequest<'a> {
         crate::probe::xds_debug::DebugRequest {
             addr: &f.istiod_addr,
             server_name: SERVER_NAME,
@@ -1465,13 +1475,20 @@ mod tests {
         use crate::probe::xds_debug::{XdsError, get};
         let f = fixture(Opts::default()).await;
         // A token istiod cannot authenticate.
-        let e = get(&debug(&f, "not-a-token", NS, "default")).await.unwrap_err();
+        let e = get(&debug(&f, "not-a-token", NS, "default"))
+            .await
+            .unwrap_err();
         assert_eq!(
             e,
-            XdsError::Rpc { code: "Unauthenticated".into(), message: "authentication failure".into() }
+            XdsError::Rpc {
+                code: "Unauthenticated".into(),
+                message: "authentication failure".into()
+            }
         );
         // An identity outside istiod's namespace.
-        let e = get(&debug(&f, &f.primary_token, "default", "local-app")).await.unwrap_err();
+        let e = get(&debug(&f, &f.primary_token, "default", "local-app"))
+            .await
+            .unwrap_err();
         assert_eq!(
             e,
             XdsError::Rpc {
@@ -1480,8 +1497,13 @@ mod tests {
             }
         );
         // Node metadata that names another identity than the token's.
-        let e = get(&debug(&f, &f.primary_token, NS, "default")).await.unwrap_err();
-        assert!(matches!(&e, XdsError::Rpc { code, message } if code == "PermissionDenied" && message.starts_with("authorization failed: no identities")), "{e:?}");
+        let e = get(&debug(&f, &f.primary_token, NS, "default"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, XdsError::Rpc { code, message } if code == "PermissionDenied" && message.starts_with("authorization failed: no identities")),
+            "{e:?}"
+        );
         // No authorization at all, with the generated client.
         use crate::proto::ads::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
         let tls = tonic::transport::ClientTlsConfig::new()
@@ -1496,7 +1518,10 @@ mod tests {
             .unwrap();
         let req = crate::probe::xds_debug::request("clusterz", NS, "default");
         let mut c = AggregatedDiscoveryServiceClient::new(ch);
-        let st = match c.stream_aggregated_resources(futures::stream::iter([req])).await {
+        let st = match c
+            .stream_aggregated_resources(futures::stream::iter([req]))
+            .await
+        {
             Err(st) => st,
             Ok(resp) => resp.into_inner().message().await.unwrap_err(),
         };

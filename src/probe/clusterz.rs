@@ -265,14 +265,26 @@ pub async fn fetch(
 /// secure port, as `istioctl x internal-debug clusterz` does: one answer,
 /// from the address dialled.
 pub async fn fetch_xds(req: &crate::probe::xds_debug::DebugRequest<'_>) -> View {
-    let result = match crate::probe::xds_debug::get(req).await {
-        Ok(body) => parse(&String::from_utf8_lossy(&body)),
-        Err(e) => Err(crate::probe::xds_debug::describe(&e, req.namespace)),
+    fetch_xds_with_error(req).await.0
+}
+
+/// [`fetch_xds`], with istiod's error when it refused (the caller may
+/// read something into an `Unauthenticated`).
+pub async fn fetch_xds_with_error(
+    req: &crate::probe::xds_debug::DebugRequest<'_>,
+) -> (View, Option<crate::probe::xds_debug::XdsError>) {
+    let (result, err) = match crate::probe::xds_debug::get(req).await {
+        Ok(body) => (parse(&String::from_utf8_lossy(&body)), None),
+        Err(e) => (
+            Err(crate::probe::xds_debug::describe(&e, req.namespace)),
+            Some(e),
+        ),
     };
-    Ok(vec![Answer {
+    let view = Ok(vec![Answer {
         from: format!("xDS {}", req.addr),
         result,
-    }])
+    }]);
+    (view, err)
 }
 
 /// Did every istiod asked answer with a list?

@@ -15,12 +15,12 @@ use super::istiod::{
     no_deployment_note, pick, read_istiod_deployments, restart_command, set_env_command, with_item,
     with_side,
 };
+use crate::engine::facts::Sensitive;
 use crate::engine::{Ctx, Outcome};
 use crate::findings::{Finding, generic, shell_word};
 use crate::inspect::jwt;
 use crate::model::StepId;
 use crate::probe::ca_client::{self, CsrError, CsrRequest};
-use crate::engine::facts::Sensitive;
 use crate::probe::clusterz::{self, Judgement};
 use crate::probe::xds_debug;
 use serde_json::json;
@@ -79,6 +79,10 @@ pub struct CsrFacts {
     pub istiod_audiences: Option<(Vec<String>, String)>,
     /// When the remote secret last changed, as its metadata tells.
     pub secret_changed: Option<SecretChange>,
+    /// The audience of the primary's token istiod refused with
+    /// Unauthenticated over xDS: istiod's own TokenReview, in its own
+    /// cluster, does not accept that audience.
+    pub xds_refused_audience: Option<String>,
 }
 
 /// When the remote secret was last written: the newest of its
@@ -148,6 +152,7 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
         istiod: Err("not read".into()),
         istiod_audiences: None,
         secret_changed: None,
+        xds_refused_audience: None,
     };
     let (istiod_settings, secret_ref) = {
         let f = ctx.facts();
@@ -160,8 +165,15 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
     };
     facts.istiod_audiences = istiod_settings
         .as_ref()
-        .filter(|st| st.deployment.is_some() && !st.unresolved.iter().any(|u| u == "TOKEN_AUDIENCES"))
-        .map(|st| (st.token_audiences.value.clone(), st.token_audiences.from.clone()));
+        .filter(|st| {
+            st.deployment.is_some() && !st.unresolved.iter().any(|u| u == "TOKEN_AUDIENCES")
+        })
+        .map(|st| {
+            (
+                st.token_audiences.value.clone(),
+                st.token_audiences.from.clone(),
+            )
+        });
     // The debug token's audience: the first istiod accepts.
     let debug_audience = istiod_settings
         .as_ref()
@@ -197,9 +209,9 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
         );
         let token = match debug_token(ctx, &ns, &debug_audience).await {
             Ok(t) => t,
-            Err(why) => return (Err(why), xds_source),
+            Err(why) => return (Err(why), xds_source, None),
         };
-        let view = clusterz::fetch_xds(&xds_debug::DebugRequest {
+        let (view, err) = clusterz::fetch_xds_with_error(&xds_debug::DebugRequest {
             addr: &addr,
             server_name: &server_name,
             root_pem: &root,
@@ -210,7 +222,9 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
             timeout: ctx.opts.timeout,
         })
         .await;
-        (view, xds_source)
+        let refused = matches!(&err, Some(xds_debug::XdsError::Rpc { code, .. }) if code == "Unauthenticated")
+            .then(|| debug_audience.clone());
+        (view, xds_source, refused)
     };
     let istiod_side = async {
         tokio::join!(
@@ -233,7 +247,8 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
     drop(key);
     facts.rpc_ms = crate::model::millis(rpc);
     match side {
-        Some(((xds, xds_source), fallback, deps, changed)) => {
+        Some(((xds, xds_source, refused), fallback, deps, changed)) => {
+            facts.xds_refused_audience = refused;
             let (view, source) = choose(xds, xds_source, fallback, facts.view_source.clone());
             facts.view = view;
             facts.view_source = source;
@@ -282,7 +297,11 @@ async fn debug_token(ctx: &Ctx, ns: &str, audience: &str) -> Result<Sensitive, S
     );
     let resp = tokio::time::timeout(ctx.opts.timeout, call)
         .await
-        .map_err(|_| format!("no TokenRequest answer for {ns}/{DEBUG_SERVICE_ACCOUNT} in the primary in time"))?
+        .map_err(|_| {
+            format!(
+                "no TokenRequest answer for {ns}/{DEBUG_SERVICE_ACCOUNT} in the primary in time"
+            )
+        })?
         .map_err(|e| {
             format!(
                 "no token for {ns}/{DEBUG_SERVICE_ACCOUNT} in the primary to ask istiod with: {}",
@@ -291,7 +310,9 @@ async fn debug_token(ctx: &Ctx, ns: &str, audience: &str) -> Result<Sensitive, S
         })?;
     let token = resp.status.and_then(|s| s.token).unwrap_or_default();
     if token.is_empty() {
-        return Err(format!("the TokenRequest for {ns}/{DEBUG_SERVICE_ACCOUNT} returned no token"));
+        return Err(format!(
+            "the TokenRequest for {ns}/{DEBUG_SERVICE_ACCOUNT} returned no token"
+        ));
     }
     ctx.secrets.add(&token);
     Ok(Sensitive(token))
@@ -377,7 +398,9 @@ pub fn choose(
     }
     let fb_why = why(&fallback);
     (
-        Err(format!("over xDS: {xds_why}; through {fallback_source}: {fb_why}")),
+        Err(format!(
+            "over xDS: {xds_why}; through {fallback_source}: {fb_why}"
+        )),
         format!("none answered: {xds_source}, then {fallback_source}"),
     )
 }
@@ -517,6 +540,10 @@ fn unauthenticated(out: Outcome, f: &CsrFacts, s: &Settings, message: &str) -> O
         Some((list, _)) => Some((list.join(","), list.iter().any(|a| a == aud))),
         None => dep.as_ref().ok().and_then(|d| audiences(d, aud)),
     };
+    // Unknown setting, but istiod refused a token of its own cluster for
+    // this audience over xDS: its TokenReview does not accept it.
+    let refused_over_xds =
+        auds.is_none() && f.xds_refused_audience.as_deref() == Some(aud.as_str());
     let restart = |why: String| match &dep {
         Ok(d) => (vec![restart_command(s, d)], why),
         Err(e) => (
@@ -609,6 +636,17 @@ fn unauthenticated(out: Outcome, f: &CsrFacts, s: &Settings, message: &str) -> O
             if let Some((v, false)) = &auds {
                 return token_audience(out, s, &dep, v, diag);
             }
+            if refused_over_xds {
+                return refused_audience(
+                    out,
+                    s,
+                    &dep,
+                    format!(
+                        "{told}; istiod lists {cid:?} synced (Secret {}) and refused over xDS a token of its own cluster ({ns}/{DEBUG_SERVICE_ACCOUNT}) for {aud:?} too: its TOKEN_AUDIENCES lack {aud:?}",
+                        entry.secret_name
+                    ),
+                );
+            }
             let known = auds
                 .as_ref()
                 .map(|(v, _)| format!("its TOKEN_AUDIENCES ({v}) hold {aud:?}"))
@@ -632,7 +670,10 @@ fn unauthenticated(out: Outcome, f: &CsrFacts, s: &Settings, message: &str) -> O
                 );
             }
             let since = match &f.secret_changed {
-                Some(c) => format!(" Secret {} last changed at {}, before istiod's pods started, so istiod loaded its current kubeconfig.", c.secret, c.text),
+                Some(c) => format!(
+                    " Secret {} last changed at {}, before istiod's pods started, so istiod loaded its current kubeconfig.",
+                    c.secret, c.text
+                ),
                 None => " When the remote secret last changed is unknown.".into(),
             };
             out.failing(
@@ -653,6 +694,14 @@ fn unauthenticated(out: Outcome, f: &CsrFacts, s: &Settings, message: &str) -> O
                 };
                 token_audience(out, s, &dep, v, diag)
             }
+            _ if refused_over_xds => refused_audience(
+                out,
+                s,
+                &dep,
+                format!(
+                    "{told}; istiod refused over xDS a token of its own cluster ({ns}/{DEBUG_SERVICE_ACCOUNT}) for {aud:?} too: its TOKEN_AUDIENCES lack {aud:?} (its list of clusters is unknown: {why})"
+                ),
+            ),
             _ => {
                 let port_forward = format!(
                     "{} -n {} port-forward deployment/{} 15014",
@@ -688,6 +737,39 @@ fn stale_since<'a>(
         })
         .min()
         .map(|(_, pod, t)| (pod, t, change))
+}
+
+/// istiod's TOKEN_AUDIENCES are not readable (istiod is no Deployment
+/// meshtrace can read), but istiod refused a primary token for `aud` over
+/// xDS: its own TokenReview says they lack it.
+fn refused_audience(
+    out: Outcome,
+    s: &Settings,
+    dep: &Result<&IstiodDeployment, String>,
+    diag: String,
+) -> Outcome {
+    let aud = &s.token_audience;
+    let how = match dep {
+        Ok(d) => format!(
+            "add {aud} to TOKEN_AUDIENCES of Deployment {} (comma-separated, keeping the others; meshtrace cannot read its current value)",
+            d.name
+        ),
+        Err(e) => no_deployment_note(
+            s,
+            e,
+            &format!("add {aud} to its TOKEN_AUDIENCES (comma-separated, keeping the others)"),
+        ),
+    };
+    out.failing(
+        Finding::new(
+            &TOKEN_AUDIENCE,
+            format!("istiod's TOKEN_AUDIENCES lack the gateway token's audience {aud:?}"),
+        )
+        .note(format!(
+            "istiod reviews every token with TOKEN_AUDIENCES as the audiences: it refused the gateway's token and a token its own API server issued for {aud:?} alike, while the remote API server accepts the gateway's. {how}. If the gateways should use istiod's audience instead, trace again with --token-audience set to it: gateway-token then names the gateway's side"
+        )),
+        diag,
+    )
 }
 
 /// The gateway's token is for `aud`; istiod reviews it for TOKEN_AUDIENCES
@@ -780,6 +862,7 @@ mod tests {
             istiod,
             istiod_audiences: None,
             secret_changed: None,
+            xds_refused_audience: None,
         }
     }
 
@@ -893,6 +976,39 @@ mod tests {
             Row {
                 name: "synced, istiod's audiences unknown: never the audience by elimination",
                 facts: refused(synced(), Err("cannot list Deployments in istio-system of the primary: 403 Forbidden".into())),
+                status: Status::Fail,
+                code: Some("csr/unauthenticated"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "synced, audiences unknown, istiod refused a primary token for the audience over xDS",
+                facts: CsrFacts {
+                    xds_refused_audience: Some("istio-ca".into()),
+                    ..refused(synced(), Err("no istiod Deployment (app=istiod) in istio-system of the primary".into()))
+                },
+                status: Status::Fail,
+                code: Some("csr/token-audience-not-accepted"),
+                commands: &[],
+                summary: Some("istiod's TOKEN_AUDIENCES lack the gateway token's audience \"istio-ca\""),
+            },
+            Row {
+                name: "view unknown, audiences unknown, istiod refused a primary token for the audience over xDS",
+                facts: CsrFacts {
+                    xds_refused_audience: Some("istio-ca".into()),
+                    ..refused(Err("no pod labelled app=istiod".into()), Err("no istiod Deployment (app=istiod) in istio-system of the primary".into()))
+                },
+                status: Status::Fail,
+                code: Some("csr/token-audience-not-accepted"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "synced, xDS refused a token for another audience: not this one",
+                facts: CsrFacts {
+                    xds_refused_audience: Some("other-ca".into()),
+                    ..refused(synced(), Err("no istiod Deployment (app=istiod) in istio-system of the primary".into()))
+                },
                 status: Status::Fail,
                 code: Some("csr/unauthenticated"),
                 commands: &[],
@@ -1022,9 +1138,19 @@ mod tests {
                 result: Err(why.into()),
             }])
         };
-        let (v, src) = choose(ok.clone(), "xds".into(), Err("unused".into()), "proxy".into());
+        let (v, src) = choose(
+            ok.clone(),
+            "xds".into(),
+            Err("unused".into()),
+            "proxy".into(),
+        );
         assert_eq!((v, src.as_str()), (ok.clone(), "xds"));
-        let (v, src) = choose(failed("istiod answered PermissionDenied"), "xds".into(), ok.clone(), "proxy".into());
+        let (v, src) = choose(
+            failed("istiod answered PermissionDenied"),
+            "xds".into(),
+            ok.clone(),
+            "proxy".into(),
+        );
         assert_eq!(v, ok);
         assert_eq!(src, "proxy; not over xDS: istiod answered PermissionDenied");
         let (v, src) = choose(
@@ -1035,26 +1161,44 @@ mod tests {
         );
         assert_eq!(
             v,
-            Err("over xDS: no token for istio-system/default; through proxy: 401 Unauthorized".into())
+            Err(
+                "over xDS: no token for istio-system/default; through proxy: 401 Unauthorized"
+                    .into()
+            )
         );
         assert_eq!(src, "none answered: xds, then proxy");
     }
 
     #[test]
     fn the_secret_change_is_the_newest_of_its_times() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+            ManagedFieldsEntry, ObjectMeta, Time,
+        };
         let t = |s: &str| Time(s.parse().unwrap());
         let meta = ObjectMeta {
             creation_timestamp: Some(t("2026-12-01T08:00:00Z")),
             resource_version: Some("42".into()),
             managed_fields: Some(vec![
-                ManagedFieldsEntry { manager: Some("istioctl".into()), operation: Some("Update".into()), time: Some(t("2026-12-01T08:00:00Z")), ..Default::default() },
-                ManagedFieldsEntry { manager: Some("kubectl-client-side-apply".into()), operation: Some("Update".into()), time: Some(t("2026-12-02T09:30:00Z")), ..Default::default() },
+                ManagedFieldsEntry {
+                    manager: Some("istioctl".into()),
+                    operation: Some("Update".into()),
+                    time: Some(t("2026-12-01T08:00:00Z")),
+                    ..Default::default()
+                },
+                ManagedFieldsEntry {
+                    manager: Some("kubectl-client-side-apply".into()),
+                    operation: Some("Update".into()),
+                    time: Some(t("2026-12-02T09:30:00Z")),
+                    ..Default::default()
+                },
             ]),
             ..Default::default()
         };
         let c = change_of(SECRET, &meta).unwrap();
-        assert_eq!(c.text, "2026-12-02T09:30:00Z (managedFields: kubectl-client-side-apply, Update)");
+        assert_eq!(
+            c.text,
+            "2026-12-02T09:30:00Z (managedFields: kubectl-client-side-apply, Update)"
+        );
         assert_eq!(c.resource_version.as_deref(), Some("42"));
         assert_eq!(change_of(SECRET, &ObjectMeta::default()), None);
     }
