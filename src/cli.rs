@@ -3,6 +3,7 @@
 //! meshtrace could not run).
 
 use crate::engine::{self, Clusters, TraceOptions, target};
+use crate::lab::profiles::Profile;
 use crate::lab::{faults, world::Lab};
 use crate::model::{Mode, Target, TraceEvent, TraceReport, Verdict};
 use crate::probe::preflight;
@@ -93,6 +94,12 @@ pub struct LabArgs {
     /// List the faults the lab can inject, one per line
     #[arg(long)]
     pub list_faults: bool,
+    /// Build the lab as install profile NAME (see --list-profiles; docs/profiles.md)
+    #[arg(long, value_name = "NAME", value_enum, default_value_t = Profile::Default, hide_default_value = true)]
+    pub profile: Profile,
+    /// List the install profiles the lab can build, one per line
+    #[arg(long)]
+    pub list_profiles: bool,
     #[command(flatten)]
     pub trace: TraceArgs,
 }
@@ -104,6 +111,9 @@ pub enum LabAction {
         /// Inject a named fault
         #[arg(long, value_name = "NAME", value_parser = parse_fault)]
         fault: Option<faults::FaultId>,
+        /// Build the lab as install profile NAME
+        #[arg(long, value_name = "NAME", value_enum)]
+        profile: Option<Profile>,
         /// Where to write the kubeconfig (default: a temporary file, removed on exit)
         #[arg(long, value_name = "PATH")]
         kubeconfig_out: Option<PathBuf>,
@@ -324,6 +334,7 @@ impl TraceArgs {
             warn_within: self.warn_within,
             token_audience: self.token_audience.clone(),
             revision: self.revision.clone(),
+            platform_roots_pem: None,
             istiod_debug_addr: self.istiod_debug_addr.clone(),
             kubeconfig: Vec::new(),
         }
@@ -469,20 +480,34 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
         }
         return Ok(0);
     }
+    if lab.list_profiles {
+        let width = Profile::ALL
+            .iter()
+            .map(|p| p.name().len())
+            .max()
+            .unwrap_or(0);
+        for p in Profile::ALL {
+            println!("{:<width$}  {}", p.name(), p.about());
+        }
+        return Ok(0);
+    }
     if let Some(LabAction::Serve {
         fault,
         kubeconfig_out,
+        profile,
     }) = &lab.action
     {
         // `lab --fault X serve` and `lab serve --fault X` mean the same.
         let fault = fault.or(lab.fault).map(faults::get);
-        return serve(fault, kubeconfig_out.clone()).await;
+        let profile = profile.unwrap_or(lab.profile);
+        return serve(profile, fault, kubeconfig_out.clone()).await;
     }
     let fault = lab.fault.map(faults::get);
-    let running = Lab::start(fault)
+    let running = Lab::start_profile(lab.profile, fault, |_| {})
         .await
         .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
-    let opts = lab.trace.options();
+    let mut opts = lab.trace.options();
+    lab_profile_options(&running, &mut opts);
     let (clusters, t) = lab_target(&running, &opts).await?;
     // The lab goes through the same preflight (a few milliseconds), so that
     // e.g. a mistyped --istio-namespace is caught here too.
@@ -507,6 +532,19 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
     let code = trace_and_render(clusters, opts, t, &lab.trace).await;
     running.shutdown();
     Ok(code)
+}
+
+/// What a profile's lab needs of the trace that DNS and the OS store give
+/// on a real machine: `external-istiod`'s public name resolves to the lab's
+/// istiod (`--istiod-addr`, unless given) and its public CA is the
+/// platform's roots.
+pub fn lab_profile_options(lab: &Lab, opts: &mut TraceOptions) {
+    if let Some(root) = &lab.public_root_pem {
+        if opts.istiod_addr.is_none() {
+            opts.istiod_addr = Some(lab.istiod_addr.to_string());
+        }
+        opts.platform_roots_pem = Some(root.clone());
+    }
 }
 
 /// Clients for a running lab, built from its kubeconfig exactly as for real clusters.
@@ -544,10 +582,11 @@ pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Tar
 }
 
 async fn serve(
+    profile: Profile,
     fault: Option<&'static faults::Fault>,
     out: Option<PathBuf>,
 ) -> Result<i32, UsageError> {
-    let lab = Lab::start(fault)
+    let lab = Lab::start_profile(profile, fault, |_| {})
         .await
         .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
     // A temp dir we remove on exit, unless the user asked for a path.
@@ -557,7 +596,12 @@ async fn serve(
     write_private(&path, &lab.kubeconfig_yaml)
         .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
     println!(
-        "meshtrace lab is running{}",
+        "meshtrace lab is running{}{}",
+        if profile == Profile::Default {
+            String::new()
+        } else {
+            format!(" as profile {}", profile.name())
+        },
         fault
             .map(|f| format!(" with fault {}", f.name))
             .unwrap_or_default()
@@ -571,9 +615,23 @@ async fn serve(
         "istiod:     {} (gRPC + TLS, server name istiod.istio-system.svc)",
         lab.istiod_addr
     );
+    let mut extra = String::new();
+    let mut env = String::new();
+    if let Some(root) = &lab.public_root_pem {
+        // external-istiod: the public name and the public CA stand in for DNS and the OS store.
+        let root_path = path.with_file_name("public-root.pem");
+        write_private(&root_path, root)
+            .map_err(|e| UsageError(format!("cannot write {}: {e}", root_path.display())))?;
+        println!(
+            "public CA:  {} (istiod's serving certificate is from it: the platform's roots for CA_ROOT_CA=SYSTEM)",
+            root_path.display()
+        );
+        extra = format!(" --istiod-addr {}", lab.istiod_addr);
+        env = format!("SSL_CERT_FILE={} ", root_path.display());
+    }
     println!();
     println!(
-        "try:  meshtrace --kubeconfig {} --primary lab-primary --remote lab-remote -o text",
+        "try:  {env}meshtrace --kubeconfig {} --primary lab-primary --remote lab-remote{extra} -o text",
         path.display()
     );
     println!(

@@ -70,6 +70,9 @@ pub struct Facts {
     /// istiod's 15012 address as the gateway would dial it, and its source.
     pub istiod_addr: Option<(String, String)>,
     pub gateway_token: Option<Sensitive>,
+    /// What istiod-tls verified istiod with: (server name, roots PEM, which
+    /// roots): the CSR goes over the same TLS.
+    pub istiod_tls: Option<(String, String, String)>,
     /// What the gateway trusts: `istio-ca-root-cert` in the remote (PEM).
     pub remote_root_pem: Option<String>,
     /// The primary CA's root (PEM), when readable.

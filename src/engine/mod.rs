@@ -46,6 +46,9 @@ pub struct TraceOptions {
     pub token_audience: Option<String>,
     /// The istiod revision to judge with; default: the gateway's.
     pub revision: Option<String>,
+    /// The platform's roots, for a gateway with `CA_ROOT_CA=SYSTEM`;
+    /// default: this machine's (the lab gives its own public CA).
+    pub platform_roots_pem: Option<String>,
     /// istiod's monitoring address (HOST:PORT, plain HTTP, port 15014 in a
     /// pod) to read its own view of the remote clusters (`/debug/clusterz`);
     /// default: through the primary API server's proxy to the istiod pod.
@@ -68,6 +71,7 @@ impl Default for TraceOptions {
             warn_within: Duration::from_secs(7 * 24 * 3600),
             token_audience: None,
             revision: None,
+            platform_roots_pem: None,
             istiod_debug_addr: None,
             kubeconfig: Vec::new(),
         }

@@ -360,8 +360,8 @@ pub const FAULTS: &[Fault] = &[
     f(
         IstiodTokenAudiences,
         16,
-        Csr,
-        "csr/token-audience-not-accepted",
+        GatewayToken,
+        "gateway-token/audience-not-accepted",
         "istiod checks tokens for audience other-ca (TOKEN_AUDIENCES)",
     ),
     f(

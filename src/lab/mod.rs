@@ -9,6 +9,7 @@ pub mod istiod;
 #[cfg(test)]
 mod kubectl_tests;
 pub mod pki;
+pub mod profiles;
 pub mod store;
 pub mod tokens;
 pub mod world;

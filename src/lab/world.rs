@@ -6,6 +6,7 @@ use super::apiserver::{ApiServer, BoundApiServer, ClusterSim, SharedCluster, pro
 use super::faults::{Fault, FaultId, FaultId::*};
 use super::istiod::{IstiodConfig, IstiodQuirks, IstiodSim, Restart};
 use super::pki::Ca;
+use super::profiles::{EXTERNAL_HOST, Profile};
 use super::store::Store;
 use super::tokens::{SigningKeys, TokenSpec, now_unix};
 use k8s_openapi::ByteString;
@@ -41,6 +42,10 @@ pub struct Lab {
     pub kubeconfig_yaml: String,
     pub istiod_addr: SocketAddr,
     pub fault: Option<&'static Fault>,
+    pub profile: Profile,
+    /// `external-istiod`: the public CA istiod's serving certificate is
+    /// from, which stands for the platform's roots of the trace.
+    pub public_root_pem: Option<String>,
 }
 
 fn meta(ns: &str, name: &str) -> ObjectMeta {
@@ -246,17 +251,27 @@ fn istiod_settings(pod: &Pod, store: &Store) -> (Vec<String>, String, Vec<String
         audiences.push("istio-ca".into());
     }
     let pod_ns = env("POD_NAMESPACE").unwrap_or_else(|| NS.into());
-    let mut dns: Vec<String> = ["istiod", "istiod-remote", "istio-pilot"]
-        .iter()
-        .map(|h| format!("{h}.{pod_ns}.svc"))
-        .collect();
+    let revision = env("REVISION").filter(|r| !r.is_empty() && r != "default");
+    let mut hosts = vec![
+        "istiod".to_string(),
+        "istiod-remote".into(),
+        "istio-pilot".into(),
+    ];
+    if let Some(r) = &revision {
+        hosts.push(format!("istiod-{r}"));
+    }
+    let mut dns: Vec<String> = hosts.iter().map(|h| format!("{h}.{pod_ns}.svc")).collect();
     for h in list(env("ISTIOD_CUSTOM_HOST")) {
         if !dns.contains(&h) {
             dns.push(h);
         }
     }
+    let mesh_cm = match &revision {
+        Some(r) => format!("istio-{r}"),
+        None => "istio".into(),
+    };
     let trust_domain = store
-        .get::<ConfigMap>(NS, "istio")
+        .get::<ConfigMap>(NS, &mesh_cm)
         .and_then(|cm| cm.data?.get("mesh").cloned())
         .and_then(|mesh| {
             mesh.lines().find_map(|l| {
@@ -292,6 +307,16 @@ impl Lab {
         fault: Option<&'static Fault>,
         edit: impl FnOnce(&mut IstiodQuirks),
     ) -> std::io::Result<Lab> {
+        Self::start_profile(Profile::Default, fault, edit).await
+    }
+
+    /// A lab of install profile `profile` (docs/profiles.md), healthy or
+    /// with one fault.
+    pub async fn start_profile(
+        profile: Profile,
+        fault: Option<&'static Fault>,
+        edit: impl FnOnce(&mut IstiodQuirks),
+    ) -> std::io::Result<Lab> {
         crate::install_crypto_provider();
         let primary_api_ca = Ca::root("lab-primary-apiserver-ca", "meshtrace lab", 365);
         let remote_api_ca = Ca::root("lab-remote-apiserver-ca", "meshtrace lab", 365);
@@ -305,7 +330,12 @@ impl Lab {
 
         let primary_bound = BoundApiServer::bind(&primary_api_ca)?;
         let remote_bound = BoundApiServer::bind(&remote_api_ca)?;
-        let mut b = build(fault, &remote_bound, &mesh_root, signer.clone());
+        let mut b = build(fault, profile, &remote_bound, &mesh_root, signer.clone());
+        // external-istiod: istiod serves 15012 with a certificate for its
+        // public name from a public CA (istiod's --tlsCertFile), not its own.
+        let public_ca = (profile == Profile::ExternalIstiod)
+            .then(|| Arc::new(Ca::root("lab public root", "meshtrace lab public CA", 3650)));
+        let serving_ca = public_ca.clone().unwrap_or_else(|| signer.clone());
         b.primary.ca_pem = primary_bound.ca_pem.clone();
         b.remote.ca_pem = remote_bound.ca_pem.clone();
         edit(&mut b.quirks);
@@ -323,13 +353,16 @@ impl Lab {
 
         let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
         // istiod starts from its pod and the mesh config, as it restarts.
-        let (token_audiences, trust_domain, dns) = {
+        let (token_audiences, trust_domain, mut dns) = {
             let p = primary_state.read().unwrap_or_else(|e| e.into_inner());
             let pod = istiod_pod_now(&p.store).unwrap_or_default();
             istiod_settings(&pod, &p.store)
         };
+        if public_ca.is_some() {
+            dns.insert(0, EXTERNAL_HOST.to_string());
+        }
         let dns_refs: Vec<&str> = dns.iter().map(String::as_str).collect();
-        let serving = signer.server_cert("istiod", &dns_refs, &ips, 365);
+        let serving = serving_ca.server_cert("istiod", &dns_refs, &ips, 365);
         let istiod = IstiodSim::start(IstiodConfig {
             local_cluster_id: PRIMARY_ID.into(),
             namespace: NS.into(),
@@ -353,21 +386,29 @@ impl Lab {
         {
             let mut p = primary_state.write().unwrap_or_else(|e| e.into_inner());
             p.pod_proxies.insert(
-                proxy::deployment_key(NS, "istiod", &ISTIOD_MONITORING_PORT.to_string()),
+                proxy::deployment_key(
+                    NS,
+                    profile.istiod_deployment(),
+                    &ISTIOD_MONITORING_PORT.to_string(),
+                ),
                 istiod.monitoring_addr,
             );
             let handle = istiod.handle();
-            let signer = signer.clone();
+            let serving_ca = serving_ca.clone();
+            let external = public_ca.is_some();
             p.on_rollout = Some(Arc::new(move |cl: &mut ClusterSim, r: &Rollout| {
-                if r.namespace != NS || r.deployment != "istiod" {
+                if r.namespace != NS || r.deployment != profile.istiod_deployment() {
                     return;
                 }
-                let (token_audiences, trust_domain, dns) = istiod_settings(&r.pod, &cl.store);
+                let (token_audiences, trust_domain, mut dns) = istiod_settings(&r.pod, &cl.store);
+                if external {
+                    dns.insert(0, EXTERNAL_HOST.to_string());
+                }
                 let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
                 handle.restart(Restart {
                     token_audiences,
                     trust_domain,
-                    serving: Some(signer.server_cert("istiod", &dns, &ips, 365)),
+                    serving: Some(serving_ca.server_cert("istiod", &dns, &ips, 365)),
                 });
             }));
         }
@@ -388,14 +429,19 @@ impl Lab {
             } else {
                 istiod_addr.port()
             };
-            if !has(fault, IstiodNoEndpoints) && !has(fault, IstiodServiceMissing) {
+            let service = profile.remote_service();
+            if let (Some(service), false, false) = (
+                service,
+                has(fault, IstiodNoEndpoints),
+                has(fault, IstiodServiceMissing),
+            ) {
                 r.store.put(EndpointSlice {
                     metadata: ObjectMeta {
                         labels: labels(&[
-                            ("kubernetes.io/service-name", "istiod"),
+                            ("kubernetes.io/service-name", service),
                             ("endpointslice.kubernetes.io/managed-by", "meshtrace-lab"),
                         ]),
-                        ..meta(NS, "istiod-lab")
+                        ..meta(NS, &format!("{service}-lab"))
                     },
                     address_type: "IPv4".into(),
                     endpoints: Some(vec![Endpoint {
@@ -441,6 +487,8 @@ impl Lab {
             kubeconfig_yaml,
             istiod_addr,
             fault,
+            profile,
+            public_root_pem: public_ca.map(|c| c.cert_pem.clone()),
         })
     }
 
@@ -479,6 +527,7 @@ impl Lab {
 
 fn build(
     fault: Option<&'static Fault>,
+    profile: Profile,
     remote_bound: &BoundApiServer,
     mesh_root: &Ca,
     signer: Arc<Ca>,
@@ -520,15 +569,16 @@ fn build(
             ..Default::default()
         }]),
     });
-    // The istiod Service: no selector, 15012 and 443->15017.
-    if !has(fault, IstiodServiceMissing) {
+    // The istiod Service: no selector, 15012 and 443->15017; named as the
+    // gateway's address names it (istiod, istiod-<rev>, istiod-remote).
+    if let (Some(service), false) = (profile.remote_service(), has(fault, IstiodServiceMissing)) {
         let selector = if has(fault, IstiodServiceSelector) {
             labels(&[("app", "istiod")])
         } else {
             None
         };
         r.put(Service {
-            metadata: meta(NS, "istiod"),
+            metadata: meta(NS, service),
             spec: Some(ServiceSpec {
                 selector,
                 ports: Some(vec![
@@ -583,19 +633,28 @@ fn build(
     } else {
         REMOTE_ID
     };
-    let mut gw_env = vec![
-        env("PILOT_CERT_PROVIDER", "istiod"),
-        env("CA_ADDR", "istiod.istio-system.svc:15012"),
-        env("ISTIO_META_NETWORK", gw_network),
-        env("TRUST_DOMAIN", "cluster.local"),
-    ];
+    let mut gw_env = vec![env("PILOT_CERT_PROVIDER", "istiod")];
+    match profile.ca_addr() {
+        Some(a) => gw_env.push(env("CA_ADDR", &a)),
+        // As Istio's injector writes the mesh's defaultConfig for the agent.
+        None => gw_env.push(env(
+            "PROXY_CONFIG",
+            r#"{"discoveryAddress":"istiod-remote.istio-system.svc:15012"}"#,
+        )),
+    }
+    if profile == Profile::ExternalIstiod {
+        gw_env.push(env("CA_ROOT_CA", "SYSTEM"));
+        gw_env.push(env("XDS_ROOT_CA", "SYSTEM"));
+    }
+    gw_env.push(env("ISTIO_META_NETWORK", gw_network));
+    gw_env.push(env("TRUST_DOMAIN", profile.trust_domain()));
     if !has(fault, GatewayNoClusterId) {
         gw_env.push(env("ISTIO_META_CLUSTER_ID", gw_cluster_id));
     }
     let audience = if has(fault, GatewayAudience) {
         "kubernetes.default.svc"
     } else {
-        "istio-ca"
+        profile.gateway_audience()
     };
     let mut volumes = vec![Volume {
         name: "istiod-ca-cert".into(),
@@ -652,6 +711,7 @@ fn build(
                 ("app", GATEWAY),
                 ("istio", "eastwestgateway"),
                 ("topology.istio.io/network", gw_network),
+                ("istio.io/rev", profile.revision()),
             ],
             PodSpec {
                 service_account_name: Some(GATEWAY_SA.into()),
@@ -743,10 +803,21 @@ fn build(
             ByteString(signer.chain_pem.concat().into_bytes()),
         );
     }
+    // cert-manager's form: tls.crt (the signing CA), tls.key, ca.crt (the
+    // root); istiod takes it when tls.crt is there (detectSigningCABundleAndCRL).
+    let (cacerts, cacerts_type) = if profile == Profile::CertManagerCa {
+        let mut tls = BTreeMap::new();
+        tls.insert("tls.crt".to_string(), cacerts["ca-cert.pem"].clone());
+        tls.insert("tls.key".to_string(), cacerts["ca-key.pem"].clone());
+        tls.insert("ca.crt".to_string(), cacerts["root-cert.pem"].clone());
+        (tls, "kubernetes.io/tls")
+    } else {
+        (cacerts, "Opaque")
+    };
     p.put(Secret {
         metadata: meta(NS, "cacerts"),
         data: Some(cacerts),
-        type_: Some("Opaque".into()),
+        type_: Some(cacerts_type.into()),
         ..Default::default()
     });
     let mut root_cm = BTreeMap::new();
@@ -816,12 +887,12 @@ fn build(
     let trust_domain = if has(fault, ChainWrongTrustDomain) {
         "other.local"
     } else {
-        "cluster.local"
+        profile.trust_domain()
     };
     let mut mesh = BTreeMap::new();
-    mesh.insert("mesh".to_string(), format!("trustDomain: {trust_domain}\n"));
+    mesh.insert("mesh".to_string(), profile.mesh_config(trust_domain));
     p.put(ConfigMap {
-        metadata: meta(NS, "istio"),
+        metadata: meta(NS, profile.mesh_config_map()),
         data: Some(mesh),
         ..Default::default()
     });
@@ -843,7 +914,7 @@ fn build(
     let token_audiences = if has(fault, IstiodTokenAudiences) {
         "other-ca"
     } else {
-        "istio-ca"
+        profile.token_audiences()
     };
     // A literal POD_NAMESPACE (instead of the downward API's) that is not
     // istiod's namespace: its serving certificate names another namespace.
@@ -856,15 +927,19 @@ fn build(
         p,
         deployment(
             NS,
-            "istiod",
-            &[("app", "istiod"), ("istio", "pilot")],
+            profile.istiod_deployment(),
             &[
                 ("app", "istiod"),
                 ("istio", "pilot"),
-                ("istio.io/rev", "default"),
+                ("istio.io/rev", profile.revision()),
+            ],
+            &[
+                ("app", "istiod"),
+                ("istio", "pilot"),
+                ("istio.io/rev", profile.revision()),
             ],
             istiod_pod_spec(vec![
-                env("REVISION", "default"),
+                env("REVISION", profile.revision()),
                 env("PILOT_CERT_PROVIDER", "istiod"),
                 field_env("POD_NAME", "metadata.name"),
                 pod_namespace,

@@ -285,6 +285,32 @@ fn fmt_dur(d: Duration) -> String {
 }
 
 /// Probe `p.addr`. Never panics; the whole probe stays within `p.timeout`.
+/// The platform's roots as one PEM bundle (what Go's and the agent's
+/// `SYSTEM` roots are: the OS store; `SSL_CERT_FILE` / `SSL_CERT_DIR` honoured).
+pub fn platform_roots_pem() -> Result<String, String> {
+    use base64::Engine as _;
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        let why: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+        return Err(if why.is_empty() {
+            "this machine has no platform roots".into()
+        } else {
+            format!("cannot read the platform roots: {}", why.join("; "))
+        });
+    }
+    let mut pem = String::new();
+    for c in found.certs.iter().take(4096) {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(c.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    Ok(pem)
+}
+
 pub async fn probe(p: &TlsProbe) -> TlsReport {
     let mut report = TlsReport::default();
     let mut stage = Stage::Dns;

@@ -205,7 +205,7 @@ pub const EXPECTED: &[(FaultId, &[&str])] = &[
     (
         IstiodTokenAudiences,
         &[
-            "kubectl --context lab-primary -n istio-system set env deployment/istiod TOKEN_AUDIENCES=istio-ca",
+            "kubectl --context lab-primary -n istio-system set env deployment/istiod TOKEN_AUDIENCES=other-ca,istio-ca",
             "kubectl --context lab-primary -n istio-system rollout status deployment/istiod --timeout=60s",
         ],
     ),

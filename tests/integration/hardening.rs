@@ -215,7 +215,10 @@ async fn silent_istiod_debug_port_costs_a_refusal_one_timeout_and_a_pass_nothing
 
     let fault = meshtrace::lab::faults::find("istiod-token-audiences").unwrap();
     let started = Instant::now();
-    let (r, _) = trace_lab(Some(fault), opts(timeout)).await;
+    let mut o = opts(timeout);
+    // The operator's audience: the trace reaches the CSR istiod refuses.
+    o.token_audience = Some("istio-ca".into());
+    let (r, _) = trace_lab(Some(fault), o).await;
     holder.abort();
     let csr = r.step(StepId::Csr).unwrap();
     assert_eq!(csr.status, Status::Fail);

@@ -80,8 +80,14 @@ async fn csr_refusals_are_explained_by_istiods_view() {
     // then the note says how to find it.
     restart_or_how_to_find_it(finding);
 
+    // With --token-audience istio-ca the audience is the operator's, so the
+    // trace goes on to the CSR, which istiod (TOKEN_AUDIENCES=other-ca) refuses.
     let fault = faults::get(FaultId::IstiodTokenAudiences);
-    let (r, _) = trace_lab(Some(fault), TraceOptions::default()).await;
+    let opts = TraceOptions {
+        token_audience: Some("istio-ca".into()),
+        ..Default::default()
+    };
+    let (r, _) = trace_lab(Some(fault), opts).await;
     let csr = r.step(StepId::Csr).unwrap();
     let finding = csr.finding.as_ref().expect("a finding");
     assert_eq!(finding.code, "csr/token-audience-not-accepted");
@@ -147,6 +153,7 @@ async fn istiod_debug_addr_is_asked_directly() {
     ] {
         let opts = TraceOptions {
             istiod_debug_addr: Some(addr.clone()),
+            token_audience: Some("istio-ca".into()),
             ..Default::default()
         };
         let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts)

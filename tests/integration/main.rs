@@ -9,4 +9,5 @@ mod hardening;
 mod hostile;
 mod lab_faults;
 mod layout;
+mod profiles;
 mod support;

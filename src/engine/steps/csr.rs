@@ -11,9 +11,8 @@
 
 use super::Settings;
 use super::istiod::{
-    EnvValue, IstiodDeployment, IstiodDeployments, agent_server_name, expected_identity,
-    no_deployment_note, pick, read_istiod_deployments, restart_command, set_env_command, with_item,
-    with_side,
+    EnvValue, IstiodDeployment, IstiodDeployments, expected_identity, no_deployment_note, pick,
+    read_istiod_deployments, restart_command, set_env_command, with_item, with_side,
 };
 use crate::engine::facts::Sensitive;
 use crate::engine::{Ctx, Outcome};
@@ -110,18 +109,19 @@ const VIEW_GRACE: Duration = Duration::from_millis(300);
 const TTL_SECS: i64 = 3600;
 
 pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
-    let (addr, root, gw, token, cid, mesh_td) = {
+    let (addr, tls, gw, token, cid, mesh_td) = {
         let f = ctx.facts();
         (
             f.istiod_addr.clone(),
-            f.remote_root_pem.clone(),
+            f.istiod_tls.clone(),
             f.gateway.clone(),
             f.gateway_token.clone(),
             f.cluster_id.clone(),
             f.trust_domain.clone(),
         )
     };
-    let (Some((addr, _)), Some(root)) = (addr, root) else {
+    // The CSR goes over the TLS istiod-tls verified: its server name and roots.
+    let (Some((addr, _)), Some((server_name, root, _))) = (addr, tls) else {
         return Err(Outcome::new().blocked(StepId::IstiodTls, "no verified path to istiod"));
     };
     let Some(token) = token else {
@@ -135,7 +135,6 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
         &gw.namespace,
         &gw.service_account,
     );
-    let server_name = agent_server_name(gw.ca_addr.as_deref(), gw.istiod_san.as_deref());
     let ns = ctx.opts.istio_namespace.clone();
     let debug_addr = ctx.opts.istiod_debug_addr.as_deref();
     let mut facts = CsrFacts {

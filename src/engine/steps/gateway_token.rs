@@ -25,6 +25,7 @@ crate::causes! { StepId::GatewayToken;
     POD_GONE = "pod-gone", "the gateway pod went away while meshtrace asked for its token";
     TOKEN_REQUEST_REFUSED = "token-request-refused", "the remote API server refused the TokenRequest for the gateway";
     NOT_A_JWT = "not-a-jwt", "the remote API server issued a token that is not a JWT";
+    AUDIENCE_NOT_ACCEPTED = "audience-not-accepted", "istiod's TOKEN_AUDIENCES lack istio-ca, the audience the gateway's token carries";
 }
 
 /// The shortest token lifetime the TokenRequest API accepts.
@@ -37,6 +38,8 @@ const TOKEN_SECONDS: i64 = 43200;
 
 #[derive(Debug, Clone)]
 pub struct GatewayTokenFacts {
+    /// istiod's Deployment whose TOKEN_AUDIENCES were read (control-plane).
+    pub istiod: Option<super::istiod::IstiodDeployment>,
     pub gateway: GatewayFacts,
     pub answer: TokenAnswer,
 }
@@ -110,8 +113,14 @@ pub async fn gather(ctx: &Ctx, gw: GatewayFacts) -> (GatewayTokenFacts, Option<S
             None,
         ),
     };
+    let istiod = ctx
+        .facts()
+        .istiod_settings
+        .as_ref()
+        .and_then(|s| s.deployment.clone());
     (
         GatewayTokenFacts {
+            istiod,
             gateway: gw,
             answer,
         },
@@ -181,6 +190,21 @@ pub fn judge(f: &GatewayTokenFacts, s: &Settings) -> Outcome {
                 json!({"value": &s.token_audiences, "from": &s.audiences_from}),
             );
             out.pass()
+        }
+        // The gateway carries Istio's standard audience and istiod's own
+        // TOKEN_AUDIENCES (set, not defaulted) leave it out: istiod is off.
+        Some((Some(a), _))
+            if a == "istio-ca" && f.istiod.is_some() && s.audiences_from.starts_with("env") =>
+        {
+            let d = f.istiod.as_ref().expect("checked");
+            let now = s.token_audiences.join(",");
+            out.ev("audience", a);
+            out.failing(
+                Finding::new(&AUDIENCE_NOT_ACCEPTED, format!("istiod's TOKEN_AUDIENCES {now:?} lack istio-ca, the gateway token's audience"))
+                    .command(super::istiod::set_env_command(s, d, "TOKEN_AUDIENCES", &super::istiod::with_item(&now, "istio-ca")))
+                    .note("istiod's TokenReview asks for its TOKEN_AUDIENCES only (pkg/security/security.go, kube_jwt.go), so the API server refuses the gateway's token: istiod answers the CSR `request authenticate failure`. set env keeps istiod's audiences, adds istio-ca and rolls istiod out"),
+                format!("the gateway's istio-token is for {a:?}; istiod's TOKEN_AUDIENCES are {:?} ({})", s.token_audiences, s.audiences_from),
+            )
         }
         Some((aud, exp)) => wrong_audience(out, gw, aud.as_deref(), *exp, s),
     }
@@ -500,6 +524,7 @@ mod tests {
 
     fn issued(gw: GatewayFacts, aud: &str) -> GatewayTokenFacts {
         GatewayTokenFacts {
+            istiod: None,
             gateway: gw,
             answer: TokenAnswer::Issued(Ok(Box::new(summary(aud)))),
         }
@@ -530,6 +555,7 @@ mod tests {
         injected.injected_volumes = vec!["istio-envoy".into(), "istio-token".into()];
         let sa_gone = |exists: Result<bool, String>| {
             GatewayTokenFacts {
+                istiod: None,
             gateway: gateway(Some(Some("istio-ca")), Some(chart())),
             answer: TokenAnswer::NotFound {
                 error: "404 NotFound: serviceaccounts \"istio-eastwestgateway-service-account\" not found".into(),
@@ -690,6 +716,7 @@ mod tests {
             Row {
                 name: "TokenRequest forbidden",
                 facts: GatewayTokenFacts {
+                    istiod: None,
                     gateway: gateway(Some(Some("istio-ca")), None),
                     answer: TokenAnswer::Refused {
                         error: "403 Forbidden: serviceaccounts \"x\" is forbidden".into(),
@@ -703,6 +730,7 @@ mod tests {
             Row {
                 name: "a token that is no JWT",
                 facts: GatewayTokenFacts {
+                    istiod: None,
                     gateway: gateway(Some(Some("istio-ca")), None),
                     answer: TokenAnswer::Issued(jwt::decode("opaque").map(Box::new)),
                 },
@@ -758,6 +786,39 @@ mod tests {
                 assert!(!format!("{out:?}").contains("c2lnbmF0dXJl"), "{}", r.name);
             }
         }
+        // istiod's own TOKEN_AUDIENCES (read by control-plane) lack istio-ca:
+        // the fix is istiod's, keeping its audiences.
+        let mut other = Settings::for_tests();
+        other.token_audiences = vec!["other-ca".into()];
+        other.token_audience = "other-ca".into();
+        other.audiences_from = "env TOKEN_AUDIENCES of Deployment istiod".into();
+        let d = super::super::istiod::tests::one_istiod(&[("TOKEN_AUDIENCES", "other-ca")])
+            .unwrap()
+            .remove(0);
+        let mut f = issued(gateway(Some(Some("istio-ca")), None), "istio-ca");
+        f.istiod = Some(d);
+        let out = judge(&f, &other);
+        let fnd = super::super::check_row(
+            "istiod's audiences lack istio-ca",
+            &out,
+            Status::Fail,
+            Some("gateway-token/audience-not-accepted"),
+            &[
+                "kubectl --context ctx-primary -n istio-system set env deployment/istiod TOKEN_AUDIENCES=other-ca,istio-ca",
+            ],
+        );
+        assert!(
+            fnd.unwrap()
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("kube_jwt.go")
+        );
+        seen.push("gateway-token/audience-not-accepted");
+        // The same audiences given with --token-audience: the gateway's side.
+        other.audiences_from = "--token-audience".into();
+        let out = judge(&f, &other);
+        assert_eq!(out.finding.unwrap().code, "gateway-token/wrong-audience");
         for c in CAUSES {
             assert!(seen.contains(&c.code().as_str()), "no row for {}", c.code());
         }

@@ -5,15 +5,16 @@
 //! judge reports the first of those that fails.
 
 use super::Settings;
+use super::dial::Roots;
 use super::istiod::{
-    EnvValue, IstiodDeployments, agent_server_name, no_deployment_note, pick,
-    read_istiod_deployments, restart_command, set_env_command, with_item, with_side,
+    EnvValue, IstiodDeployments, no_deployment_note, pick, read_istiod_deployments,
+    restart_command, set_env_command, with_item, with_side,
 };
 use crate::engine::{Ctx, Outcome};
 use crate::findings::Finding;
 use crate::inspect::x509::{self, CertInfo, rfc3339};
 use crate::model::StepId;
-use crate::probe::tls::{TlsProbe, TlsReport, probe};
+use crate::probe::tls::{TlsProbe, TlsReport, platform_roots_pem, probe};
 use std::time::Duration;
 
 crate::causes! { StepId::IstiodTls;
@@ -37,6 +38,12 @@ pub struct TlsFacts {
     pub report: TlsReport,
     /// istiod's Deployments in the primary, read only when the handshake failed.
     pub istiod: IstiodDeployments,
+    /// The roots verified with, in words.
+    pub roots: String,
+    /// Which setting gave the gateway's address.
+    pub dial_from: String,
+    /// `CA_ROOT_CA=<file>`: the agent's roots, which meshtrace cannot read.
+    pub roots_file: Option<String>,
 }
 
 pub async fn gather(ctx: &Ctx) -> Result<TlsFacts, Outcome> {
@@ -51,20 +58,39 @@ pub async fn gather(ctx: &Ctx) -> Result<TlsFacts, Outcome> {
     let Some((addr, source)) = addr else {
         return Err(Outcome::new().blocked(StepId::RemoteIstiodEndpoint, "no istiod address"));
     };
-    let Some(root) = root else {
-        return Err(Outcome::new().blocked(
-            StepId::RootOfTrust,
-            "no root in the remote's istio-ca-root-cert to verify istiod with",
-        ));
+    let dial = super::dial::of(gw.as_ref());
+    let (roots_pem, roots) = match &dial.roots {
+        Roots::System => match ctx
+            .opts
+            .platform_roots_pem
+            .clone()
+            .map(Ok)
+            .unwrap_or_else(platform_roots_pem)
+        {
+            Ok(pem) => (pem, dial.roots.describe()),
+            Err(e) => {
+                return Err(Outcome::new().skipped(format!(
+                    "the gateway verifies istiod with the platform's roots (CA_ROOT_CA=SYSTEM), and {e}"
+                )));
+            }
+        },
+        // The file lives in the gateway's container: meshtrace verifies with
+        // istio-ca-root-cert and says so.
+        Roots::IstioCaRootCert | Roots::File(_) => match root {
+            Some(r) => (r, Roots::IstioCaRootCert.describe()),
+            None => {
+                return Err(Outcome::new().blocked(
+                    StepId::RootOfTrust,
+                    "no root in the remote's istio-ca-root-cert to verify istiod with",
+                ));
+            }
+        },
     };
-    let server_name = agent_server_name(
-        gw.as_ref().and_then(|g| g.ca_addr.as_deref()),
-        gw.as_ref().and_then(|g| g.istiod_san.as_deref()),
-    );
+    let server_name = dial.server_name.clone();
     let target = TlsProbe {
         addr: addr.clone(),
         server_name: server_name.clone(),
-        roots_pem: root,
+        roots_pem: roots_pem.clone(),
         timeout: ctx.opts.timeout,
     };
     let handshake = probe(&target);
@@ -74,12 +100,21 @@ pub async fn gather(ctx: &Ctx) -> Result<TlsFacts, Outcome> {
         ctx.opts.timeout,
     );
     let (report, istiod) = with_side(handshake, deployments, |r| !r.ok(), Duration::ZERO).await;
+    if report.ok() {
+        ctx.facts().istiod_tls = Some((server_name.clone(), roots_pem, roots.clone()));
+    }
     Ok(TlsFacts {
         addr,
         source,
         server_name,
         report,
         istiod: istiod.unwrap_or_else(|| Err("not read: the handshake passed".into())),
+        roots,
+        dial_from: dial.from.clone(),
+        roots_file: match &dial.roots {
+            Roots::File(p) => Some(p.clone()),
+            _ => None,
+        },
     })
 }
 
@@ -119,6 +154,14 @@ pub fn judge(f: &TlsFacts, s: &Settings) -> Outcome {
     out.ev("address", &f.addr)
         .ev("address_source", &f.source)
         .ev("server_name", &f.server_name)
+        .ev(
+            "server_name_from",
+            format!(
+                "ISTIOD_SAN, else the host of the address the gateway dials ({})",
+                f.dial_from
+            ),
+        )
+        .ev("roots", &f.roots)
         .ev("handshake_ms", r.handshake_ms)
         .ev("protocol", &r.protocol)
         .ev("cipher", &r.cipher)
@@ -163,8 +206,8 @@ fn certificate_refused(
     let name = &f.server_name;
     let diag = |what: String| {
         format!(
-            "verifying istiod at {} as {name:?} with istio-ca-root-cert: {what}",
-            f.addr
+            "verifying istiod at {} as {name:?} with {}: {what}",
+            f.addr, f.roots
         )
     };
     let restart = |why: &str| match pick(&f.istiod, None, ns) {
@@ -220,6 +263,13 @@ fn certificate_refused(
                 names.join(", "),
                 "ISTIOD_SAN, else CA_ADDR's host"
             )),
+        );
+    }
+    if let (true, Some(file)) = (lower.contains("unknown authority"), &f.roots_file) {
+        return out.warning(
+            Finding::new(&UNKNOWN_AUTHORITY, "istiod's certificate does not chain to istio-ca-root-cert, and the gateway trusts a file meshtrace cannot read")
+                .note(format!("the gateway sets CA_ROOT_CA={file}: the agent verifies istiod with that file in its container, not with istio-ca-root-cert. Check that the file holds the root of the certificate istiod serves")),
+            diag(error.to_string()),
         );
     }
     if lower.contains("unknown authority") {
@@ -351,6 +401,9 @@ mod tests {
             server_name: "istiod.istio-system.svc".into(),
             report,
             istiod,
+            roots: "the remote's istio-ca-root-cert".into(),
+            dial_from: "the gateway's env CA_ADDR".into(),
+            roots_file: None,
         }
     }
 

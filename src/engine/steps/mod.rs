@@ -5,6 +5,7 @@
 
 mod control_plane;
 mod csr;
+pub(crate) mod dial;
 mod gateway;
 mod gateway_pod;
 mod gateway_token;

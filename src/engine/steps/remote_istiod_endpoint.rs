@@ -4,6 +4,7 @@
 //! primary's exposed address, or of type ExternalName for a hostname
 //! (manifests/charts/istio-control/istio-discovery/templates/remote-istiod-*.yaml).
 
+use super::dial::Dial;
 use super::istiod::{CA_PORT, join_host_port};
 use super::{Settings, kube_err};
 use crate::engine::{Ctx, Outcome};
@@ -22,8 +23,7 @@ crate::causes! { StepId::RemoteIstiodEndpoint;
     NO_ENDPOINTS = "no-endpoints", "the remote's istiod Service has no address for port 15012";
 }
 
-/// The Service name CA_ADDR resolves, and the primary's gateway that exposes istiod.
-const SERVICE: &str = "istiod";
+/// The primary's gateway that exposes istiod.
 const EASTWEST: &str = "istio-eastwestgateway";
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 /// Kubernetes' own EndpointSlice writers: for a Service with a selector, the
@@ -43,20 +43,31 @@ pub struct EndpointFacts {
     pub eastwest: Result<Option<Service>, String>,
     /// `--istiod-addr`.
     pub istiod_addr_flag: Option<String>,
+    /// Where the gateway dials, and the Service that name resolves to.
+    pub dial: Dial,
+    pub svc: String,
+    pub svc_ns: String,
 }
 
 pub async fn gather(ctx: &Ctx) -> EndpointFacts {
-    let ns = &ctx.opts.istio_namespace;
+    let dial = super::dial::of(ctx.facts().gateway.as_ref());
+    let (svc_name, svc_ns) = dial
+        .service
+        .clone()
+        .unwrap_or_else(|| ("istiod".into(), ctx.opts.istio_namespace.clone()));
+    let ns = &svc_ns;
     let remote = ctx.clusters.remote.clone();
     let svcs: Api<Service> = Api::namespaced(remote.clone(), ns);
     let slices: Api<EndpointSlice> = Api::namespaced(remote.clone(), ns);
     let eps: Api<Endpoints> = Api::namespaced(remote, ns);
-    let primary: Api<Service> = Api::namespaced(ctx.clusters.primary.clone(), ns);
-    let by_service = ListParams::default().labels(&format!("kubernetes.io/service-name={SERVICE}"));
+    let primary: Api<Service> =
+        Api::namespaced(ctx.clusters.primary.clone(), &ctx.opts.istio_namespace);
+    let by_service =
+        ListParams::default().labels(&format!("kubernetes.io/service-name={svc_name}"));
     let (svc, slice_list, ep, eastwest) = tokio::join!(
-        svcs.get_opt(SERVICE),
+        svcs.get_opt(&svc_name),
         slices.list(&by_service),
-        eps.get_opt(SERVICE),
+        eps.get_opt(&svc_name),
         primary.get_opt(EASTWEST),
     );
     let words = |e: kube::Error| kube_err(&e);
@@ -66,6 +77,9 @@ pub async fn gather(ctx: &Ctx) -> EndpointFacts {
         endpoints: ep.map_err(words),
         eastwest: eastwest.map_err(words),
         istiod_addr_flag: ctx.opts.istiod_addr.clone(),
+        dial,
+        svc: svc_name,
+        svc_ns,
     }
 }
 
@@ -184,6 +198,12 @@ fn route(f: &EndpointFacts, svc: &Service) -> Route {
 /// The address later steps dial and where it came from, for a Service that
 /// did not fail: `--istiod-addr`, else the first address the gateway has.
 pub fn dial_target(f: &EndpointFacts) -> Option<(String, String)> {
+    if f.dial.service.is_none() {
+        return Some(match &f.istiod_addr_flag {
+            Some(a) => (a.clone(), "--istiod-addr".into()),
+            None => (f.dial.addr.clone(), f.dial.from.clone()),
+        });
+    }
     let svc = f.service.as_ref().ok()?.as_ref()?;
     let r = route(f, svc);
     match &f.istiod_addr_flag {
@@ -341,24 +361,24 @@ fn apply(s: &Settings, docs: &[String]) -> String {
 }
 
 /// The selector-less Service of Istio's remote profile (remote-istiod-service.yaml).
-fn service_yaml(ns: &str, external_name: Option<&str>) -> String {
+fn service_yaml(ns: &str, svc: &str, external_name: Option<&str>) -> String {
     let external = external_name
         .map(|h| format!("  type: ExternalName\n  externalName: {h}\n"))
         .unwrap_or_default();
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {SERVICE}\n  namespace: {ns}\nspec:\n  ports:\n  - name: tcp-istiod\n    port: 15012\n    protocol: TCP\n  - name: tcp-webhook\n    port: 443\n    targetPort: 15017\n    protocol: TCP\n{external}"
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {svc}\n  namespace: {ns}\nspec:\n  ports:\n  - name: tcp-istiod\n    port: 15012\n    protocol: TCP\n  - name: tcp-webhook\n    port: 443\n    targetPort: 15017\n    protocol: TCP\n{external}"
     )
 }
 
 /// The EndpointSlice of Istio's remote profile (remote-istiod-endpointslices.yaml)
 /// with the primary's exposed address.
-fn slice_yaml(ns: &str, ip: &str, port: i32, webhook: Option<i32>) -> String {
+fn slice_yaml(ns: &str, svc: &str, ip: &str, port: i32, webhook: Option<i32>) -> String {
     let family = if ip.contains(':') { "IPv6" } else { "IPv4" };
     let webhook = webhook
         .map(|w| format!("- name: tcp-webhook\n  port: {w}\n  protocol: TCP\n"))
         .unwrap_or_default();
     format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {SERVICE}\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {SERVICE}\naddressType: {family}\nendpoints:\n- addresses:\n  - {ip}\nports:\n- name: tcp-istiod\n  port: {port}\n  protocol: TCP\n{webhook}"
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: {family}\nendpoints:\n- addresses:\n  - {ip}\nports:\n- name: tcp-istiod\n  port: {port}\n  protocol: TCP\n{webhook}"
     )
 }
 
@@ -373,23 +393,23 @@ fn find_address_note(s: &Settings, why: &str) -> String {
 
 /// The commands that give Service istiod the primary's address, and the note.
 fn point_at_primary(s: &Settings, f: &EndpointFacts, patch_type: bool) -> (Vec<String>, String) {
-    let ns = &s.istio_namespace;
-    match exposed(f, ns) {
+    let (svc, ns) = (f.svc.as_str(), f.svc_ns.as_str());
+    match exposed(f, &s.istio_namespace) {
         Exposed::Ip {
             ip,
             port,
             webhook,
             from,
         } => (
-            vec![apply(s, &[slice_yaml(ns, &ip, port, webhook)])],
+            vec![apply(s, &[slice_yaml(ns, svc, &ip, port, webhook)])],
             format!(
-                "the EndpointSlice gives Service {ns}/istiod the primary's exposed address {} ({from}), as Istio's remote profile does from values.global.remotePilotAddress",
+                "the EndpointSlice gives Service {ns}/{svc} the primary's exposed address {} ({from}), as Istio's remote profile does from values.global.remotePilotAddress",
                 join_host_port(&ip, port)
             ),
         ),
         Exposed::Host { host, from } if patch_type => (
             vec![format!(
-                "{} -n {} patch service {SERVICE} --type=merge -p {}",
+                "{} -n {} patch service {svc} --type=merge -p {}",
                 s.kubectl_remote(),
                 shell_word(ns),
                 shell_word(
@@ -397,7 +417,7 @@ fn point_at_primary(s: &Settings, f: &EndpointFacts, patch_type: bool) -> (Vec<S
                 )
             )],
             format!(
-                "the primary exposes istiod at hostname {host} ({from}): Service {ns}/istiod becomes an ExternalName for it (Kubernetes drops its cluster IP), as Istio's remote profile does for a hostname remotePilotAddress"
+                "the primary exposes istiod at hostname {host} ({from}): Service {ns}/{svc} becomes an ExternalName for it (Kubernetes drops its cluster IP), as Istio's remote profile does for a hostname remotePilotAddress"
             ),
         ),
         Exposed::Host { host, .. } => (
@@ -408,28 +428,51 @@ fn point_at_primary(s: &Settings, f: &EndpointFacts, patch_type: bool) -> (Vec<S
     }
 }
 
-fn remove_selector(s: &Settings) -> String {
+fn remove_selector(s: &Settings, ns: &str, svc: &str) -> String {
     format!(
-        "{} -n {} patch service {SERVICE} --type=json -p='[{{\"op\":\"remove\",\"path\":\"/spec/selector\"}}]'",
+        "{} -n {} patch service {svc} --type=json -p='[{{\"op\":\"remove\",\"path\":\"/spec/selector\"}}]'",
         s.kubectl_remote(),
-        shell_word(&s.istio_namespace)
+        shell_word(ns)
     )
 }
 
 pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
-    let ns = &s.istio_namespace;
     let mut out = Outcome::new();
-    let svc = match &f.service {
+    out.ev(
+        "gateway_dials",
+        json!({"address": f.dial.addr, "from": f.dial.from}),
+    );
+    let (svc, ns) = (f.svc.as_str(), f.svc_ns.as_str());
+    if f.dial.service.is_none() {
+        // An IP or a name outside the cluster's DNS: no Service of the
+        // remote is on the path; istiod-tls dials it as the agent does.
+        out.ev(
+            "note",
+            format!(
+                "the gateway dials {} directly ({}): no Service of the remote is involved",
+                f.dial.addr, f.dial.from
+            ),
+        );
+        return out.pass();
+    }
+    out.ev(
+        "service_rule",
+        format!(
+            "{} resolves to Service {ns}/{svc} (Kubernetes DNS from the gateway's namespace)",
+            f.dial.host
+        ),
+    );
+    let service = match &f.service {
         Err(e) => {
             return out.failing(
-                Finding::new(&UNREADABLE, format!("cannot read Service {ns}/istiod in the remote"))
+                Finding::new(&UNREADABLE, format!("cannot read Service {ns}/{svc} in the remote"))
                     .note(format!("the --remote context needs get on services, list on endpointslices and get on endpoints in {ns}")),
-                format!("GET Service {ns}/istiod in the remote: {e}"),
+                format!("GET Service {ns}/{svc} in the remote: {e}"),
             );
         }
         Ok(None) => {
             let (mut cmds, mut note) = (vec![], String::new());
-            match exposed(f, ns) {
+            match exposed(f, &s.istio_namespace) {
                 Exposed::Ip {
                     ip,
                     port,
@@ -438,7 +481,10 @@ pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
                 } => {
                     cmds.push(apply(
                         s,
-                        &[service_yaml(ns, None), slice_yaml(ns, &ip, port, webhook)],
+                        &[
+                            service_yaml(ns, svc, None),
+                            slice_yaml(ns, svc, &ip, port, webhook),
+                        ],
                     ));
                     note = format!(
                         "creates the selector-less Service and its EndpointSlice with the primary's exposed address {} ({from}), as Istio's remote profile does (istioctl install --set profile=remote)",
@@ -446,13 +492,13 @@ pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
                     );
                 }
                 Exposed::Host { host, from } => {
-                    cmds.push(apply(s, &[service_yaml(ns, Some(&host))]));
+                    cmds.push(apply(s, &[service_yaml(ns, svc, Some(&host))]));
                     note = format!(
                         "creates Service istiod as an ExternalName for {host} ({from}), as Istio's remote profile does for a hostname remotePilotAddress"
                     );
                 }
                 Exposed::Unknown(why) => {
-                    cmds.push(apply(s, &[service_yaml(ns, None)]));
+                    cmds.push(apply(s, &[service_yaml(ns, svc, None)]));
                     note.push_str(&format!(
                         "creates the selector-less Service; it still needs an EndpointSlice with the primary's address: {}",
                         find_address_note(s, &why)
@@ -460,23 +506,24 @@ pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
                 }
             }
             return out.failing(
-                Finding::new(&NO_SERVICE, format!("the remote has no Service {ns}/istiod"))
+                Finding::new(&NO_SERVICE, format!("the remote has no Service {ns}/{svc}"))
                     .commands(cmds)
                     .note(note),
                 format!(
-                    "no Service {ns}/istiod in the remote: the gateway's CA_ADDR istiod.{ns}.svc:15012 does not resolve"
+                    "no Service {ns}/{svc} in the remote: the gateway's {} ({}) does not resolve",
+                    f.dial.addr, f.dial.from
                 ),
             );
         }
-        Ok(Some(svc)) => svc,
+        Ok(Some(x)) => x,
     };
-    let spec = svc.spec.clone().unwrap_or_default();
+    let spec = service.spec.clone().unwrap_or_default();
     let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
     out.ev(
         "service",
-        json!({"name": format!("{ns}/istiod"), "type": spec.type_, "ports": ports, "selector": spec.selector, "externalName": spec.external_name}),
+        json!({"name": format!("{ns}/{svc}"), "type": spec.type_, "ports": ports, "selector": spec.selector, "externalName": spec.external_name}),
     );
-    let r = route(f, svc);
+    let r = route(f, service);
     let mut all = r.addrs.clone();
     all.extend(r.selected.iter().cloned());
     out.ev("endpoint_addresses", &all)
@@ -494,15 +541,15 @@ pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
         });
 
     if let Some(sel) = &selector {
-        let mut cmds = vec![remove_selector(s)];
+        let mut cmds = vec![remove_selector(s, ns, svc)];
         if r.controller_slices > 0 {
             cmds.push(format!(
-                "{} -n {} delete endpointslices -l kubernetes.io/service-name={SERVICE},{MANAGED_BY}={SLICE_CONTROLLER}",
+                "{} -n {} delete endpointslices -l kubernetes.io/service-name={svc},{MANAGED_BY}={SLICE_CONTROLLER}",
                 s.kubectl_remote(),
                 shell_word(ns)
             ));
         }
-        let summary = format!("Service {ns}/istiod in the remote has selector {sel}");
+        let summary = format!("Service {ns}/{svc} in the remote has selector {sel}");
         if r.addrs.is_empty() {
             let (more, note) = point_at_primary(s, f, false);
             cmds.extend(more);
@@ -511,7 +558,7 @@ pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
                     "with a selector Kubernetes fills the Service's endpoints from the remote's pods and stops mirroring its Endpoints; {note}"
                 )),
                 format!(
-                    "Service {ns}/istiod has selector {sel:?} and no EndpointSlice of its own with the primary's address (expected: no selector, as Istio's remote profile makes it)"
+                    "Service {ns}/{svc} has selector {sel:?} and no EndpointSlice of its own with the primary's address (expected: no selector, as Istio's remote profile makes it)"
                 ),
             );
         }
@@ -521,7 +568,7 @@ pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
                     "removing the selector leaves the EndpointSlice that points at the primary; the slices Kubernetes made from the remote's pods go",
                 ),
                 format!(
-                    "Service {ns}/istiod has selector {sel:?}, which adds remote pods {} to the primary's {}: some CSRs go to the remote's pods",
+                    "Service {ns}/{svc} has selector {sel:?}, which adds remote pods {} to the primary's {}: some CSRs go to the remote's pods",
                     super::quote_list(&r.selected),
                     super::quote_list(&r.addrs)
                 ),
@@ -535,7 +582,7 @@ pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
                 "it works today through the EndpointSlice that points at the primary; removing the selector keeps it that way",
             ),
             format!(
-                "Service {ns}/istiod has selector {sel:?}; it selects no remote pod yet, so EndpointSlice {} ({}) still routes the gateway to the primary",
+                "Service {ns}/{svc} has selector {sel:?}; it selects no remote pod yet, so EndpointSlice {} ({}) still routes the gateway to the primary",
                 r.slice_names.join(", "),
                 r.addrs.join(", ")
             ),
@@ -560,16 +607,16 @@ pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
             }
         };
         return out.failing(
-            Finding::new(&NO_PORT, format!("Service {ns}/istiod in the remote has no port 15012"))
+            Finding::new(&NO_PORT, format!("Service {ns}/{svc} in the remote has no port 15012"))
                 .command(format!(
-                    "{} -n {} patch service {SERVICE} --type=json -p={}",
+                    "{} -n {} patch service {svc} --type=json -p={}",
                     s.kubectl_remote(),
                     shell_word(ns),
                     shell_word(&patch.to_string())
                 ))
                 .note("port 15012 named tcp-istiod is the one CA_ADDR dials; its EndpointSlice needs a port of the same name"),
             format!(
-                "Service {ns}/istiod has ports {ports:?}, not 15012, the port of the gateway's CA_ADDR"
+                "Service {ns}/{svc} has ports {ports:?}, not 15012, the port of the gateway's CA_ADDR"
             ),
         );
     }
@@ -584,21 +631,21 @@ pub fn judge(f: &EndpointFacts, s: &Settings) -> Outcome {
             return out.failing(
                 Finding::new(
                     &UNREADABLE,
-                    format!("cannot read the endpoints of Service {ns}/istiod in the remote"),
+                    format!("cannot read the endpoints of Service {ns}/{svc} in the remote"),
                 )
                 .note(format!(
                     "the --remote context needs list on endpointslices and get on endpoints in {ns}"
                 )),
-                format!("list EndpointSlices / GET Endpoints {ns}/istiod in the remote: {e}"),
+                format!("list EndpointSlices / GET Endpoints {ns}/{svc} in the remote: {e}"),
             );
         }
         let (cmds, note) = point_at_primary(s, f, true);
         return out.failing(
-            Finding::new(&NO_ENDPOINTS, format!("Service {ns}/istiod in the remote has no address for port 15012"))
+            Finding::new(&NO_ENDPOINTS, format!("Service {ns}/{svc} in the remote has no address for port 15012"))
                 .commands(cmds)
                 .note(note),
             format!(
-                "Service {ns}/istiod has no EndpointSlice or Endpoints address for port 15012 (tcp-istiod): the gateway's dial to istiod.{ns}.svc:15012 goes nowhere"
+                "Service {ns}/{svc} has no EndpointSlice or Endpoints address for port 15012 (tcp-istiod): the gateway's dial to {} ({}) goes nowhere", f.dial.addr, f.dial.from
             ),
         );
     }
@@ -739,6 +786,9 @@ mod tests {
             endpoints: Ok(None),
             eastwest: Ok(Some(eastwest(Some("203.0.113.10"), None))),
             istiod_addr_flag: None,
+            dial: crate::engine::steps::dial::of(None),
+            svc: "istiod".into(),
+            svc_ns: "istio-system".into(),
         }
     }
 
