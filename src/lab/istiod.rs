@@ -747,6 +747,8 @@ struct AdsService {
     inner: Arc<Inner>,
 }
 
+/// istiod's debug type URL (`model.DebugType`, pkg/model/xds.go).
+const DEBUG_TYPE: &str = "istio.io/debug";
 /// Debug types istiod serves to an identity outside its namespace.
 const ACTIVE_NAMESPACE_DEBUGGERS: [&str; 3] = ["config_dump", "ndsz", "edsz"];
 
@@ -798,10 +800,7 @@ impl Inner {
                 "authorization failed: no identities ([{identity}]) matched {want_ns}/{want_sa}"
             )));
         }
-        if !req
-            .type_url
-            .starts_with(crate::probe::xds_debug::DEBUG_TYPE)
-        {
+        if !req.type_url.starts_with(DEBUG_TYPE) {
             return Err(Status::unimplemented(
                 "the lab's istiod serves only istio.io/debug over xDS",
             ));
@@ -823,7 +822,7 @@ impl Inner {
         };
         Ok(DiscoveryResponse {
             resources: vec![prost_types::Any {
-                type_url: crate::probe::xds_debug::DEBUG_TYPE.into(),
+                type_url: DEBUG_TYPE.into(),
                 value: body.into_bytes(),
             }],
             type_url: req.type_url.clone(),
