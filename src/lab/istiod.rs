@@ -6,6 +6,10 @@
 
 use crate::lab::apiserver::SharedCluster;
 use crate::lab::pki::{Ca, ServerCert};
+use crate::proto::ads::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use crate::proto::ads::{DiscoveryRequest, DiscoveryResponse};
 use crate::proto::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
@@ -213,6 +217,9 @@ fn serve_grpc(inner: &Arc<Inner>, serving: &ServerCert) -> std::io::Result<()> {
     let svc = IstioCertificateServiceServer::new(CaService {
         inner: inner.clone(),
     });
+    let ads = AggregatedDiscoveryServiceServer::new(AdsService {
+        inner: inner.clone(),
+    });
     let (run_stop, mut run_rx) = tokio::sync::watch::channel(false);
     if let Some(prev) = inner
         .run_stop
@@ -234,6 +241,7 @@ fn serve_grpc(inner: &Arc<Inner>, serving: &ServerCert) -> std::io::Result<()> {
         let mut router = server;
         if let Err(e) = router
             .add_service(svc)
+            .add_service(ads)
             .serve_with_incoming_shutdown(incoming, signal)
             .await
         {
@@ -728,6 +736,156 @@ impl IstioCertificateService for CaService {
     }
 }
 
+/// istiod's ADS on the secure port, for its debug types only (the lab
+/// serves no config): pilot/pkg/xds/ads.go authenticates the stream
+/// (`authentication failure`, Unauthenticated), authorizes the identity
+/// against the node's NAMESPACE and SERVICE_ACCOUNT (auth.go,
+/// PermissionDenied), and debuggen.go answers `istio.io/debug` only to an
+/// identity in istiod's namespace (but config_dump, ndsz, edsz), with the
+/// debug handler's body as one `Any` resource.
+struct AdsService {
+    inner: Arc<Inner>,
+}
+
+/// istiod's debug type URL (`model.DebugType`, pkg/model/xds.go).
+const DEBUG_TYPE: &str = "istio.io/debug";
+/// Debug types istiod serves to an identity outside its namespace.
+const ACTIVE_NAMESPACE_DEBUGGERS: [&str; 3] = ["config_dump", "ndsz", "edsz"];
+
+impl Inner {
+    async fn debug_answer(
+        &self,
+        md: &MetadataMap,
+        peer: &str,
+        req: DiscoveryRequest,
+    ) -> Result<DiscoveryResponse, Status> {
+        let (ns, sa) = match self.authenticate(md).await {
+            Ok(id) => id,
+            Err(reason) => {
+                self.log(format!("Failed to authenticate client from {peer}: Authenticator KubeJWTAuthenticator: {reason}"));
+                return Err(Status::unauthenticated("authentication failure"));
+            }
+        };
+        // model.ParseServiceNodeWithMetadata: TYPE~IP~ID~DOMAIN.
+        let node_id = req.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default();
+        let parts: Vec<&str> = node_id.split('~').collect();
+        if parts.len() != 4 {
+            return Err(Status::invalid_argument(format!(
+                "missing parts in the service node {node_id:?}"
+            )));
+        }
+        if !["sidecar", "router", "waypoint", "ztunnel"].contains(&parts[0]) {
+            return Err(Status::invalid_argument(format!(
+                "invalid node type (valid types: [sidecar router waypoint ztunnel]) in the service node {node_id:?}"
+            )));
+        }
+        let meta = |k: &str| {
+            req.node
+                .as_ref()
+                .and_then(|n| n.metadata.as_ref())
+                .and_then(|m| m.fields.get(k))
+                .and_then(|v| match &v.kind {
+                    Some(prost_types::value::Kind::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        let identity = format!("spiffe://{}/ns/{ns}/sa/{sa}", self.run().trust_domain);
+        let (want_ns, want_sa) = (meta("NAMESPACE"), meta("SERVICE_ACCOUNT"));
+        if (!want_ns.is_empty() && want_ns != ns) || (!want_sa.is_empty() && want_sa != sa) {
+            self.log(format!(
+                "Unauthorized XDS: {peer} with identity [{identity}]"
+            ));
+            return Err(Status::permission_denied(format!(
+                "authorization failed: no identities ([{identity}]) matched {want_ns}/{want_sa}"
+            )));
+        }
+        if !req.type_url.starts_with(DEBUG_TYPE) {
+            return Err(Status::unimplemented(
+                "the lab's istiod serves only istio.io/debug over xDS",
+            ));
+        }
+        let [resource] = req.resource_names.as_slice() else {
+            return Err(Status::invalid_argument(
+                "exactly one debug request is required",
+            ));
+        };
+        let path = resource.split('?').next().unwrap_or_default();
+        if ns != self.cfg.namespace && !ACTIVE_NAMESPACE_DEBUGGERS.contains(&path) {
+            return Err(Status::permission_denied(format!(
+                "the debug info is not available for current identity: {identity:?}"
+            )));
+        }
+        let body = match path {
+            "clusterz" => clusterz_json(&self.clusterz().await),
+            _ => "404 page not found\n".to_string(),
+        };
+        Ok(DiscoveryResponse {
+            resources: vec![prost_types::Any {
+                type_url: DEBUG_TYPE.into(),
+                value: body.into_bytes(),
+            }],
+            type_url: req.type_url.clone(),
+            version_info: String::new(),
+            nonce: "1".into(),
+        })
+    }
+}
+
+/// `/debug/clusterz`'s JSON: `[{"id":..,"secretName":..,"syncStatus":..}]`.
+fn clusterz_json(entries: &[ClusterzEntry]) -> String {
+    let list: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| serde_json::json!({"id": e.id, "secretName": e.secret_name, "syncStatus": e.sync_status}))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+type DiscoveryStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<DiscoveryResponse, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsService {
+    type StreamAggregatedResourcesStream = DiscoveryStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<DiscoveryStream>, Status> {
+        use futures::StreamExt as _;
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let md = request.metadata().clone();
+        let inner = self.inner.clone();
+        let incoming = request.into_inner();
+        // Each request gets its answer; the first error ends the stream, as
+        // an error of istiod's generator does.
+        let out = incoming
+            .then(move |r| {
+                let (inner, md, peer) = (inner.clone(), md.clone(), peer.clone());
+                async move {
+                    match r {
+                        Ok(req) => inner.debug_answer(&md, &peer, req).await,
+                        Err(st) => Err(st),
+                    }
+                }
+            })
+            .scan(false, |failed, r| {
+                let item = if *failed {
+                    None
+                } else {
+                    *failed = r.is_err();
+                    Some(r)
+                };
+                futures::future::ready(item)
+            });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
 /// security.ExtractBearerToken: the first `authorization` value starting with
 /// "Bearer " (case-sensitive, as istiod checks it).
 fn extract_bearer(md: &MetadataMap) -> Result<String, &'static str> {
@@ -1014,6 +1172,8 @@ mod tests {
         gw_token: String,
         /// A token of a workload in the primary itself.
         primary_token: String,
+        /// A token of istio-system/default in the primary (istioctl's debug caller).
+        debug_token: String,
     }
 
     impl Fixture {
@@ -1176,6 +1336,24 @@ mod tests {
             expires_at: now + 3600,
             pod: None,
         });
+        let default_uid = primary
+            .store
+            .put(ServiceAccount {
+                metadata: meta(NS, "default"),
+                ..Default::default()
+            })
+            .metadata
+            .uid
+            .unwrap();
+        let debug_token = primary.keys.mint(&TokenSpec {
+            namespace: NS.into(),
+            service_account: "default".into(),
+            service_account_uid: default_uid,
+            audiences: vec!["istio-ca".into()],
+            issued_at: now,
+            expires_at: now + 600,
+            pod: None,
+        });
 
         let primary_state: SharedCluster = Arc::new(RwLock::new(primary));
         let remote_state: SharedCluster = Arc::new(RwLock::new(remote));
@@ -1210,6 +1388,7 @@ mod tests {
             signer_pem: signer.cert_pem.clone(),
             gw_token,
             primary_token,
+            debug_token,
         }
     }
 
@@ -1256,6 +1435,98 @@ mod tests {
             code: "Unauthenticated".into(),
             message: "request authenticate failure".into(),
         }
+    }
+
+    fn debug<'a>(
+        f: &'a Fixture,
+        token: &'a str,
+        ns: &'a str,
+        sa: &'a str,
+    ) -> crate::probe::xds_debug::DebugRequest<'a> {
+        crate::probe::xds_debug::DebugRequest {
+            addr: &f.istiod_addr,
+            server_name: SERVER_NAME,
+            root_pem: &f.root_pem,
+            token,
+            namespace: ns,
+            service_account: sa,
+            resource: "clusterz",
+            timeout: Duration::from_secs(15),
+        }
+    }
+
+    #[tokio::test]
+    async fn clusterz_over_xds_for_an_identity_in_istiods_namespace() {
+        use crate::probe::clusterz;
+        let f = fixture(Opts::default()).await;
+        let view = clusterz::fetch_xds(&debug(&f, &f.debug_token, NS, "default")).await;
+        assert_eq!(
+            clusterz::evidence(&view),
+            "primary synced, remote synced (istio-system/istio-remote-secret-remote)",
+            "{view:?}"
+        );
+        assert_eq!(view.unwrap()[0].from, format!("xDS {}", f.istiod_addr));
+        f.stop();
+    }
+
+    #[tokio::test]
+    async fn xds_debug_refuses_as_istiod_does() {
+        use crate::probe::xds_debug::{XdsError, get};
+        let f = fixture(Opts::default()).await;
+        // A token istiod cannot authenticate.
+        let e = get(&debug(&f, "not-a-token", NS, "default"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            XdsError::Rpc {
+                code: "Unauthenticated".into(),
+                message: "authentication failure".into()
+            }
+        );
+        // An identity outside istiod's namespace.
+        let e = get(&debug(&f, &f.primary_token, "default", "local-app"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            XdsError::Rpc {
+                code: "PermissionDenied".into(),
+                message: "the debug info is not available for current identity: \"spiffe://cluster.local/ns/default/sa/local-app\"".into()
+            }
+        );
+        // Node metadata that names another identity than the token's.
+        let e = get(&debug(&f, &f.primary_token, NS, "default"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, XdsError::Rpc { code, message } if code == "PermissionDenied" && message.starts_with("authorization failed: no identities")),
+            "{e:?}"
+        );
+        // No authorization at all, with the generated client.
+        use crate::proto::ads::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&f.root_pem))
+            .domain_name(SERVER_NAME);
+        let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", f.istiod_addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let req = crate::probe::xds_debug::request("clusterz", NS, "default");
+        let mut c = AggregatedDiscoveryServiceClient::new(ch);
+        let st = match c
+            .stream_aggregated_resources(futures::stream::iter([req]))
+            .await
+        {
+            Err(st) => st,
+            Ok(resp) => resp.into_inner().message().await.unwrap_err(),
+        };
+        assert_eq!(st.code(), tonic::Code::Unauthenticated);
+        assert_eq!(st.message(), "authentication failure");
+        f.stop();
     }
 
     #[tokio::test]

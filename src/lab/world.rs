@@ -941,6 +941,12 @@ fn build(
         metadata: meta(NS, "istiod"),
         ..Default::default()
     });
+    // Kubernetes' `default` account of the namespace, whose token meshtrace
+    // (as istioctl) reads istiod's debug types over xDS with.
+    p.put(ServiceAccount {
+        metadata: meta(NS, "default"),
+        ..Default::default()
+    });
     let token_audiences = if has(fault, IstiodTokenAudiences) {
         "other-ca"
     } else {

@@ -261,6 +261,38 @@ pub async fn fetch(
     }
 }
 
+/// Ask istiod over xDS (`istio.io/debug`, resource `clusterz`) on its
+/// secure port, as `istioctl x internal-debug clusterz` does: one answer,
+/// from the address dialled.
+pub async fn fetch_xds(req: &crate::probe::xds_debug::DebugRequest<'_>) -> View {
+    fetch_xds_with_error(req).await.0
+}
+
+/// [`fetch_xds`], with istiod's error when it refused (the caller may
+/// read something into an `Unauthenticated`).
+pub async fn fetch_xds_with_error(
+    req: &crate::probe::xds_debug::DebugRequest<'_>,
+) -> (View, Option<crate::probe::xds_debug::XdsError>) {
+    let (result, err) = match crate::probe::xds_debug::get(req).await {
+        Ok(body) => (parse(&String::from_utf8_lossy(&body)), None),
+        Err(e) => (
+            Err(crate::probe::xds_debug::describe(&e, req.namespace)),
+            Some(e),
+        ),
+    };
+    let view = Ok(vec![Answer {
+        from: format!("xDS {}", req.addr),
+        result,
+    }]);
+    (view, err)
+}
+
+/// Did every istiod asked answer with a list?
+pub fn answered(view: &View) -> bool {
+    view.as_ref()
+        .is_ok_and(|a| !a.is_empty() && a.iter().all(|a| a.result.is_ok()))
+}
+
 /// Where the view comes from, for the evidence.
 pub fn source(debug_addr: Option<&str>, namespace: &str) -> String {
     match debug_addr {

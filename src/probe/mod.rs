@@ -8,3 +8,4 @@ pub mod kube_client;
 pub mod kube_error;
 pub mod preflight;
 pub mod tls;
+pub mod xds_debug;

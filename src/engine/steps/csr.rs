@@ -14,12 +14,14 @@ use super::istiod::{
     EnvValue, IstiodDeployment, IstiodDeployments, expected_identity, no_deployment_note, pick,
     read_istiod_deployments, restart_command, set_env_command, with_item, with_side,
 };
+use crate::engine::facts::Sensitive;
 use crate::engine::{Ctx, Outcome};
 use crate::findings::{Finding, generic, shell_word};
 use crate::inspect::jwt;
 use crate::model::StepId;
 use crate::probe::ca_client::{self, CsrError, CsrRequest};
 use crate::probe::clusterz::{self, Judgement};
+use crate::probe::xds_debug;
 use serde_json::json;
 use std::time::Duration;
 
@@ -70,7 +72,36 @@ pub struct CsrFacts {
     pub view_source: String,
     /// istiod's Deployments in the primary (or why they are unknown).
     pub istiod: IstiodDeployments,
+    /// istiod's TOKEN_AUDIENCES as control-plane read them from its
+    /// Deployment, and from where; None when istiod's setting is unknown
+    /// (then the Deployment's env is read, if csr found it).
+    pub istiod_audiences: Option<(Vec<String>, String)>,
+    /// When the remote secret last changed, as its metadata tells.
+    pub secret_changed: Option<SecretChange>,
+    /// The audience of the primary's token istiod refused with
+    /// Unauthenticated over xDS: istiod's own TokenReview, in its own
+    /// cluster, does not accept that audience.
+    pub xds_refused_audience: Option<String>,
 }
+
+/// When the remote secret was last written: the newest of its
+/// creationTimestamp and managedFields times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretChange {
+    /// `namespace/name`.
+    pub secret: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// RFC 3339, and what said so (`managedFields (kubectl-client-side-apply, Update)`).
+    pub text: String,
+    pub resource_version: Option<String>,
+}
+
+/// The service account whose token reads istiod's debug types: istioctl's
+/// (`tokenServiceAccount`, istioctl/pkg/multixds/gather.go), in istiod's namespace.
+pub const DEBUG_SERVICE_ACCOUNT: &str = "default";
+/// The debug token's lifetime: the shortest the API allows.
+const DEBUG_TOKEN_SECONDS: i64 = 600;
 
 /// How long a CSR that istiod answered without refusing waits for istiod's
 /// view of its clusters (evidence only then).
@@ -118,7 +149,35 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
         view: Err("not asked".into()),
         view_source: clusterz::source(debug_addr, &ns),
         istiod: Err("not read".into()),
+        istiod_audiences: None,
+        secret_changed: None,
+        xds_refused_audience: None,
     };
+    let (istiod_settings, secret_ref) = {
+        let f = ctx.facts();
+        (
+            f.istiod_settings.clone(),
+            f.remote_secret
+                .as_ref()
+                .map(|r| (r.namespace.clone(), r.name.clone())),
+        )
+    };
+    facts.istiod_audiences = istiod_settings
+        .as_ref()
+        .filter(|st| {
+            st.deployment.is_some() && !st.unresolved.iter().any(|u| u == "TOKEN_AUDIENCES")
+        })
+        .map(|st| {
+            (
+                st.token_audiences.value.clone(),
+                st.token_audiences.from.clone(),
+            )
+        });
+    // The debug token's audience: the first istiod accepts.
+    let debug_audience = istiod_settings
+        .as_ref()
+        .and_then(|st| st.token_audiences.value.first().cloned())
+        .unwrap_or_else(|| "istio-ca".into());
     let (key, csr_pem) = match ca_client::new_csr(&csr_san) {
         Ok(k) => k,
         Err(e) => {
@@ -143,10 +202,35 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
     };
     // istiod's view and its Deployment are read while the CSR is in flight,
     // so they cost the critical path nothing unless they are the slower.
+    let xds_view = async {
+        let xds_source = format!(
+            "istiod's xDS at {addr} (istio.io/debug clusterz, as istioctl x internal-debug asks it; token of {ns}/{DEBUG_SERVICE_ACCOUNT} for {debug_audience:?})"
+        );
+        let token = match debug_token(ctx, &ns, &debug_audience).await {
+            Ok(t) => t,
+            Err(why) => return (Err(why), xds_source, None),
+        };
+        let (view, err) = clusterz::fetch_xds_with_error(&xds_debug::DebugRequest {
+            addr: &addr,
+            server_name: &server_name,
+            root_pem: &root,
+            token: &token.0,
+            namespace: &ns,
+            service_account: DEBUG_SERVICE_ACCOUNT,
+            resource: "clusterz",
+            timeout: ctx.opts.timeout,
+        })
+        .await;
+        let refused = matches!(&err, Some(xds_debug::XdsError::Rpc { code, .. }) if code == "Unauthenticated")
+            .then(|| debug_audience.clone());
+        (view, xds_source, refused)
+    };
     let istiod_side = async {
         tokio::join!(
+            xds_view,
             clusterz::fetch(debug_addr, &ctx.clusters.primary, &ns, ctx.opts.timeout),
             read_istiod_deployments(&ctx.clusters.primary, &ns, ctx.opts.timeout),
+            secret_change(&ctx.clusters.primary, secret_ref.as_ref(), ctx.opts.timeout),
         )
     };
     // They only explain a refusal: awaited after Unauthenticated, else given a
@@ -162,9 +246,13 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
     drop(key);
     facts.rpc_ms = crate::model::millis(rpc);
     match side {
-        Some((view, deps)) => {
+        Some(((xds, xds_source, refused), fallback, deps, changed)) => {
+            facts.xds_refused_audience = refused;
+            let (view, source) = choose(xds, xds_source, fallback, facts.view_source.clone());
             facts.view = view;
+            facts.view_source = source;
             facts.istiod = deps;
+            facts.secret_changed = changed;
         }
         None => {
             facts.view = Err(format!(
@@ -182,6 +270,138 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
         Err(CsrError::BadInput(e)) => Answer::BadInput(e),
     };
     Ok(facts)
+}
+
+/// A TokenRequest in the primary for istiod's namespace's `default`
+/// service account, for `audience`, for the shortest lifetime; registered
+/// as a secret of the trace before anything else sees it.
+async fn debug_token(ctx: &Ctx, ns: &str, audience: &str) -> Result<Sensitive, String> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let tr = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.to_string()]),
+            expiration_seconds: Some(DEBUG_TOKEN_SECONDS),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(ctx.clusters.primary.clone(), ns);
+    let pp = kube::api::PostParams::default();
+    let call = sas.create_subresource::<TokenRequest, TokenRequest>(
+        "token",
+        DEBUG_SERVICE_ACCOUNT,
+        &pp,
+        &tr,
+    );
+    let resp = tokio::time::timeout(ctx.opts.timeout, call)
+        .await
+        .map_err(|_| {
+            format!(
+                "no TokenRequest answer for {ns}/{DEBUG_SERVICE_ACCOUNT} in the primary in time"
+            )
+        })?
+        .map_err(|e| {
+            format!(
+                "no token for {ns}/{DEBUG_SERVICE_ACCOUNT} in the primary to ask istiod with: {}",
+                crate::probe::kube_error::describe(&e)
+            )
+        })?;
+    let token = resp.status.and_then(|s| s.token).unwrap_or_default();
+    if token.is_empty() {
+        return Err(format!(
+            "the TokenRequest for {ns}/{DEBUG_SERVICE_ACCOUNT} returned no token"
+        ));
+    }
+    ctx.secrets.add(&token);
+    Ok(Sensitive(token))
+}
+
+/// When the remote secret last changed: its metadata, read again (the
+/// remote-secret step holds no times). None when unknown.
+async fn secret_change(
+    primary: &kube::Client,
+    secret: Option<&(String, String)>,
+    timeout: Duration,
+) -> Option<SecretChange> {
+    use k8s_openapi::api::core::v1::Secret;
+    let (ns, name) = secret?;
+    let api: kube::Api<Secret> = kube::Api::namespaced(primary.clone(), ns);
+    let meta = tokio::time::timeout(timeout, api.get_metadata(name))
+        .await
+        .ok()?
+        .ok()?
+        .metadata;
+    change_of(&format!("{ns}/{name}"), &meta)
+}
+
+/// The newest of creationTimestamp and managedFields times.
+pub fn change_of(
+    secret: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<SecretChange> {
+    let mut best: Option<(i64, String)> = meta
+        .creation_timestamp
+        .as_ref()
+        .map(|t| (t.0.as_second(), format!("{} (creationTimestamp)", t.0)));
+    for m in meta.managed_fields.iter().flatten() {
+        if let Some(t) = &m.time
+            && best.as_ref().is_none_or(|(at, _)| t.0.as_second() > *at)
+        {
+            best = Some((
+                t.0.as_second(),
+                format!(
+                    "{} (managedFields: {}, {})",
+                    t.0,
+                    m.manager.as_deref().unwrap_or("?"),
+                    m.operation.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+    }
+    let (at, text) = best?;
+    Some(SecretChange {
+        secret: secret.to_string(),
+        at,
+        text,
+        resource_version: meta.resource_version.clone(),
+    })
+}
+
+/// istiod's view: over xDS when it answered, else the other source, and
+/// the evidence's `istiod_clusters_source` saying which and why not the other.
+pub fn choose(
+    xds: clusterz::View,
+    xds_source: String,
+    fallback: clusterz::View,
+    fallback_source: String,
+) -> (clusterz::View, String) {
+    let why = |v: &clusterz::View| match v {
+        Err(w) => w.clone(),
+        Ok(a) => a
+            .iter()
+            .filter_map(|a| a.result.as_ref().err())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    if clusterz::answered(&xds) {
+        return (xds, xds_source);
+    }
+    let xds_why = why(&xds);
+    if clusterz::answered(&fallback) {
+        return (
+            fallback,
+            format!("{fallback_source}; not over xDS: {xds_why}"),
+        );
+    }
+    let fb_why = why(&fallback);
+    (
+        Err(format!(
+            "over xDS: {xds_why}; through {fallback_source}: {fb_why}"
+        )),
+        format!("none answered: {xds_source}, then {fallback_source}"),
+    )
 }
 
 pub async fn run(ctx: &Ctx) -> Outcome {
@@ -229,6 +449,9 @@ pub fn judge(f: &CsrFacts, s: &Settings) -> Outcome {
     out.ev("rpc_ms", f.rpc_ms)
         .ev("istiod_clusters", clusterz::evidence(&f.view))
         .ev("istiod_clusters_source", &f.view_source);
+    if let Some(c) = &f.secret_changed {
+        out.ev("remote_secret_changed", format!("{}: {}", c.secret, c.text));
+    }
     match &f.answer {
         Answer::Chain(chain) => {
             out.ev("cert_chain_length", chain.len());
@@ -310,7 +533,16 @@ fn unauthenticated(out: Outcome, f: &CsrFacts, s: &Settings, message: &str) -> O
         _ => None,
     };
     let dep = pick(&f.istiod, answered_by, ns);
-    let auds = dep.as_ref().ok().and_then(|d| audiences(d, aud));
+    // istiod's own setting: as control-plane resolved it, else the env of
+    // the Deployment csr found; None when neither tells.
+    let auds = match &f.istiod_audiences {
+        Some((list, _)) => Some((list.join(","), list.iter().any(|a| a == aud))),
+        None => dep.as_ref().ok().and_then(|d| audiences(d, aud)),
+    };
+    // Unknown setting, but istiod refused a token of its own cluster for
+    // this audience over xDS: its TokenReview does not accept it.
+    let refused_over_xds =
+        auds.is_none() && f.xds_refused_audience.as_deref() == Some(aud.as_str());
     let restart = |why: String| match &dep {
         Ok(d) => (vec![restart_command(s, d)], why),
         Err(e) => (
@@ -400,30 +632,75 @@ fn unauthenticated(out: Outcome, f: &CsrFacts, s: &Settings, message: &str) -> O
                     entry.secret_name
                 )
             };
-            match &auds {
-                Some((v, true)) => {
-                    let (cmds, note) = restart(format!(
-                        "istiod lists the cluster synced, its TOKEN_AUDIENCES ({v}) hold {aud:?}, and the same TokenReview passes from here with the remote secret's credential: istiod still uses a client built from an earlier version of the remote secret. The restart builds it again from the current one."
-                    ));
-                    out.failing(
-                        Finding::new(&CLUSTER_STALE, format!("istiod refuses the token though it accepts {aud:?} and has synced {cid:?}"))
-                            .commands(cmds)
-                            .note(note),
-                        diag(v),
-                    )
-                }
-                _ => token_audience(out, f, s, &dep, auds.as_ref().map(|a| a.0.as_str()), diag),
+            if let Some((v, false)) = &auds {
+                return token_audience(out, s, &dep, v, diag);
             }
+            if refused_over_xds {
+                return refused_audience(
+                    out,
+                    s,
+                    &dep,
+                    format!(
+                        "{told}; istiod lists {cid:?} synced (Secret {}) and refused over xDS a token of its own cluster ({ns}/{DEBUG_SERVICE_ACCOUNT}) for {aud:?} too: its TOKEN_AUDIENCES lack {aud:?}",
+                        entry.secret_name
+                    ),
+                );
+            }
+            let known = auds
+                .as_ref()
+                .map(|(v, _)| format!("its TOKEN_AUDIENCES ({v}) hold {aud:?}"))
+                .unwrap_or_else(|| "its TOKEN_AUDIENCES are unknown".into());
+            if let Some((pod, started, change)) = stale_since(f, &dep) {
+                let (cmds, note) = restart(format!(
+                    "Secret {} changed at {} (resourceVersion {}), after istiod's pod {pod} started ({started}); istiod lists {cid:?} synced, {known}, and the same TokenReview passes from here with the secret's current credential: istiod still uses the client it built from the secret's earlier kubeconfig (its remote-secret controller missed the update). The restart builds every cluster again from the current secrets.",
+                    change.secret,
+                    change.text,
+                    change.resource_version.as_deref().unwrap_or("?"),
+                ));
+                return out.failing(
+                    Finding::new(&CLUSTER_STALE, format!("istiod still holds the earlier kubeconfig for cluster {cid:?}"))
+                        .commands(cmds)
+                        .note(note),
+                    format!(
+                        "{told}; istiod lists {cid:?} synced and meshtrace's TokenReview passes, but Secret {} changed at {}, after istiod's pod {pod} started ({started})",
+                        change.secret,
+                        change.text.split(' ').next().unwrap_or_default(),
+                    ),
+                );
+            }
+            let since = match &f.secret_changed {
+                Some(c) => format!(
+                    " Secret {} last changed at {}, before istiod's pods started, so istiod loaded its current kubeconfig.",
+                    c.secret, c.text
+                ),
+                None => " When the remote secret last changed is unknown.".into(),
+            };
+            out.failing(
+                Finding::new(&UNAUTHENTICATED, format!("istiod refuses the gateway's token for a reason meshtrace cannot see: it has synced {cid:?}"))
+                    .note(format!(
+                        "istiod lists {cid:?} synced, {known}, and the same TokenReview passes from here with the remote secret's credential.{since} istiod logs the reason: {}",
+                        logs_command(f, s, "authenticate")
+                    )),
+                diag(auds.as_ref().map(|a| a.0.as_str()).unwrap_or("unknown")),
+            )
         }
         Judgement::Unknown(why) => match &auds {
-            Some((_, false)) => {
+            Some((v, false)) => {
                 let diag = |v: &str| {
                     format!(
                         "{told}; istiod's TOKEN_AUDIENCES are {v:?}, without the gateway token's audience {aud:?} (istiod's list of clusters is unknown)"
                     )
                 };
-                token_audience(out, f, s, &dep, auds.as_ref().map(|a| a.0.as_str()), diag)
+                token_audience(out, s, &dep, v, diag)
             }
+            _ if refused_over_xds => refused_audience(
+                out,
+                s,
+                &dep,
+                format!(
+                    "{told}; istiod refused over xDS a token of its own cluster ({ns}/{DEBUG_SERVICE_ACCOUNT}) for {aud:?} too: its TOKEN_AUDIENCES lack {aud:?} (its list of clusters is unknown: {why})"
+                ),
+            ),
             _ => {
                 let port_forward = format!(
                     "{} -n {} port-forward deployment/{} 15014",
@@ -433,7 +710,7 @@ fn unauthenticated(out: Outcome, f: &CsrFacts, s: &Settings, message: &str) -> O
                 );
                 out.failing(
                     Finding::new(&UNAUTHENTICATED, "istiod refuses the gateway's token; its own view of its clusters is unknown").note(format!(
-                        "istiod has not loaded cluster {cid:?}, holds an earlier credential for it, or cannot sync it from its pod; its /debug/clusterz tells which: run `{port_forward}` and trace again with --istiod-debug-addr 127.0.0.1:15014. istiod logs the reason: {}",
+                        "istiod has not loaded cluster {cid:?}, holds an earlier credential for it, or cannot sync it from its pod; its /debug/clusterz tells which. meshtrace asks it over xDS with a token of {ns}/{DEBUG_SERVICE_ACCOUNT} (istioctl's way), else through the API server's pod proxy; when both fail, run `{port_forward}` and trace again with --istiod-debug-addr 127.0.0.1:15014. istiod logs the reason: {}",
                         logs_command(f, s, "authenticate")
                     )),
                     format!("{told}; istiod's view of its clusters is unknown: {why}"),
@@ -443,47 +720,92 @@ fn unauthenticated(out: Outcome, f: &CsrFacts, s: &Settings, message: &str) -> O
     }
 }
 
-/// The gateway's token is for `aud`; istiod reviews it for TOKEN_AUDIENCES.
-fn token_audience(
+/// The istiod pod that started before the remote secret last changed (the
+/// earliest such), with its start time: it may hold the earlier kubeconfig.
+fn stale_since<'a>(
+    f: &'a CsrFacts,
+    dep: &Result<&IstiodDeployment, String>,
+) -> Option<(String, String, &'a SecretChange)> {
+    let change = f.secret_changed.as_ref()?;
+    let d = dep.as_ref().ok()?;
+    d.pod_started
+        .iter()
+        .filter_map(|(pod, t)| {
+            let at = t.parse::<k8s_openapi::jiff::Timestamp>().ok()?.as_second();
+            (at < change.at).then(|| (at, pod.clone(), t.clone()))
+        })
+        .min()
+        .map(|(_, pod, t)| (pod, t, change))
+}
+
+/// istiod's TOKEN_AUDIENCES are not readable (istiod is no Deployment
+/// meshtrace can read), but istiod refused a primary token for `aud` over
+/// xDS: its own TokenReview says they lack it.
+fn refused_audience(
     out: Outcome,
-    _f: &CsrFacts,
     s: &Settings,
     dep: &Result<&IstiodDeployment, String>,
-    current: Option<&str>,
+    diag: String,
+) -> Outcome {
+    let aud = &s.token_audience;
+    let how = match dep {
+        Ok(d) => format!(
+            "add {aud} to TOKEN_AUDIENCES of Deployment {} (comma-separated, keeping the others; meshtrace cannot read its current value)",
+            d.name
+        ),
+        Err(e) => no_deployment_note(
+            s,
+            e,
+            &format!("add {aud} to its TOKEN_AUDIENCES (comma-separated, keeping the others)"),
+        ),
+    };
+    out.failing(
+        Finding::new(
+            &TOKEN_AUDIENCE,
+            format!("istiod's TOKEN_AUDIENCES lack the gateway token's audience {aud:?}"),
+        )
+        .note(format!(
+            "istiod reviews every token with TOKEN_AUDIENCES as the audiences: it refused the gateway's token and a token its own API server issued for {aud:?} alike, while the remote API server accepts the gateway's. {how}. If the gateways should use istiod's audience instead, trace again with --token-audience set to it: gateway-token then names the gateway's side"
+        )),
+        diag,
+    )
+}
+
+/// The gateway's token is for `aud`; istiod reviews it for TOKEN_AUDIENCES
+/// `current`, which lack it (istiod's own setting, never guessed).
+fn token_audience(
+    out: Outcome,
+    s: &Settings,
+    dep: &Result<&IstiodDeployment, String>,
+    current: &str,
     diag: impl Fn(&str) -> String,
 ) -> Outcome {
     let aud = &s.token_audience;
+    let v = current;
     let why = format!(
         "istiod sends its TokenReview with TOKEN_AUDIENCES as the audiences, so the remote API server refuses a token for {aud:?} (istiod logs `failed to validate the JWT from cluster ...: ... token audiences [\"{aud}\"] is invalid for the target audiences [...]`)."
     );
-    let other = |v: &str| {
-        format!(
-            " If the gateways should use istiod's audience instead, trace again with --token-audience {}: gateway-token then names the gateway's side",
-            shell_word(v.split(',').find(|a| !a.is_empty()).unwrap_or(v))
-        )
-    };
-    match (dep, current) {
-        (Ok(d), Some(v)) => out.failing(
-            Finding::new(&TOKEN_AUDIENCE, format!("istiod's TOKEN_AUDIENCES {v:?} lack the gateway token's audience {aud:?}"))
+    let other = format!(
+        " If the gateways should use istiod's audience instead, trace again with --token-audience {}: gateway-token then names the gateway's side",
+        shell_word(v.split(',').find(|a| !a.is_empty()).unwrap_or(v))
+    );
+    let finding = Finding::new(
+        &TOKEN_AUDIENCE,
+        format!("istiod's TOKEN_AUDIENCES {v:?} lack the gateway token's audience {aud:?}"),
+    );
+    match dep {
+        Ok(d) => out.failing(
+            finding
                 .command(set_env_command(s, d, "TOKEN_AUDIENCES", &with_item(v, aud)))
-                .note(format!("{why} set env keeps istiod's other audiences and rolls it out.{}", other(v))),
+                .note(format!("{why} set env keeps istiod's other audiences and rolls it out.{other}")),
             diag(v),
         ),
-        (Ok(d), None) => out.failing(
-            Finding::new(&TOKEN_AUDIENCE, format!("istiod's TOKEN_AUDIENCES lack the gateway token's audience {aud:?}"))
-                .note(format!(
-                    "{why} TOKEN_AUDIENCES of Deployment {} comes from a reference meshtrace does not read: add {aud} to it (comma-separated)",
-                    d.name
-                )),
-            diag("set from a reference"),
-        ),
-        (Err(e), _) => out.failing(
-            Finding::new(&TOKEN_AUDIENCE, format!("istiod's TOKEN_AUDIENCES lack the gateway token's audience {aud:?}"))
-                .note(format!(
-                    "{why} {}",
-                    no_deployment_note(s, e, &format!("add {aud} to its TOKEN_AUDIENCES (comma-separated, keeping the others) with `set env`"))
-                )),
-            diag("unknown"),
+        Err(e) => out.failing(
+            finding.note(format!(
+                "{why} {}{other}",
+                no_deployment_note(s, e, &format!("add {aud} to its TOKEN_AUDIENCES (comma-separated, keeping the others) with `set env`"))
+            )),
+            diag(v),
         ),
     }
 }
@@ -537,6 +859,27 @@ mod tests {
             view,
             view_source: "the primary API server's proxy".into(),
             istiod,
+            istiod_audiences: None,
+            secret_changed: None,
+            xds_refused_audience: None,
+        }
+    }
+
+    /// istiod's pod istiod-abc started at 10:00; the secret changed at `at`.
+    fn changed_at(at: &str) -> CsrFacts {
+        let mut deps = one_istiod(&[]);
+        deps.as_mut().unwrap()[0]
+            .pod_started
+            .insert("istiod-abc".into(), "2026-12-02T10:00:00Z".into());
+        let t: k8s_openapi::jiff::Timestamp = at.parse().unwrap();
+        CsrFacts {
+            secret_changed: Some(SecretChange {
+                secret: SECRET.into(),
+                at: t.as_second(),
+                text: format!("{at} (managedFields: kubectl, Update)"),
+                resource_version: Some("4711".into()),
+            }),
+            ..refused(synced(), deps)
         }
     }
 
@@ -619,19 +962,90 @@ mod tests {
                 summary: Some("istiod's TOKEN_AUDIENCES \"other-ca\" lack the gateway token's audience \"istio-ca\""),
             },
             Row {
-                name: "synced, Deployment unknown: still the audience, by elimination",
+                name: "synced, control-plane's TOKEN_AUDIENCES without the audience, Deployment unread by csr",
+                facts: CsrFacts {
+                    istiod_audiences: Some((vec!["other-ca".into()], "env TOKEN_AUDIENCES of Deployment istiod".into())),
+                    ..refused(synced(), Err("cannot list Deployments in istio-system of the primary: 403 Forbidden".into()))
+                },
+                status: Status::Fail,
+                code: Some("csr/token-audience-not-accepted"),
+                commands: &[],
+                summary: Some("istiod's TOKEN_AUDIENCES \"other-ca\" lack the gateway token's audience \"istio-ca\""),
+            },
+            Row {
+                name: "synced, istiod's audiences unknown: never the audience by elimination",
                 facts: refused(synced(), Err("cannot list Deployments in istio-system of the primary: 403 Forbidden".into())),
+                status: Status::Fail,
+                code: Some("csr/unauthenticated"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "synced, audiences unknown, istiod refused a primary token for the audience over xDS",
+                facts: CsrFacts {
+                    xds_refused_audience: Some("istio-ca".into()),
+                    ..refused(synced(), Err("no istiod Deployment (app=istiod) in istio-system of the primary".into()))
+                },
+                status: Status::Fail,
+                code: Some("csr/token-audience-not-accepted"),
+                commands: &[],
+                summary: Some("istiod's TOKEN_AUDIENCES lack the gateway token's audience \"istio-ca\""),
+            },
+            Row {
+                name: "view unknown, audiences unknown, istiod refused a primary token for the audience over xDS",
+                facts: CsrFacts {
+                    xds_refused_audience: Some("istio-ca".into()),
+                    ..refused(Err("no pod labelled app=istiod".into()), Err("no istiod Deployment (app=istiod) in istio-system of the primary".into()))
+                },
                 status: Status::Fail,
                 code: Some("csr/token-audience-not-accepted"),
                 commands: &[],
                 summary: None,
             },
             Row {
-                name: "synced, audience accepted: an earlier credential",
+                name: "synced, xDS refused a token for another audience: not this one",
+                facts: CsrFacts {
+                    xds_refused_audience: Some("other-ca".into()),
+                    ..refused(synced(), Err("no istiod Deployment (app=istiod) in istio-system of the primary".into()))
+                },
+                status: Status::Fail,
+                code: Some("csr/unauthenticated"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "synced, audience accepted, secret unchanged since istiod started: cause unknown",
+                facts: changed_at("2026-12-02T09:00:00Z"),
+                status: Status::Fail,
+                code: Some("csr/unauthenticated"),
+                commands: &[],
+                summary: Some("istiod refuses the gateway's token for a reason meshtrace cannot see: it has synced \"remote\""),
+            },
+            Row {
+                name: "synced, audience accepted, no secret times: cause unknown",
                 facts: refused(synced(), one_istiod(&[])),
                 status: Status::Fail,
+                code: Some("csr/unauthenticated"),
+                commands: &[],
+                summary: None,
+            },
+            Row {
+                name: "synced, secret changed after istiod started: istiod holds the earlier kubeconfig",
+                facts: changed_at("2026-12-02T11:00:00Z"),
+                status: Status::Fail,
                 code: Some("csr/istiod-cluster-stale"),
-                commands: &["rollout restart deployment/istiod"],
+                commands: &["kubectl --context ctx-primary -n istio-system rollout restart deployment/istiod"],
+                summary: Some("istiod still holds the earlier kubeconfig for cluster \"remote\""),
+            },
+            Row {
+                name: "secret changed after istiod started, but TOKEN_AUDIENCES lack the audience: the audience",
+                facts: CsrFacts {
+                    istiod_audiences: Some((vec!["other-ca".into()], "env".into())),
+                    ..changed_at("2026-12-02T11:00:00Z")
+                },
+                status: Status::Fail,
+                code: Some("csr/token-audience-not-accepted"),
+                commands: &["set env deployment/istiod TOKEN_AUDIENCES=other-ca,istio-ca"],
                 summary: None,
             },
             Row {
@@ -712,6 +1126,80 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_view_over_xds_comes_first_and_the_source_says_why_not() {
+        let ok: clusterz::View = synced();
+        let failed = |why: &str| -> clusterz::View {
+            Ok(vec![ViewAnswer {
+                from: "xDS 203.0.113.10:15012".into(),
+                result: Err(why.into()),
+            }])
+        };
+        let (v, src) = choose(
+            ok.clone(),
+            "xds".into(),
+            Err("unused".into()),
+            "proxy".into(),
+        );
+        assert_eq!((v, src.as_str()), (ok.clone(), "xds"));
+        let (v, src) = choose(
+            failed("istiod answered PermissionDenied"),
+            "xds".into(),
+            ok.clone(),
+            "proxy".into(),
+        );
+        assert_eq!(v, ok);
+        assert_eq!(src, "proxy; not over xDS: istiod answered PermissionDenied");
+        let (v, src) = choose(
+            Err("no token for istio-system/default".into()),
+            "xds".into(),
+            failed("401 Unauthorized"),
+            "proxy".into(),
+        );
+        assert_eq!(
+            v,
+            Err(
+                "over xDS: no token for istio-system/default; through proxy: 401 Unauthorized"
+                    .into()
+            )
+        );
+        assert_eq!(src, "none answered: xds, then proxy");
+    }
+
+    #[test]
+    fn the_secret_change_is_the_newest_of_its_times() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+            ManagedFieldsEntry, ObjectMeta, Time,
+        };
+        let t = |s: &str| Time(s.parse().unwrap());
+        let meta = ObjectMeta {
+            creation_timestamp: Some(t("2026-12-01T08:00:00Z")),
+            resource_version: Some("42".into()),
+            managed_fields: Some(vec![
+                ManagedFieldsEntry {
+                    manager: Some("istioctl".into()),
+                    operation: Some("Update".into()),
+                    time: Some(t("2026-12-01T08:00:00Z")),
+                    ..Default::default()
+                },
+                ManagedFieldsEntry {
+                    manager: Some("kubectl-client-side-apply".into()),
+                    operation: Some("Update".into()),
+                    time: Some(t("2026-12-02T09:30:00Z")),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let c = change_of(SECRET, &meta).unwrap();
+        assert_eq!(
+            c.text,
+            "2026-12-02T09:30:00Z (managedFields: kubectl-client-side-apply, Update)"
+        );
+        assert_eq!(c.resource_version.as_deref(), Some("42"));
+        assert_eq!(change_of(SECRET, &ObjectMeta::default()), None);
     }
 
     #[test]
