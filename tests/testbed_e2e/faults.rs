@@ -290,9 +290,11 @@ fn stop_istiod_writing_root(s: &mut Session) -> Result<(), String> {
 
 // ------------------------------------------------------------------ row 16: istiod's own settings
 
-/// istiod restarted with TOKEN_AUDIENCES=other-ca: everything meshtrace can
-/// see from the clusters passes, istiod refuses the gateway, and istiod's
-/// own view (/debug/clusterz: remote synced) leaves only its audiences.
+/// istiod restarted with TOKEN_AUDIENCES=other-ca, and described in the
+/// primary as a cluster runs it: a Deployment `istiod` whose env says so
+/// (the test bed's istiod is a process, so the test writes that object).
+/// meshtrace reads istiod's audiences there (control-plane) and names them at
+/// gateway-token, as in the lab; the real istiod refuses the gateway.
 /// Reverted by restarting istiod with its default environment.
 #[test]
 fn istiod_token_audiences() {
@@ -303,13 +305,53 @@ fn istiod_token_audiences() {
             |tb| restart_istiod(tb, &[]),
         );
         restart_istiod(s.tb, &["TOKEN_AUDIENCES=other-ca"])?;
+        if !s
+            .tb
+            .exists(Cluster::Primary, "deployment", Some(NS), "istiod")?
+        {
+            s.create(
+                Cluster::Primary,
+                &istiod_deployment(&[("TOKEN_AUDIENCES", "other-ca")]),
+            )?;
+        }
         Ok(
             Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
                 .log("is invalid for the target audiences [\"other-ca\"]")
-                .says("istiod lists \"remote\" synced")
                 .says("TOKEN_AUDIENCES"),
         )
     });
+}
+
+/// istiod's Deployment as Istio's chart makes it, with the test bed's
+/// istiod env plus `extra` (no pods: the bed runs istiod as a process).
+fn istiod_deployment(extra: &[(&str, &str)]) -> Value {
+    let mut env = vec![
+        json!({"name": "REVISION", "value": "default"}),
+        json!({"name": "CLUSTER_ID", "value": "primary"}),
+        json!({"name": "EXTERNAL_ISTIOD", "value": "true"}),
+        json!({"name": "PILOT_CERT_PROVIDER", "value": "istiod"}),
+        json!({"name": "JWT_POLICY", "value": "third-party-jwt"}),
+    ];
+    env.extend(extra.iter().map(|(k, v)| json!({"name": k, "value": v})));
+    let labels = json!({"app": "istiod", "istio": "pilot", "istio.io/rev": "default"});
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "istiod", "namespace": NS, "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "istiod", "istio": "pilot"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{
+                    "name": "discovery",
+                    "image": "docker.io/istio/pilot:1.28.0",
+                    "args": ["discovery", "--monitoringAddr=:15014"],
+                    "env": env,
+                }]},
+            },
+        },
+    })
 }
 
 // ------------------------------------------------------------------ catalogue row 1-3: the remote secret

@@ -72,11 +72,13 @@ fn healthy_testbed_passes_every_step() {
             tb.remote_cluster_id, tb.remote_cluster_id
         ))
     );
+    // Read as `istioctl x internal-debug clusterz --xds-address` reads it:
+    // istiod's debug type over xDS on 15012, first of the sources asked.
     assert_eq!(
         csr.evidence["istiod_clusters_source"],
         json!(format!(
-            "http://{}/debug/clusterz (--istiod-debug-addr)",
-            tb.istiod_monitoring
+            "istiod's xDS at {} (istio.io/debug clusterz, as istioctl x internal-debug asks it; token of {NS}/default for \"istio-ca\")",
+            tb.istiod_addr
         ))
     );
 }
