@@ -15,6 +15,7 @@ tb_csrcheck_key() {
 CSRCHECK_BIN_DIR="$TB_CACHE/bin/csrcheck-$(tb_csrcheck_key)"
 ETCD="$ETCD_BIN_DIR/etcd"
 KUBE_APISERVER="$K8S_BIN_DIR/kube-apiserver"
+KUBE_CONTROLLER_MANAGER="$K8S_BIN_DIR/kube-controller-manager"
 KUBECTL="$K8S_BIN_DIR/kubectl"
 PILOT_DISCOVERY="$ISTIO_BIN_DIR/pilot-discovery"
 ISTIOCTL="$ISTIO_BIN_DIR/istioctl"
