@@ -1116,11 +1116,19 @@ fn chain_wrong_trust_domain() {
     // (as a kubelet updates a ConfigMap volume), istiod picks it up at once and
     // signs for it; the gateway expects cluster.local.
     run_case(lab("chain-wrong-trust-domain"), |s| {
-        let mut cm = s.save(Cluster::Primary, "configmap", Some(NS), "istio", Restore::Replace)?;
+        let mut cm = s.save(
+            Cluster::Primary,
+            "configmap",
+            Some(NS),
+            "istio",
+            Restore::Replace,
+        )?;
         let mesh = cm["data"]["mesh"].as_str().unwrap_or_default().to_string();
         let changed = mesh.replace("trustDomain: cluster.local", "trustDomain: other.local");
         if changed == mesh {
-            return Err(format!("the mesh config has no `trustDomain: cluster.local` line:\n{mesh}"));
+            return Err(format!(
+                "the mesh config has no `trustDomain: cluster.local` line:\n{mesh}"
+            ));
         }
         cm["data"]["mesh"] = json!(changed);
         s.write(Cluster::Primary, &cm, Restore::Replace)?;

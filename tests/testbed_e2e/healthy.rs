@@ -1,7 +1,9 @@
 //! The healthy test bed: every step passes, through the library and through
 //! the binary, and the real istiod issues what meshtrace says it issues.
 
-use crate::bed::{Cluster, GATEWAY_SA, NS, Restore, Session, lock, runtime, testbed, testbed_default};
+use crate::bed::{
+    Cluster, GATEWAY_SA, NS, Restore, Session, lock, runtime, testbed, testbed_default,
+};
 use crate::probe::{
     Answer, GatewayView, ask_istiod, local_ip, options, passthrough, summary, trace, wait_healthy,
 };
@@ -154,7 +156,10 @@ fn endpointslice_to_istiod_passes_without_istiod_addr() {
         return;
     };
     if tb.public_root.is_some() {
-        println!("profile {:?}: istiod's certificate is from a public CA: skipped", tb.profile);
+        println!(
+            "profile {:?}: istiod's certificate is from a public CA: skipped",
+            tb.profile
+        );
         return;
     }
     let _g = lock();
