@@ -42,6 +42,24 @@ pub struct Testbed {
     /// The mesh root (the plug-in CA's root-cert.pem).
     pub root_pem: String,
     pub istiod_log: PathBuf,
+    /// The install profile the test bed runs (`TB_PROFILE`, docs/profiles.md).
+    pub profile: String,
+    /// The audience of the gateway's projected istio-token (`TB_GATEWAY_AUDIENCE`).
+    pub gateway_audience: String,
+    /// The mesh's trust domain (`TB_TRUST_DOMAIN`).
+    pub trust_domain: String,
+    /// The remote's istiod Service, None for an external istiod (`TB_ISTIOD_SERVICE`).
+    pub istiod_service: Option<String>,
+    /// The public CA istiod's serving certificate chains to, when the gateway's
+    /// root is SYSTEM (`TB_PUBLIC_ROOT`, external-istiod only).
+    pub public_root: Option<PathBuf>,
+}
+
+impl Testbed {
+    /// The gateway's SPIFFE ID in this profile's trust domain.
+    pub fn gateway_spiffe(&self) -> String {
+        format!("spiffe://{}/ns/{NS}/sa/{GATEWAY_SA}", self.trust_domain)
+    }
 }
 
 // ------------------------------------------------------------------ gate
@@ -176,7 +194,35 @@ fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
         istiod_monitoring,
         server_name: var("ISTIOD_SERVER_NAME").unwrap_or_else(|| "istiod.istio-system.svc".into()),
         root_pem,
+        profile: var("TB_PROFILE").unwrap_or_else(|| "default".into()),
+        gateway_audience: var("TB_GATEWAY_AUDIENCE").unwrap_or_else(|| "istio-ca".into()),
+        trust_domain: var("TB_TRUST_DOMAIN").unwrap_or_else(|| "cluster.local".into()),
+        // Set but empty in the env file means no Service (external istiod).
+        istiod_service: match std::env::var("TB_ISTIOD_SERVICE")
+            .ok()
+            .or_else(|| file.get("TB_ISTIOD_SERVICE").cloned())
+        {
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(v),
+            None => Some("istiod".into()),
+        },
+        public_root: var("TB_PUBLIC_ROOT").map(PathBuf::from),
     })
+}
+
+/// The test bed when it runs the `default` profile; on any other profile
+/// prints why the test is skipped and returns None. The fault tests are
+/// written against the default install shape (its names, root, audience).
+pub fn testbed_default(test: &str) -> Option<&'static Testbed> {
+    let tb = testbed()?;
+    if tb.profile != "default" {
+        println!(
+            "{test}: runs on the default profile only; the test bed runs profile {:?} (TB_PROFILE): skipped",
+            tb.profile
+        );
+        return None;
+    }
+    Some(tb)
 }
 
 // ------------------------------------------------------------------ lock

@@ -4,7 +4,7 @@
 //! diagnosis, (c) against the lab's report for the same fault and (d)
 //! against istiod's answer.
 
-use crate::bed::{Session, lock, runtime, tail, testbed};
+use crate::bed::{Session, lock, runtime, tail, testbed_default};
 use crate::probe::{
     self, Answer, GatewayView, ask_istiod, ask_stays_issued, ask_until, lab_trace, summary, trace,
     wait_healthy,
@@ -192,7 +192,9 @@ async fn ask_for(g: &GatewayView, want: &Want) -> Answer {
 
 /// Runs one fault test; see the module docs.
 pub fn run_case(expect: Expect, inject: impl FnOnce(&mut Session) -> Result<Plan, String>) {
-    let Some(tb) = testbed() else { return };
+    let Some(tb) = testbed_default(expect.name) else {
+        return;
+    };
     let _guard = lock();
     let t0 = Instant::now();
     let rt = runtime();

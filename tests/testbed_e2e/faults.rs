@@ -1158,12 +1158,26 @@ fn root_expiring() {
 #[test]
 fn chain_wrong_trust_domain() {
     // The primary's mesh config (ConfigMap istio) sets another trust domain;
-    // istiod picks it up at once and signs for it, the gateway expects cluster.local.
+    // the test bed's mesh-config-sync writes it into istiod's --meshConfig file
+    // (as a kubelet updates a ConfigMap volume), istiod picks it up at once and
+    // signs for it; the gateway expects cluster.local.
     run_case(lab("chain-wrong-trust-domain"), |s| {
-        s.create(
+        let mut cm = s.save(
             Cluster::Primary,
-            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": NS}, "data": {"mesh": "trustDomain: other.local\n"}}),
+            "configmap",
+            Some(NS),
+            "istio",
+            Restore::Replace,
         )?;
+        let mesh = cm["data"]["mesh"].as_str().unwrap_or_default().to_string();
+        let changed = mesh.replace("trustDomain: cluster.local", "trustDomain: other.local");
+        if changed == mesh {
+            return Err(format!(
+                "the mesh config has no `trustDomain: cluster.local` line:\n{mesh}"
+            ));
+        }
+        cm["data"]["mesh"] = json!(changed);
+        s.write(Cluster::Primary, &cm, Restore::Replace)?;
         let want = Want::IssuedFor(format!("spiffe://other.local/ns/{NS}/sa/{GATEWAY_SA}"));
         Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, want))
     });

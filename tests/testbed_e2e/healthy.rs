@@ -1,7 +1,9 @@
 //! The healthy test bed: every step passes, through the library and through
 //! the binary, and the real istiod issues what meshtrace says it issues.
 
-use crate::bed::{Cluster, GATEWAY_SA, NS, Restore, Session, lock, runtime, testbed};
+use crate::bed::{
+    Cluster, GATEWAY_SA, NS, Restore, Session, lock, runtime, testbed, testbed_default,
+};
 use crate::probe::{
     Answer, GatewayView, ask_istiod, local_ip, options, passthrough, summary, trace, wait_healthy,
 };
@@ -15,7 +17,10 @@ fn spiffe() -> String {
 
 #[test]
 fn healthy_testbed_passes_every_step() {
-    let Some(tb) = testbed() else { return };
+    // The other profiles' healthy traces: profiles.rs.
+    let Some(tb) = testbed_default("healthy_testbed_passes_every_step") else {
+        return;
+    };
     let _g = lock();
     let rt = runtime();
     // The previous test may have just reverted: let istiod settle first.
@@ -86,7 +91,9 @@ fn healthy_testbed_passes_every_step() {
 /// The binary, as a user runs it: `-o json`, exit 0.
 #[test]
 fn healthy_testbed_cli_json() {
-    let Some(tb) = testbed() else { return };
+    let Some(tb) = testbed_default("healthy_testbed_cli_json") else {
+        return;
+    };
     let _g = lock();
     let rt = runtime();
     rt.block_on(wait_healthy(tb, Duration::from_secs(30)))
@@ -142,11 +149,27 @@ fn healthy_testbed_cli_json() {
 #[test]
 fn endpointslice_to_istiod_passes_without_istiod_addr() {
     let Some(tb) = testbed() else { return };
+    // Any profile with a remote istiod Service (its name from TB_ISTIOD_SERVICE).
+    let Some(svc) = tb.istiod_service.clone() else {
+        println!(
+            "profile {:?} has no istiod Service in the remote (the gateway dials a public name): skipped",
+            tb.profile
+        );
+        return;
+    };
+    if tb.public_root.is_some() {
+        println!(
+            "profile {:?}: istiod's certificate is from a public CA: skipped",
+            tb.profile
+        );
+        return;
+    }
     let _g = lock();
     let rt = runtime();
     rt.block_on(wait_healthy(tb, Duration::from_secs(30)))
         .unwrap_or_else(|e| panic!("test bed not healthy: {e}"));
     let mut s = Session::new(tb, &rt, "endpointslice-to-istiod");
+    let selector = format!("kubernetes.io/service-name={svc}");
     let out = tb
         .kubectl(
             Cluster::Remote,
@@ -156,7 +179,7 @@ fn endpointslice_to_istiod_passes_without_istiod_addr() {
                 "get",
                 "endpointslices",
                 "-l",
-                "kubernetes.io/service-name=istiod",
+                selector.as_str(),
                 "-o",
                 "jsonpath={.items[0].metadata.name}",
             ],

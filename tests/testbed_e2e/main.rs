@@ -23,4 +23,5 @@ mod check;
 mod faults;
 mod healthy;
 mod probe;
+mod profiles;
 mod zz_destructive;

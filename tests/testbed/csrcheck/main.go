@@ -33,7 +33,8 @@ import (
 func main() {
 	addr := flag.String("addr", os.Getenv("ISTIOD_ADDR"), "istiod secure gRPC address host:port (default $ISTIOD_ADDR)")
 	serverName := flag.String("server-name", "istiod.istio-system.svc", "TLS server name to verify istiod's serving cert against")
-	rootFile := flag.String("root", "", "PEM file with the mesh root (plug-in root-cert.pem)")
+	rootFile := flag.String("root", "", "PEM file with the mesh root (plug-in root-cert.pem): the issued chain must end in it")
+	tlsRootFile := flag.String("tls-root", "", "PEM file with the roots istiod's serving certificate is verified with (default: --root; a public CA for an istiod with CA_ADDR's root SYSTEM)")
 	tokenFile := flag.String("token-file", "-", "file holding the bearer token, - for stdin (never printed)")
 	clusterID := flag.String("cluster-id", "remote", "value of the clusterid gRPC metadata")
 	wantSAN := flag.String("want-san", "spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway-service-account", "URI SAN the leaf must carry")
@@ -41,7 +42,10 @@ func main() {
 	timeout := flag.Duration("timeout", 20*time.Second, "overall timeout")
 	flag.Parse()
 
-	if err := run(*addr, *serverName, *rootFile, *tokenFile, *clusterID, *wantSAN, *ttl, *timeout); err != nil {
+	if *tlsRootFile == "" {
+		*tlsRootFile = *rootFile
+	}
+	if err := run(*addr, *serverName, *rootFile, *tlsRootFile, *tokenFile, *clusterID, *wantSAN, *ttl, *timeout); err != nil {
 		fmt.Fprintf(os.Stderr, "csrcheck: FAIL: %v\n", err)
 		os.Exit(1)
 	}
@@ -88,7 +92,7 @@ func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-func run(addr, serverName, rootFile, tokenFile, clusterID, wantSAN string, ttl, timeout time.Duration) error {
+func run(addr, serverName, rootFile, tlsRootFile, tokenFile, clusterID, wantSAN string, ttl, timeout time.Duration) error {
 	if addr == "" {
 		return errors.New("--addr (or ISTIOD_ADDR) is required")
 	}
@@ -106,6 +110,21 @@ func run(addr, serverName, rootFile, tokenFile, clusterID, wantSAN string, ttl, 
 	pool := x509.NewCertPool()
 	for _, r := range roots {
 		pool.AddCert(r)
+	}
+	tlsPool := pool
+	if tlsRootFile != rootFile {
+		b, err := os.ReadFile(tlsRootFile)
+		if err != nil {
+			return err
+		}
+		tlsRoots, err := parsePEMCerts(b)
+		if err != nil {
+			return fmt.Errorf("tls root %s: %w", tlsRootFile, err)
+		}
+		tlsPool = x509.NewCertPool()
+		for _, r := range tlsRoots {
+			tlsPool.AddCert(r)
+		}
 	}
 	token, err := readToken(tokenFile)
 	if err != nil {
@@ -133,7 +152,9 @@ func run(addr, serverName, rootFile, tokenFile, clusterID, wantSAN string, ttl, 
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	creds := credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12})
+	var served []*x509.Certificate
+	creds := credentials.NewTLS(&tls.Config{RootCAs: tlsPool, ServerName: serverName, MinVersion: tls.VersionTLS12,
+		VerifyConnection: func(cs tls.ConnectionState) error { served = cs.PeerCertificates; return nil }})
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)
@@ -151,6 +172,11 @@ func run(addr, serverName, rootFile, tokenFile, clusterID, wantSAN string, ttl, 
 			return fmt.Errorf("CreateCertificate: code=%s message=%q", st.Code(), st.Message())
 		}
 		return fmt.Errorf("CreateCertificate: %w", err)
+	}
+	if len(served) > 0 {
+		c := served[0]
+		fmt.Printf("csrcheck: istiod's serving certificate: DNS SANs %v, issuer %q, %d cert(s) served; verified for %s against %s\n",
+			c.DNSNames, c.Issuer.String(), len(served), serverName, tlsRootFile)
 	}
 	chainPEM := resp.GetCertChain()
 	if len(chainPEM) < 2 {
