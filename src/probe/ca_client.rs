@@ -91,7 +91,7 @@ fn validate(req: &CsrRequest<'_>) -> Result<(), CsrError> {
 /// The largest CreateCertificate answer read.
 pub const MAX_ANSWER_BYTES: usize = 4 << 20;
 
-fn chain_words(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain_words(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -104,29 +104,58 @@ fn chain_words(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-async fn send(req: &CsrRequest<'_>) -> Result<Vec<String>, CsrError> {
+/// Why a channel to istiod could not be opened.
+pub(crate) enum ChannelError {
+    BadInput(String),
+    Connect(String),
+}
+
+/// A TLS channel to istiod at `addr` that verifies `server_name` against
+/// `root_pem`, as the agent dials it: the CSR and the xDS debug read alike.
+/// `request_timeout` bounds each unary call (None for a stream).
+pub(crate) async fn istiod_channel(
+    addr: &str,
+    server_name: &str,
+    root_pem: &str,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+) -> Result<tonic::transport::Channel, ChannelError> {
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(req.root_pem))
-        .domain_name(req.server_name);
-    let endpoint = Endpoint::from_shared(format!("https://{}", req.addr))
+        .ca_certificate(Certificate::from_pem(root_pem))
+        .domain_name(server_name);
+    let mut endpoint = Endpoint::from_shared(format!("https://{addr}"))
         .map_err(|e| {
-            CsrError::BadInput(format!(
-                "istiod address {:?} is not usable: {}",
-                req.addr,
+            ChannelError::BadInput(format!(
+                "istiod address {addr:?} is not usable: {}",
                 chain_words(&e)
             ))
         })?
         .tls_config(tls)
-        .map_err(|e| CsrError::BadInput(format!("TLS settings rejected: {}", chain_words(&e))))?
-        .connect_timeout(req.timeout)
-        .timeout(req.timeout);
-    let channel = endpoint.connect().await.map_err(|e| {
-        CsrError::Connect(format!(
-            "{} (server name {:?}): {}",
-            req.addr,
-            req.server_name,
+        .map_err(|e| ChannelError::BadInput(format!("TLS settings rejected: {}", chain_words(&e))))?
+        .connect_timeout(connect_timeout);
+    if let Some(t) = request_timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    endpoint.connect().await.map_err(|e| {
+        ChannelError::Connect(format!(
+            "{addr} (server name {server_name:?}): {}",
             chain_words(&e)
         ))
+    })
+}
+
+async fn send(req: &CsrRequest<'_>) -> Result<Vec<String>, CsrError> {
+    let channel = istiod_channel(
+        req.addr,
+        req.server_name,
+        req.root_pem,
+        req.timeout,
+        Some(req.timeout),
+    )
+    .await
+    .map_err(|e| match e {
+        ChannelError::BadInput(m) => CsrError::BadInput(m),
+        ChannelError::Connect(m) => CsrError::Connect(m),
     })?;
 
     let mut fields = std::collections::BTreeMap::new();

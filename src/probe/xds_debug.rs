@@ -16,11 +16,11 @@
 //! certificate.
 //! Failures are errors with short reasons; the token is never in them.
 
+use super::ca_client::{ChannelError, chain_words, istiod_channel};
 use crate::proto::ads::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use crate::proto::ads::{DiscoveryRequest, DiscoveryResponse, Node};
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// istiod's debug type URL (`model.DebugType`, pkg/model/xds.go).
 pub const DEBUG_TYPE: &str = "istio.io/debug";
@@ -142,42 +142,14 @@ fn validate(req: &DebugRequest<'_>) -> Result<(), XdsError> {
     Ok(())
 }
 
-fn chain_words(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if parts.last() != Some(&t) {
-            parts.push(t);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
-}
-
 async fn send(req: &DebugRequest<'_>) -> Result<Vec<u8>, XdsError> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(req.root_pem))
-        .domain_name(req.server_name);
-    let endpoint = Endpoint::from_shared(format!("https://{}", req.addr))
-        .map_err(|e| {
-            XdsError::BadInput(format!(
-                "istiod address {:?} is not usable: {}",
-                req.addr,
-                chain_words(&e)
-            ))
-        })?
-        .tls_config(tls)
-        .map_err(|e| XdsError::BadInput(format!("TLS settings rejected: {}", chain_words(&e))))?
-        .connect_timeout(req.timeout);
-    let channel = endpoint.connect().await.map_err(|e| {
-        XdsError::Connect(format!(
-            "{} (server name {:?}): {}",
-            req.addr,
-            req.server_name,
-            chain_words(&e)
-        ))
-    })?;
+    // A stream: no per-request timeout on the channel; the caller bounds it.
+    let channel = istiod_channel(req.addr, req.server_name, req.root_pem, req.timeout, None)
+        .await
+        .map_err(|e| match e {
+            ChannelError::BadInput(m) => XdsError::BadInput(m),
+            ChannelError::Connect(m) => XdsError::Connect(m),
+        })?;
     let first = request(req.resource, req.namespace, req.service_account);
     // The send side stays open until the answer came, as an ADS client's
     // does; dropping the call afterwards ends the stream.
