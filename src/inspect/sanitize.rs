@@ -272,12 +272,23 @@ fn redact_schemes(text: &str) -> String {
     let lower = text.to_ascii_lowercase();
     let mut last = 0;
     let mut search = 0;
-    while let Some(pos) = ["bearer ", "basic "]
-        .iter()
-        .filter_map(|s| lower[search..].find(s).map(|p| (p + search, s.len())))
-        .min()
-    {
-        let (start, len) = pos;
+    // The next occurrence of each scheme, found again only once passed: a
+    // fresh search for both on every hit is quadratic on a peer's body full
+    // of one scheme and none of the other.
+    const SCHEMES: [&str; 2] = ["bearer ", "basic "];
+    let mut next = SCHEMES.map(|scheme| lower.find(scheme));
+    loop {
+        for (k, scheme) in SCHEMES.iter().enumerate() {
+            if next[k].is_some_and(|p| p < search) {
+                next[k] = lower[search..].find(scheme).map(|p| p + search);
+            }
+        }
+        let Some((start, len)) = (0..2)
+            .filter_map(|k| next[k].map(|p| (p, SCHEMES[k].len())))
+            .min()
+        else {
+            break;
+        };
         let boundary = start == 0 || !lower.as_bytes()[start - 1].is_ascii_alphanumeric();
         let vstart = start + len;
         let mut vend = vstart;
@@ -377,6 +388,19 @@ fn redact_fields(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schemes_interleaved_are_all_redacted() {
+        let text = "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ== then bearer c2VjcmV0LXNlY3JldC1zZWNyZXQ \
+                    basic short, and BASIC dXNlcjpwYXNzd29yZC1sb25n end";
+        let out = redact_schemes(text);
+        for leaked in ["QWxhZGRpbjpv", "c2VjcmV0LXNl", "dXNlcjpwYXNz"] {
+            assert!(!out.contains(leaked), "{leaked} survived: {out}");
+        }
+        // Too short to be a credential: kept, as before.
+        assert!(out.contains("basic short"), "{out}");
+        assert_eq!(out.matches(REDACTED).count(), 3, "{out}");
+    }
 
     const JWT: &str =
         "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2E6eCJ9.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWc";

@@ -77,8 +77,12 @@ fn every_corpus_and_crash_file_replays_cleanly_and_fast() {
 }
 
 /// Inputs no corpus should have to hold because they are large: built here.
+/// Each must be handled without a panic. How fast, and how the time grows
+/// with the input, is measured by `cargo bench --bench large_inputs`; the
+/// bound here only catches a hang (a quadratic regression on these sizes
+/// takes minutes), so that load on a shared machine cannot fail it.
 #[test]
-fn large_and_deep_inputs_replay_cleanly_and_fast() {
+fn large_and_deep_inputs_are_handled() {
     let deep_json = format!("{}1{}", "{\"a\":".repeat(150_000), "}".repeat(150_000));
     let deep_flow = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
     // The TUI wraps texts capped at 4 KiB; a word 128 times that, and a
@@ -86,21 +90,25 @@ fn large_and_deep_inputs_replay_cleanly_and_fast() {
     let long_word = "x".repeat(512 << 10);
     let huge_body = "x".repeat(2 << 20);
     let escapes = "\u{1b}]0;title\u{7}\u{1b}[2J".repeat(50_000);
-    let cases: [(&str, Target, &[u8]); 7] = [
+    // One auth scheme many times and the other never (was quadratic).
+    let schemes = "basic x ".repeat(100_000);
+    let cases: [(&str, Target, &[u8]); 8] = [
         ("kubeconfig", targets::kubeconfig, deep_json.as_bytes()),
         ("kubeconfig", targets::kubeconfig, deep_flow.as_bytes()),
         ("clusterz", targets::clusterz, deep_json.as_bytes()),
         ("replay", targets::replay, deep_json.as_bytes()),
         ("sanitize", targets::sanitize, escapes.as_bytes()),
+        ("sanitize", targets::sanitize, schemes.as_bytes()),
         ("tui_wrap", targets::tui_wrap, long_word.as_bytes()),
         ("kube_answer", targets::kube_answer, huge_body.as_bytes()),
     ];
     for (name, target, data) in cases {
         let started = Instant::now();
-        target(data);
+        let outcome = std::panic::catch_unwind(|| target(data));
+        assert!(outcome.is_ok(), "{name} on {} bytes panicked", data.len());
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{name} on {} bytes took {:?}",
+            started.elapsed() < Duration::from_secs(120),
+            "{name} on {} bytes took {:?}: a hang",
             data.len(),
             started.elapsed()
         );
