@@ -15,14 +15,12 @@
 #[path = "../fuzz/targets.rs"]
 mod targets;
 
+mod common;
+
+use common::{flag, median};
 use std::time::Instant;
 
 type Target = fn(&[u8]);
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// The inputs of tests/integration/fuzz.rs's large case, scaled by `k`.
 fn cases(k: usize) -> Vec<(&'static str, Target, Vec<u8>)> {
@@ -86,18 +84,10 @@ fn time(target: Target, data: &[u8], runs: usize) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::args()
-        .skip_while(|a| a != "--runs")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7);
+    let runs = flag("--runs", 7);
     // --base K: N is K times the test suite's quarter size (default 4: N is
     // the test's size), so that timings sit well above timer and cache noise.
-    let base: usize = std::env::args()
-        .skip_while(|a| a != "--base")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+    let base = flag("--base", 4);
     meshtrace::install_crypto_provider();
     let (small, big) = (cases(base), cases(4 * base));
     println!(

@@ -11,22 +11,15 @@
 //!
 //! Targets (issue 2): trace under 250 ms, peak RSS under 40 MB.
 
+mod common;
+
+use common::{flag, median};
 use meshtrace::engine::{self, TraceOptions};
 use meshtrace::lab::world::Lab;
 use meshtrace::model::{StepId, TraceReport};
 use std::process::Command;
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 /// Longest chain of step durations through the `needs` graph.
 fn critical_path(r: &TraceReport) -> f64 {
@@ -52,11 +45,7 @@ fn peak_rss_children_kib() -> i64 {
 }
 
 fn main() {
-    let runs: usize = std::env::args()
-        .skip_while(|a| a != "--runs")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let runs = flag("--runs", 30);
     meshtrace::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
