@@ -14,28 +14,107 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+mod bundle;
+
+/// `meshtrace --version`: the crate version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MESHTRACE_COMMIT"),
+    ")"
+);
+
+const EXAMPLES: &str = "\
+Examples:
+  meshtrace --primary ctx1 --remote ctx2            trace one remote (the TUI on a terminal)
+  meshtrace --primary ctx1 --remote ctx2 -o json    the report for a ticket or a script
+  meshtrace --primary ctx1                          every remote the primary registers (fleet mode)
+  meshtrace lab --remotes 3 --fault stale-root@2    a lab of three remotes, the second broken
+  meshtrace lab                                     the built-in lab, no cluster needed
+  meshtrace lab --fault stale-root --step           teach: break a hop, reveal it step by step
+  meshtrace explain remote-rbac/no-tokenreview-create
+  meshtrace completions bash > /etc/bash_completion.d/meshtrace
+
+Exit codes: 0 every step passed, 1 a step failed (or warned with --fail-on-warn),
+2 meshtrace could not run (a bad flag, a missing context).
+Docs: docs/checks.md (every step and finding code), docs/flow.md (the flow).";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "meshtrace",
-    version,
+    version = VERSION,
     about = "Trace how a remote cluster's Istio gateway authenticates to the primary istiod, and point at the step that breaks",
+    after_help = EXAMPLES,
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// kube context of the primary cluster (runs istiod)
+    /// kube context of the primary cluster (runs istiod); default: the kubeconfig's current context, when it is not the --remote
     #[arg(long, value_name = "CTX")]
     pub primary: Option<String>,
-    /// kube context of the remote cluster (runs the gateway, no istiod)
+    /// kube context of the remote cluster (runs the gateway, no istiod); repeat it, or leave it out, to trace every remote the primary registers (fleet mode)
     #[arg(long, value_name = "CTX")]
-    pub remote: Option<String>,
+    pub remote: Vec<String>,
+    /// Fleet mode: trace the remote of cluster ID ID (a remote secret's key) through kube context CTX (repeatable); default: the context whose server is the remote secret's
+    #[arg(long, value_name = "ID=CTX", value_parser = parse_remote_context)]
+    pub remote_context: Vec<(String, String)>,
     /// kubeconfig file (repeatable); default $KUBECONFIG, else ~/.kube/config
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Vec<PathBuf>,
     #[command(flatten)]
     pub trace: TraceArgs,
 }
+
+/// `--remote-context ID=CTX`: a cluster ID and a kube context, both non-empty.
+fn parse_remote_context(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((id, ctx)) if !id.is_empty() && !ctx.is_empty() => {
+            Ok((id.to_string(), ctx.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?} is not ID=CONTEXT (a cluster ID, the key of its remote secret, then the kube context to trace it through, e.g. remote-1=kind-remote-1)"
+        )),
+    }
+}
+
+/// `--fault NAME[@INDEX]` of the lab: a fault, and which remote it breaks
+/// (from 1; default the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultAt {
+    pub id: faults::FaultId,
+    pub at: Option<usize>,
+}
+
+fn parse_fault_at(s: &str) -> Result<FaultAt, String> {
+    let (name, at) = match s.split_once('@') {
+        None => (s, None),
+        Some((name, i)) => match i.parse::<usize>() {
+            Ok(n) if n >= 1 && i.bytes().all(|c| c.is_ascii_digit()) => (name, Some(n)),
+            _ => {
+                return Err(format!(
+                    "{s:?}: {i:?} after @ is not a remote's number (1 for the first, up to --remotes)"
+                ));
+            }
+        },
+    };
+    Ok(FaultAt {
+        id: parse_fault(name)?,
+        at,
+    })
+}
+
+fn parse_remotes(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_LAB_REMOTES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a number of remotes from 1 to {MAX_LAB_REMOTES}"
+        )),
+    }
+}
+
+/// The most remotes `lab --remotes` builds (each an API server on loopback).
+pub const MAX_LAB_REMOTES: usize = 200;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -45,6 +124,13 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Print the documentation of a step or a finding code (e.g. remote-rbac/no-tokenreview-create), offline
     Explain(ExplainArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `meshtrace man | man -l -`
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -88,9 +174,12 @@ fn parse_fault(s: &str) -> Result<faults::FaultId, String> {
 pub struct LabArgs {
     #[command(subcommand)]
     pub action: Option<LabAction>,
-    /// Inject a named fault (see --list-faults)
-    #[arg(long, value_name = "NAME", value_parser = parse_fault)]
-    pub fault: Option<faults::FaultId>,
+    /// Inject a named fault (see --list-faults); NAME@INDEX breaks remote INDEX (from 1) of --remotes
+    #[arg(long, value_name = "NAME[@INDEX]", value_parser = parse_fault_at)]
+    pub fault: Option<FaultAt>,
+    /// Build the lab with N remotes around one primary (one istiod, one mesh root); with more than one, every remote is traced (fleet mode)
+    #[arg(long, value_name = "N", value_parser = parse_remotes, default_value_t = 1, hide_default_value = true)]
+    pub remotes: usize,
     /// List the faults the lab can inject, one per line
     #[arg(long)]
     pub list_faults: bool,
@@ -108,9 +197,12 @@ pub struct LabArgs {
 pub enum LabAction {
     /// Start the lab and keep it running until Ctrl-C; prints a kubeconfig path and istiod's address
     Serve {
-        /// Inject a named fault
-        #[arg(long, value_name = "NAME", value_parser = parse_fault)]
-        fault: Option<faults::FaultId>,
+        /// Inject a named fault; NAME@INDEX breaks remote INDEX (from 1) of --remotes
+        #[arg(long, value_name = "NAME[@INDEX]", value_parser = parse_fault_at)]
+        fault: Option<FaultAt>,
+        /// Build the lab with N remotes (contexts lab-remote-1 to lab-remote-N)
+        #[arg(long, value_name = "N", value_parser = parse_remotes)]
+        remotes: Option<usize>,
         /// Build the lab as install profile NAME
         #[arg(long, value_name = "NAME", value_enum)]
         profile: Option<Profile>,
@@ -151,12 +243,21 @@ pub struct TraceArgs {
     /// istiod's CA address HOST:PORT (default: from the remote's istiod EndpointSlice)
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, global = true)]
     pub istiod_addr: Option<String>,
+    /// Where to dial istiod's webhook port HOST:PORT (15017) for injection-webhook, keeping the webhook's server name (default: where the remote API server would send it: the webhook's Service and EndpointSlice, or its URL)
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port, global = true)]
+    pub istiod_webhook_addr: Option<String>,
     /// istiod's monitoring address HOST:PORT (plain HTTP), to read istiod's own view of its remote clusters; a real istiod answers only on its loopback, so: kubectl -n istio-system port-forward deploy/istiod 15014, then 127.0.0.1:15014 (default: try the primary API server's pod proxy)
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_debug_addr, global = true)]
     pub istiod_debug_addr: Option<String>,
     /// Passive mode: do not send a CSR to istiod
     #[arg(long, global = true)]
     pub no_csr: bool,
+    /// write the trace for a ticket into DIR as well: report.json, report.md and events.jsonl (the recording `meshtrace replay` shows); the output chosen with -o is unchanged
+    #[arg(long, value_name = "DIR", global = true)]
+    pub output_dir: Option<PathBuf>,
+    /// do not run STEP (repeatable, or comma-separated), e.g. where your account may not list the remote's webhook configurations: it is reported skipped (`<step>/skipped-by-flag`) and what needs it is blocked
+    #[arg(long, value_name = "STEP", value_delimiter = ',', value_parser = parse_step, global = true)]
+    pub skip: Vec<crate::model::StepId>,
     /// Timeout per step, e.g. 5s, 1500ms
     #[arg(long, default_value = "5s", value_parser = parse_positive_duration, global = true)]
     pub timeout: Duration,
@@ -175,15 +276,36 @@ pub struct TraceArgs {
     /// Show every step's evidence in text output
     #[arg(short, long, global = true)]
     pub verbose: bool,
-    /// Theme of the terminal UI: default, light, colorblind or mono (t cycles them; NO_COLOR forces mono)
+    /// Theme of the terminal UI: default, light, colorblind, mono or high-contrast (t cycles them; NO_COLOR forces mono)
     #[arg(long, value_name = "NAME", default_value = "default", value_parser = parse_theme, global = true)]
     pub theme: String,
+    /// A theme file for the terminal UI: JSON whose slots (e.g. {"fail": {"fg": "#ff5f5f", "bold": true}}) replace those of --theme; the others stay
+    #[arg(long, value_name = "PATH", value_parser = parse_theme_file, global = true)]
+    pub theme_file: Option<crate::tui::theme::Overrides>,
     /// Watch mode: run the trace again this long after each run ends, e.g. 30s (tui, text and events); Ctrl-C stops
     #[arg(long, value_name = "DURATION", value_parser = parse_watch, global = true)]
     pub watch: Option<Duration>,
     /// Teaching mode for the terminal UI: reveal the flow one hop at a time (Space/→ next, ← back), with what happens at each hop
     #[arg(long, global = true)]
     pub step: bool,
+    /// Fleet mode: how many remotes are traced at once
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256), global = true)]
+    pub parallel: u16,
+}
+
+/// A step id, as `meshtrace explain --list` lists them, with did-you-mean.
+fn parse_step(s: &str) -> Result<crate::model::StepId, String> {
+    crate::model::StepId::parse(s).ok_or_else(|| {
+        let ids: Vec<&str> = crate::model::STEPS.iter().map(|i| i.id.as_str()).collect();
+        let near = ids
+            .iter()
+            .min_by_key(|id| crate::probe::preflight::edit_distance(s, id))
+            .filter(|id| crate::probe::preflight::edit_distance(s, id) <= s.len().max(4) / 2);
+        match near {
+            Some(id) => format!("{s:?} is not a step; did you mean {id}?"),
+            None => format!("{s:?} is not a step; the steps: {}", ids.join(", ")),
+        }
+    })
 }
 
 fn parse_theme(s: &str) -> Result<String, String> {
@@ -196,6 +318,11 @@ fn parse_theme(s: &str) -> Result<String, String> {
             names.join(", ")
         ))
     }
+}
+
+/// Read and check the whole file now: a bad one is exit 2 before any trace.
+fn parse_theme_file(s: &str) -> Result<crate::tui::theme::Overrides, String> {
+    crate::tui::theme::Overrides::load(s)
 }
 
 fn parse_watch(s: &str) -> Result<Duration, String> {
@@ -329,6 +456,7 @@ impl TraceArgs {
             primary_cluster_id: self.primary_cluster_id.clone(),
             gateway: self.gateway.clone(),
             istiod_addr: self.istiod_addr.clone(),
+            istiod_webhook_addr: self.istiod_webhook_addr.clone(),
             no_csr: self.no_csr,
             timeout: self.timeout,
             warn_within: self.warn_within,
@@ -337,6 +465,11 @@ impl TraceArgs {
             platform_roots_pem: None,
             istiod_debug_addr: self.istiod_debug_addr.clone(),
             kubeconfig: Vec::new(),
+            skip: self
+                .skip
+                .iter()
+                .map(|s| engine::Skip::by_flag(*s))
+                .collect(),
         }
     }
 }
@@ -390,12 +523,32 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
             print!("{text}");
             Ok(0)
         }
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "meshtrace", &mut std::io::stdout());
+            Ok(0)
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(|e| UsageError(format!("cannot render the manual page: {e}")))?;
+            std::io::stdout()
+                .write_all(&out)
+                .map_err(|e| UsageError(format!("cannot write the manual page: {e}")))?;
+            Ok(0)
+        }
         None => {
-            let (Some(primary), Some(remote)) = (cli.primary.clone(), cli.remote.clone()) else {
-                return Err(UsageError(
-                    "need --primary CTX and --remote CTX (or `meshtrace lab` for the built-in lab); see --help".into(),
-                ));
+            let primary = match cli.primary.clone() {
+                Some(p) => p,
+                None => default_primary(&cli)?,
             };
+            if cli.remote.len() != 1 || !cli.remote_context.is_empty() {
+                return run_fleet_clusters(cli, primary).await;
+            }
+            let remote = cli.remote[0].clone();
             if primary == remote {
                 return Err(UsageError(format!(
                     "--primary and --remote are the same context {primary:?}: meshtrace traces a remote cluster against its primary, so pass two contexts (or try `meshtrace lab`)"
@@ -442,10 +595,34 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
                 istio_namespace: opts.istio_namespace.clone(),
                 mode: Mode::Clusters,
                 fault: None,
+                cluster_id: None,
             };
             Ok(trace_and_render(clusters, opts, t, &cli.trace).await)
         }
     }
+}
+
+/// No `--primary`: the kubeconfig's current context, as kubectl would use,
+/// where that is unambiguous (it is set, and it is not a `--remote`); said
+/// on stderr so that the run names what it traced.
+fn default_primary(cli: &Cli) -> Result<String, UsageError> {
+    const NEED: &str = "need --primary CTX (and --remote CTX for one remote, none for every remote the primary registers; or `meshtrace lab` for the built-in lab); see --help";
+    let paths = target::kubeconfig_paths(&cli.kubeconfig);
+    let kc = target::load_kubeconfig(&paths)
+        .map_err(|e| UsageError(format!("{NEED}\n(no current context to default to: {e})")))?;
+    let current = kc.current_context.clone().filter(|c| !c.is_empty());
+    let Some(current) = current else {
+        return Err(UsageError(format!(
+            "{NEED}\n(the kubeconfig sets no current-context to default to)"
+        )));
+    };
+    if cli.remote.contains(&current) {
+        return Err(UsageError(format!(
+            "no --primary, and the current context {current:?} is the --remote one: pass --primary CTX for the primary (istiod's) cluster"
+        )));
+    }
+    eprintln!("meshtrace: no --primary: the current context {current:?} is the primary");
+    Ok(current)
 }
 
 /// The operator's access to both clusters, before any step runs (see
@@ -496,42 +673,58 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
         fault,
         kubeconfig_out,
         profile,
+        remotes,
     }) = &lab.action
     {
         // `lab --fault X serve` and `lab serve --fault X` mean the same.
-        let fault = fault.or(lab.fault).map(faults::get);
+        let fault = fault.or(lab.fault);
         let profile = profile.unwrap_or(lab.profile);
-        return serve(profile, fault, kubeconfig_out.clone()).await;
+        let remotes = remotes.unwrap_or(lab.remotes);
+        check_fault_at(fault, remotes)?;
+        return serve(profile, fault, remotes, kubeconfig_out.clone()).await;
     }
-    let fault = lab.fault.map(faults::get);
-    let running = Lab::start_profile(lab.profile, fault, |_| {})
+    check_fault_at(lab.fault, lab.remotes)?;
+    if lab.remotes > 1 {
+        return run_lab_fleet(lab).await;
+    }
+    let fault = lab.fault.map(|f| faults::get(f.id));
+    // A session, not a bare Lab: the TUI's b and f rebuild and fix it.
+    let session = crate::lab::session::LabSession::start(lab.profile, fault, lab.trace.options())
         .await
-        .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
-    let mut opts = lab.trace.options();
-    lab_profile_options(&running, &mut opts);
-    let (clusters, t) = lab_target(&running, &opts).await?;
+        .map_err(UsageError)?;
+    let session = std::sync::Arc::new(session);
+    let Some((clusters, opts, t)) = session.parts() else {
+        return Err(UsageError("the lab did not start".into()));
+    };
+    let (primary_url, remote_url) = session.urls();
     // The lab goes through the same preflight (a few milliseconds), so that
     // e.g. a mistyped --istio-namespace is caught here too.
     let access = [
         preflight::Access {
             flag: "--primary",
             context: t.primary.clone(),
-            server: running.primary.url.clone(),
+            server: primary_url,
             client: clusters.primary.clone(),
         },
         preflight::Access {
             flag: "--remote",
             context: t.remote.clone(),
-            server: running.remote.url.clone(),
+            server: remote_url,
             client: clusters.remote.clone(),
         },
     ];
     if let Err(e) = run_preflight(&access, &opts, &clusters.secrets).await {
-        running.shutdown();
+        session.shutdown();
         return Err(e);
     }
-    let code = trace_and_render(clusters, opts, t, &lab.trace).await;
-    running.shutdown();
+    let traced = session.clone();
+    let code = render_traces(
+        move || traced.start_trace(),
+        &lab.trace,
+        Some(session.clone()),
+    )
+    .await;
+    session.shutdown();
     Ok(code)
 }
 
@@ -543,6 +736,9 @@ pub fn lab_profile_options(lab: &Lab, opts: &mut TraceOptions) {
     if let Some(root) = &lab.public_root_pem {
         if opts.istiod_addr.is_none() {
             opts.istiod_addr = Some(lab.istiod_addr.to_string());
+        }
+        if opts.istiod_webhook_addr.is_none() {
+            opts.istiod_webhook_addr = Some(lab.istiod.webhook_addr.to_string());
         }
         opts.platform_roots_pem = Some(root.clone());
     }
@@ -566,6 +762,7 @@ pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Tar
         istio_namespace: opts.istio_namespace.clone(),
         mode: Mode::Lab,
         fault: lab.fault.map(|f| f.name.to_string()),
+        cluster_id: None,
     };
     let mut secrets = target::context_secrets(&kc, crate::lab::world::PRIMARY_CONTEXT);
     secrets.extend(target::context_secrets(
@@ -584,22 +781,54 @@ pub async fn lab_target(lab: &Lab, opts: &TraceOptions) -> Result<(Clusters, Tar
     ))
 }
 
+/// `NAME@INDEX` must name one of the lab's remotes.
+fn check_fault_at(fault: Option<FaultAt>, remotes: usize) -> Result<(), UsageError> {
+    match fault.and_then(|f| f.at.map(|at| (f, at))) {
+        Some((f, at)) if at > remotes => Err(UsageError(format!(
+            "--fault {}@{at}: the lab has {remotes} remote{} (--remotes {remotes}); give an index from 1 to {remotes}",
+            f.id.name(),
+            if remotes == 1 { "" } else { "s" }
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The lab's fault as a target names it: `NAME`, or `NAME@INDEX` in a lab
+/// of several remotes.
+fn fault_label(fault: Option<FaultAt>, remotes: usize) -> Option<String> {
+    fault.map(|f| {
+        if remotes > 1 {
+            format!("{}@{}", f.id.name(), f.at.unwrap_or(1))
+        } else {
+            f.id.name().to_string()
+        }
+    })
+}
+
 async fn serve(
     profile: Profile,
-    fault: Option<&'static faults::Fault>,
+    fault: Option<FaultAt>,
+    remotes: usize,
     out: Option<PathBuf>,
 ) -> Result<i32, UsageError> {
-    let lab = Lab::start_profile(profile, fault, |_| {})
-        .await
-        .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
+    let lab = Lab::start_fleet(
+        profile,
+        remotes,
+        fault.map(|f| faults::get(f.id)),
+        fault.and_then(|f| f.at).unwrap_or(1),
+        |_| {},
+    )
+    .await
+    .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
+    let fault = fault.map(|f| faults::get(f.id));
     // A temp dir we remove on exit, unless the user asked for a path.
     let tmp =
         tempfile::tempdir().map_err(|e| UsageError(format!("cannot create a temp dir: {e}")))?;
     let path = out.unwrap_or_else(|| tmp.path().join("kubeconfig"));
-    write_private(&path, &lab.kubeconfig_yaml)
+    crate::lab::write_private(&path, &lab.kubeconfig_yaml)
         .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
     println!(
-        "meshtrace lab is running{}{}",
+        "meshtrace lab is running{}{}{}",
         if profile == Profile::Default {
             String::new()
         } else {
@@ -607,39 +836,62 @@ async fn serve(
         },
         fault
             .map(|f| format!(" with fault {}", f.name))
+            .unwrap_or_default(),
+        lab.fault_at
+            .filter(|_| remotes > 1)
+            .map(|i| format!(" on remote {i}"))
             .unwrap_or_default()
     );
     println!("kubeconfig: {}", path.display());
+    let remote_list: Vec<String> = lab
+        .remotes()
+        .iter()
+        .map(|(_, ctx, url)| format!("{ctx} ({url})"))
+        .collect();
     println!(
-        "contexts:   lab-primary ({}), lab-remote ({})",
-        lab.primary.url, lab.remote.url
+        "contexts:   lab-primary ({}), {}",
+        lab.primary.url,
+        remote_list.join(", ")
     );
     println!(
         "istiod:     {} (gRPC + TLS, server name istiod.istio-system.svc)",
         lab.istiod_addr
+    );
+    println!(
+        "webhook:    {} (istiod's 15017: HTTPS /inject, the remote's istiod EndpointSlice port tcp-webhook)",
+        lab.istiod.webhook_addr
     );
     let mut extra = String::new();
     let mut env = String::new();
     if let Some(root) = &lab.public_root_pem {
         // external-istiod: the public name and the public CA stand in for DNS and the OS store.
         let root_path = path.with_file_name("public-root.pem");
-        write_private(&root_path, root)
+        crate::lab::write_private(&root_path, root)
             .map_err(|e| UsageError(format!("cannot write {}: {e}", root_path.display())))?;
         println!(
             "public CA:  {} (istiod's serving certificate is from it: the platform's roots for CA_ROOT_CA=SYSTEM)",
             root_path.display()
         );
-        extra = format!(" --istiod-addr {}", lab.istiod_addr);
+        extra = format!(
+            " --istiod-addr {} --istiod-webhook-addr {}",
+            lab.istiod_addr, lab.istiod.webhook_addr
+        );
         env = format!("SSL_CERT_FILE={} ", root_path.display());
     }
     println!();
+    let remote_flag = if remotes > 1 {
+        String::new()
+    } else {
+        format!(" --remote {}", lab.remote_context)
+    };
     println!(
-        "try:  {env}meshtrace --kubeconfig {} --primary lab-primary --remote lab-remote{extra} -o text",
+        "try:  {env}meshtrace --kubeconfig {} --primary lab-primary{remote_flag}{extra} -o text",
         path.display()
     );
     println!(
-        "      kubectl --kubeconfig {} --context lab-remote get secrets,configmaps,services,pods -n istio-system",
-        path.display()
+        "      kubectl --kubeconfig {} --context {} get secrets,configmaps,services,pods -n istio-system",
+        path.display(),
+        lab.remote_context
     );
     println!("Ctrl-C (or SIGTERM) stops the lab.");
     let _ = std::io::stdout().flush();
@@ -656,15 +908,620 @@ async fn serve(
     Ok(0)
 }
 
-fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(content.as_bytes())
+/// Fleet mode is refused what only makes sense for one remote.
+fn check_fleet_args(args: &TraceArgs) -> Result<(), UsageError> {
+    let one = "pass one --remote CTX to trace one remote";
+    if args.cluster_id.is_some() {
+        return Err(UsageError(format!(
+            "--cluster-id names the remote of one trace; fleet mode (no --remote, or several) traces each remote by its own remote secret key: {one}"
+        )));
+    }
+    if args.step {
+        return Err(UsageError(format!(
+            "--step teaches the flow of one remote: {one}"
+        )));
+    }
+    if let Some(dir) = &args.output_dir {
+        return Err(UsageError(format!(
+            "--output-dir {} bundles one remote's trace for a ticket; for every remote use -o json (meshtrace.fleet.v1), or {one}",
+            dir.display()
+        )));
+    }
+    match output_of(args) {
+        o @ (Output::Markdown | Output::Mermaid | Output::Events) => Err(UsageError(format!(
+            "-o {} shows one remote's trace; fleet mode (no --remote, or several) prints -o text, json or tui: {one}",
+            format!("{o:?}").to_lowercase()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Fleet mode through the user's kubeconfig: `--primary` with no
+/// `--remote`, several, or `--remote-context`.
+async fn run_fleet_clusters(cli: Cli, primary: String) -> Result<i32, UsageError> {
+    if cli.remote.contains(&primary) {
+        return Err(UsageError(format!(
+            "--primary and --remote are the same context {primary:?}: meshtrace traces remote clusters against their primary"
+        )));
+    }
+    if let Some((id, c)) = cli.remote_context.iter().find(|(_, c)| *c == primary) {
+        return Err(UsageError(format!(
+            "--remote-context {:?}: {c:?} is the --primary context; give the remote's own",
+            format!("{id}={c}")
+        )));
+    }
+    check_fleet_args(&cli.trace)?;
+    let paths = target::kubeconfig_paths(&cli.kubeconfig);
+    let kc = target::load_kubeconfig(&paths).map_err(|e| UsageError(e.to_string()))?;
+    let mut opts = cli.trace.options();
+    opts.kubeconfig = cli.kubeconfig.clone();
+    let setup = FleetSetup {
+        kc,
+        primary,
+        given: cli.remote,
+        explicit: cli.remote_context,
+        mode: Mode::Clusters,
+        fault: None,
+    };
+    fleet(setup, opts, &cli.trace).await
+}
+
+/// `meshtrace lab --remotes N` (N > 1): the lab's contexts, traced as a fleet.
+async fn run_lab_fleet(lab: LabArgs) -> Result<i32, UsageError> {
+    check_fleet_args(&lab.trace)?;
+    let running = Lab::start_fleet(
+        lab.profile,
+        lab.remotes,
+        lab.fault.map(|f| faults::get(f.id)),
+        lab.fault.and_then(|f| f.at).unwrap_or(1),
+        |_| {},
+    )
+    .await
+    .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
+    let mut opts = lab.trace.options();
+    lab_profile_options(&running, &mut opts);
+    let kc = match kube::config::Kubeconfig::from_yaml(&running.kubeconfig_yaml) {
+        Ok(kc) => kc,
+        Err(e) => {
+            running.shutdown();
+            return Err(UsageError(format!("lab kubeconfig: {e}")));
+        }
+    };
+    let setup = FleetSetup {
+        kc,
+        primary: crate::lab::world::PRIMARY_CONTEXT.into(),
+        given: vec![],
+        explicit: vec![],
+        mode: Mode::Lab,
+        fault: fault_label(lab.fault, lab.remotes),
+    };
+    let code = fleet(setup, opts, &lab.trace).await;
+    running.shutdown();
+    code
+}
+
+/// What a fleet run starts from.
+struct FleetSetup {
+    kc: kube::config::Kubeconfig,
+    primary: String,
+    /// `--remote` contexts (candidates for matching, traced even when no
+    /// remote secret points at them).
+    given: Vec<String>,
+    /// `--remote-context ID=CTX`.
+    explicit: Vec<(String, String)>,
+    mode: Mode,
+    fault: Option<String>,
+}
+
+/// Reads which remotes the primary registers, finds a context for each,
+/// checks access (the preflight, once per context), then traces them all
+/// and renders the fleet.
+async fn fleet(setup: FleetSetup, opts: TraceOptions, args: &TraceArgs) -> Result<i32, UsageError> {
+    let run = plan_fleet(&setup, &opts, args).await?;
+    Ok(fleet_render(run, args, &setup).await)
+}
+
+/// What one fleet run traces: the remotes the primary registers now, each
+/// with its context (or istiod's view), after the preflight. `--watch` plans
+/// again before every run, so added and removed remote secrets are followed.
+async fn plan_fleet(
+    setup: &FleetSetup,
+    opts: &TraceOptions,
+    args: &TraceArgs,
+) -> Result<FleetRun, UsageError> {
+    use crate::engine::fleet;
+    let opts = opts.clone();
+    let kc = &setup.kc;
+    let primary = setup.primary.clone();
+    // Every named context must exist before anything is dialled.
+    let known = |c: &str| kc.contexts.iter().any(|x| x.name == c);
+    let names = || {
+        kc.contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for g in &setup.given {
+        if !known(g) {
+            return Err(UsageError(format!(
+                "--remote {g:?}: no such context in the kubeconfig (contexts: {})",
+                names()
+            )));
+        }
+    }
+    for (id, c) in &setup.explicit {
+        if !known(c) {
+            return Err(UsageError(format!(
+                "--remote-context {:?}: no context {c:?} in the kubeconfig (contexts: {})",
+                format!("{id}={c}"),
+                names()
+            )));
+        }
+    }
+    let (p, primary_server) = target::client_for(kc, &primary, opts.timeout)
+        .await
+        .map_err(|e| UsageError(format!("--primary: {e}")))?;
+    let primary_secrets = target::context_secrets(kc, &primary);
+    run_preflight(
+        &[preflight::Access {
+            flag: "--primary",
+            context: primary.clone(),
+            server: primary_server.clone(),
+            client: p.clone(),
+        }],
+        &opts,
+        &primary_secrets,
+    )
+    .await?;
+    let (cached, _) = crate::probe::kube_cache::shared_reads(p.clone());
+    let reg = fleet::registry(&cached, &opts).await.map_err(UsageError)?;
+    let planned = fleet::plan(
+        &reg,
+        &setup.explicit,
+        &setup.given,
+        &target::context_servers(kc),
+        &primary,
+    )
+    .map_err(UsageError)?;
+    // One client per context used, and one preflight for all of them.
+    let mut clients: std::collections::BTreeMap<String, (kube::Client, String)> =
+        Default::default();
+    for c in planned.iter().filter_map(|x| x.remote.context.clone()) {
+        if clients.contains_key(&c) {
+            continue;
+        }
+        let got = target::client_for(kc, &c, opts.timeout)
+            .await
+            .map_err(|e| UsageError(format!("remote context {c:?}: {e}")))?;
+        clients.insert(c, got);
+    }
+    let mut all_secrets = primary_secrets.clone();
+    for c in clients.keys() {
+        all_secrets.extend(target::context_secrets(kc, c));
+    }
+    let access: Vec<preflight::Access> = clients
+        .iter()
+        .map(|(c, (client, server))| preflight::Access {
+            flag: "--remote",
+            context: c.clone(),
+            server: server.clone(),
+            client: client.clone(),
+        })
+        .collect();
+    // A remote context that fails its preflight stops only its own remote:
+    // that remote is traced as one without a context (istiod's view, with
+    // its remote secret's credentials), and the steps it skips say why.
+    let mut failed: std::collections::BTreeMap<String, String> = Default::default();
+    if !access.is_empty() {
+        for f in preflight::dial_all(&access, opts.timeout).await {
+            let line = crate::inspect::sanitize::quote_with(&f.to_string(), &all_secrets);
+            eprintln!(
+                "meshtrace: {line}; that remote is traced with its remote secret's credentials"
+            );
+            failed.insert(f.context.clone(), line);
+        }
+        let usable: Vec<_> = access
+            .into_iter()
+            .filter(|a| !failed.contains_key(&a.context))
+            .collect();
+        if !usable.is_empty() {
+            preflight::check_namespace(&usable, &opts.istio_namespace, opts.timeout)
+                .await
+                .map_err(|e| UsageError(crate::inspect::sanitize::quote_with(&e, &all_secrets)))?;
+        }
+    }
+    let mut templates = Vec::with_capacity(planned.len());
+    for x in planned {
+        let mut o = opts.clone();
+        let id = x.remote.cluster_id.clone();
+        let failed_context = x
+            .remote
+            .context
+            .as_ref()
+            .and_then(|c| failed.get(c).map(|w| (c, w)));
+        if let (Some((_, why)), None) = (failed_context, x.registered) {
+            // No remote secret to fall back on: nothing to trace it with.
+            return Err(UsageError(why.clone()));
+        }
+        let usable_context = x
+            .remote
+            .context
+            .as_ref()
+            .filter(|c| !failed.contains_key(*c));
+        let (remote, remote_server, mut secrets, context) = match usable_context {
+            Some(c) => {
+                let (client, server) = clients[c].clone();
+                (client, server, target::context_secrets(kc, c), c.clone())
+            }
+            None => {
+                let r = &reg.remotes[x.registered.unwrap_or_default()];
+                let (view, s) = fleet::istiod_view(r, &reg, &opts).await;
+                let mut skips = fleet::skips_without_context(&r.cluster_id, view.is_some());
+                if let Some((c, why)) = failed_context {
+                    skips = fleet::after_failed_preflight(skips, &r.cluster_id, c, why);
+                }
+                o.skip.extend(skips);
+                if view.is_none() {
+                    // No gateway to read its cluster ID from: the key is it.
+                    o.cluster_id = Some(r.cluster_id.clone());
+                }
+                (
+                    // No client for the remote: one that reaches nobody
+                    // (the steps that read the remote are skipped anyway).
+                    view.or_else(|| fleet::unreachable_client(opts.timeout))
+                        .ok_or_else(|| UsageError("cannot build a kube client".into()))?,
+                    r.server.clone().unwrap_or_default(),
+                    s,
+                    format!("<context of {}>", r.cluster_id),
+                )
+            }
+        };
+        secrets.extend(primary_secrets.iter().cloned());
+        templates.push(fleet::Prepared {
+            remote: x.remote.clone(),
+            clusters: Clusters {
+                primary: p.clone(),
+                remote,
+                remote_server,
+                primary_server: primary_server.clone(),
+                secrets,
+            },
+            opts: o,
+            target: Target {
+                primary: primary.clone(),
+                remote: context,
+                istio_namespace: opts.istio_namespace.clone(),
+                mode: setup.mode,
+                fault: setup.fault.clone(),
+                cluster_id: id,
+            },
+        });
+    }
+    let run = FleetRun {
+        templates,
+        primary_client: p,
+        primary,
+        opts,
+        mode: setup.mode,
+        fault: setup.fault.clone(),
+        ignored: reg.ignored,
+        parallel: usize::from(args.parallel),
+    };
+    Ok(run)
+}
+
+/// Everything one fleet run needs, re-runnable (`--watch`, the TUI's `r`):
+/// each run gets a fresh shared-reads cache over the primary's client.
+#[derive(Clone)]
+pub struct FleetRun {
+    templates: Vec<crate::engine::fleet::Prepared>,
+    primary_client: kube::Client,
+    primary: String,
+    opts: TraceOptions,
+    mode: Mode,
+    fault: Option<String>,
+    ignored: Vec<crate::model::IgnoredKey>,
+    /// How many remotes are traced at once (`--parallel`).
+    parallel: usize,
+}
+
+impl FleetRun {
+    /// Starts a run: events of remote `i` come as `(i, event)`; the
+    /// handle's result is the fleet document.
+    pub fn start(
+        &self,
+    ) -> (
+        mpsc::UnboundedReceiver<(usize, TraceEvent)>,
+        tokio::task::JoinHandle<crate::model::FleetReport>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let me = self.clone();
+        let parallel = me.parallel;
+        let handle = tokio::spawn(async move {
+            let started_at = crate::model::now_rfc3339();
+            let t0 = std::time::Instant::now();
+            let (cached, _) = crate::probe::kube_cache::shared_reads(me.primary_client.clone());
+            let prepared: Vec<_> = me
+                .templates
+                .iter()
+                .cloned()
+                .map(|mut p| {
+                    p.clusters.primary = cached.clone();
+                    p
+                })
+                .collect();
+            let remotes = me.templates.iter().map(|p| p.remote.clone()).collect();
+            let reports = crate::engine::fleet::run(prepared, parallel, tx).await;
+            crate::engine::fleet::report(
+                &me.primary,
+                &me.opts,
+                me.mode,
+                me.fault.clone(),
+                remotes,
+                me.ignored.clone(),
+                reports,
+                crate::model::millis(t0.elapsed()),
+                started_at,
+            )
+        });
+        (rx, handle)
+    }
+    /// The remotes, in the order of the reports, cleaned for display.
+    pub fn remotes(&self) -> Vec<crate::model::FleetRemote> {
+        self.templates
+            .iter()
+            .map(|p| {
+                let mut r = p.remote.clone();
+                r.sanitize();
+                r
+            })
+            .collect()
+    }
+}
+
+/// The exit code of a fleet: the worst of its remotes'.
+pub fn fleet_exit_code(f: &crate::model::FleetReport, fail_on_warn: bool) -> i32 {
+    f.reports
+        .iter()
+        .map(|r| exit_code(r, fail_on_warn))
+        .max()
+        .unwrap_or(0)
+}
+
+async fn fleet_render(run: FleetRun, args: &TraceArgs, setup: &FleetSetup) -> i32 {
+    if let Some(every) = args.watch {
+        if let Err(UsageError(msg)) = check_watch(args) {
+            eprintln!("meshtrace: {msg}");
+            return 2;
+        }
+        if !full_screen(args) {
+            return fleet_watch(run, args, every, setup).await;
+        }
+    }
+    if full_screen(args) {
+        return fleet_tui(run, args).await;
+    }
+    match fleet_once(&run, args).await {
+        Some(f) => fleet_exit_code(&f, args.fail_on_warn),
+        None => 2,
+    }
+}
+
+/// The fleet screen (a row per remote, Enter drills in); afterwards the
+/// text stays in the scrollback.
+async fn fleet_tui(run: FleetRun, args: &TraceArgs) -> i32 {
+    let (rx, _first) = run.start();
+    let again = run.clone();
+    let rerun = move || again.start().0;
+    let tui_opts = crate::tui::TuiOptions {
+        theme: args.theme.clone(),
+        theme_file: args.theme_file.clone(),
+        teaching: false,
+        replay: None,
+        speed: 1.0,
+        watch: args.watch,
+        lab: None,
+    };
+    let reports = match crate::tui::fleet::run_fleet_tui(rx, rerun, run.remotes(), tui_opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshtrace: the terminal UI failed: {e}");
+            return 2;
+        }
+    };
+    let total = reports.iter().map(|r| r.total_ms).fold(0.0, f64::max);
+    let started = reports
+        .iter()
+        .filter_map(|r| r.started_at.clone())
+        .min()
+        .unwrap_or_default();
+    let f = crate::engine::fleet::report(
+        &run.primary,
+        &run.opts,
+        run.mode,
+        run.fault.clone(),
+        run.remotes(),
+        run.ignored.clone(),
+        reports,
+        total,
+        started,
+    );
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(render::fleet::render(&f, text_style(args)).as_bytes());
+    let _ = stdout.flush();
+    if let Some(sig) = crate::tui::signalled() {
+        eprintln!("meshtrace: stopped by signal {sig}");
+        return 128 + sig;
+    }
+    let unfinished = f
+        .reports
+        .iter()
+        .filter(|r| r.steps.len() < crate::model::STEPS.len())
+        .count();
+    if unfinished > 0 {
+        eprintln!(
+            "meshtrace: quit before the fleet finished ({unfinished} of {} remotes still running)",
+            f.reports.len()
+        );
+        if f.verdict == Verdict::Pass {
+            return 130;
+        }
+    }
+    fleet_exit_code(&f, args.fail_on_warn)
+}
+
+/// One fleet run, rendered: JSON, text, or the line view (each remote's
+/// line as its trace ends, then the summary and failures).
+async fn fleet_once(run: &FleetRun, args: &TraceArgs) -> Option<crate::model::FleetReport> {
+    let style = text_style(args);
+    let output = output_of(args);
+    let live = output == Output::Tui;
+    let (mut rx, handle) = run.start();
+    let remotes = run.remotes();
+    let mut stdout = std::io::stdout();
+    if live {
+        let head = render::fleet::header(&crate::model::FleetReport {
+            remotes: remotes.clone(),
+            ..empty_fleet(run)
+        });
+        let _ = writeln!(stdout, "{head}\n");
+    }
+    let widths = render::fleet::widths(&remotes);
+    let mut states: Vec<crate::model::TraceState> = vec![Default::default(); remotes.len()];
+    while let Some((i, e)) = rx.recv().await {
+        let Some(st) = states.get_mut(i) else {
+            continue;
+        };
+        st.apply(&e);
+        if live && matches!(e, TraceEvent::TraceFinished { .. }) {
+            let _ = writeln!(
+                stdout,
+                "{}",
+                render::fleet::line(&remotes[i], &st.report(), widths, style)
+            );
+            let _ = stdout.flush();
+        }
+    }
+    let f = match handle.await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("meshtrace: the fleet run stopped unexpectedly: {e}");
+            return None;
+        }
+    };
+    let text = match output {
+        Output::Json => render::fleet::json(&f),
+        // The lines are printed already: the summary and failures follow.
+        Output::Tui => render::fleet::render_tail(&f, style),
+        _ => render::fleet::render(&f, style),
+    };
+    let _ = stdout.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = stdout.write_all(b"\n");
+    }
+    let _ = stdout.flush();
+    Some(f)
+}
+
+fn empty_fleet(run: &FleetRun) -> crate::model::FleetReport {
+    crate::engine::fleet::report(
+        &run.primary,
+        &run.opts,
+        run.mode,
+        run.fault.clone(),
+        vec![],
+        vec![],
+        vec![],
+        0.0,
+        String::new(),
+    )
+}
+
+/// `--watch` on a fleet: run, print, wait, run again, with which remotes
+/// changed verdict, until Ctrl-C (exit code of the last finished run).
+async fn fleet_watch(run: FleetRun, args: &TraceArgs, every: Duration, setup: &FleetSetup) -> i32 {
+    let last_code = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let code = last_code.clone();
+    let runs = async move {
+        let mut run = run;
+        let mut previous: Option<std::collections::BTreeMap<String, Verdict>> = None;
+        for n in 1.. {
+            println!(
+                "── run {n} · {} ──",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            );
+            // The remotes as the primary registers them now; when that read
+            // fails, the last list is traced again and the failure said.
+            if n > 1 {
+                match plan_fleet(setup, &run.opts, args).await {
+                    Ok(again) => run = again,
+                    Err(UsageError(e)) => println!(
+                        "could not read the remotes again ({e}); tracing the {} of run {}",
+                        run.templates.len(),
+                        n - 1
+                    ),
+                }
+            }
+            let Some(f) = fleet_once(&run, args).await else {
+                return 2;
+            };
+            code.store(
+                fleet_exit_code(&f, args.fail_on_warn),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let now: std::collections::BTreeMap<String, Verdict> = f
+                .remotes
+                .iter()
+                .zip(&f.reports)
+                .map(|(m, r)| (render::fleet::remote_name(m), r.verdict))
+                .collect();
+            if let Some(prev) = &previous {
+                let mut changed: Vec<String> = now
+                    .iter()
+                    .filter_map(|(name, b)| match prev.get(name) {
+                        Some(a) if a != b => Some(format!(
+                            "{name}: {} → {}",
+                            verdict_word(*a),
+                            verdict_word(*b)
+                        )),
+                        Some(_) => None,
+                        None => Some(format!("{name}: new ({})", verdict_word(*b))),
+                    })
+                    .collect();
+                changed.extend(
+                    prev.keys()
+                        .filter(|name| !now.contains_key(*name))
+                        .map(|name| format!("{name}: no longer registered")),
+                );
+                if changed.is_empty() {
+                    println!("nothing changed since run {}", n - 1);
+                } else {
+                    println!("Δ changed since run {}: {}", n - 1, changed.join(", "));
+                }
+            }
+            previous = Some(now);
+            println!(
+                "next run in {} (Ctrl-C stops)\n",
+                humantime::format_duration(every)
+            );
+            let _ = std::io::stdout().flush();
+            tokio::time::sleep(every).await;
+        }
+        0
+    };
+    tokio::select! {
+        c = runs => c,
+        _ = tokio::signal::ctrl_c() => last_code.load(std::sync::atomic::Ordering::SeqCst),
+    }
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Warn => "warn",
+        Verdict::Fail => "fail",
+    }
 }
 
 async fn trace_and_render(
@@ -679,6 +1536,39 @@ async fn trace_and_render(
         tokio::spawn(engine::run(clusters.clone(), opts.clone(), t.clone(), tx));
         rx
     };
+    render_traces(start, args, None).await
+}
+
+/// Render the runs `start` starts as `args` asks; `lab`: the lab the TUI
+/// may break and fix (`b`, `f`).
+async fn render_traces<F>(
+    start: F,
+    args: &TraceArgs,
+    lab: Option<std::sync::Arc<crate::lab::session::LabSession>>,
+) -> i32
+where
+    F: FnMut() -> mpsc::UnboundedReceiver<TraceEvent>,
+{
+    // --output-dir: every run's events copied on their way, the last run written.
+    let bundle = match &args.output_dir {
+        Some(dir) => match bundle::Bundle::open(dir, args.watch.is_some()) {
+            Ok(b) => Some(b),
+            Err(UsageError(msg)) => {
+                eprintln!("meshtrace: {msg}");
+                return 2;
+            }
+        },
+        None => None,
+    };
+    let recorder = bundle.as_ref().map(|b| b.recorder());
+    let mut start = start;
+    let start = move || {
+        let rx = start();
+        match &recorder {
+            Some(r) => r.tee(rx),
+            None => rx,
+        }
+    };
     if let Some(every) = args.watch {
         if let Err(UsageError(msg)) = check_watch(args) {
             eprintln!("meshtrace: {msg}");
@@ -688,7 +1578,14 @@ async fn trace_and_render(
             return watch_lines(start, args, every).await;
         }
     }
-    match render_stream(start, args, None).await {
+    let streamed = render_stream(start, args, None, lab).await;
+    if let (Some(b), Ok((report, _))) = (&bundle, &streamed) {
+        if let Err(e) = b.write(report) {
+            eprintln!("meshtrace: {e}");
+            return 2;
+        }
+    }
+    match streamed {
         Ok((report, true)) => exit_code(&report, args.fail_on_warn),
         Ok((report, false)) => {
             eprintln!(
@@ -750,7 +1647,7 @@ where
                     humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 );
             }
-            let report = match render_stream(&mut start, args, None).await {
+            let report = match render_stream(&mut start, args, None, None).await {
                 Ok((report, true)) => report,
                 Ok((_, false)) => {
                     eprintln!("meshtrace: the trace engine stopped unexpectedly");
@@ -806,8 +1703,10 @@ async fn run_replay(r: ReplayArgs) -> Result<i32, UsageError> {
         ("--primary-cluster-id", t.primary_cluster_id.is_some()),
         ("--gateway", t.gateway.is_some()),
         ("--istiod-addr", t.istiod_addr.is_some()),
+        ("--istiod-webhook-addr", t.istiod_webhook_addr.is_some()),
         ("--istiod-debug-addr", t.istiod_debug_addr.is_some()),
         ("--no-csr", t.no_csr),
+        ("--skip", !t.skip.is_empty()),
         ("--timeout", t.timeout != defaults.timeout),
         ("--warn-within", t.warn_within != defaults.warn_within),
         ("--token-audience", t.token_audience.is_some()),
@@ -822,10 +1721,16 @@ async fn run_replay(r: ReplayArgs) -> Result<i32, UsageError> {
             "{flag} changes how a trace runs, and replay runs none: it shows the recorded steps as they were"
         )));
     }
+    if let Some(dir) = &t.output_dir {
+        return Err(UsageError(format!(
+            "--output-dir {} bundles a new trace; a replay shows a recording that already is one",
+            dir.display()
+        )));
+    }
     let rec = crate::replay::load(&r.file).map_err(UsageError)?;
     let speed = r.speed.unwrap_or(if full_screen(t) { 1.0 } else { 0.0 });
     let start = move || crate::replay::play(rec.clone(), speed);
-    match render_stream(start, t, Some((&r.file, speed))).await {
+    match render_stream(start, t, Some((&r.file, speed)), None).await {
         Ok((report, finished)) => {
             if !finished {
                 eprintln!(
@@ -855,6 +1760,7 @@ async fn render_stream<F>(
     mut start: F,
     args: &TraceArgs,
     replay: Option<(&str, f64)>,
+    lab: Option<std::sync::Arc<crate::lab::session::LabSession>>,
 ) -> Result<Streamed, i32>
 where
     F: FnMut() -> mpsc::UnboundedReceiver<TraceEvent>,
@@ -865,15 +1771,24 @@ where
         let first = start();
         let tui_opts = crate::tui::TuiOptions {
             theme: args.theme.clone(),
+            theme_file: args.theme_file.clone(),
             teaching: args.step,
             replay: replay.map(|(file, _)| file.to_string()),
             speed: replay.map_or(1.0, |(_, speed)| speed),
             watch: if replay.is_some() { None } else { args.watch },
+            lab,
         };
         let report = match crate::tui::run_tui(first, start, tui_opts).await {
             Ok(r) => r,
+            // A terminal that went away (EIO, or a hang-up the input thread
+            // saw) ends the run as SIGHUP would; stderr may be that terminal,
+            // so nothing here may panic on a failed write.
+            Err(e) if crate::tui::is_hang_up(&e) => {
+                let _ = writeln!(std::io::stderr(), "meshtrace: the terminal went away ({e})");
+                return Err(128 + 1);
+            }
             Err(e) => {
-                eprintln!("meshtrace: the terminal UI failed: {e}");
+                let _ = writeln!(std::io::stderr(), "meshtrace: the terminal UI failed: {e}");
                 return Err(2);
             }
         };
@@ -882,7 +1797,7 @@ where
         let _ = stdout.write_all(render::text::render(&report, style).as_bytes());
         let _ = stdout.flush();
         if let Some(sig) = crate::tui::signalled() {
-            eprintln!("meshtrace: stopped by signal {sig}");
+            let _ = writeln!(std::io::stderr(), "meshtrace: stopped by signal {sig}");
             return Err(128 + sig);
         }
         let finished = report.steps.len();
@@ -939,10 +1854,17 @@ where
 }
 
 fn text_style(args: &TraceArgs) -> render::text::TextStyle {
+    let tty = std::io::stdout().is_terminal();
     render::text::TextStyle {
-        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        color: tty && !crate::tui::theme::no_color_env(),
         verbose: args.verbose,
         ascii: false,
+        // The terminal's width; piped, `PIPED_WIDTH`.
+        width: if tty {
+            crossterm::terminal::size().map_or(0, |(w, _)| w as usize)
+        } else {
+            0
+        },
     }
 }
 

@@ -34,10 +34,21 @@ pub mod generic {
     pub const TIMEOUT: &str = "timeout";
     /// `<step>/internal-error`: meshtrace failed inside the step (a bug).
     pub const INTERNAL_ERROR: &str = "internal-error";
-    pub const ALL: [(&str, &str); 3] = [
+    /// `<step>/no-context`: a fleet remote without a kube context; the step
+    /// needs the remote's own rights, which istiod's credentials lack.
+    pub const NO_CONTEXT: &str = "no-context";
+    /// `<step>/skipped-by-flag`: the operator asked for it with `--skip`
+    /// (their account may lack the rights it needs).
+    pub const SKIPPED_BY_FLAG: &str = "skipped-by-flag";
+    pub const ALL: [(&str, &str); 5] = [
         (BLOCKED, "a step it needs did not pass, so it was not run"),
         (TIMEOUT, "the step did not finish within its time limit"),
         (INTERNAL_ERROR, "meshtrace failed inside the step (a bug)"),
+        (
+            NO_CONTEXT,
+            "no kube context for this remote, and the step needs the remote's own rights",
+        ),
+        (SKIPPED_BY_FLAG, "the operator skipped the step with --skip"),
     ];
 }
 

@@ -8,6 +8,7 @@ pub mod lab;
 pub mod model;
 pub mod probe;
 pub mod proto;
+pub mod sequence;
 
 /// rustls needs one process-wide crypto provider; meshtrace uses ring so that
 /// building needs no C toolchain beyond what `ring` itself needs.

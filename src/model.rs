@@ -25,12 +25,15 @@ pub enum StepId {
     RemoteIdentity,
     RemoteRbac,
     RemoteIstiodEndpoint,
+    IstiodExposure,
     GatewayToken,
     TokenReview,
     RootOfTrust,
     IstiodTls,
+    InjectionWebhook,
     Csr,
     IssuedChain,
+    Xds,
     NetworkLabels,
 }
 
@@ -178,6 +181,16 @@ pub const STEPS: &[StepInfo] = &[
         waits_for: &[GatewayPod],
     },
     StepInfo {
+        id: IstiodExposure,
+        title: "The primary exposes istiod at the address the remote uses",
+        from: Actor::Istiod,
+        to: Actor::PrimaryApi,
+        message: "east-west gateway / LoadBalancer Service on 15012+15017, Gateway PASSTHROUGH, VirtualService to istiod",
+        explain: "In the primary, an east-west gateway (or a LoadBalancer Service of istiod) exposes 15012 and 15017 at the address the remote's istiod Service holds; a gateway passes TLS through to istiod by a Gateway and a VirtualService (Istio's expose-istiod sample).",
+        needs: &[],
+        waits_for: &[RemoteIstiodEndpoint, GatewayPod, ControlPlane],
+    },
+    StepInfo {
         id: GatewayToken,
         title: "Gateway service-account token for audience istio-ca",
         from: Actor::Gateway,
@@ -215,7 +228,29 @@ pub const STEPS: &[StepInfo] = &[
         message: "TLS to CA_ADDR, server name from its host, roots istio-ca-root-cert (or CA_ROOT_CA)",
         explain: "The agent verifies istiod's serving certificate against istio-ca-root-cert and the CA_ADDR host name.",
         needs: &[RemoteIstiodEndpoint, RootOfTrust],
-        waits_for: &[RemoteIstiodEndpoint, RootOfTrust, GatewayPod, ControlPlane],
+        waits_for: &[
+            RemoteIstiodEndpoint,
+            IstiodExposure,
+            RootOfTrust,
+            GatewayPod,
+            ControlPlane,
+        ],
+    },
+    StepInfo {
+        id: InjectionWebhook,
+        title: "The remote's sidecar injector reaches istiod on 15017 and gets a patch",
+        from: Actor::RemoteApi,
+        to: Actor::Istiod,
+        message: "MutatingWebhookConfiguration -> istiod:15017 (caBundle), dry AdmissionReview -> JSONPatch",
+        explain: "The remote API server calls the revision's injection webhook for every new pod: it resolves the webhook's Service (or URL) to istiod's exposed 15017, verifies istiod with the caBundle, and applies the JSONPatch istiod returns. Without it no gateway or workload pod is ever created.",
+        needs: &[],
+        waits_for: &[
+            GatewayPod,
+            ControlPlane,
+            RemoteIstiodEndpoint,
+            RootOfTrust,
+            IstiodTls,
+        ],
     },
     StepInfo {
         id: Csr,
@@ -223,7 +258,7 @@ pub const STEPS: &[StepInfo] = &[
         from: Actor::Gateway,
         to: Actor::Istiod,
         message: "CreateCertificate(CSR) authorization: Bearer, clusterid",
-        explain: "The agent sends a CSR with its token and cluster ID; istiod authenticates it with the TokenReview above and signs.",
+        explain: "The agent sends a CSR with its token and cluster ID; istiod authenticates the token with a TokenReview to the remote API server (the next hop), then signs.",
         needs: &[IstiodTls, TokenReview],
         waits_for: &[
             IstiodTls,
@@ -243,6 +278,25 @@ pub const STEPS: &[StepInfo] = &[
         explain: "istiod returns leaf, intermediates and root; the leaf carries spiffe://<trust domain>/ns/<ns>/sa/<sa>.",
         needs: &[Csr],
         waits_for: &[Csr, ControlPlane],
+    },
+    StepInfo {
+        id: Xds,
+        title: "istiod accepts the gateway's xDS stream and sends its configuration",
+        from: Actor::Gateway,
+        to: Actor::Istiod,
+        message: "ADS StreamAggregatedResources to discoveryAddress: node router~IP~pod.ns, authorization: Bearer, ClusterID; CDS",
+        explain: "With its certificate in hand the agent opens the xDS stream to the proxy config's discoveryAddress (not CA_ADDR) with the same token and cluster ID; istiod authenticates the stream, checks that the identity's namespace and service account are the node's, and answers with the gateway's clusters.",
+        needs: &[Csr],
+        waits_for: &[
+            Csr,
+            IssuedChain,
+            GatewayPod,
+            ControlPlane,
+            GatewayToken,
+            RemoteIstiodEndpoint,
+            RootOfTrust,
+            IstiodTls,
+        ],
     },
     StepInfo {
         id: NetworkLabels,
@@ -273,12 +327,15 @@ impl StepId {
             RemoteIdentity => "remote-identity",
             RemoteRbac => "remote-rbac",
             RemoteIstiodEndpoint => "remote-istiod-endpoint",
+            IstiodExposure => "istiod-exposure",
             GatewayToken => "gateway-token",
             TokenReview => "token-review",
             RootOfTrust => "root-of-trust",
             IstiodTls => "istiod-tls",
+            InjectionWebhook => "injection-webhook",
             Csr => "csr",
             IssuedChain => "issued-chain",
+            Xds => "xds",
             NetworkLabels => "network-labels",
         }
     }
@@ -468,6 +525,10 @@ impl Target {
             .fault
             .as_deref()
             .map(|f| s::cap(&s::clean(f, &[]), 256));
+        self.cluster_id = self
+            .cluster_id
+            .as_deref()
+            .map(|f| s::cap(&s::clean(f, &[]), 256));
     }
 }
 
@@ -569,6 +630,10 @@ pub struct Target {
     pub mode: Mode,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+    /// In a fleet run: the remote's cluster ID, the data key of the remote
+    /// secret istiod registered it by. Absent in a trace of one remote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 /// What a trace ran against. Serialized as `"clusters"` and `"lab"`, the
@@ -624,6 +689,131 @@ pub struct TraceReport {
     pub counts: Counts,
     /// Every step, in flow order.
     pub steps: Vec<StepResult>,
+}
+
+/// Version of the fleet document's shape (`docs/schema.json`, `$defs/FleetReport`).
+pub const FLEET_SCHEMA_VERSION: &str = "meshtrace.fleet.v1";
+
+/// How a remote of a fleet run was reached: which remote secret key it
+/// is, and which kube context (if any) traced it, by which rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FleetRemote {
+    /// The cluster ID: the remote secret's data key istiod registers the
+    /// remote by. Absent for a `--remote` context no remote secret points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// `namespace/name` of the remote secret istiod registers it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The API server the remote secret's kubeconfig names (istiod's rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The kube context that traced it; absent: traced with the remote
+    /// secret's own credentials (istiod's view), and the steps that need
+    /// the remote's own rights were skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Why this context (or none), in words.
+    pub context_rule: String,
+}
+
+/// A remote secret key istiod's secret controller does not register, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IgnoredKey {
+    pub secret: String,
+    pub key: String,
+    pub why: String,
+}
+
+/// Remotes per verdict.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct FleetCounts {
+    pub pass: usize,
+    pub warn: usize,
+    pub fail: usize,
+}
+
+/// Fleet mode's document (`-o json` without `--remote`): one report per
+/// remote istiod registers, each the single trace's [`TraceReport`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FleetReport {
+    pub schema: String,
+    pub primary: String,
+    pub istio_namespace: String,
+    pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    /// The worst verdict of the reports (pass when there are none).
+    pub verdict: Verdict,
+    /// Wall time of the whole run, milliseconds.
+    pub total_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meshtrace_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub counts: FleetCounts,
+    /// Keys of remote secrets istiod does not register (its own cluster ID,
+    /// a cluster ID another Secret registered first).
+    #[serde(default)]
+    pub ignored: Vec<IgnoredKey>,
+    /// How each remote was reached; `remotes[i]` is `reports[i]`'s.
+    pub remotes: Vec<FleetRemote>,
+    /// One trace report per remote, in cluster ID order.
+    pub reports: Vec<TraceReport>,
+}
+
+impl FleetRemote {
+    /// Everything here comes from the primary's remote secrets (peer text):
+    /// cleaned and capped like any evidence.
+    pub fn sanitize(&mut self) {
+        use crate::inspect::sanitize as s;
+        let text = |t: &str| s::cap(&s::clean(t, &[]), 512);
+        for f in [
+            &mut self.cluster_id,
+            &mut self.secret,
+            &mut self.server,
+            &mut self.context,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *f = text(f);
+        }
+        self.context_rule = text(&self.context_rule);
+    }
+}
+
+impl IgnoredKey {
+    pub fn sanitize(&mut self) {
+        use crate::inspect::sanitize as s;
+        for f in [&mut self.secret, &mut self.key, &mut self.why] {
+            *f = s::cap(&s::clean(f, &[]), 512);
+        }
+    }
+}
+
+impl FleetReport {
+    /// The worst verdict of `reports` and the count of each.
+    pub fn tally(reports: &[TraceReport]) -> (Verdict, FleetCounts) {
+        let mut c = FleetCounts::default();
+        for r in reports {
+            match r.verdict {
+                Verdict::Pass => c.pass += 1,
+                Verdict::Warn => c.warn += 1,
+                Verdict::Fail => c.fail += 1,
+            }
+        }
+        let v = if c.fail > 0 {
+            Verdict::Fail
+        } else if c.warn > 0 {
+            Verdict::Warn
+        } else {
+            Verdict::Pass
+        };
+        (v, c)
+    }
 }
 
 /// Live state built from events; a pure fold, no I/O.

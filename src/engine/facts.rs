@@ -43,6 +43,16 @@ pub struct GatewayFacts {
     pub ca_root_ca: Option<String>,
     /// The Deployment that owns the pod, for the fixes that change it.
     pub deployment: Option<k8s_openapi::api::apps::v1::Deployment>,
+    /// The container's env as Kubernetes gives it to the agent: the last
+    /// entry of a name, `value` or a `fieldRef` resolved from the pod (other
+    /// references left out). Never evidence: only the names the agent reads.
+    pub agent_env: std::collections::BTreeMap<String, String>,
+    /// The pod's IP (status.podIP), for the node ID.
+    pub pod_ip: Option<String>,
+    /// `sidecar` or `router`: the agent's `proxy <type>` argument.
+    pub proxy_type: String,
+    /// The container image (its tag is the agent's ISTIO_VERSION).
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +90,10 @@ pub struct Facts {
     /// Trust domain the primary's mesh config sets (default cluster.local).
     pub trust_domain: Option<String>,
     pub chain: Option<Vec<String>>,
+    /// The private key the CSR was made with, PEM, for the issued chain:
+    /// the xDS step presents both where the agent presents a client
+    /// certificate. Never printed, logged, serialized or in evidence.
+    pub issued_key: Option<secrecy::SecretString>,
     /// istiod's Deployment in the primary, as csr found it (fixes restart it).
     pub istiod_deployment: Option<String>,
     /// Who the remote secret's credential is in the remote (remote-identity's
@@ -87,4 +101,35 @@ pub struct Facts {
     pub remote_user: Option<String>,
     /// istiod's settings as control-plane read them (the revision picked).
     pub istiod_settings: Option<std::sync::Arc<super::steps::IstiodSettings>>,
+    /// Where the remote sends the gateway's dial to istiod (remote-istiod-endpoint).
+    pub remote_istiod: Option<RemoteIstiod>,
+    /// What istiod-exposure found exposing istiod, in one sentence, and
+    /// whether it passed: istiod-tls names it when it cannot connect.
+    pub exposure: Option<(crate::model::Status, String)>,
+}
+
+/// The addresses the remote resolves the gateway's istiod address to.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RemoteIstiod {
+    /// The remote Service the address names (name, namespace); None when the
+    /// gateway dials an IP or a name outside the cluster's DNS.
+    pub service: Option<(String, String)>,
+    /// EndpointSlice, Endpoints, ExternalName, or the setting the gateway dials.
+    pub from: String,
+    pub targets: Vec<RemoteTarget>,
+}
+
+/// One set of addresses with its ports: an EndpointSlice, an Endpoints
+/// subset, an ExternalName host or the gateway's own address.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RemoteTarget {
+    /// IPs, or one hostname.
+    pub hosts: Vec<String>,
+    /// The port of 15012 (`tcp-istiod`).
+    pub port: i32,
+    /// The port of 15017 (`tcp-webhook`), when the remote names one.
+    pub webhook_port: Option<i32>,
+    /// The EndpointSlice it is, with the index of its tcp-istiod port and of
+    /// its tcp-webhook port: what a fix patches.
+    pub slice: Option<(String, usize, Option<usize>)>,
 }

@@ -8,6 +8,7 @@
 //! of truly dependent round trips.
 
 pub mod facts;
+pub mod fleet;
 pub mod steps;
 pub mod target;
 
@@ -35,6 +36,10 @@ pub struct TraceOptions {
     pub gateway: Option<String>,
     /// istiod's 15012 address; default: the remote istiod EndpointSlice.
     pub istiod_addr: Option<String>,
+    /// Where to dial istiod's webhook port (15017) instead of the address
+    /// the injection webhook's clientConfig resolves to (its server name
+    /// stays the webhook's).
+    pub istiod_webhook_addr: Option<String>,
     /// Passive mode: no CSR is sent.
     pub no_csr: bool,
     /// Per-step timeout.
@@ -56,6 +61,33 @@ pub struct TraceOptions {
     /// `--kubeconfig` as given: printed fixes then start by exporting it, so
     /// that their `--context` names resolve as they did for the trace.
     pub kubeconfig: Vec<std::path::PathBuf>,
+    /// Steps not run, each with its code and why: a fleet remote without a
+    /// kube context skips the steps that need the remote's own rights
+    /// (`<step>/no-context`), `--skip STEP` the operator's choice
+    /// (`<step>/skipped-by-flag`). Reported `skipped`; what needs them is blocked.
+    pub skip: Vec<Skip>,
+}
+
+/// A step the trace does not run: which, the finding code's cause, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub step: StepId,
+    pub code: &'static str,
+    pub why: String,
+}
+
+impl Skip {
+    /// `--skip STEP`: the operator's choice, said in the step's evidence.
+    pub fn by_flag(step: StepId) -> Self {
+        Skip {
+            step,
+            code: crate::findings::generic::SKIPPED_BY_FLAG,
+            why: format!(
+                "not run: skipped with --skip {}; nothing this step checks was read or sent",
+                step.as_str()
+            ),
+        }
+    }
 }
 
 impl Default for TraceOptions {
@@ -66,6 +98,7 @@ impl Default for TraceOptions {
             primary_cluster_id: None,
             gateway: None,
             istiod_addr: None,
+            istiod_webhook_addr: None,
             no_csr: false,
             timeout: Duration::from_secs(5),
             warn_within: Duration::from_secs(7 * 24 * 3600),
@@ -74,6 +107,7 @@ impl Default for TraceOptions {
             platform_roots_pem: None,
             istiod_debug_addr: None,
             kubeconfig: Vec::new(),
+            skip: Vec::new(),
         }
     }
 }
@@ -182,6 +216,10 @@ pub async fn run(
     events: mpsc::UnboundedSender<TraceEvent>,
 ) -> TraceReport {
     let t0 = Instant::now();
+    // The steps' GETs of the primary are shared within the trace, so the
+    // reads steps::prefetch starts at once are not sent again by the steps.
+    let mut clusters = clusters;
+    clusters.primary = crate::probe::kube_cache::shared_reads(clusters.primary).0;
     let secrets = Secrets::new();
     for s in &clusters.secrets {
         secrets.add(s);
@@ -193,6 +231,7 @@ pub async fn run(
         secrets,
         contexts: (target.primary.clone(), target.remote.clone()),
     });
+    let warm = steps::prefetch(&ctx);
     let mut state = TraceState::default();
     let emit = |state: &mut TraceState, e: TraceEvent| {
         state.apply(&e);
@@ -212,6 +251,8 @@ pub async fn run(
     }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TraceEvent>();
 
+    // One trace's channels to istiod, shared by its steps (probe::ca_client).
+    let trace_channels = crate::probe::ca_client::TraceChannels::default();
     for s in STEPS {
         let id = s.id;
         let ctx = ctx.clone();
@@ -222,7 +263,8 @@ pub async fn run(
             .map(|d| (*d, receivers[d].clone()))
             .collect();
         let done_tx = done_tx.clone();
-        tokio::spawn(async move {
+        let channels = trace_channels.clone();
+        tokio::spawn(crate::probe::ca_client::TRACE_CHANNELS.scope(channels, async move {
             let mut dep_results = Vec::new();
             for (_, mut rx) in deps {
                 let r = match rx.wait_for(|v| v.is_some()).await {
@@ -235,7 +277,22 @@ pub async fn run(
             }
             let started = t0.elapsed();
             let blockers = blockers_of(id, &dep_results);
-            let mut result = if !blockers.is_empty() {
+            let not_run = ctx.opts.skip.iter().find(|s| s.step == id);
+            let mut result = if let Some(Skip { code, why, .. }) = not_run {
+                StepResult {
+                    id,
+                    title: id.info().title.to_string(),
+                    status: Status::Skipped,
+                    duration_ms: 0.0,
+                    started_ms: millis(started),
+                    evidence: Default::default(),
+                    finding: Some(Finding::generic(id, code, why.clone())),
+                    diagnosis: Some(why.clone()),
+                    hint: None,
+                    link: id.doc_link(),
+                    blocked_by: vec![],
+                }
+            } else if !blockers.is_empty() {
                 let why = format!(
                     "not run: {} did not pass",
                     blockers
@@ -339,11 +396,14 @@ pub async fn run(
                 result: result.clone(),
             });
             let _ = tx.send(Some(result));
-        });
+        }));
     }
     drop(done_tx);
     while let Some(e) = done_rx.recv().await {
         emit(&mut state, e);
+    }
+    for w in warm {
+        w.abort();
     }
     emit(&mut state, TraceEvent::finished(millis(t0.elapsed())));
     state.report()
@@ -420,6 +480,10 @@ fn step_limit(id: StepId, opts: &TraceOptions) -> Duration {
     match id {
         // Connect, then the call: each bounded by the timeout inside.
         StepId::Csr => opts.timeout * 2 + Duration::from_millis(500),
+        // The stream (connect and first answer), then istiod's view when refused.
+        StepId::Xds => opts.timeout * 2 + Duration::from_millis(500),
+        // The TLS handshake, then the AdmissionReview: each bounded inside.
+        StepId::InjectionWebhook => opts.timeout * 2 + Duration::from_millis(500),
         // Several independent access reviews run at once, each bounded.
         _ => opts.timeout + Duration::from_millis(500),
     }

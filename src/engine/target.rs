@@ -147,3 +147,24 @@ pub fn context_secrets(kc: &Kubeconfig, context: &str) -> Vec<String> {
     }
     out
 }
+
+/// Every context of the kubeconfig with the server of its cluster, for
+/// fleet mode to match remote secrets by server. A context whose cluster
+/// is missing has no server and is left out.
+pub fn context_servers(kc: &Kubeconfig) -> Vec<(String, String)> {
+    kc.contexts
+        .iter()
+        .filter_map(|c| {
+            let cluster = &c.context.as_ref()?.cluster;
+            let server = kc
+                .clusters
+                .iter()
+                .find(|x| x.name == *cluster)?
+                .cluster
+                .as_ref()?
+                .server
+                .clone()?;
+            Some((c.name.clone(), server))
+        })
+        .collect()
+}

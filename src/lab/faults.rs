@@ -52,6 +52,11 @@ fault_ids! {
     IstiodServiceSelector = "istiod-service-selector",
     IstiodNoEndpoints = "istiod-no-endpoints",
     IstiodUnreachable = "istiod-unreachable",
+    ExposureNoWebhookPort = "exposure-no-webhook-port",
+    ExposureAddressMismatch = "exposure-address-mismatch",
+    ExposureGatewayMissing = "exposure-gateway-missing",
+    ExposureVirtualserviceMissing = "exposure-virtualservice-missing",
+    ExposureLbPending = "exposure-lb-pending",
     GatewayNoClusterId = "gateway-no-cluster-id",
     GatewayAudience = "gateway-audience",
     GatewayNoProjectedToken = "gateway-no-projected-token",
@@ -67,6 +72,14 @@ fault_ids! {
     ChainWrongTrustDomain = "chain-wrong-trust-domain",
     ChainClockSkew = "chain-clock-skew",
     NetworkMismatch = "network-mismatch",
+    XdsDiscoveryAddressMissing = "xds-discovery-address-missing",
+    XdsNodeNamespace = "xds-node-namespace",
+    XdsRootCaMismatch = "xds-root-ca-mismatch",
+    XdsNotReady = "xds-not-ready",
+    WebhookMissing = "webhook-missing",
+    WebhookCaBundleMismatch = "webhook-ca-bundle-mismatch",
+    WebhookWrongService = "webhook-wrong-service",
+    WebhookPortClosed = "webhook-port-closed",
 }
 
 impl clap::ValueEnum for FaultId {
@@ -111,6 +124,9 @@ pub struct Fault {
     pub status: Status,
     /// The finding code that step must report (`<step>/<cause>`).
     pub code: &'static str,
+    /// Later steps the same breakage fails too, each on its own (not
+    /// blocked): a wrong address breaks the exposure and the dial to istiod.
+    pub also_fails: &'static [StepId],
 }
 
 const fn f(
@@ -128,6 +144,17 @@ const fn f(
         step,
         status: Status::Fail,
         code,
+        also_fails: &[],
+    }
+}
+
+impl Fault {
+    /// The fault, with `steps` failing on their own too.
+    const fn and_fails(self, steps: &'static [StepId]) -> Fault {
+        Fault {
+            also_fails: steps,
+            ..self
+        }
     }
 }
 const fn w(
@@ -303,6 +330,42 @@ pub const FAULTS: &[Fault] = &[
         "the EndpointSlice points at a closed port",
     ),
     f(
+        ExposureNoWebhookPort,
+        10,
+        IstiodExposure,
+        "istiod-exposure/missing-port",
+        "the primary's east-west gateway Service has no port 15017",
+    ),
+    f(
+        ExposureAddressMismatch,
+        10,
+        IstiodExposure,
+        "istiod-exposure/address-mismatch",
+        "the remote's istiod EndpointSlice holds a port the primary does not expose istiod on",
+    )
+    .and_fails(&[IstiodTls]),
+    f(
+        ExposureGatewayMissing,
+        10,
+        IstiodExposure,
+        "istiod-exposure/gateway-missing",
+        "no Istio Gateway passes 15012/15017 through on the east-west gateway",
+    ),
+    f(
+        ExposureVirtualserviceMissing,
+        10,
+        IstiodExposure,
+        "istiod-exposure/virtualservice-missing",
+        "no VirtualService routes the east-west gateway's 15012/15017 to istiod",
+    ),
+    w(
+        ExposureLbPending,
+        10,
+        IstiodExposure,
+        "istiod-exposure/lb-pending",
+        "the east-west gateway's LoadBalancer has no address (the remote still reaches istiod another way)",
+    ),
+    f(
         GatewayNoClusterId,
         2,
         GatewayPod,
@@ -406,6 +469,62 @@ pub const FAULTS: &[Fault] = &[
         NetworkLabels,
         "network-labels/mismatch",
         "the gateway Service says network1, the namespace network2",
+    ),
+    f(
+        XdsDiscoveryAddressMissing,
+        21,
+        Xds,
+        "xds/discovery-address-missing",
+        "the gateway's discoveryAddress names istiod-remote, a Service the remote does not have",
+    ),
+    f(
+        XdsNodeNamespace,
+        21,
+        Xds,
+        "xds/permission-denied",
+        "the gateway's POD_NAMESPACE is a literal istio-gateways: its node claims another namespace",
+    ),
+    f(
+        XdsRootCaMismatch,
+        21,
+        Xds,
+        "xds/root-ca-mismatch",
+        "the gateway's XDS_ROOT_CA=SYSTEM, while istiod serves the mesh CA's certificate",
+    ),
+    f(
+        XdsNotReady,
+        21,
+        Xds,
+        "xds/not-ready",
+        "istiod refuses xDS as not ready (its caches not synced)",
+    ),
+    f(
+        WebhookMissing,
+        22,
+        InjectionWebhook,
+        "injection-webhook/missing",
+        "the remote has no istio-sidecar-injector MutatingWebhookConfiguration",
+    ),
+    f(
+        WebhookCaBundleMismatch,
+        22,
+        InjectionWebhook,
+        "injection-webhook/ca-bundle-mismatch",
+        "the injector webhook's caBundle is another CA's root",
+    ),
+    f(
+        WebhookWrongService,
+        22,
+        InjectionWebhook,
+        "injection-webhook/wrong-service",
+        "the injector webhook calls Service istiod-canary, a revision the remote does not have",
+    ),
+    f(
+        WebhookPortClosed,
+        22,
+        InjectionWebhook,
+        "injection-webhook/unreachable",
+        "the remote's istiod EndpointSlice sends 15017 to a closed port",
     ),
 ];
 

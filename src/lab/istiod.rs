@@ -76,6 +76,8 @@ pub struct IstiodQuirks {
     /// Repeat the intermediate this many more times in the chain (a hostile
     /// peer's 6,500-certificate answer).
     pub pad_chain: usize,
+    /// istiod refuses every xDS stream as not ready (its caches not synced).
+    pub xds_not_ready: bool,
 }
 
 /// One cluster as istiod's `/debug/clusterz` lists it.
@@ -95,6 +97,8 @@ pub struct IstiodSim {
     pub addr: SocketAddr,
     /// The plain-HTTP monitoring port (the 15014 role): `/debug/clusterz`.
     pub monitoring_addr: SocketAddr,
+    /// The webhook port (the 15017 role): HTTPS, the sidecar injector.
+    pub webhook_addr: SocketAddr,
     inner: Arc<Inner>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -119,6 +123,8 @@ struct Inner {
     /// Stops everything (IstiodSim::shutdown).
     stop: tokio::sync::watch::Receiver<bool>,
     logs: Mutex<Vec<String>>,
+    /// The webhook port, serving the same certificate as the gRPC port.
+    webhook: Mutex<Option<Arc<crate::lab::webhook::WebhookServer>>>,
     /// Registration messages already logged, so a bad remote secret is
     /// reported once per content, as istiod reports it once per secret event.
     logged_once: Mutex<HashSet<String>>,
@@ -183,6 +189,14 @@ impl IstiodHandle {
             if let Err(e) = serve_grpc(inner, serving) {
                 inner.log(format!("restart: cannot serve: {e}"));
             }
+            if let Some(w) = inner
+                .webhook
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                w.reload(serving);
+            }
         }
         inner.log(format!(
             "istiod restarted (#{n}): TOKEN_AUDIENCES={}, trust domain {}",
@@ -190,6 +204,16 @@ impl IstiodHandle {
             r.trust_domain
         ));
     }
+}
+
+/// The signer's chain without its root: what istiod serves after its leaf.
+fn intermediates_pem(signer: &Ca) -> String {
+    signer
+        .chain_pem
+        .iter()
+        .take(signer.chain_pem.len().saturating_sub(1))
+        .cloned()
+        .collect()
 }
 
 /// Serve the gRPC CA on the kept listener with `serving`, stopping the
@@ -209,11 +233,18 @@ fn serve_grpc(inner: &Arc<Inner>, serving: &ServerCert) -> std::io::Result<()> {
         chain.push_str(c);
     }
     let identity = Identity::from_pem(chain, serving.key_pem.clone());
-    let server = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity))
-        .map_err(|e| io_err(&e))?;
+    // istiod verifies a client certificate when one is given
+    // (VerifyClientCertIfGiven, with the mesh's roots), never requires one.
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(root) = inner.cfg.signer.chain_pem.last() {
+        tls = tls
+            .client_ca_root(tonic::transport::Certificate::from_pem(root))
+            .client_auth_optional(true);
+    }
+    let server = Server::builder().tls_config(tls).map_err(|e| io_err(&e))?;
     let listener = tokio::net::TcpListener::from_std(inner.listener.try_clone()?)?;
-    let incoming = TcpIncoming::from(listener);
+    // Small gRPC frames: TCP_NODELAY so they do not wait for delayed ACKs.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let svc = IstioCertificateServiceServer::new(CaService {
         inner: inner.clone(),
     });
@@ -277,13 +308,32 @@ impl IstiodSim {
             run_stop: Mutex::new(None),
             stop: stop_rx.clone(),
             logs: Mutex::new(Vec::new()),
+            webhook: Mutex::new(None),
             logged_once: Mutex::new(HashSet::new()),
         });
         serve_grpc(&inner, &serving)?;
-        let monitoring_addr = serve_monitoring(inner.clone(), stop_rx).await?;
+        let monitoring_addr = serve_monitoring(inner.clone(), stop_rx.clone()).await?;
+        let webhook = Arc::new(
+            crate::lab::webhook::WebhookServer::start(
+                &serving,
+                intermediates_pem(&inner.cfg.signer),
+            )
+            .await?,
+        );
+        let webhook_addr = webhook.addr;
+        {
+            let w = webhook.clone();
+            let mut stop = stop_rx;
+            tokio::spawn(async move {
+                let _ = stop.wait_for(|v| *v).await;
+                w.shutdown();
+            });
+        }
+        *inner.webhook.lock().unwrap_or_else(|e| e.into_inner()) = Some(webhook);
         Ok(IstiodSim {
             addr,
             monitoring_addr,
+            webhook_addr,
             inner,
             stop,
         })
@@ -367,6 +417,10 @@ async fn serve_monitoring(
         let signal = async move {
             let _ = stop.wait_for(|v| *v).await;
         };
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .await
@@ -561,7 +615,7 @@ impl Inner {
         config.write_timeout = Some(KUBE_TIMEOUT);
         // istiod's client-go does not retry a TokenReview either.
         config.default_retry = false;
-        let client = kube::Client::try_from(config)
+        let client = crate::probe::kube_stack::build_unguarded(config)
             .map_err(|e| format!("failed to create kube clients: {e}"))?;
         Ok((client, url))
     }
@@ -736,13 +790,18 @@ impl IstioCertificateService for CaService {
     }
 }
 
-/// istiod's ADS on the secure port, for its debug types only (the lab
-/// serves no config): pilot/pkg/xds/ads.go authenticates the stream
-/// (`authentication failure`, Unauthenticated), authorizes the identity
-/// against the node's NAMESPACE and SERVICE_ACCOUNT (auth.go,
-/// PermissionDenied), and debuggen.go answers `istio.io/debug` only to an
-/// identity in istiod's namespace (but config_dump, ndsz, edsz), with the
-/// debug handler's body as one `Any` resource.
+/// istiod's ADS on the secure port (pilot/pkg/xds/ads.go, auth.go): it
+/// refuses every stream while not ready (`server is not ready to serve
+/// discovery information`, Unavailable); authenticates the stream as
+/// istiod's authenticators do, the client certificate first, then the token
+/// reviewed in the cluster `clusterid` names (`authentication failure`,
+/// Unauthenticated, the reasons in its log); authorizes the first request's
+/// node: the identity's namespace must be the node's NAMESPACE (else its
+/// ID's domain) and its service account SERVICE_ACCOUNT (PermissionDenied).
+/// It answers CDS with a few clusters, other Envoy types with none, and its
+/// debug types (`istio.io/debug`, debuggen.go) only to an identity in its
+/// own namespace (but config_dump, ndsz, edsz), with the debug handler's
+/// body as one `Any` resource.
 struct AdsService {
     inner: Arc<Inner>,
 }
@@ -751,21 +810,73 @@ struct AdsService {
 const DEBUG_TYPE: &str = "istio.io/debug";
 /// Debug types istiod serves to an identity outside its namespace.
 const ACTIVE_NAMESPACE_DEBUGGERS: [&str; 3] = ["config_dump", "ndsz", "edsz"];
+/// Envoy's Cluster type.
+const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+/// envoy.config.cluster.v3.Cluster, its name only (field 1): the lab's
+/// clusters as istiod would name them for a gateway.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LabCluster {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+/// The authenticated caller of a stream: namespace, service account.
+#[derive(Clone)]
+struct Caller {
+    ns: String,
+    sa: String,
+}
+
+/// The SPIFFE identity in a verified client certificate's URI SAN.
+fn cert_identity(der: &[u8]) -> Result<(String, String), String> {
+    use x509_parser::prelude::{FromDer as _, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("{e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .ok_or("the certificate has no SAN")?;
+    for n in &san.value.general_names {
+        if let x509_parser::extensions::GeneralName::URI(u) = n {
+            let parts: Vec<&str> = u.trim_start_matches("spiffe://").split('/').collect();
+            if let [_, "ns", ns, "sa", sa] = parts.as_slice() {
+                return Ok((ns.to_string(), sa.to_string()));
+            }
+        }
+    }
+    Err("failed to extract identities from the certificate".into())
+}
 
 impl Inner {
-    async fn debug_answer(
+    /// security.Authenticate with [ClientCertAuthenticator, KubeJWTAuthenticator].
+    async fn authenticate_stream(
         &self,
         md: &MetadataMap,
+        peer_certs: Option<Vec<Vec<u8>>>,
         peer: &str,
-        req: DiscoveryRequest,
-    ) -> Result<DiscoveryResponse, Status> {
-        let (ns, sa) = match self.authenticate(md).await {
-            Ok(id) => id,
-            Err(reason) => {
-                self.log(format!("Failed to authenticate client from {peer}: Authenticator KubeJWTAuthenticator: {reason}"));
-                return Err(Status::unauthenticated("authentication failure"));
-            }
+    ) -> Result<Caller, Status> {
+        let cert = match peer_certs.as_deref().and_then(|c| c.first()) {
+            None => Err("no verified chain is found".to_string()),
+            Some(der) => cert_identity(der),
         };
+        if let Ok((ns, sa)) = cert {
+            return Ok(Caller { ns, sa });
+        }
+        match self.authenticate(md).await {
+            Ok((ns, sa)) => Ok(Caller { ns, sa }),
+            Err(reason) => {
+                self.log(format!(
+                    "Failed to authenticate client from {peer}: Authenticator ClientCertAuthenticator: {}; Authenticator KubeJWTAuthenticator: {reason}",
+                    cert.err().unwrap_or_default()
+                ));
+                Err(Status::unauthenticated("authentication failure"))
+            }
+        }
+    }
+
+    /// initConnection's checks of the first request's node.
+    fn authorize(&self, caller: &Caller, peer: &str, req: &DiscoveryRequest) -> Result<(), Status> {
         // model.ParseServiceNodeWithMetadata: TYPE~IP~ID~DOMAIN.
         let node_id = req.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default();
         let parts: Vec<&str> = node_id.split('~').collect();
@@ -790,28 +901,86 @@ impl Inner {
                 })
                 .unwrap_or_default()
         };
-        let identity = format!("spiffe://{}/ns/{ns}/sa/{sa}", self.run().trust_domain);
-        let (want_ns, want_sa) = (meta("NAMESPACE"), meta("SERVICE_ACCOUNT"));
-        if (!want_ns.is_empty() && want_ns != ns) || (!want_sa.is_empty() && want_sa != sa) {
+        // GetProxyConfigNamespace: NAMESPACE, else the domain's first label.
+        let mut want_ns = meta("NAMESPACE");
+        if want_ns.is_empty() {
+            let domain: Vec<&str> = parts[3].split('.').collect();
+            if domain.len() > 1 {
+                want_ns = domain[0].to_string();
+            }
+        }
+        let want_sa = meta("SERVICE_ACCOUNT");
+        let identity = format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            self.run().trust_domain,
+            caller.ns,
+            caller.sa
+        );
+        if (!want_ns.is_empty() && want_ns != caller.ns)
+            || (!want_sa.is_empty() && want_sa != caller.sa)
+        {
+            let why = format!("no identities ([{identity}]) matched {want_ns}/{want_sa}");
             self.log(format!(
-                "Unauthorized XDS: {peer} with identity [{identity}]"
+                "Unauthorized XDS: {peer} with identity [{identity}]: {why}"
             ));
             return Err(Status::permission_denied(format!(
-                "authorization failed: no identities ([{identity}]) matched {want_ns}/{want_sa}"
+                "authorization failed: {why}"
             )));
         }
-        if !req.type_url.starts_with(DEBUG_TYPE) {
-            return Err(Status::unimplemented(
-                "the lab's istiod serves only istio.io/debug over xDS",
-            ));
+        Ok(())
+    }
+
+    async fn answer(
+        &self,
+        caller: &Caller,
+        req: DiscoveryRequest,
+    ) -> Result<DiscoveryResponse, Status> {
+        if req.type_url.starts_with(DEBUG_TYPE) {
+            return self.debug_answer(caller, req).await;
         }
+        use prost::Message as _;
+        let resources = if req.type_url == CLUSTER_TYPE {
+            let ns = &self.cfg.namespace;
+            [
+                "BlackHoleCluster".to_string(),
+                format!("outbound|15012||istiod.{ns}.svc.cluster.local"),
+                format!("outbound|15443||istio-eastwestgateway.{ns}.svc.cluster.local"),
+            ]
+            .into_iter()
+            .map(|name| prost_types::Any {
+                type_url: CLUSTER_TYPE.into(),
+                value: LabCluster { name }.encode_to_vec(),
+            })
+            .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(DiscoveryResponse {
+            resources,
+            type_url: req.type_url.clone(),
+            version_info: format!("lab/{}", self.run().restarts),
+            nonce: "1".into(),
+        })
+    }
+
+    async fn debug_answer(
+        &self,
+        caller: &Caller,
+        req: DiscoveryRequest,
+    ) -> Result<DiscoveryResponse, Status> {
+        let identity = format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            self.run().trust_domain,
+            caller.ns,
+            caller.sa
+        );
         let [resource] = req.resource_names.as_slice() else {
             return Err(Status::invalid_argument(
                 "exactly one debug request is required",
             ));
         };
         let path = resource.split('?').next().unwrap_or_default();
-        if ns != self.cfg.namespace && !ACTIVE_NAMESPACE_DEBUGGERS.contains(&path) {
+        if caller.ns != self.cfg.namespace && !ACTIVE_NAMESPACE_DEBUGGERS.contains(&path) {
             return Err(Status::permission_denied(format!(
                 "the debug info is not available for current identity: {identity:?}"
             )));
@@ -858,19 +1027,30 @@ impl AggregatedDiscoveryService for AdsService {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
+        if self.inner.cfg.quirks.xds_not_ready {
+            return Err(Status::unavailable(
+                "server is not ready to serve discovery information",
+            ));
+        }
+        let certs = request
+            .peer_certs()
+            .map(|c| c.iter().map(|d| d.to_vec()).collect::<Vec<_>>());
         let md = request.metadata().clone();
         let inner = self.inner.clone();
+        let caller = inner.authenticate_stream(&md, certs, &peer).await?;
         let incoming = request.into_inner();
         // Each request gets its answer; the first error ends the stream, as
-        // an error of istiod's generator does.
+        // an error of istiod's does. The first request's node is authorized.
         let out = incoming
-            .then(move |r| {
-                let (inner, md, peer) = (inner.clone(), md.clone(), peer.clone());
+            .enumerate()
+            .then(move |(i, r)| {
+                let (inner, peer, caller) = (inner.clone(), peer.clone(), caller.clone());
                 async move {
-                    match r {
-                        Ok(req) => inner.debug_answer(&md, &peer, req).await,
-                        Err(st) => Err(st),
+                    let req = r?;
+                    if i == 0 {
+                        inner.authorize(&caller, &peer, &req)?;
                     }
+                    inner.answer(&caller, req).await
                 }
             })
             .scan(false, |failed, r| {

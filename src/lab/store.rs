@@ -118,15 +118,23 @@ impl Store {
 
     // Generic access by resource key, for the HTTP layer.
     pub fn list_raw(&self, key: &ResourceKey, ns: Option<&str>) -> Vec<Value> {
+        self.iter_raw(key, ns).map(|(_, v)| v.clone()).collect()
+    }
+
+    /// The objects of one resource (in one namespace), in key order
+    /// (namespace, name) as etcd lists them, borrowed: a caller filters
+    /// before it clones, and a namespace is a range, not a scan.
+    pub fn iter_raw<'a>(
+        &'a self,
+        key: &ResourceKey,
+        ns: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a Value)> + 'a {
+        let from = (ns.unwrap_or_default().to_string(), String::new());
         self.objects
             .get(key)
-            .map(|m| {
-                m.iter()
-                    .filter(|((n, _), _)| ns.is_none_or(|want| want == n))
-                    .map(|(_, v)| v.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+            .into_iter()
+            .flat_map(move |m| m.range(from.clone()..))
+            .take_while(move |((n, _), _)| ns.is_none_or(|want| want == n))
     }
 
     pub fn get_raw(&self, key: &ResourceKey, ns: &str, name: &str) -> Option<Value> {

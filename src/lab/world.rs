@@ -10,6 +10,7 @@ use super::profiles::{EXTERNAL_HOST, Profile};
 use super::store::Store;
 use super::tokens::{SigningKeys, TokenSpec, now_unix};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::*;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
@@ -38,7 +39,16 @@ pub struct Lab {
     pub istiod: IstiodSim,
     pub primary_state: SharedCluster,
     pub remote_state: SharedCluster,
-    /// A kubeconfig with contexts lab-primary and lab-remote (admin tokens).
+    /// The first remote's cluster ID and kube context (`remote`,
+    /// `lab-remote`; `remote-1`, `lab-remote-1` in a lab of several).
+    pub remote_id: String,
+    pub remote_context: String,
+    /// Remotes 2 to N of `lab --remotes N`.
+    pub extra_remotes: Vec<LabRemote>,
+    /// Which remote the fault is on (from 1), when there is one.
+    pub fault_at: Option<usize>,
+    /// A kubeconfig with contexts lab-primary and lab-remote (admin tokens;
+    /// lab-remote-1 to lab-remote-N in a lab of several).
     pub kubeconfig_yaml: String,
     pub istiod_addr: SocketAddr,
     pub fault: Option<&'static Fault>,
@@ -46,6 +56,19 @@ pub struct Lab {
     /// `external-istiod`: the public CA istiod's serving certificate is
     /// from, which stands for the platform's roots of the trace.
     pub public_root_pem: Option<String>,
+}
+
+/// One more remote of a lab of several (`lab --remotes N`).
+pub struct LabRemote {
+    pub cluster_id: String,
+    pub context: String,
+    pub api: ApiServer,
+    pub state: SharedCluster,
+}
+
+/// The Secret `istioctl create-remote-secret --name=ID` writes.
+pub fn secret_name_for(cluster_id: &str) -> String {
+    format!("istio-remote-secret-{cluster_id}")
 }
 
 fn meta(ns: &str, name: &str) -> ObjectMeta {
@@ -317,9 +340,37 @@ impl Lab {
         fault: Option<&'static Fault>,
         edit: impl FnOnce(&mut IstiodQuirks),
     ) -> std::io::Result<Lab> {
+        Self::start_fleet(profile, 1, fault, 1, edit).await
+    }
+
+    /// A lab with `remotes` remote clusters (at least one) around one
+    /// primary and one istiod, all under the one mesh root: `meshtrace lab
+    /// --remotes N`. With one remote it is the two-cluster lab (cluster ID
+    /// `remote`, context `lab-remote`); with more, remote *i* (from 1) has
+    /// cluster ID `remote-i` and context `lab-remote-i`, each its own API
+    /// server, signing keys, gateway and remote secret. `fault` is applied
+    /// as the two-cluster lab applies it, to remote `fault_at` (from 1) and
+    /// its remote secret; what it changes in the primary's own setup
+    /// (istiod, its CA, its exposure) is the primary's for every remote.
+    pub async fn start_fleet(
+        profile: Profile,
+        remotes: usize,
+        fault: Option<&'static Fault>,
+        fault_at: usize,
+        edit: impl FnOnce(&mut IstiodQuirks),
+    ) -> std::io::Result<Lab> {
         crate::install_crypto_provider();
+        let n = remotes.max(1);
+        let base = fault_at.clamp(1, n) - 1;
+        let names: Vec<(String, String)> = if n == 1 {
+            vec![(REMOTE_ID.to_string(), REMOTE_CONTEXT.to_string())]
+        } else {
+            (1..=n)
+                .map(|i| (format!("{REMOTE_ID}-{i}"), format!("{REMOTE_CONTEXT}-{i}")))
+                .collect()
+        };
+        let fault_of = |i: usize| if i == base { fault } else { None };
         let primary_api_ca = Ca::root("lab-primary-apiserver-ca", "meshtrace lab", 365);
-        let remote_api_ca = Ca::root("lab-remote-apiserver-ca", "meshtrace lab", 365);
         let root_days = if has(fault, RootExpiring) { 3 } else { 3650 };
         let mesh_root = Ca::root("lab mesh root", "meshtrace lab", root_days);
         let signer = Arc::new(mesh_root.intermediate(
@@ -329,14 +380,51 @@ impl Lab {
         ));
 
         let primary_bound = BoundApiServer::bind(&primary_api_ca)?;
-        let remote_bound = BoundApiServer::bind(&remote_api_ca)?;
-        let mut b = build(
-            fault,
-            profile,
-            &remote_bound,
-            &primary_bound.url,
-            &mesh_root,
-            signer.clone(),
+        let mut remote_bounds = Vec::with_capacity(n);
+        for (_, context) in &names {
+            let ca = Ca::root(&format!("{context}-apiserver-ca"), "meshtrace lab", 365);
+            remote_bounds.push(BoundApiServer::bind(&ca)?);
+        }
+        let mut builts: Vec<Built> = names
+            .iter()
+            .zip(&remote_bounds)
+            .enumerate()
+            .map(|(i, ((rid, _), bound))| {
+                build(
+                    fault_of(i),
+                    profile,
+                    bound,
+                    &primary_bound.url,
+                    &mesh_root,
+                    signer.clone(),
+                    rid,
+                )
+            })
+            .collect();
+        // One primary: the faulted remote's build (a fault of the primary's
+        // own setup is in it), with every other remote's secret added.
+        let mut b = builts.remove(base);
+        let mut remote_sims: Vec<ClusterSim> = builts
+            .into_iter()
+            .map(|x| {
+                let rid_secrets: Vec<Secret> = x.primary.store.list::<Secret>();
+                for sec in rid_secrets {
+                    if sec
+                        .metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|nm| nm.starts_with("istio-remote-secret-"))
+                    {
+                        b.primary.store.put(sec);
+                    }
+                }
+                x.remote
+            })
+            .collect();
+        // Back in index order: the base remote at its place.
+        remote_sims.insert(
+            base,
+            std::mem::replace(&mut b.remote, new_cluster("x", "x")),
         );
         // external-istiod: istiod serves 15012 with a certificate for its
         // public name from a public CA (istiod's --tlsCertFile), not its own.
@@ -344,20 +432,27 @@ impl Lab {
             .then(|| Arc::new(Ca::root("lab public root", "meshtrace lab public CA", 3650)));
         let serving_ca = public_ca.clone().unwrap_or_else(|| signer.clone());
         b.primary.ca_pem = primary_bound.ca_pem.clone();
-        b.remote.ca_pem = remote_bound.ca_pem.clone();
+        for (sim, bound) in remote_sims.iter_mut().zip(&remote_bounds) {
+            sim.ca_pem = bound.ca_pem.clone();
+        }
         edit(&mut b.quirks);
 
         let primary_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(
             &mut b.primary,
             new_cluster("x", "x"),
         )));
-        let remote_state: SharedCluster = Arc::new(RwLock::new(std::mem::replace(
-            &mut b.remote,
-            new_cluster("x", "x"),
-        )));
         let primary = primary_bound.serve(primary_state.clone());
-        let remote = remote_bound.serve(remote_state.clone());
-
+        let mut served: Vec<LabRemote> = Vec::with_capacity(n);
+        for ((sim, bound), (rid, context)) in remote_sims.into_iter().zip(remote_bounds).zip(&names)
+        {
+            let state: SharedCluster = Arc::new(RwLock::new(sim));
+            served.push(LabRemote {
+                cluster_id: rid.clone(),
+                context: context.clone(),
+                api: bound.serve(state.clone()),
+                state,
+            });
+        }
         let ips = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
         // istiod starts from its pod and the mesh config, as it restarts.
         let (token_audiences, trust_domain, mut dns) = {
@@ -423,16 +518,43 @@ impl Lab {
         // The primary exposes istiod on its east-west gateway: a LoadBalancer
         // Service whose address and tls-istiod port lead to the simulated
         // istiod (127.0.0.1 and istiod's port, the lab's "exposed address").
+        // istiod-unreachable: both the exposure and the remote's slice lead
+        // to a closed port (what a dropped path looks like from here).
+        let closed = closed_port();
+        let exposed_port = if has(fault, IstiodUnreachable) {
+            closed
+        } else {
+            istiod_addr.port()
+        };
+        // 15017's role: the lab istiod's webhook listener (its own port on
+        // loopback); webhook-port-closed: exposed and sliced as a closed port,
+        // as a load balancer without 15017 looks from the remote.
+        let webhook_port = if has(fault, WebhookPortClosed) {
+            closed_port()
+        } else {
+            istiod.webhook_addr.port()
+        };
         {
             let mut p = primary_state.write().unwrap_or_else(|e| e.into_inner());
-            p.store.put(primary_eastwest_gateway(istiod_addr.port()));
+            let mut ew = primary_eastwest_gateway(exposed_port, webhook_port);
+            if has(fault, ExposureNoWebhookPort) {
+                if let Some(ports) = ew.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+                    ports.retain(|p| p.name.as_deref() != Some("tls-webhook"));
+                }
+            }
+            if has(fault, ExposureLbPending) {
+                ew.status = Some(ServiceStatus::default());
+            }
+            p.store.put(ew);
+            expose_istiod(&mut p.store, profile, fault);
         }
         // The remote's istiod EndpointSlice holds the primary's exposed address:
-        // here, the simulated istiod itself (or a closed port for that fault).
-        {
-            let mut r = remote_state.write().unwrap_or_else(|e| e.into_inner());
-            let port = if has(fault, IstiodUnreachable) {
-                closed_port()
+        // here, the simulated istiod itself (or a closed port for those faults).
+        for (i, remote) in served.iter().enumerate() {
+            let fault = fault_of(i);
+            let mut r = remote.state.write().unwrap_or_else(|e| e.into_inner());
+            let port = if has(fault, IstiodUnreachable) || has(fault, ExposureAddressMismatch) {
+                closed
             } else {
                 istiod_addr.port()
             };
@@ -464,38 +586,93 @@ impl Lab {
                         },
                         EndpointPort {
                             name: Some("tcp-webhook".into()),
-                            port: Some(15017),
+                            port: Some(webhook_port as i32),
                             protocol: Some("TCP".into()),
                             ..Default::default()
                         },
                     ]),
                 });
             }
+            // The sidecar injector's webhook, as Istio's chart makes it for
+            // the remote profile (mutatingwebhook.yaml): a reference to the
+            // istiod Service (an injectionURL for an external istiod), the
+            // mesh root as caBundle.
+            if !has(fault, WebhookMissing) {
+                let ca = match (&public_ca, has(fault, WebhookCaBundleMismatch)) {
+                    (_, true) => Ca::root("lab other root", "meshtrace lab", 3650)
+                        .cert_pem
+                        .clone(),
+                    (Some(p), _) => p.cert_pem.clone(),
+                    (None, _) => mesh_root.cert_pem.clone(),
+                };
+                let target = match (service, has(fault, WebhookWrongService)) {
+                    (_, true) => Injector::Service("istiod-canary"),
+                    (Some(svc), _) => Injector::Service(svc),
+                    (None, _) => Injector::Url(format!(
+                        "https://{EXTERNAL_HOST}:15017/inject/cluster/{REMOTE_ID}/net/network2"
+                    )),
+                };
+                r.store
+                    .put(injector_config(profile.revision(), &target, &ca));
+            }
         }
 
-        let (pa, ra) = {
+        let pa = {
             let p = primary_state.read().unwrap_or_else(|e| e.into_inner());
-            let r = remote_state.read().unwrap_or_else(|e| e.into_inner());
-            (p.admin_token.clone(), r.admin_token.clone())
+            p.admin_token.clone()
         };
-        let kubeconfig_yaml = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: {PRIMARY_CONTEXT}\n  cluster:\n    certificate-authority-data: {}\n    server: {}\n- name: {REMOTE_CONTEXT}\n  cluster:\n    certificate-authority-data: {}\n    server: {}\nusers:\n- name: {PRIMARY_CONTEXT}-admin\n  user:\n    token: {pa}\n- name: {REMOTE_CONTEXT}-admin\n  user:\n    token: {ra}\ncontexts:\n- name: {PRIMARY_CONTEXT}\n  context:\n    cluster: {PRIMARY_CONTEXT}\n    user: {PRIMARY_CONTEXT}-admin\n    namespace: {NS}\n- name: {REMOTE_CONTEXT}\n  context:\n    cluster: {REMOTE_CONTEXT}\n    user: {REMOTE_CONTEXT}-admin\n    namespace: {NS}\ncurrent-context: {PRIMARY_CONTEXT}\npreferences: {{}}\n",
+        let mut clusters = format!(
+            "- name: {PRIMARY_CONTEXT}\n  cluster:\n    certificate-authority-data: {}\n    server: {}\n",
             b64(&primary.ca_pem),
-            primary.url,
-            b64(&remote.ca_pem),
-            remote.url
+            primary.url
         );
+        let mut users = format!("- name: {PRIMARY_CONTEXT}-admin\n  user:\n    token: {pa}\n");
+        let mut contexts = format!(
+            "- name: {PRIMARY_CONTEXT}\n  context:\n    cluster: {PRIMARY_CONTEXT}\n    user: {PRIMARY_CONTEXT}-admin\n    namespace: {NS}\n"
+        );
+        for r in &served {
+            let ra = r
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .admin_token
+                .clone();
+            let c = &r.context;
+            clusters.push_str(&format!(
+                "- name: {c}\n  cluster:\n    certificate-authority-data: {}\n    server: {}\n",
+                b64(&r.api.ca_pem),
+                r.api.url
+            ));
+            users.push_str(&format!("- name: {c}-admin\n  user:\n    token: {ra}\n"));
+            contexts.push_str(&format!(
+                "- name: {c}\n  context:\n    cluster: {c}\n    user: {c}-admin\n    namespace: {NS}\n"
+            ));
+        }
+        let kubeconfig_yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n{clusters}users:\n{users}contexts:\n{contexts}current-context: {PRIMARY_CONTEXT}\npreferences: {{}}\n"
+        );
+        let mut served = served.into_iter();
+        let first = served.next().expect("at least one remote");
         Ok(Lab {
             primary,
-            remote,
+            remote: first.api,
             istiod,
             primary_state,
-            remote_state,
+            remote_state: first.state,
+            remote_id: first.cluster_id,
+            remote_context: first.context,
+            extra_remotes: served.collect(),
+            fault_at: fault.map(|_| base + 1),
             kubeconfig_yaml,
             istiod_addr,
             fault,
             profile,
-            public_root_pem: public_ca.map(|c| c.cert_pem.clone()),
+            // The platform's roots: the public CA's, or (xds-root-ca-mismatch)
+            // a public root that never signed istiod's certificate.
+            public_root_pem: public_ca.map(|c| c.cert_pem.clone()).or_else(|| {
+                has(fault, XdsRootCaMismatch)
+                    .then(|| Ca::root("lab public root", "meshtrace lab public CA", 3650).cert_pem)
+            }),
         })
     }
 
@@ -529,7 +706,107 @@ impl Lab {
         self.istiod.shutdown();
         self.primary.shutdown();
         self.remote.shutdown();
+        for r in &self.extra_remotes {
+            r.api.shutdown();
+        }
     }
+
+    /// Every remote: (cluster ID, context, API server URL), in index order.
+    pub fn remotes(&self) -> Vec<(&str, &str, &str)> {
+        std::iter::once((
+            self.remote_id.as_str(),
+            self.remote_context.as_str(),
+            self.remote.url.as_str(),
+        ))
+        .chain(self.extra_remotes.iter().map(|r| {
+            (
+                r.cluster_id.as_str(),
+                r.context.as_str(),
+                r.api.url.as_str(),
+            )
+        }))
+        .collect()
+    }
+}
+
+/// Where the injector's webhook points.
+enum Injector {
+    Service(&'static str),
+    Url(String),
+}
+
+/// The MutatingWebhookConfiguration Istio's chart renders for `rev` with
+/// the remote profile (istiodRemote.injectionPath
+/// `/inject/cluster/<id>/net/<network>`, or istiodRemote.injectionURL).
+fn injector_config(rev: &str, target: &Injector, ca_pem: &str) -> MutatingWebhookConfiguration {
+    let client = match target {
+        Injector::Service(name) => serde_json::json!({"service": {
+            "name": name, "namespace": NS, "port": 443,
+            "path": format!("/inject/cluster/{REMOTE_ID}/net/network2"),
+        }, "caBundle": b64(ca_pem)}),
+        Injector::Url(u) => serde_json::json!({"url": u, "caBundle": b64(ca_pem)}),
+    };
+    let not_false = serde_json::json!({"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]});
+    let rev_in = serde_json::json!({"key": "istio.io/rev", "operator": "In", "values": [rev]});
+    let absent = |k: &str| serde_json::json!({"key": k, "operator": "DoesNotExist"});
+    let mut hooks = vec![
+        (
+            "rev.namespace.",
+            vec![rev_in.clone(), absent("istio-injection")],
+            vec![not_false.clone()],
+        ),
+        (
+            "rev.object.",
+            vec![absent("istio.io/rev"), absent("istio-injection")],
+            vec![not_false.clone(), rev_in],
+        ),
+    ];
+    if rev == "default" {
+        hooks.push((
+            "namespace.",
+            vec![serde_json::json!({"key": "istio-injection", "operator": "In", "values": ["enabled"]})],
+            vec![not_false],
+        ));
+        hooks.push((
+            "object.",
+            vec![absent("istio-injection"), absent("istio.io/rev")],
+            vec![
+                serde_json::json!({"key": "sidecar.istio.io/inject", "operator": "In", "values": ["true"]}),
+                absent("istio.io/rev"),
+            ],
+        ));
+    }
+    let webhooks: Vec<serde_json::Value> = hooks
+        .into_iter()
+        .map(|(prefix, ns_sel, obj_sel)| {
+            serde_json::json!({
+                "name": format!("{prefix}sidecar-injector.istio.io"),
+                "clientConfig": client,
+                "sideEffects": "None",
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "Never",
+                "admissionReviewVersions": ["v1"],
+                "namespaceSelector": {"matchExpressions": ns_sel},
+                "objectSelector": {"matchExpressions": obj_sel},
+            })
+        })
+        .collect();
+    let name = if rev == "default" {
+        "istio-sidecar-injector".to_string()
+    } else {
+        format!("istio-sidecar-injector-{rev}")
+    };
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {
+            "istio.io/rev": rev, "app": "sidecar-injector", "app.kubernetes.io/name": "istiod",
+            "operator.istio.io/component": "Pilot",
+        }},
+        "webhooks": webhooks,
+    }))
+    .unwrap_or_default()
 }
 
 /// The form of the primary's plug-in CA Secret `cacerts`, as istiod detects
@@ -586,8 +863,10 @@ fn build(
     primary_url: &str,
     mesh_root: &Ca,
     signer: Arc<Ca>,
+    rid: &str,
 ) -> Built {
     let now = now_unix();
+    let remote_secret = secret_name_for(rid);
     let mut primary = new_cluster("lab-primary", "https://primary.invalid");
     let mut remote = new_cluster("lab-remote", "https://remote.invalid");
     let gw_network = "network2";
@@ -686,19 +965,46 @@ fn build(
     let gw_cluster_id = if has(fault, ClusterIdIsPrimary) {
         PRIMARY_ID
     } else {
-        REMOTE_ID
+        rid
     };
-    let mut gw_env = vec![env("PILOT_CERT_PROVIDER", "istiod")];
-    match profile.ca_addr() {
-        Some(a) => gw_env.push(env("CA_ADDR", &a)),
-        // As Istio's injector writes the mesh's defaultConfig for the agent.
-        None => gw_env.push(env(
-            "PROXY_CONFIG",
-            r#"{"discoveryAddress":"istiod-remote.istio-system.svc:15012"}"#,
-        )),
+    // The injector's downward-API env (the gateway injection template); a
+    // hand-written literal POD_NAMESPACE makes the node claim another
+    // namespace than its identity's.
+    let mut gw_env = vec![
+        env("PILOT_CERT_PROVIDER", "istiod"),
+        field_env("POD_NAME", "metadata.name"),
+        if has(fault, XdsNodeNamespace) {
+            env("POD_NAMESPACE", "istio-gateways")
+        } else {
+            field_env("POD_NAMESPACE", "metadata.namespace")
+        },
+        field_env("INSTANCE_IP", "status.podIP"),
+        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+    ];
+    // As Istio's injector writes the mesh's defaultConfig for the agent:
+    // discoveryAddress is the address CA_ADDR names (or, without CA_ADDR,
+    // the one both use).
+    let discovery = if has(fault, XdsDiscoveryAddressMissing) {
+        "istiod-remote.istio-system.svc:15012".to_string()
+    } else {
+        profile
+            .ca_addr()
+            .unwrap_or_else(|| "istiod-remote.istio-system.svc:15012".into())
+    };
+    if let Some(a) = profile.ca_addr() {
+        gw_env.push(env("CA_ADDR", &a));
     }
+    gw_env.push(env(
+        "PROXY_CONFIG",
+        &serde_json::json!({"discoveryAddress": discovery}).to_string(),
+    ));
     if profile == Profile::ExternalIstiod {
         gw_env.push(env("CA_ROOT_CA", "SYSTEM"));
+        gw_env.push(env("XDS_ROOT_CA", "SYSTEM"));
+    }
+    if has(fault, XdsRootCaMismatch) {
+        // Copied from an external-istiod install: xDS verified with the
+        // platform's roots, while istiod serves the mesh CA's certificate.
         gw_env.push(env("XDS_ROOT_CA", "SYSTEM"));
     }
     gw_env.push(env("ISTIO_META_NETWORK", gw_network));
@@ -875,18 +1181,19 @@ fn build(
     } else {
         remote_bound.url.clone()
     };
+    let mismatched = format!("{rid}-1");
     let key = if has(fault, ClusterIdMismatch) {
-        "remote-1"
+        mismatched.as_str()
     } else if has(fault, ClusterIdIsPrimary) {
         PRIMARY_ID
     } else {
-        REMOTE_ID
+        rid
     };
-    let good = kubeconfig(REMOTE_ID, &server, &remote_ca, &reader_token);
+    let good = kubeconfig(rid, &server, &remote_ca, &reader_token);
     let kc = match fault.map(|f| f.id) {
         Some(KubeconfigEmpty) => String::new(),
         Some(KubeconfigNotYaml) => "this: is: not: yaml: [".into(),
-        Some(KubeconfigNoCurrentContext) => good.replace(&format!("current-context: {REMOTE_ID}\n"), ""),
+        Some(KubeconfigNoCurrentContext) => good.replace(&format!("current-context: {rid}\n"), ""),
         Some(KubeconfigExec) => good.replace(
             &format!("    token: {reader_token}\n"),
             "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: aws\n      args: [eks, get-token, --cluster-name, remote]\n",
@@ -901,15 +1208,12 @@ fn build(
     } else {
         NS
     };
-    let mut sm = meta(secret_ns, REMOTE_SECRET);
+    let mut sm = meta(secret_ns, &remote_secret);
     if !has(fault, SecretUnlabelled) {
         sm.labels = labels(&[("istio/multiCluster", "true")]);
     }
     let mut sa = BTreeMap::new();
-    sa.insert(
-        "networking.istio.io/cluster".to_string(),
-        REMOTE_ID.to_string(),
-    );
+    sa.insert("networking.istio.io/cluster".to_string(), rid.to_string());
     sm.annotations = Some(sa);
     if !has(fault, NoRemoteSecret) {
         p.put(Secret {
@@ -992,6 +1296,7 @@ fn build(
         leaf_not_before_offset_secs: if has(fault, ChainClockSkew) { 3600 } else { 0 },
         omit_root: false,
         secret_controller_stuck: has(fault, IstiodStaleClusters),
+        xds_not_ready: has(fault, XdsNotReady),
         ..Default::default()
     };
     Built {
@@ -1007,7 +1312,7 @@ fn build(
 /// cross-network traffic (tls 15443). Its LoadBalancer address is 127.0.0.1
 /// and its tls-istiod port the simulated istiod's, since the lab runs no
 /// gateway in the primary and no load balancer.
-fn primary_eastwest_gateway(istiod_port: u16) -> Service {
+fn primary_eastwest_gateway(istiod_port: u16, webhook_port: u16) -> Service {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let port = |name: &str, port: i32, target: i32| ServicePort {
         name: Some(name.into()),
@@ -1031,7 +1336,7 @@ fn primary_eastwest_gateway(istiod_port: u16) -> Service {
                 port("status-port", 15021, 15021),
                 port("tls", 15443, 15443),
                 port("tls-istiod", i32::from(istiod_port), 15012),
-                port("tls-webhook", 15017, 15017),
+                port("tls-webhook", i32::from(webhook_port), 15017),
             ]),
             type_: Some("LoadBalancer".into()),
             cluster_ip: Some("10.0.0.20".into()),
@@ -1046,6 +1351,79 @@ fn primary_eastwest_gateway(istiod_port: u16) -> Service {
             }),
             ..Default::default()
         }),
+    }
+}
+
+/// What Istio's samples/multicluster/expose-istiod.yaml (or, for a
+/// revision, expose-istiod-rev.yaml.tmpl) applies in the primary: a Gateway
+/// passing 15012 and 15017 through on the east-west gateway and a
+/// VirtualService routing them to the revision's istiod Service; and that
+/// Service itself, as the istiod chart makes it.
+fn expose_istiod(store: &mut Store, profile: Profile, fault: Option<&Fault>) {
+    use super::istio_types::{Gateway, VirtualService};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let rev = profile.revision();
+    let svc = profile.istiod_deployment();
+    let port = |name: &str, port: i32, target: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::Int(target)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    store.put(Service {
+        metadata: ObjectMeta {
+            labels: labels(&[("app", "istiod"), ("istio.io/rev", rev)]),
+            ..meta(NS, svc)
+        },
+        spec: Some(ServiceSpec {
+            selector: labels(&[("app", "istiod"), ("istio.io/rev", rev)]),
+            ports: Some(vec![
+                port("grpc-xds", 15010, 15010),
+                port("https-dns", 15012, 15012),
+                port("https-webhook", 443, 15017),
+                port("http-monitoring", 15014, 15014),
+            ]),
+            cluster_ip: Some("10.0.0.10".into()),
+            type_: Some("ClusterIP".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let server = |name: &str, number: i32| serde_json::json!({"port": {"name": name, "number": number, "protocol": "tls"}, "tls": {"mode": "PASSTHROUGH"}, "hosts": ["*"]});
+    if !has(fault, ExposureGatewayMissing) {
+        store.put(Gateway {
+            metadata: meta(NS, "istiod-gateway"),
+            spec: serde_json::json!({
+                "selector": {"istio": "eastwestgateway"},
+                "servers": [server("tls-istiod", 15012), server("tls-istiodwebhook", 15017)],
+            }),
+        });
+    }
+    let (name, sni) = if rev == "default" {
+        ("istiod-vs".to_string(), vec!["*".to_string()])
+    } else {
+        (
+            format!("istiod-vs-{rev}"),
+            vec![
+                format!("{svc}.{NS}.svc"),
+                format!("{svc}.{NS}.svc.cluster.local"),
+            ],
+        )
+    };
+    let host = format!("{svc}.{NS}.svc.cluster.local");
+    if !has(fault, ExposureVirtualserviceMissing) {
+        store.put(VirtualService {
+            metadata: meta(NS, &name),
+            spec: serde_json::json!({
+                "hosts": ["*"],
+                "gateways": ["istiod-gateway"],
+                "tls": [
+                    {"match": [{"port": 15012, "sniHosts": sni}], "route": [{"destination": {"host": host, "port": {"number": 15012}}}]},
+                    {"match": [{"port": 15017, "sniHosts": sni}], "route": [{"destination": {"host": host, "port": {"number": 443}}}]},
+                ],
+            }),
+        });
     }
 }
 

@@ -120,9 +120,126 @@ pub(crate) async fn istiod_channel(
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
 ) -> Result<tonic::transport::Channel, ChannelError> {
-    let tls = ClientTlsConfig::new()
+    istiod_channel_with(
+        addr,
+        server_name,
+        root_pem,
+        None,
+        connect_timeout,
+        request_timeout,
+    )
+    .await
+}
+
+/// The channels to istiod one trace shares (see [`istiod_channel_with`]).
+/// The engine runs each trace's steps inside [`TRACE_CHANNELS`]`.scope`;
+/// outside one (a test's own call to istiod) every call dials afresh.
+type ChannelCell = std::sync::Arc<tokio::sync::OnceCell<tonic::transport::Channel>>;
+
+#[derive(Clone, Default)]
+pub struct TraceChannels(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], ChannelCell>>>,
+);
+
+tokio::task_local! {
+    /// The current trace's channels to istiod.
+    pub static TRACE_CHANNELS: TraceChannels;
+}
+
+/// [`istiod_channel`], presenting `identity` as client certificate when given.
+///
+/// Without an identity the channel (one HTTP/2 connection) is shared, within
+/// one trace, by every call that dials the same address, server name and
+/// roots: the CSR, istiod's debug view and the xDS stream ride one
+/// connection, as the agent's do, not one each (issue 10). Only within a
+/// trace: a connection kept across runs (watch mode) could outlive a change
+/// of the path (a load balancer's established connections survive its
+/// reload). Every caller bounds its own call, so the shared channel carries
+/// no request timeout.
+pub(crate) async fn istiod_channel_with(
+    addr: &str,
+    server_name: &str,
+    root_pem: &str,
+    identity: Option<tonic::transport::Identity>,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+) -> Result<tonic::transport::Channel, ChannelError> {
+    if identity.is_some() {
+        return dial(
+            addr,
+            server_name,
+            root_pem,
+            identity,
+            connect_timeout,
+            request_timeout,
+        )
+        .await;
+    }
+    shared_channel(addr, server_name, root_pem, connect_timeout).await
+}
+
+async fn shared_channel(
+    addr: &str,
+    server_name: &str,
+    root_pem: &str,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, ChannelError> {
+    use sha2::Digest;
+    use std::sync::Arc;
+    let Ok(trace) = TRACE_CHANNELS.try_with(|c| c.clone()) else {
+        return dial(addr, server_name, root_pem, None, connect_timeout, None).await;
+    };
+    let channels = &trace.0;
+    let mut h = sha2::Sha256::new();
+    for part in [addr, server_name, root_pem] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let key: [u8; 32] = h.finalize().into();
+    // Twice at most: a stale channel is replaced once, never in a loop.
+    for _ in 0..2 {
+        let cell = channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        // Concurrent callers wait for one dial; a failed dial is not kept
+        // (the next caller sees the failure for itself).
+        let ch = cell
+            .get_or_try_init(|| dial(addr, server_name, root_pem, None, connect_timeout, None))
+            .await?
+            .clone();
+        // A channel whose worker is gone (its runtime ended: each test has
+        // its own) is dropped and dialled again.
+        let mut probe = ch.clone();
+        match futures::FutureExt::now_or_never(tower::ServiceExt::ready(&mut probe)) {
+            Some(Err(_)) => {
+                let mut map = channels.lock().unwrap_or_else(|e| e.into_inner());
+                if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    map.remove(&key);
+                }
+            }
+            _ => return Ok(ch),
+        }
+    }
+    dial(addr, server_name, root_pem, None, connect_timeout, None).await
+}
+
+async fn dial(
+    addr: &str,
+    server_name: &str,
+    root_pem: &str,
+    identity: Option<tonic::transport::Identity>,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+) -> Result<tonic::transport::Channel, ChannelError> {
+    let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(root_pem))
         .domain_name(server_name);
+    if let Some(id) = identity {
+        tls = tls.identity(id);
+    }
     let mut endpoint = Endpoint::from_shared(format!("https://{addr}"))
         .map_err(|e| {
             ChannelError::BadInput(format!(

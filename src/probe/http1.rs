@@ -18,6 +18,8 @@ pub async fn request(
             std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
             _ => e.to_string(),
         })?;
+    // A request of one small write: do not let Nagle hold it for an ACK.
+    let _ = stream.set_nodelay(true);
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

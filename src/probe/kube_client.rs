@@ -114,7 +114,13 @@ pub fn build(mut cfg: kube::Config, limits: Limits) -> Result<kube::Client, kube
         limits,
         down: Arc::new(Mutex::new(None)),
     };
-    Ok(ClientBuilder::try_from(cfg)?.with_layer(&guard).build())
+    if cfg.proxy_url.is_some() {
+        // kube's own stack says which proxy scheme it cannot use.
+        return Ok(ClientBuilder::try_from(cfg)?.with_layer(&guard).build());
+    }
+    Ok(super::kube_stack::nodelay_builder(&cfg)?
+        .with_layer(&guard)
+        .build())
 }
 
 #[derive(Clone)]

@@ -312,10 +312,23 @@ pub fn platform_roots_pem() -> Result<String, String> {
 }
 
 pub async fn probe(p: &TlsProbe) -> TlsReport {
+    // istiod's gRPC (grpc-go) and tonic both insist on h2 over ALPN; a
+    // kube API server speaks either, so offer both and record the choice.
+    connect(p, &[b"h2", b"http/1.1"]).await.0
+}
+
+/// An open TLS connection, for a caller that goes on to speak over it.
+pub type TlsConn = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// [`probe`], offering `alpn`, and keeping the connection when the
+/// handshake verified (kube-apiserver offers only `http/1.1` to a webhook).
+pub async fn connect(p: &TlsProbe, alpn: &[&[u8]]) -> (TlsReport, Option<TlsConn>) {
     let mut report = TlsReport::default();
     let mut stage = Stage::Dns;
-    let outcome = tokio::time::timeout(p.timeout, run(p, &mut report, &mut stage)).await;
-    if outcome.is_err() {
+    let outcome = tokio::time::timeout(p.timeout, run(p, alpn, &mut report, &mut stage)).await;
+    let timed_out = outcome.is_err();
+    let conn = outcome.ok().flatten();
+    if timed_out {
         let msg = format!("timed out after {}", fmt_dur(p.timeout));
         match stage {
             Stage::Dns => report.tcp_error = Some(format!("DNS lookup of {} {msg}", p.addr)),
@@ -328,7 +341,7 @@ pub async fn probe(p: &TlsProbe) -> TlsReport {
             }
         }
     }
-    report
+    (report, conn)
 }
 
 #[derive(Clone, Copy)]
@@ -338,7 +351,12 @@ enum Stage {
     Tls(Instant),
 }
 
-async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
+async fn run(
+    p: &TlsProbe,
+    alpn: &[&[u8]],
+    report: &mut TlsReport,
+    stage: &mut Stage,
+) -> Option<TlsConn> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // Check inputs that do not need the network first, so a bad server name is
     // reported even when the host is down.
@@ -349,7 +367,7 @@ async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
                 "server name {:?} is neither a DNS name nor an IP: {e}",
                 p.server_name
             ));
-            return;
+            return None;
         }
     };
     let (inner, roots_problem) = match root_store(&p.roots_pem) {
@@ -369,13 +387,13 @@ async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
         Ok(it) => it.collect(),
         Err(e) => {
             report.tcp_error = Some(format!("cannot resolve {}: {e}", p.addr));
-            return;
+            return None;
         }
     };
     report.resolved = addrs.clone();
     if addrs.is_empty() {
         report.tcp_error = Some(format!("{} resolved to no address", p.addr));
-        return;
+        return None;
     }
 
     *stage = Stage::Tcp;
@@ -392,7 +410,7 @@ async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
     }
     let Some((tcp, peer)) = tcp else {
         report.tcp_error = Some(errors.join("; "));
-        return;
+        return None;
     };
     report.connected_to = Some(peer);
     let _ = tcp.set_nodelay(true);
@@ -412,14 +430,12 @@ async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
                 .dangerous()
                 .with_custom_certificate_verifier(verifier.clone())
                 .with_no_client_auth();
-            // istiod's gRPC (grpc-go) and tonic both insist on h2 over ALPN; a
-            // kube API server speaks either, so offer both and record the choice.
-            c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
             c
         }
         Err(e) => {
             report.tls_error = Some(format!("TLS client configuration failed: {e}"));
-            return;
+            return None;
         }
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -447,6 +463,7 @@ async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
                 .alpn_protocol()
                 .map(|a| String::from_utf8_lossy(a).into_owned());
             report.verify_error = verify_error;
+            Some(stream)
         }
         Err(e) => {
             if verify_error.is_some() {
@@ -454,6 +471,7 @@ async fn run(p: &TlsProbe, report: &mut TlsReport, stage: &mut Stage) {
             } else {
                 report.tls_error = Some(format!("TLS handshake failed: {}", io_words(&e)));
             }
+            None
         }
     }
 }

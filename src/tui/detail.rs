@@ -5,6 +5,7 @@ use super::app::App;
 use super::text::{self, Kind};
 use super::theme::Theme;
 use crate::model::{Evidence, STEPS, Status, StepId, TraceState};
+use crate::sequence;
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use serde_json::Value;
@@ -26,6 +27,7 @@ pub fn lines_cached(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>
         teaching: app.teaching,
         run: app.run,
         stream_closed: app.stream_closed,
+        lab_gen: app.lab_gen,
         live,
     };
     if let Some((k, l)) = app.detail_cache.borrow().as_ref() {
@@ -69,17 +71,29 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
     for l in text::wrap_words(info.title, w) {
         out.push(Line::styled(l, th.label));
     }
-    let hop = if info.from == info.to {
-        format!("{} (inside)", info.from.label())
-    } else {
-        format!("{} → {}", info.from.label(), info.to.label())
-    };
-    out.extend(field("hop", hop, th, w));
-    for l in text::wrap_words(info.message, w.saturating_sub(2)) {
-        out.push(Line::from(vec![
-            Span::raw("  "),
-            Span::styled(l, th.text.add_modifier(Modifier::ITALIC)),
-        ]));
+    // The messages of the flow this step verifies, numbered as drawn.
+    for item in sequence::items() {
+        let sequence::Item::Message { n, msg } = item else {
+            continue;
+        };
+        if !msg.verifies(id) {
+            continue;
+        }
+        let (name, who) = match msg.kind {
+            sequence::Kind::Observation => ("reads", format!("{n} {}", msg.from.label())),
+            _ if msg.from == msg.to => ("hop", format!("{n} {} (inside)", msg.from.label())),
+            _ => (
+                "hop",
+                format!("{n} {} → {}", msg.from.label(), msg.to.label()),
+            ),
+        };
+        out.extend(field(name, who, th, w));
+        for l in text::wrap_words(msg.text, w.saturating_sub(2)) {
+            out.push(Line::from(vec![
+                Span::raw("  "),
+                Span::styled(l, th.text.add_modifier(Modifier::ITALIC)),
+            ]));
+        }
     }
 
     // Timing.
@@ -126,8 +140,12 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
         ]));
     }
 
-    // Teaching mode: what happens at this hop in the real flow.
-    if app.teaching.is_some() {
+    out.extend(super::teach::applied_lines(app, w));
+    // Teaching mode: the hop's page when it is the selected step's hop.
+    let hop_page = super::teach::current(app).is_some_and(|m| m.verifies(id));
+    if hop_page {
+        out.extend(super::teach::intro(app, w));
+    } else if app.teaching.is_some() {
         out.push(Line::raw(""));
         out.push(heading("What happens at this hop", th));
         for l in text::wrap_words(info.explain, w.saturating_sub(2)) {
@@ -152,6 +170,9 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
             };
             for l in text::wrap_words(&waits, w) {
                 out.push(Line::styled(l, th.muted));
+            }
+            if hop_page {
+                out.extend(super::teach::object_lines(st, app, w));
             }
         }
         Some(r) => {
@@ -204,6 +225,9 @@ pub fn lines(st: &TraceState, app: &App, width: u16) -> Vec<Line<'static>> {
                         out.extend(hint_lines(h, w, th));
                     }
                 }
+            }
+            if hop_page {
+                out.extend(super::teach::object_lines(st, app, w));
             }
             out.push(Line::raw(""));
             // The whole URL, wrapped: a cut link opens nothing.

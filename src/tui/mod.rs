@@ -11,6 +11,9 @@
 pub mod app;
 pub mod detail;
 pub mod diagram;
+pub mod fleet;
+pub mod picker;
+pub mod teach;
 pub mod text;
 pub mod theme;
 pub mod view;
@@ -37,6 +40,8 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 pub struct TuiOptions {
     /// A built-in theme name (see [`theme::names`]); `NO_COLOR` forces `mono`.
     pub theme: String,
+    /// `--theme-file`: slots laid over `theme`, first in the cycle.
+    pub theme_file: Option<theme::Overrides>,
     /// Teaching mode: reveal the flow one hop at a time.
     pub teaching: bool,
     /// The recording being replayed, if the events are not live.
@@ -46,16 +51,20 @@ pub struct TuiOptions {
     pub speed: f64,
     /// Watch mode: start the next run this long after a run ends.
     pub watch: Option<Duration>,
+    /// The running lab, when `b` and `f` may break and fix it.
+    pub lab: Option<Arc<crate::lab::session::LabSession>>,
 }
 
 impl Default for TuiOptions {
     fn default() -> Self {
         TuiOptions {
             theme: "default".into(),
+            theme_file: None,
             teaching: false,
             replay: None,
             speed: 1.0,
             watch: None,
+            lab: None,
         }
     }
 }
@@ -63,7 +72,10 @@ impl Default for TuiOptions {
 /// Whether the full-screen UI can run here: stdout is a terminal at least
 /// [`view::MIN_WIDTH`] x [`view::MIN_HEIGHT`]. Otherwise use the line view.
 pub fn usable() -> bool {
-    io::stdout().is_terminal()
+    // TERM=dumb: a terminal that cannot move the cursor (Emacs shell, some CI
+    // logs); the live line view suits it.
+    std::env::var("TERM").map_or(true, |t| t != "dumb")
+        && io::stdout().is_terminal()
         && io::stdin().is_terminal()
         && terminal::size().is_ok_and(|(w, h)| w >= view::MIN_WIDTH && h >= view::MIN_HEIGHT)
 }
@@ -80,10 +92,13 @@ where
     F: FnMut() -> UnboundedReceiver<TraceEvent>,
 {
     let mut app = App::new(
-        theme::cycle(&opts.theme, theme::no_color_env()),
+        theme::cycle_with(&opts.theme, opts.theme_file.as_ref(), theme::no_color_env()),
         opts.teaching,
     );
     app.replay = opts.replay.clone();
+    app.lab_controls = opts.lab.is_some();
+    // A `b` or `f` being carried out on the lab.
+    let mut lab_task: Option<tokio::task::JoinHandle<Result<teach::LabDone, String>>> = None;
     let clock_scale = if opts.speed.is_finite() && opts.speed > 0.0 {
         opts.speed
     } else {
@@ -122,10 +137,10 @@ where
             run_start.elapsed().as_secs_f64() * 1000.0 * clock_scale
         };
         let mut next_run_now = false;
+        let mut keep_hop = false;
         let mut info = view::ViewInfo::default();
         term.terminal.draw(|f| info = view::draw(f, &st, &app))?;
-        app.detail_max_scroll = info.detail_max_scroll;
-        app.detail_page = info.detail_page;
+        info.apply(&mut app);
 
         tokio::select! {
             ev = next_event(&mut events) => match ev {
@@ -159,21 +174,32 @@ where
                             _ => r.hint.as_deref().map(fix_to_copy),
                         });
                         if let Some((clip, what)) = fix {
-                            app.note = Some(match copy_to_clipboard(&clip) {
-                                Ok(()) => format!("copied {what} for {id} (OSC 52)"),
-                                Err(e) => format!("could not copy: {e}"),
-                            });
+                            app.note = Some(copy_and_say(&clip, &what, id));
                         }
                     }
                     Some(app::Command::Rerun) => next_run_now = true,
+                    Some(app::Command::Suspend) => term.suspend()?,
+                    // Esc with nothing open: Esc never quits (q does).
+                    Some(app::Command::Back) => app.note = Some("q quits".into()),
+                    Some(c @ (app::Command::Break(_) | app::Command::ApplyFix(_))) => {
+                        if let (Some(lab), None) = (&opts.lab, &lab_task) {
+                            lab_task = Some(teach::start_lab_task(&mut app, &st, lab.clone(), c));
+                        }
+                    }
                     None => {}
                 },
-                Some(Ok(_)) => {} // resize, focus, mouse: just redraw
+                Some(Ok(Event::Mouse(m))) => app.on_mouse(m, &st),
+                Some(Ok(_)) => {} // resize, focus: just redraw
                 Some(Err(e)) => return Err(e),
                 None => return Err(io::Error::other("the terminal input thread stopped")),
             },
             _ = tick.tick(), if app.running(&st) || next_run.is_some() => app.tick = app.tick.wrapping_add(1),
             _ = sleep_until_due(next_run) => next_run_now = true,
+            done = teach::lab_task_done(&mut lab_task) => {
+                lab_task = None;
+                keep_hop = teach::on_lab_done(&mut app, done);
+                next_run_now = keep_hop;
+            }
             sig = signals.recv() => {
                 SIGNALLED.store(sig, Ordering::SeqCst);
                 break;
@@ -184,7 +210,18 @@ where
             if st.finished.is_some() {
                 last_finished = Some(st.report());
             }
+            let note = app.note.take();
+            let hop = app.teaching;
             app.start_rerun(&st);
+            if keep_hop {
+                // After b or f the room stays on the hop it broke or fixed.
+                app.teaching = hop;
+                if let Some(id) = hop.and_then(app::hop_step) {
+                    app.selected = id.index();
+                }
+                app.note = note;
+                app.note_while_running = false;
+            }
             st = TraceState::default();
             events = Some(rerun());
             run_start = Instant::now();
@@ -232,6 +269,59 @@ pub fn fix_to_copy(hint: &str) -> (String, String) {
         0 => (hint.to_string(), "the fix".into()),
         1 => (commands[0].clone(), "the fix's command".into()),
         n => (commands.join("\n"), format!("the fix's {n} commands")),
+    }
+}
+
+/// Sends `clip` as OSC 52 and says only what is known: that it was sent,
+/// and, in tmux, whether tmux passes it on at all.
+pub(crate) fn copy_and_say(clip: &str, what: &str, id: crate::model::StepId) -> String {
+    match copy_to_clipboard(clip) {
+        Ok(()) => {
+            let tmux = std::env::var_os("TMUX")
+                .filter(|v| !v.is_empty())
+                .map(|_| tmux_set_clipboard());
+            clipboard_note(what, id, tmux)
+        }
+        Err(e) => format!("could not send {what} to the terminal: {e}"),
+    }
+}
+
+/// tmux's `set-clipboard` option (`on`, `external`, `off`), or why it
+/// could not be read.
+fn tmux_set_clipboard() -> Result<String, String> {
+    let out = std::process::Command::new("tmux")
+        .args(["show", "-gv", "set-clipboard"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("tmux show -gv set-clipboard: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("tmux show -gv set-clipboard: {}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// What the footer says after `y`. OSC 52 has no answer: a terminal that
+/// ignores it says nothing, so this never says "copied". `tmux`: inside
+/// tmux (`$TMUX` set), its `set-clipboard` setting, which decides whether
+/// tmux accepts the sequence from a program (only `on` does).
+pub fn clipboard_note(
+    what: &str,
+    id: crate::model::StepId,
+    tmux: Option<Result<String, String>>,
+) -> String {
+    let sent = format!("sent {what} for {id} by OSC 52");
+    match tmux {
+        None => format!("{sent}; a terminal without OSC 52 ignores it silently"),
+        Some(Ok(v)) if v == "on" => format!(
+            "{sent}; tmux has set-clipboard on and passes it to your terminal, which may still ignore it"
+        ),
+        Some(Ok(v)) => format!(
+            "{sent}, but tmux ignores it (set-clipboard {v:?}): tmux set -g set-clipboard on"
+        ),
+        Some(Err(e)) => format!(
+            "{sent}; tmux ignores it unless set-clipboard is on, which could not be read ({e})"
+        ),
     }
 }
 
@@ -295,7 +385,12 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 pub fn restore() {
     if ACTIVE.swap(false, Ordering::SeqCst) {
         let _ = terminal::disable_raw_mode();
-        let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
+        let _ = execute!(
+            io::stdout(),
+            event::DisableMouseCapture,
+            terminal::LeaveAlternateScreen,
+            cursor::Show
+        );
     }
 }
 
@@ -315,28 +410,56 @@ fn install_panic_hook() {
 /// Owns the terminal while the UI runs; dropping it restores the terminal
 /// (on quit, on error and while unwinding).
 struct TerminalGuard {
-    terminal: Terminal<CrosstermBackend<Stdout>>,
+    /// Never dropped: ratatui's Drop shows the cursor and, when that fails
+    /// (the terminal is gone), `eprintln!`s, which panics on a dead stderr.
+    /// `restore` does what it would, with every error ignored.
+    terminal: std::mem::ManuallyDrop<Terminal<CrosstermBackend<Stdout>>>,
 }
 
 impl TerminalGuard {
     fn enter() -> io::Result<TerminalGuard> {
         install_panic_hook();
-        terminal::enable_raw_mode()?;
-        ACTIVE.store(true, Ordering::SeqCst);
         let setup = (|| {
-            execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
+            take_terminal()?;
             let mut t = Terminal::new(CrosstermBackend::new(io::stdout()))?;
             t.clear()?;
             Ok(t)
         })();
         match setup {
-            Ok(terminal) => Ok(TerminalGuard { terminal }),
+            Ok(terminal) => Ok(TerminalGuard {
+                terminal: std::mem::ManuallyDrop::new(terminal),
+            }),
             Err(e) => {
                 restore();
                 Err(e)
             }
         }
     }
+
+    /// Ctrl-Z: give the terminal back as it was, stop the process group as
+    /// the terminal's own Ctrl-Z would (SIGTSTP), and take the terminal
+    /// again once the shell continues it (`fg`), redrawing from scratch.
+    /// A process group with no job control (orphaned, e.g. the first
+    /// process of a tmux pane) does not stop: the UI just comes back.
+    fn suspend(&mut self) -> io::Result<()> {
+        restore();
+        let stopped = rustix::process::kill_current_process_group(rustix::process::Signal::TSTP);
+        take_terminal()?;
+        self.terminal.clear()?;
+        stopped.map_err(|e| io::Error::other(format!("could not suspend: {e}")))
+    }
+}
+
+/// Raw mode, the alternate screen, mouse reports, no cursor: the UI's modes.
+fn take_terminal() -> io::Result<()> {
+    terminal::enable_raw_mode()?;
+    ACTIVE.store(true, Ordering::SeqCst);
+    execute!(
+        io::stdout(),
+        terminal::EnterAlternateScreen,
+        event::EnableMouseCapture,
+        cursor::Hide
+    )
 }
 
 impl Drop for TerminalGuard {
@@ -346,21 +469,37 @@ impl Drop for TerminalGuard {
 }
 
 /// Reads terminal events on a thread of its own (crossterm's reader blocks)
-/// and hands them to the async loop; stops when the loop drops its end.
+/// and hands them to the async loop; stops when the loop drops its end, or
+/// with an error when the terminal is gone (a closed pane or ssh session
+/// that sent no signal must not leave a process spinning).
 struct InputThread {
     events: UnboundedReceiver<io::Result<Event>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 impl InputThread {
     fn spawn() -> InputThread {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("meshtrace-input".into())
             .spawn(move || {
+                // The terminal the UI reads: stdin when it is one (as crossterm
+                // does), else the controlling terminal.
+                let tty: Option<std::os::fd::OwnedFd> = {
+                    use std::io::IsTerminal;
+                    use std::os::fd::AsFd;
+                    let stdin = io::stdin();
+                    if stdin.is_terminal() {
+                        stdin.as_fd().try_clone_to_owned().ok()
+                    } else {
+                        std::fs::File::open("/dev/tty").ok().map(Into::into)
+                    }
+                };
                 while !flag.load(Ordering::Relaxed) && !tx.is_closed() {
                     match event::poll(Duration::from_millis(50)) {
                         Ok(true) => {
@@ -368,29 +507,62 @@ impl InputThread {
                                 break;
                             }
                         }
-                        Ok(false) => {}
+                        Ok(false) => {
+                            if let Some(why) = tty.as_ref().and_then(hung_up) {
+                                let _ = tx.send(Err(io::Error::other(why)));
+                                break;
+                            }
+                        }
                         Err(e) => {
                             let _ = tx.send(Err(e));
                             break;
                         }
                     }
                 }
+                let _ = done_tx.send(());
             })
             .ok();
         InputThread {
             events: rx,
             stop,
             thread,
+            done,
         }
     }
+}
+
+/// The UI ended because its terminal went away: a read or write on it
+/// gave EIO, or the input thread saw the hang-up.
+pub fn is_hang_up(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) || e.to_string() == HUNG_UP
+}
+
+const HUNG_UP: &str = "the terminal hung up";
+
+/// Why the terminal is gone (poll says hang-up, error or a closed fd), or
+/// None while it is there.
+fn hung_up(tty: &std::os::fd::OwnedFd) -> Option<&'static str> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::new(tty, PollFlags::IN)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&zero)).ok()?;
+    let r = fds[0].revents();
+    (r.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL)).then_some(HUNG_UP)
 }
 
 impl Drop for InputThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // At most one poll interval: no key typed after the UI ends is swallowed.
+        // At most one poll interval: no key typed after the UI ends is
+        // swallowed. A thread stuck in the terminal's reader (a terminal
+        // that went away mid-read) is left behind: the process is exiting.
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if self.done.recv_timeout(Duration::from_millis(250)).is_ok() {
+                let _ = t.join();
+            }
         }
     }
 }

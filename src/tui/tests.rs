@@ -7,12 +7,12 @@ use super::app::{App, Focus};
 use super::theme::{self, Theme};
 use super::view;
 use crate::model::{Evidence, STEPS, Status, StepId, StepResult, Target, TraceEvent, TraceState};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::Color;
 use serde_json::json;
-use std::collections::HashMap;
 
 fn target(fault: Option<&str>) -> Target {
     Target {
@@ -21,6 +21,7 @@ fn target(fault: Option<&str>) -> Target {
         istio_namespace: "istio-system".into(),
         mode: crate::model::Mode::Lab,
         fault: fault.map(Into::into),
+        cluster_id: None,
     }
 }
 
@@ -194,9 +195,21 @@ fn draw(st: &TraceState, app: &mut App, w: u16, h: u16) -> Terminal<TestBackend>
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
     let mut info = view::ViewInfo::default();
     t.draw(|f| info = view::draw(f, st, app)).expect("draw");
-    app.detail_max_scroll = info.detail_max_scroll;
-    app.detail_page = info.detail_page;
+    info.apply(app);
     t
+}
+
+fn key(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+fn mouse(kind: MouseEventKind, column: u16, row: u16) -> MouseEvent {
+    MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    }
 }
 
 fn screen(t: &Terminal<TestBackend>) -> String {
@@ -232,7 +245,9 @@ fn healthy_finished_100x30() {
     let t = draw(&st, &mut a, 100, 30);
     insta::assert_snapshot!(screen(&t));
     let s = screen(&t);
-    assert!(s.contains("PASS · 15 passed · 128 ms"), "{s}");
+    // Counted from STEPS, so that a new step changes only the snapshots.
+    let n = crate::model::STEPS.len();
+    assert!(s.contains(&format!("PASS · {n} passed · 128 ms")), "{s}");
 }
 
 #[test]
@@ -248,7 +263,10 @@ fn failing_step_and_blocked_steps_100x30() {
     let t = draw(&st, &mut a, 100, 30);
     let s = screen(&t);
     assert!(
-        s.contains("FAIL at remote-rbac · 11 passed 1 failed 3 skipped · 128 ms"),
+        s.contains(&format!(
+            "FAIL at remote-rbac · {} passed 1 failed 3 skipped · 128 ms",
+            crate::model::STEPS.len() - 4
+        )),
         "{s}"
     );
     insta::assert_snapshot!(s);
@@ -264,8 +282,22 @@ fn failing_step_and_blocked_steps_100x30() {
         .find(|c| c.symbol() == "✘")
         .expect("failing arrow head");
     assert_eq!(head.fg, th.fail.fg.unwrap());
+    // The blocked steps are further down the sequence: a taller screen.
+    let t = draw(&st, &mut a, 100, 60);
+    let buf = t.backend().buffer();
     let (bx, by) = find(buf, "○ token-review").expect("blocked step drawn");
-    assert_eq!(buf[(bx, by)].fg, th.skipped.fg.unwrap());
+    let skipped = |x, y| {
+        let c: &ratatui::buffer::Cell = &buf[(x, y)];
+        c.fg == th.skipped.fg.unwrap_or(Color::Reset)
+            && c.modifier.contains(th.skipped.add_modifier)
+    };
+    assert!(skipped(bx, by));
+    let (cx, cy) = find(buf, "○ csr · blocked by remote-rbac").expect("the CSR, blocked");
+    assert!(skipped(cx, cy));
+    assert!(
+        (0..buf.area.width).any(|x| buf[(x, cy + 1)].symbol() == "┄"),
+        "a blocked message's arrow is dotted"
+    );
 }
 
 #[test]
@@ -274,7 +306,251 @@ fn failing_80x24_stacks_the_panes() {
     let mut a = app("default", false);
     a.follow(&st);
     let t = draw(&st, &mut a, 80, 24);
-    insta::assert_snapshot!(screen(&t));
+    let s = screen(&t);
+    insta::assert_snapshot!(s);
+    let lines: Vec<&str> = s.lines().collect();
+    // The issue: four steps and eight detail lines, no r, y or t in the footer.
+    let footer = lines.last().unwrap();
+    for k in [" r ", " y ", " t ", " ? ", " q "] {
+        assert!(footer.contains(k), "footer has {k:?}: {footer}");
+    }
+    let numbered = lines
+        .iter()
+        .filter(|l| {
+            // `"┃▶12`: the quote of the dump, the border, the marker, the number.
+            let g: String = l.chars().skip(3).take(2).collect();
+            g.trim().parse::<u32>().is_ok()
+        })
+        .count();
+    assert!(numbered >= 6, "at least six messages in the diagram: {s}");
+    let detail_top = lines.iter().position(|l| l.contains("Detail")).unwrap();
+    let detail_rows = lines.len() - 2 - detail_top;
+    assert!(detail_rows >= 9, "nine detail lines: {s}");
+    // No bleed: a label's letters that fall on a lifeline (or on the
+    // compact row's arrow) keep the label's style, not the lifeline's.
+    let th = Theme::builtin("default").unwrap();
+    let buf = t.backend().buffer();
+    let lanes = super::diagram::lanes(a.diagram_area.width);
+    for needle in [
+        "✔ root-of-trust · write ConfigMap",
+        "✔ remote-api-tls · serving certificate",
+    ] {
+        let (x0, y) = find(buf, needle).expect(needle);
+        let n = needle.chars().count() as u16 + 12;
+        let mut on_lane = 0;
+        for x in x0..(x0 + n).min(a.diagram_area.right()) {
+            if lanes.iter().any(|l| a.diagram_area.x + l == x) {
+                on_lane += 1;
+                let c = &buf[(x, y)];
+                assert!(
+                    !c.modifier.contains(ratatui::style::Modifier::DIM) && c.fg != Color::DarkGray,
+                    "{needle}: {:?} at x {x} took the lifeline's style {:?}",
+                    c.symbol(),
+                    c
+                );
+                assert_ne!(c.style(), th.border, "{needle} at {x}");
+            }
+        }
+        assert!(on_lane > 0, "{needle} crosses a lifeline");
+    }
+    // Compact rows keep the arrow's direction: a start mark beside the label.
+    assert!(
+        lines.iter().any(|l| l.contains("├─") || l.contains("├╌")),
+        "{s}"
+    );
+}
+
+#[test]
+fn footer_keeps_every_key_that_matters_at_80_columns() {
+    for teaching in [false, true] {
+        let st = failing();
+        let mut a = app("default", teaching);
+        a.follow(&st);
+        let t = draw(&st, &mut a, 80, 24);
+        let s = screen(&t);
+        let footer = s.lines().last().unwrap().to_string();
+        let must: &[&str] = if teaching {
+            &["Space/→", " r ", " t ", " ? ", " q "]
+        } else {
+            &[" r ", " y ", " t ", " ? ", " q ", "/", "Esc"]
+        };
+        for k in must {
+            assert!(footer.contains(k), "{k:?} in {footer}");
+        }
+    }
+    // A long note takes the footer's two rows alone, whole, not cut.
+    let st = failing();
+    let mut a = app("default", false);
+    a.follow(&st);
+    a.note = Some(super::clipboard_note(
+        "the fix's command",
+        StepId::RemoteRbac,
+        Some(Ok("external".into())),
+    ));
+    let t = draw(&st, &mut a, 80, 24);
+    let s = screen(&t);
+    let tail: String = s.lines().rev().take(3).collect::<Vec<_>>().join(" ");
+    assert!(tail.contains("tmux set -g set-clipboard on"), "{s}");
+    // ... above the keys, which stay.
+    let last = s.lines().last().unwrap();
+    assert!(
+        last.contains(" r ") && last.contains(" q ") && !last.contains("tmux"),
+        "{s}"
+    );
+    // A note of middling length never overwrites a key either.
+    a.note = Some("csr was blocked by remote-rbac, hidden here".into());
+    let s = screen(&draw(&st, &mut a, 80, 24));
+    let rows: Vec<&str> = s.lines().rev().take(2).collect();
+    assert!(rows[0].contains("q quit"), "{s}");
+    assert!(
+        rows[1].contains("csr was blocked by remote-rbac, hidden here"),
+        "{s}"
+    );
+}
+
+#[test]
+fn enter_opens_the_detail_or_jumps_to_the_blocking_step() {
+    let st = failing();
+    let mut a = app("default", false);
+    a.follow(&st);
+    a.selected = StepId::Csr.index();
+    a.on_key(key(KeyCode::Enter), &st);
+    assert_eq!(a.selected_id(), StepId::RemoteRbac, "jumped to the blocker");
+    assert_eq!(a.focus, Focus::Diagram);
+    assert!(
+        a.note
+            .as_deref()
+            .unwrap()
+            .contains("remote-rbac blocked csr")
+    );
+    a.on_key(key(KeyCode::Enter), &st);
+    assert_eq!(a.focus, Focus::Detail, "a step that ran: its detail");
+    assert_eq!(a.on_key(key(KeyCode::Esc), &st), None);
+    assert_eq!(a.focus, Focus::Diagram);
+}
+
+#[test]
+fn filter_hides_the_other_messages_80x24_and_200x60() {
+    let st = failing();
+    let mut a = app("default", false);
+    a.follow(&st);
+    a.on_key(key(KeyCode::Char('/')), &st);
+    for c in "token".chars() {
+        a.on_key(key(KeyCode::Char(c)), &st);
+    }
+    let s = screen(&draw(&st, &mut a, 80, 24));
+    assert!(s.contains("/token"), "{s}");
+    assert!(s.contains("token-review"), "{s}");
+    a.on_key(key(KeyCode::Enter), &st);
+    let s = screen(&draw(&st, &mut a, 200, 60));
+    // gateway-pod's messages are gone; the hits' phases stay.
+    assert!(!s.contains("✔ gateway-pod"), "{s}");
+    assert!(s.contains("/token"), "{s}");
+    insta::assert_snapshot!(s);
+    // Arrows stay in the matches.
+    a.on_key(key(KeyCode::End), &st);
+    let hits = a.filter_hits.clone().unwrap();
+    assert!(hits.contains(&a.selected_id()));
+}
+
+#[test]
+fn mouse_click_selects_and_wheel_scrolls_the_pane_under_it() {
+    let st = failing();
+    let mut a = app("default", false);
+    a.follow(&st);
+    let t = draw(&st, &mut a, 100, 30);
+    let buf = t.backend().buffer().clone();
+    // Click the label of token-review (drawn: the diagram scrolls to the failure).
+    let (x, y) = find(&buf, "token-review")
+        .or_else(|| find(&buf, "remote-identity"))
+        .unwrap();
+    let want = if find(&buf, "token-review").is_some() {
+        StepId::TokenReview
+    } else {
+        StepId::RemoteIdentity
+    };
+    a.on_mouse(mouse(MouseEventKind::Down(MouseButton::Left), x, y), &st);
+    assert_eq!(a.selected_id(), want, "{}", screen(&t));
+    assert!(a.pinned);
+    // A click on a phase heading or the actors selects nothing new.
+    let before = a.selected;
+    a.on_mouse(
+        mouse(MouseEventKind::Down(MouseButton::Left), x, a.diagram_area.y),
+        &st,
+    );
+    assert_eq!(a.selected, before);
+    // The wheel over the detail scrolls it; over the diagram it moves the selection.
+    let d = a.detail_area;
+    a.on_mouse(mouse(MouseEventKind::ScrollDown, d.x + 3, d.y + 3), &st);
+    assert_eq!(a.detail_scroll, 3);
+    a.on_mouse(mouse(MouseEventKind::ScrollUp, d.x + 3, d.y + 3), &st);
+    assert_eq!(a.detail_scroll, 0);
+    let order = crate::sequence::step_order();
+    let pos = order.iter().position(|id| *id == a.selected_id()).unwrap();
+    a.on_mouse(
+        mouse(
+            MouseEventKind::ScrollDown,
+            a.diagram_area.x + 3,
+            a.diagram_area.y + 5,
+        ),
+        &st,
+    );
+    assert_eq!(a.selected_id(), order[pos + 1]);
+    // A click in the detail focuses it.
+    a.on_mouse(
+        mouse(MouseEventKind::Down(MouseButton::Left), d.x + 3, d.y + 3),
+        &st,
+    );
+    assert_eq!(a.focus, Focus::Detail);
+    // Over the help, a click only closes it; the wheel does nothing.
+    a.help = true;
+    let sel = a.selected;
+    let over = (a.diagram_area.x + 3, a.diagram_area.y + 5);
+    a.on_mouse(mouse(MouseEventKind::ScrollDown, over.0, over.1), &st);
+    assert!(a.help && a.selected == sel);
+    a.on_mouse(mouse(MouseEventKind::Down(MouseButton::Left), x, y), &st);
+    assert!(!a.help);
+    assert_eq!(
+        a.selected, sel,
+        "the click went to the help, not the step under it"
+    );
+}
+
+#[test]
+fn mouse_click_in_the_compact_80x24_diagram() {
+    let st = failing();
+    let mut a = app("default", false);
+    a.follow(&st);
+    let t = draw(&st, &mut a, 80, 24);
+    let buf = t.backend().buffer().clone();
+    let (x, y) = find(&buf, "root-of-trust").expect("drawn at 80x24");
+    a.on_mouse(mouse(MouseEventKind::Down(MouseButton::Left), x, y), &st);
+    assert_eq!(a.selected_id(), StepId::RootOfTrust, "{}", screen(&t));
+}
+
+#[test]
+fn y_never_says_copied() {
+    let id = StepId::RemoteRbac;
+    let plain = super::clipboard_note("the fix", id, None);
+    let on = super::clipboard_note("the fix", id, Some(Ok("on".into())));
+    let ext = super::clipboard_note("the fix", id, Some(Ok("external".into())));
+    let err = super::clipboard_note("the fix", id, Some(Err("no server".into())));
+    for n in [&plain, &on, &ext, &err] {
+        assert!(!n.contains("copied"), "{n}");
+        assert!(n.contains("sent the fix for remote-rbac by OSC 52"), "{n}");
+    }
+    assert!(plain.contains("ignores it"), "{plain}");
+    assert!(
+        on.contains("set-clipboard on") && on.contains("may still ignore"),
+        "{on}"
+    );
+    assert!(
+        ext.contains("tmux ignores it")
+            && ext.contains("\"external\"")
+            && ext.contains("tmux set -g set-clipboard on"),
+        "{ext}"
+    );
+    assert!(err.contains("no server"), "{err}");
 }
 
 #[test]
@@ -287,7 +563,10 @@ fn run_in_progress_100x30() {
     let t = draw(&st, &mut a, 100, 30);
     let s = screen(&t);
     assert!(
-        s.contains("tracing · 4/15 finished · 4 running · 41 ms"),
+        s.contains(&format!(
+            "tracing · 4/{} finished · 4 running · 41 ms",
+            crate::model::STEPS.len()
+        )),
         "{s}"
     );
     insta::assert_snapshot!(s);
@@ -311,8 +590,11 @@ fn teaching_mode_at_step_3() {
     assert_eq!(a.selected_id(), StepId::RemoteSecret);
     let t = draw(&st, &mut a, 100, 30);
     let s = screen(&t);
-    assert!(s.contains("teaching · hop 3/15"), "{s}");
-    assert!(s.contains("What happens at this hop"), "{s}");
+    assert!(
+        s.contains(&format!("teaching · hop 3/{}", super::app::hops())),
+        "{s}"
+    );
+    assert!(s.contains("Why it matters"), "{s}");
     assert!(!s.contains("remote-api-tls"), "later hops stay hidden: {s}");
     assert!(
         !s.contains("FAIL at"),
@@ -378,7 +660,20 @@ fn rerun_marks_what_changed() {
     let t = draw(&after, &mut a, 100, 30);
     let s = screen(&t);
     assert!(s.contains("run 2 · Δ 4 changed since run 1"), "{s}");
-    assert!(s.contains(" 7Δ"), "gutter marker on remote-rbac: {s}");
+    // The gutter marks the messages whose steps changed, by their number.
+    let n = crate::sequence::items()
+        .into_iter()
+        .find_map(|i| match i {
+            crate::sequence::Item::Message { n, msg } if msg.verifies(StepId::RemoteRbac) => {
+                Some(n)
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        s.contains(&format!("{n:>2}Δ")),
+        "gutter marker on remote-rbac: {s}"
+    );
     insta::assert_snapshot!(s);
 }
 
@@ -430,29 +725,58 @@ fn diagram_scrolls_to_keep_the_selection_visible() {
 }
 
 #[test]
-fn every_step_is_drawn_as_an_arrow_in_flow_order() {
+fn the_diagram_draws_the_sequence_in_its_real_order() {
     let st = healthy();
     let mut a = app("default", false);
-    let t = draw(&st, &mut a, 160, 40);
+    let t = draw(&st, &mut a, 160, 60);
     let buf = t.backend().buffer();
-    let mut last_y = 0;
-    let mut seen = HashMap::new();
-    for s in STEPS {
-        let (_, y) =
-            find(buf, &format!("✔ {} ", s.id.as_str())).unwrap_or_else(|| panic!("{} drawn", s.id));
-        assert!(y > last_y, "{} below the step before it", s.id);
-        last_y = y;
-        seen.insert(s.id, y);
+    let s = screen(&t);
+    // Every step is drawn, on the message(s) it verifies.
+    let row_of = |needle: &str| {
+        find(buf, needle)
+            .unwrap_or_else(|| panic!("{needle:?} drawn:\n{s}"))
+            .1
+    };
+    for id in crate::sequence::step_order() {
+        row_of(&format!("✔ {}", id.as_str()));
     }
-    // The loop of remote-kubeconfig (istiod to itself).
-    let y = seen[&StepId::RemoteKubeconfig];
-    let (lx, _) = find(buf, "✔ remote-kubeconfig").unwrap();
-    let (ox, oy) = find(buf, "├──┐").expect("loop drawn");
-    assert_eq!(oy, y);
-    assert!(
-        ox > lx,
-        "the label sits left of the loop when the right has no room"
+    // The gateway sends its CSR, then istiod reviews the token, then the
+    // remote API server answers, then istiod returns the chain.
+    let csr = row_of("✔ csr · CreateCertificate");
+    let review = row_of("✔ token-review ✔ remote-rbac · TokenReview");
+    let answer = row_of("✔ token-review · authenticated");
+    let chain = row_of("✔ csr ✔ issued-chain · cert_chain");
+    assert!(csr < review && review < answer && answer < chain, "{s}");
+    // Phases head their messages.
+    let phase_c = row_of("C. the CSR");
+    assert!(row_of("B. the gateway starting") < phase_c && phase_c < csr);
+    // The lifelines' x, from the gateway's TokenRequest (gateway → remote
+    // API server) and the TokenReview (istiod → remote API server).
+    let row = |y: u16| -> Vec<&str> { (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect() };
+    let at = |y: u16, sym: &str| row(y).iter().position(|c| *c == sym).unwrap() as u16;
+    let token = row_of("✔ gateway-token · TokenRequest") + 1;
+    let (gateway, remote) = (at(token, "├"), at(token, "▶") + 1);
+    let istiod = at(review + 1, "┤");
+    // A reply is drawn back, dashed: the answer runs from the remote API
+    // server's lifeline to istiod's, its head at istiod.
+    let y = answer + 1;
+    assert_eq!(at(y, "├"), remote, "{s}");
+    assert_eq!(row(y)[remote as usize + 1], "╌", "{s}");
+    assert_eq!(at(y, "▶"), istiod - 1, "{s}");
+    assert_eq!(
+        at(chain + 1, "◀"),
+        gateway + 1,
+        "the chain goes back to the gateway"
     );
+    // meshtrace's own reads are observations: a ◇, no arrow under them.
+    let (px, py) = find(buf, "◇ ✔ gateway-pod").expect("the pod read drawn");
+    assert_eq!(px, remote, "on the remote API server's lifeline");
+    let next = row(py + 1).concat();
+    assert!(!next.contains('▶') && !next.contains('◀'), "{next}");
+    // The loop of remote-kubeconfig (istiod to itself).
+    let y = row_of("✔ remote-kubeconfig");
+    let (ox, oy) = find(buf, "├──┐").expect("loop drawn");
+    assert_eq!((ox, oy), (istiod, y));
     assert_eq!(find(buf, "│◀─┘"), Some((ox, y + 1)));
 }
 
@@ -519,4 +843,76 @@ fn the_detail_pane_wraps_a_text_once_until_something_changes() {
             .map(|(k, _)| k.generation),
         Some(st2.generation)
     );
+}
+
+#[test]
+fn the_whole_sequence_at_200x60() {
+    // Wide and tall enough for every phase and message at once.
+    let st = failing();
+    let mut a = app("default", false);
+    a.follow(&st);
+    let t = draw(&st, &mut a, 200, 60);
+    let s = screen(&t);
+    for p in crate::sequence::SEQUENCE {
+        assert!(s.contains(p.title), "{} drawn: {s}", p.title);
+    }
+    assert!(
+        !s.contains('▼') && !s.contains('▲'),
+        "nothing scrolled away: {s}"
+    );
+    insta::assert_snapshot!(s);
+}
+
+/// Blocked steps stay readable in every built-in theme: never drawn in
+/// ANSI colour 8 (Solarized Dark's background) and never in the colour of
+/// the cell's own background.
+#[test]
+fn blocked_steps_are_readable_in_every_theme() {
+    let st = failing();
+    for name in theme::names() {
+        let mut a = app(name, false);
+        a.follow(&st);
+        let t = draw(&st, &mut a, 100, 60);
+        let buf = t.backend().buffer();
+        let (x, y) = find(buf, "○ csr · blocked by remote-rbac")
+            .unwrap_or_else(|| panic!("{name}: {}", screen(&t)));
+        for dx in 0..30 {
+            let c = &buf[(x + dx, y)];
+            assert!(
+                !matches!(c.fg, Color::DarkGray | Color::Indexed(8)),
+                "{name}: {:?} in {:?}",
+                c.symbol(),
+                c.fg
+            );
+            assert!(c.fg == Color::Reset || c.fg != c.bg, "{name}: fg is the bg");
+        }
+    }
+}
+
+#[test]
+fn high_contrast_80x24() {
+    let st = failing();
+    let mut a = app("high-contrast", false);
+    a.follow(&st);
+    let t = draw(&st, &mut a, 80, 24);
+    let buf = t.backend().buffer();
+    // Its own black background everywhere, so white text is white on black.
+    assert!(buf.content().iter().all(|c| c.bg != Color::Reset));
+    let (x, y) = find(buf, "✘ remote-rbac").unwrap();
+    assert_eq!(buf[(x, y)].bg, Color::Rgb(0xd7, 0, 0));
+}
+
+#[test]
+fn help_overlay_80x24_lists_every_key_whole() {
+    let st = failing();
+    let mut a = app("default", false);
+    a.follow(&st);
+    a.help = true;
+    let t = draw(&st, &mut a, 80, 24);
+    let s = screen(&t);
+    // Every row of the help is shown, none cut at the popup's edge.
+    for (k, what) in view::HELP {
+        assert!(s.contains(what), "{k}: {what:?} whole at 80 columns: {s}");
+    }
+    insta::assert_snapshot!(s);
 }

@@ -36,50 +36,33 @@ pub fn wrap_words(s: &str, w: usize) -> Vec<String> {
     wrap_hard(s, w, w)
 }
 
-/// Word wrap with a different width for the first line (a value after its key).
+/// Word wrap with a different width for the first line (a value after its
+/// key), by textwrap: at spaces; a word longer than a line is broken after
+/// one of its hyphens (`istio-reader-` / `service-account`), and only
+/// a word without one where it must.
 pub fn wrap_hard(s: &str, first: usize, rest: usize) -> Vec<String> {
-    let mut out: Vec<String> = vec![];
-    let mut cur = String::new();
-    let room = |out: &Vec<String>| {
-        if out.is_empty() {
-            first.max(1)
-        } else {
-            rest.max(1)
-        }
-    };
-    for word in s.split(' ') {
-        let ww = width(word);
-        let cw = width(&cur);
-        if cur.is_empty() {
-            if ww <= room(&out) {
-                cur.push_str(word);
-                continue;
-            }
-        } else if cw + 1 + ww <= room(&out) {
-            cur.push(' ');
-            cur.push_str(word);
-            continue;
-        } else {
-            out.push(std::mem::take(&mut cur));
-            if ww <= room(&out) {
-                cur.push_str(word);
-                continue;
-            }
-        }
-        // The word does not fit on a line of its own: break it.
-        // Its first piece fills this line's room; every later line has `rest`.
-        let mut parts = chunks(word, room(&out));
-        if parts.len() > 1 {
-            out.push(parts.remove(0));
-            parts = chunks(&parts.concat(), rest.max(1));
-        }
-        cur = parts.pop().unwrap_or_default();
-        out.extend(parts);
+    let (first, rest) = (first.max(1), rest.max(1));
+    if s.trim().is_empty() {
+        return vec![String::new()];
     }
-    if !cur.is_empty() || out.is_empty() {
-        out.push(cur);
-    }
-    out
+    // textwrap wraps to one width: the narrower line gets an indent of
+    // placeholders, taken off again.
+    let w = first.max(rest);
+    let (pad_first, pad_rest) = (" ".repeat(w - first), " ".repeat(w - rest));
+    let opts = textwrap::Options::new(w)
+        .word_separator(textwrap::WordSeparator::AsciiSpace)
+        .word_splitter(textwrap::WordSplitter::HyphenSplitter)
+        .initial_indent(&pad_first)
+        .subsequent_indent(&pad_rest)
+        .break_words(true);
+    textwrap::wrap(s, opts)
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let pad = if i == 0 { &pad_first } else { &pad_rest };
+            l.strip_prefix(pad.as_str()).unwrap_or(l).to_string()
+        })
+        .collect()
 }
 
 /// A unit of a fix for the layout: a word of prose or a whole command.
@@ -225,8 +208,30 @@ pub fn layout_command(c: &str, avail: usize) -> Vec<Vec<(String, Kind)>> {
             col += 1;
         }
         if col + width(word) > avail {
-            // A quoted word wider than the pane (a JSON patch) cannot take a
-            // ` \` inside its quotes: it is shown whole, cut at the pane's
+            // A quoted JSON patch wider than the pane breaks between JSON
+            // tokens: the line break lands inside the quotes as JSON
+            // whitespace, so the pasted command means the same.
+            if let Some(pieces) =
+                json_lines(word, avail.saturating_sub(col), avail.saturating_sub(2))
+            {
+                for (k, piece) in pieces.into_iter().enumerate() {
+                    if k > 0 {
+                        lines.push(vec![("  ".into(), Kind::Prose)]);
+                        col = 2;
+                    }
+                    col += width(&piece);
+                    lines.last_mut().expect("a line").push((piece, Kind::Code));
+                }
+                continue;
+            }
+            // An unquoted word is split with a bare `\` (the shell joins
+            // the pieces), after a `=`, `:`, `/`, `,` or `-` where it can.
+            if !word.contains(['\'', '"']) {
+                put_long(&mut lines, &mut col, word.clone(), avail);
+                continue;
+            }
+            // Any other quoted word wider than the pane cannot take a ` \`
+            // inside its quotes: it is shown whole, cut at the pane's
             // edge into pieces, and `y` copies it as one line.
             let first = avail.saturating_sub(col).max(1);
             let head: String = word.chars().take(first).collect();
@@ -245,6 +250,47 @@ pub fn layout_command(c: &str, avail: usize) -> Vec<Vec<(String, Kind)>> {
         col += width(word);
     }
     lines
+}
+
+/// A single-quoted JSON value (`'[{"op": …}]'`) in lines of at most `first`
+/// then `rest` cells, broken only after a `,`, `:`, `[` or `{` outside JSON
+/// strings; `None` for any other word. A token longer than a line stays whole.
+fn json_lines(word: &str, first: usize, rest: usize) -> Option<Vec<String>> {
+    let inner = word.strip_prefix('\'')?.strip_suffix('\'')?;
+    if !(inner.starts_with('[') || inner.starts_with('{')) || inner.contains('\'') {
+        return None;
+    }
+    // The word cut into pieces that each end at a break opportunity.
+    let mut pieces = vec![];
+    let (mut cur, mut in_str, mut esc) = (String::new(), false, false);
+    for ch in word.chars() {
+        cur.push(ch);
+        match (in_str, esc, ch) {
+            (true, true, _) => esc = false,
+            (true, false, '\\') => esc = true,
+            (true, false, '"') => in_str = false,
+            (false, _, '"') => in_str = true,
+            (false, _, ',' | ':' | '[' | '{') => pieces.push(std::mem::take(&mut cur)),
+            _ => {}
+        }
+    }
+    if in_str {
+        return None;
+    }
+    pieces.push(cur);
+    let mut out: Vec<String> = vec![String::new()];
+    for p in pieces {
+        let room = if out.len() == 1 { first } else { rest };
+        let cur = out.last_mut().expect("a line");
+        if !cur.is_empty() && width(cur) + width(&p) > room {
+            // The next line starts at a token: no leading blank to carry.
+            out.push(p.trim_start().to_string());
+        } else {
+            cur.push_str(&p);
+        }
+    }
+    out.retain(|l| !l.is_empty());
+    Some(out)
 }
 
 /// Kinds of text in a laid-out fix.
@@ -423,15 +469,26 @@ mod tests {
         for l in &lines[..lines.len() - 1] {
             assert_eq!(l.last().unwrap().1, Kind::Continuation);
         }
-        // A quoted word wider than the pane is shown whole, in pieces.
+        // A quoted JSON patch wider than the pane breaks between JSON
+        // tokens, never inside one: each line ends after `,`, `:`, `[` or `{`.
         let long = layout_command(c, 20);
-        let shown: String = long.iter().flatten().map(|(s, _)| s.as_str()).collect();
-        assert!(shown.contains(r#"[{"op": "#), "{shown}");
-        assert!(
-            long.iter()
-                .all(|l| l.iter().map(|(s, _)| width(s)).sum::<usize>() <= 20 + 2),
-            "{long:?}"
-        );
+        let shown: Vec<String> = long
+            .iter()
+            .map(|l| l.iter().map(|(s, _)| s.as_str()).collect())
+            .collect();
+        let at = shown
+            .iter()
+            .position(|l| l.contains("'["))
+            .expect("the patch");
+        for l in &shown[at..shown.len() - 1] {
+            assert!(l.ends_with([',', ':', '[', '{']), "{l:?} in {shown:#?}");
+        }
+        assert!(shown.iter().all(|l| width(l) <= 20 + 2), "{shown:#?}");
+        // Pasted, the lines are the same JSON: the breaks are whitespace in it.
+        let json: String = shown[at..].concat();
+        let json = json[json.find('\'').unwrap() + 1..json.rfind('\'').unwrap()].to_string();
+        let v: serde_json::Value = serde_json::from_str(&json).expect("still JSON");
+        assert_eq!(v[0]["path"], "/rules/-");
     }
 
     #[test]
@@ -529,12 +586,41 @@ mod tests {
             20,
             30,
         );
-        assert_eq!(l[0], "sha256");
-        assert!(l.iter().skip(1).all(|p| width(p) <= 30), "{l:?}");
+        assert!(
+            width(&l[0]) <= 20 && l.iter().skip(1).all(|p| width(p) <= 30),
+            "{l:?}"
+        );
         assert_eq!(
-            l.concat().replace("sha256", ""),
+            l.concat().replace("sha256", "").replace(' ', ""),
             "2fe950da893574eeed2b1b6588a9edee18f2532306baa8fa166cd8cf61309a8c"
         );
         assert_eq!(wrap_words("", 10), vec![String::new()]);
+    }
+
+    #[test]
+    fn wrap_keeps_words_whole_and_breaks_names_at_their_hyphens() {
+        // The detail pane's old cut: `istio-re` / `ader-service-account`.
+        let s = "\"system:serviceaccount:istio-system:istio-reader-service-account\" may not create tokenreviews";
+        // From 30 cells on, every piece between hyphens fits a line.
+        for w in [30, 33, 38, 44, 60] {
+            let lines = wrap_words(s, w);
+            for l in &lines {
+                assert!(width(l) <= w, "{w}: {lines:?}");
+            }
+            let words: Vec<&str> = s.split(['-', ' ']).collect();
+            for l in &lines {
+                for piece in l.split(['-', ' ']) {
+                    assert!(
+                        piece.is_empty() || words.contains(&piece),
+                        "{w}: {piece:?} is a piece of a word: {lines:?}"
+                    );
+                }
+            }
+            assert_eq!(lines.join(" ").replace("- ", "-"), s, "{w}");
+        }
+        assert_eq!(
+            wrap_hard("the remote secret's identity", 8, 20),
+            vec!["the", "remote secret's", "identity"]
+        );
     }
 }

@@ -12,6 +12,31 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("light", include_str!("../../themes/light.json")),
     ("colorblind", include_str!("../../themes/colorblind.json")),
     ("mono", include_str!("../../themes/mono.json")),
+    (
+        "high-contrast",
+        include_str!("../../themes/high-contrast.json"),
+    ),
+];
+
+/// Every slot a theme sets, as theme files name them.
+pub const SLOTS: &[&str] = &[
+    "text",
+    "background",
+    "pass",
+    "warn",
+    "fail",
+    "skipped",
+    "running",
+    "pending",
+    "accent",
+    "label",
+    "muted",
+    "code",
+    "border",
+    "border_focus",
+    "selection",
+    "changed",
+    "title",
 ];
 
 /// Names accepted by `--theme`.
@@ -164,6 +189,30 @@ impl Theme {
             .map(|(_, json)| Theme::parse(json).expect("built-in themes parse (tested)"))
     }
 
+    /// The style of a slot by its name in a theme file.
+    fn slot_mut(&mut self, slot: &str) -> Option<&mut Style> {
+        Some(match slot {
+            "text" => &mut self.text,
+            "background" => &mut self.background,
+            "pass" => &mut self.pass,
+            "warn" => &mut self.warn,
+            "fail" => &mut self.fail,
+            "skipped" => &mut self.skipped,
+            "running" => &mut self.running,
+            "pending" => &mut self.pending,
+            "accent" => &mut self.accent,
+            "label" => &mut self.label,
+            "muted" => &mut self.muted,
+            "code" => &mut self.code,
+            "border" => &mut self.border,
+            "border_focus" => &mut self.border_focus,
+            "selection" => &mut self.selection,
+            "changed" => &mut self.changed,
+            "title" => &mut self.title,
+            _ => return None,
+        })
+    }
+
     pub fn status(&self, s: crate::model::Status) -> Style {
         use crate::model::Status;
         match s {
@@ -173,6 +222,95 @@ impl Theme {
             Status::Skipped => self.skipped,
         }
     }
+}
+
+/// A user's theme file (`--theme-file PATH`): the slots it sets, each
+/// replacing that slot of the theme it is laid over; every other slot is
+/// the base theme's. Checked whole when read, so a bad file stops meshtrace
+/// before anything runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overrides {
+    pub name: String,
+    pub description: String,
+    pub slots: Vec<(String, Style)>,
+}
+
+impl Overrides {
+    /// Parses a theme file's text; `file` names it in every error.
+    pub fn parse(json: &str, file: &str) -> Result<Overrides, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("{file}: not JSON: {e}"))?;
+        let serde_json::Value::Object(map) = v else {
+            return Err(format!(
+                "{file}: a theme is a JSON object of slots, e.g. {{\"fail\": {{\"fg\": \"red\"}}}}"
+            ));
+        };
+        let stem = std::path::Path::new(file)
+            .file_stem()
+            .map_or_else(|| file.to_string(), |s| s.to_string_lossy().into_owned());
+        let mut out = Overrides {
+            name: stem,
+            description: format!("from {file}"),
+            slots: vec![],
+        };
+        for (key, value) in map {
+            match key.as_str() {
+                "name" | "description" => {
+                    let serde_json::Value::String(s) = value else {
+                        return Err(format!("{file}: {key:?} must be a string"));
+                    };
+                    if key == "name" {
+                        out.name = s;
+                    } else {
+                        out.description = s;
+                    }
+                }
+                slot if SLOTS.contains(&slot) => {
+                    let spec: SlotSpec = serde_json::from_value(value)
+                        .map_err(|e| format!("{file}: slot {slot}: {e}"))?;
+                    let style = spec.style(slot).map_err(|e| format!("{file}: {e}"))?;
+                    out.slots.push((key, style));
+                }
+                other => {
+                    return Err(format!(
+                        "{file}: unknown slot {other:?}; the slots are {}",
+                        SLOTS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(path: &str) -> Result<Overrides, String> {
+        let json = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        Overrides::parse(&json, path)
+    }
+
+    /// `base` with this file's slots laid over it.
+    pub fn over(&self, base: &Theme) -> Theme {
+        let mut t = base.clone();
+        t.name = self.name.clone();
+        t.description = self.description.clone();
+        for (slot, style) in &self.slots {
+            if let Some(s) = t.slot_mut(slot) {
+                *s = *style;
+            }
+        }
+        t
+    }
+}
+
+/// [`cycle`], with a user's theme file laid over `name` first when given.
+/// `NO_COLOR` still means no colour: mono alone, the file ignored.
+pub fn cycle_with(name: &str, user: Option<&Overrides>, no_color: bool) -> Vec<Theme> {
+    let mut themes = cycle(name, no_color);
+    if let (Some(u), false) = (user, no_color) {
+        let mine = u.over(&themes[0]);
+        themes.insert(0, mine);
+    }
+    themes
 }
 
 /// The themes `t` cycles through, starting with `name`. With `no_color`
@@ -187,14 +325,32 @@ pub fn cycle(name: &str, no_color: bool) -> Vec<Theme> {
         .collect()
 }
 
-/// `NO_COLOR` set (to anything): no colour, as the text output does.
+/// `NO_COLOR` set to a non-empty value: no colour, as the text output does.
+/// no-color.org: "when present and not an empty string"; `NO_COLOR=` is unset.
 pub fn no_color_env() -> bool {
-    std::env::var_os("NO_COLOR").is_some()
+    no_color(std::env::var_os("NO_COLOR").as_deref())
+}
+
+/// The NO_COLOR rule on a value of the variable.
+pub fn no_color(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_color_counts_only_when_not_empty() {
+        use std::ffi::OsStr;
+        assert!(!no_color(None));
+        assert!(!no_color(Some(OsStr::new(""))));
+        assert!(no_color(Some(OsStr::new("1"))));
+        assert!(
+            no_color(Some(OsStr::new("0"))),
+            "any non-empty value, even 0"
+        );
+    }
 
     #[test]
     fn every_builtin_theme_parses_and_is_named_after_its_file() {
@@ -204,7 +360,7 @@ mod tests {
             assert_eq!(t.name, *name);
             assert!(!t.description.is_empty());
         }
-        for n in ["default", "light", "colorblind", "mono"] {
+        for n in ["default", "light", "colorblind", "mono", "high-contrast"] {
             assert!(names().contains(&n), "{n} is built in");
         }
     }
@@ -253,11 +409,148 @@ mod tests {
         }
     }
 
+    /// ANSI colour 8 (bright black) is the background in Solarized Dark and
+    /// others: a step in it disappears. The default theme's step states
+    /// take the terminal's own foreground (dimmed for skipped and pending).
+    #[test]
+    fn default_step_states_avoid_ansi_8() {
+        let t = Theme::builtin("default").unwrap();
+        for (slot, st) in [
+            ("pass", t.pass),
+            ("warn", t.warn),
+            ("fail", t.fail),
+            ("skipped", t.skipped),
+            ("running", t.running),
+            ("pending", t.pending),
+        ] {
+            assert!(
+                !matches!(
+                    st.fg,
+                    Some(Color::DarkGray | Color::Indexed(8) | Color::Black)
+                ),
+                "{slot}: {:?}",
+                st.fg
+            );
+        }
+        assert!(
+            t.skipped
+                .add_modifier
+                .contains(ratatui::style::Modifier::DIM)
+        );
+    }
+
     #[test]
     fn bad_colour_names_the_slot() {
         let json = BUILTIN[0].1.replace("\"green\"", "\"greenish\"");
         let err = Theme::parse(&json).unwrap_err();
         assert!(err.contains("pass") && err.contains("greenish"), "{err}");
+    }
+
+    /// The blocked (skipped) steps, and the text around them, must stay
+    /// readable on dark, light and Solarized backgrounds: no ANSI colour 8
+    /// (bright black, Solarized Dark's background) or 0 in any built-in
+    /// theme's text-carrying slot, and a light theme's blocked steps darker
+    /// than its background.
+    #[test]
+    fn no_builtin_theme_draws_text_in_ansi_8() {
+        for (name, _) in BUILTIN {
+            let t = Theme::builtin(name).unwrap();
+            for (slot, st) in [
+                ("skipped", t.skipped),
+                ("pending", t.pending),
+                ("muted", t.muted),
+                ("text", t.text),
+                ("label", t.label),
+                ("border", t.border),
+            ] {
+                assert!(
+                    !matches!(
+                        st.fg,
+                        Some(
+                            Color::DarkGray | Color::Indexed(8) | Color::Black | Color::Indexed(0)
+                        )
+                    ),
+                    "{name} {slot}: {:?}",
+                    st.fg
+                );
+            }
+            if let (Some(Color::Rgb(r, g, b)), Some(Color::Rgb(br, bg, bb))) =
+                (t.skipped.fg, t.background.bg)
+            {
+                let luma =
+                    |r: u8, g: u8, b: u8| 0.2126 * r as f64 + 0.7152 * g as f64 + 0.0722 * b as f64;
+                let (fg, bgl) = (luma(r, g, b), luma(br, bg, bb));
+                assert!((fg - bgl).abs() > 80.0, "{name}: skipped {fg} on {bgl}");
+            }
+        }
+    }
+
+    #[test]
+    fn high_contrast_dims_nothing_and_sets_its_background() {
+        let t = Theme::builtin("high-contrast").unwrap();
+        assert_eq!(t.background.bg, Some(Color::Rgb(0, 0, 0)));
+        for st in [t.skipped, t.pending, t.muted, t.border, t.text] {
+            assert!(!st.add_modifier.contains(Modifier::DIM), "{st:?}");
+            let Some(Color::Rgb(r, g, b)) = st.fg else {
+                panic!("exact colours: {st:?}")
+            };
+            assert!(r.min(g).min(b) >= 0xd0, "near-white on black: {st:?}");
+        }
+    }
+
+    #[test]
+    fn a_user_theme_overrides_only_the_slots_it_sets() {
+        let u = Overrides::parse(
+            r##"{"fail": {"fg": "#ff0000", "underline": true}, "muted": {"fg": "245"}}"##,
+            "/home/me/my-theme.json",
+        )
+        .unwrap();
+        assert_eq!(u.name, "my-theme", "named after the file");
+        let base = Theme::builtin("light").unwrap();
+        let t = u.over(&base);
+        assert_eq!(t.fail.fg, Some(Color::Rgb(255, 0, 0)));
+        assert!(t.fail.add_modifier.contains(Modifier::UNDERLINED));
+        assert!(
+            !t.fail.add_modifier.contains(Modifier::BOLD),
+            "the slot is replaced whole"
+        );
+        assert_eq!(t.muted.fg, Some(Color::Indexed(245)));
+        // Everything else is the base's.
+        assert_eq!(t.pass, base.pass);
+        assert_eq!(t.background, base.background);
+        assert_eq!(t.selection, base.selection);
+        let c = cycle_with("light", Some(&u), false);
+        assert_eq!(c[0].name, "my-theme");
+        assert_eq!(c.len(), BUILTIN.len() + 1);
+        assert_eq!(cycle_with("light", Some(&u), true)[0].name, "mono");
+        let named = Overrides::parse(r#"{"name": "room 4", "pass": {"bold": true}}"#, "x.json");
+        assert_eq!(named.unwrap().name, "room 4");
+    }
+
+    #[test]
+    fn a_bad_user_theme_quotes_what_is_wrong_and_the_file() {
+        let err = |json: &str| Overrides::parse(json, "t.json").unwrap_err();
+        let e = err(r#"{"pas": {"fg": "green"}}"#);
+        assert!(
+            e.starts_with("t.json: ") && e.contains("unknown slot \"pas\""),
+            "{e}"
+        );
+        let e = err(r#"{"fail": {"fg": "reddish"}}"#);
+        assert!(
+            e.starts_with("t.json: ") && e.contains("fail") && e.contains("\"reddish\""),
+            "{e}"
+        );
+        let e = err(r#"{"fail": {"colour": "red"}}"#);
+        assert!(
+            e.contains("t.json: slot fail") && e.contains("colour"),
+            "{e}"
+        );
+        let e = err("{\"fail\": ");
+        assert!(e.starts_with("t.json: not JSON"), "{e}");
+        let e = err("[]");
+        assert!(e.starts_with("t.json: a theme is a JSON object"), "{e}");
+        let e = Overrides::load("/nonexistent/t.json").unwrap_err();
+        assert!(e.starts_with("/nonexistent/t.json: "), "{e}");
     }
 
     #[test]

@@ -25,6 +25,19 @@ pub const SIDE_BY_SIDE: u16 = 100;
 pub struct ViewInfo {
     pub detail_max_scroll: u16,
     pub detail_page: u16,
+    /// The diagram's inside and the detail pane, for the mouse.
+    pub diagram_area: Rect,
+    pub detail_area: Rect,
+}
+
+impl ViewInfo {
+    /// Hand what the draw learnt to the UI state.
+    pub fn apply(&self, app: &mut App) {
+        app.detail_max_scroll = self.detail_max_scroll;
+        app.detail_page = self.detail_page;
+        app.diagram_area = self.diagram_area;
+        app.detail_area = self.detail_area;
+    }
 }
 
 pub fn draw(f: &mut Frame, st: &TraceState, app: &App) -> ViewInfo {
@@ -45,7 +58,7 @@ pub fn draw(f: &mut Frame, st: &TraceState, app: &App) -> ViewInfo {
     let [header, body, footer] = Layout::vertical([
         Constraint::Length(2),
         Constraint::Min(6),
-        Constraint::Length(1),
+        Constraint::Length(footer_rows(app, area.width)),
     ])
     .areas(area);
     draw_header(f, header, st, app);
@@ -54,17 +67,25 @@ pub fn draw(f: &mut Frame, st: &TraceState, app: &App) -> ViewInfo {
             .areas(body);
         (a, b)
     } else {
-        let dh = (body.height * 11 / 20)
-            .max(8)
-            .min(body.height.saturating_sub(5));
+        // Stacked (under 100 columns): about half each. The diagram turns
+        // compact on a short terminal (one row a message), so at 80x24 it
+        // shows seven messages and the detail nine lines.
+        let dh = (body.height / 2).max(8).min(body.height.saturating_sub(5));
         let [a, b] = Layout::vertical([Constraint::Length(dh), Constraint::Min(5)]).areas(body);
         (a, b)
     };
-    draw_diagram(f, dia, st, app);
-    let info = draw_detail(f, det, st, app);
+    let diagram_area = draw_diagram(f, dia, st, app);
+    let info = ViewInfo {
+        diagram_area,
+        detail_area: det,
+        ..draw_detail(f, det, st, app)
+    };
     draw_footer(f, footer, app);
     if app.help {
         draw_help(f, area, app);
+    }
+    if let Some(p) = &app.picker {
+        super::picker::draw(f, area, app, p);
     }
     info
 }
@@ -159,10 +180,12 @@ fn status_line(st: &TraceState, app: &App) -> Line<'static> {
     let th = app.theme();
     let mut spans = vec![Span::raw(" ")];
     let done = st.results.len();
-    let hiding = app.teaching.is_some_and(|_| app.revealed() < STEPS.len());
+    let hiding = app
+        .teaching
+        .is_some_and(|_| app.revealed() < super::app::hops());
     if let Some(k) = app.teaching {
         spans.push(Span::styled(
-            format!("teaching · hop {}/{}", k + 1, STEPS.len()),
+            format!("teaching · hop {}/{}", k + 1, super::app::hops()),
             th.accent,
         ));
         spans.push(Span::styled(" · ", th.muted));
@@ -239,31 +262,41 @@ fn status_line(st: &TraceState, app: &App) -> Line<'static> {
     Line::from(spans)
 }
 
-fn draw_diagram(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
+/// Returns the diagram's inside (where its rows are, for the mouse).
+fn draw_diagram(f: &mut Frame, area: Rect, st: &TraceState, app: &App) -> Rect {
     let th = app.theme();
     let focused = app.focus == Focus::Diagram;
     let done = st.results.len();
     let progress = match app.teaching {
-        Some(k) => format!("hop {}/{} ", k + 1, STEPS.len()),
+        Some(k) => format!("hop {}/{} ", k + 1, super::app::hops()),
         None => format!("{done}/{} ", STEPS.len()),
     };
-    let title = Line::from(vec![
+    let mut title = vec![
         Span::styled(" Sequence ", th.label),
         Span::styled(progress, th.muted),
-    ]);
+    ];
+    if let Some(hits) = &app.filter_hits {
+        title.push(Span::styled(
+            format!("/{} {} of {} ", app.filter, hits.len(), STEPS.len()),
+            th.accent,
+        ));
+    }
+    let title = Line::from(title);
     let b = block(title, focused, app);
     let inner = b.inner(area);
     f.render_widget(b, area);
     f.render_widget(Diagram { st, app }, inner);
-    let body_h = inner.height.saturating_sub(diagram::HEAD);
-    let (off, total) = diagram::scroll(st, app, inner.width, body_h);
+    let compact = diagram::compact(inner.height);
+    let head = diagram::head_rows(compact);
+    let body_h = inner.height.saturating_sub(head);
+    let (off, total) = diagram::scroll(st, app, inner.width, body_h, compact);
     if total > body_h {
         let mut sb = ScrollbarState::new((total - body_h) as usize)
             .position(off as usize)
             .viewport_content_length(body_h as usize);
         let sb_area = Rect {
-            y: area.y + 1 + diagram::HEAD,
-            height: area.height.saturating_sub(2 + diagram::HEAD),
+            y: area.y + 1 + head,
+            height: area.height.saturating_sub(2 + head),
             ..area
         };
         f.render_stateful_widget(
@@ -275,6 +308,7 @@ fn draw_diagram(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
             &mut sb,
         );
     }
+    inner
 }
 
 fn draw_detail(f: &mut Frame, area: Rect, st: &TraceState, app: &App) -> ViewInfo {
@@ -330,162 +364,256 @@ fn draw_detail(f: &mut Frame, area: Rect, st: &TraceState, app: &App) -> ViewInf
     ViewInfo {
         detail_max_scroll: max,
         detail_page: text_area.height.saturating_sub(1).max(1),
+        ..Default::default()
     }
+}
+
+/// The footer's keys: key, what it does, and a shorter form for narrow
+/// terminals. `essential` keys are never dropped (the ones the issue found
+/// missing at 80 columns among them).
+#[derive(Clone, Copy)]
+struct FooterKey {
+    key: &'static str,
+    long: &'static str,
+    short: &'static str,
+    essential: bool,
+}
+
+const fn fk(
+    key: &'static str,
+    long: &'static str,
+    short: &'static str,
+    essential: bool,
+) -> FooterKey {
+    FooterKey {
+        key,
+        long,
+        short,
+        essential,
+    }
+}
+
+const TRACE_KEYS: &[FooterKey] = &[
+    fk("↑↓", "select", "step", false),
+    fk("⏎", "open", "open", false),
+    fk("Esc", "back", "back", false),
+    fk("/", "filter", "find", false),
+    fk("PgUp/Dn", "scroll", "scroll", false),
+    fk("r", "re-run", "rerun", true),
+    fk("y", "copy fix", "copy", true),
+    fk("t", "theme", "theme", true),
+    fk("?", "help", "help", true),
+    fk("q", "quit", "quit", true),
+];
+
+const TEACH_KEYS: &[FooterKey] = &[
+    fk("Space/→", "next hop", "next", true),
+    fk("←", "back", "back", true),
+    fk("↑↓", "select", "step", false),
+    fk("⏎", "open", "open", false),
+    fk("PgUp/Dn", "scroll", "scroll", false),
+    fk("r", "re-run", "rerun", true),
+    fk("y", "copy fix", "copy", false),
+    fk("t", "theme", "theme", true),
+    fk("?", "help", "help", true),
+    fk("q", "quit", "quit", true),
+];
+
+/// Rows the footer needs at `width`: the keys' row, and above it up to two
+/// rows for a note too long to sit beside them (shown whole, never over
+/// the keys).
+pub fn footer_rows(app: &App, width: u16) -> u16 {
+    1 + note_lines(app, width).len() as u16
+}
+
+/// The note's own rows when it does not fit beside the essential keys.
+fn note_lines(app: &App, width: u16) -> Vec<String> {
+    let Some(n) = &app.note else { return vec![] };
+    let keys: usize = footer_keys(app, 0)
+        .iter()
+        .map(|(k, w)| text::width(k) + 1 + text::width(w) + 2)
+        .sum();
+    if 1 + keys + text::width(n) + 2 <= width as usize {
+        return vec![];
+    }
+    let mut lines = text::wrap_words(n, width.saturating_sub(2) as usize);
+    if lines.len() > 2 {
+        lines.truncate(2);
+        lines[1] = format!("{}…", lines[1].trim_end());
+    }
+    lines
+}
+
+/// The keys that fit in `room` cells: the long forms if they all fit,
+/// else the short ones, dropping the non-essential from the end.
+fn footer_keys(app: &App, room: usize) -> Vec<(&'static str, &'static str)> {
+    let keys = if app.teaching.is_some() {
+        TEACH_KEYS
+    } else {
+        TRACE_KEYS
+    };
+    // The lab's b and f, next to the hop keys they act on.
+    let with_lab: Vec<FooterKey>;
+    let keys: &[FooterKey] = if app.lab_controls {
+        with_lab = keys[..2]
+            .iter()
+            .copied()
+            .chain([fk("b", "break", "break", true), fk("f", "fix", "fix", true)])
+            .chain(keys[2..].iter().copied())
+            .collect();
+        &with_lab
+    } else {
+        keys
+    };
+    // In a replay, r plays the recording again: say so.
+    let what = |k: &FooterKey, long: bool| -> &'static str {
+        match (k.key, app.replay.is_some(), long) {
+            ("r", true, true) => "replay again",
+            ("r", true, false) => "replay",
+            (_, _, true) => k.long,
+            (_, _, false) => k.short,
+        }
+    };
+    let cost = |k: &str, w: &str| text::width(k) + 1 + text::width(w) + 2;
+    let all_long: usize = 1 + keys
+        .iter()
+        .map(|k| cost(k.key, what(k, true)))
+        .sum::<usize>();
+    if all_long <= room {
+        return keys.iter().map(|k| (k.key, what(k, true))).collect();
+    }
+    let mut used = 1 + keys
+        .iter()
+        .filter(|k| k.essential)
+        .map(|k| cost(k.key, what(k, false)))
+        .sum::<usize>();
+    let mut shown = vec![];
+    for k in keys {
+        let c = cost(k.key, what(k, false));
+        if k.essential {
+            shown.push((k.key, what(k, false)));
+        } else if used + c <= room {
+            used += c;
+            shown.push((k.key, what(k, false)));
+        }
+    }
+    shown
 }
 
 fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     let th = app.theme();
-    let keys: &[(&str, &str)] = if app.teaching.is_some() {
-        &[
-            ("Space/→", "next hop"),
-            ("←", "back"),
-            ("↑↓", "select"),
-            ("Tab", "focus"),
-            ("PgUp/Dn", "scroll"),
-            ("r", "re-run"),
-            ("t", "theme"),
-            ("?", "help"),
-            ("q", "quit"),
-        ]
+    if app.filter_editing {
+        let hits = app.filter_hits.as_ref().map_or(STEPS.len(), Vec::len);
+        let line = Line::from(vec![
+            Span::styled(format!(" /{}", app.filter), th.accent),
+            Span::styled("▏", th.accent),
+            Span::styled(format!("  {hits} of {} steps  ", STEPS.len()), th.muted),
+            Span::styled("type: id, code or title · Enter keep · Esc clear", th.muted),
+        ]);
+        f.render_widget(Paragraph::new(line), area);
+        return;
+    }
+    let note_style = th.accent.remove_modifier(Modifier::BOLD);
+    // A note too long for the keys' row gets rows of its own above it.
+    let own = note_lines(app, area.width);
+    let area = if own.is_empty() {
+        area
     } else {
-        &[
-            ("↑↓/jk", "select"),
-            ("Tab", "focus"),
-            ("PgUp/Dn", "scroll"),
-            ("r", "re-run"),
-            ("y", "copy fix"),
-            ("t", "theme"),
-            ("?", "help"),
-            ("q", "quit"),
-        ]
-    };
-    // In a replay, r plays the recording again: say so.
-    let replaying: Vec<(&str, &str)>;
-    let keys: &[(&str, &str)] = if app.replay.is_some() {
-        replaying = keys
-            .iter()
-            .map(|&(k, a)| {
-                if k == "r" {
-                    (k, "replay again")
-                } else {
-                    (k, a)
-                }
-            })
+        let [notes, keys] =
+            Layout::vertical([Constraint::Length(own.len() as u16), Constraint::Length(1)])
+                .areas(area);
+        let lines: Vec<Line> = own
+            .into_iter()
+            .map(|l| Line::styled(format!(" {l}"), note_style))
             .collect();
-        &replaying
-    } else {
+        f.render_widget(Paragraph::new(lines), notes);
         keys
     };
-    let right = match &app.note {
+    let beside = if app.note.is_some() && area.height == 1 && footer_rows(app, area.width) == 1 {
+        app.note.clone()
+    } else {
+        None
+    };
+    let right = match &beside {
         Some(n) => n.clone(),
+        None if !app.filter.is_empty() => format!("/{}", app.filter),
         None => format!("theme {}", th.name),
     };
-    let budget = (area.width as usize).saturating_sub(text::width(&right) + 2);
-    // When the line is short, keep help and quit; drop from the end of the rest.
-    let cost = |(k, what): &(&str, &str)| text::width(k) + 1 + text::width(what) + 2;
-    let essential = |k: &str| k == "?" || k == "q";
-    let mut used = 1 + keys
+    let full = area.width as usize;
+    let with_right = footer_keys(app, full.saturating_sub(text::width(&right) + 2));
+    // The theme's name is a courtesy: it goes before any key does.
+    let (shown, right) = if beside.is_some()
+        || !app.filter.is_empty()
+        || with_right.len() == footer_keys(app, full).len()
+    {
+        (with_right, Some(right))
+    } else {
+        (footer_keys(app, full), None)
+    };
+    // Essential keys are never dropped: the note or theme on the right goes
+    // when it would overwrite them.
+    let used: usize = 1 + shown
         .iter()
-        .filter(|k| essential(k.0))
-        .map(cost)
+        .map(|(k, w)| text::width(k) + 1 + text::width(w) + 2)
         .sum::<usize>();
-    let mut shown = vec![];
-    for k in keys {
-        if essential(k.0) {
-            shown.push(*k);
-        } else if used + cost(k) <= budget {
-            used += cost(k);
-            shown.push(*k);
-        }
-    }
+    let right = right.filter(|r| used + text::width(r) < full);
     let mut spans = vec![Span::raw(" ")];
     for (k, what) in shown {
         spans.push(Span::styled(k.to_string(), th.accent));
         spans.push(Span::styled(format!(" {what}  "), th.muted));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
-    let note_style = if app.note.is_some() {
-        th.accent.remove_modifier(Modifier::BOLD)
-    } else {
-        th.muted
-    };
-    let w = text::width(&right) as u16;
-    if area.width > w + 1 {
-        f.buffer_mut()
-            .set_stringn(area.right() - w - 1, area.y, &right, w as usize, note_style);
+    if let Some(right) = right {
+        let style = if beside.is_some() || !app.filter.is_empty() {
+            note_style
+        } else {
+            th.muted
+        };
+        let w = text::width(&right) as u16;
+        if area.width > w + 1 {
+            f.buffer_mut()
+                .set_stringn(area.right() - w - 1, area.y, &right, w as usize, style);
+        }
     }
 }
 
 /// Key / action rows of the help overlay, grouped.
 pub const HELP: &[(&str, &str)] = &[
     (
-        "↑ ↓  j k",
-        "select a step (scroll the detail when it has focus)",
+        "↑ ↓  j k  wheel",
+        "select a step (scroll the detail when focused)",
     ),
-    ("Enter  Tab", "switch focus: diagram ⇄ detail"),
+    ("click", "select the step under the pointer"),
+    (
+        "Enter",
+        "open the detail; on a blocked step, go to its blocker",
+    ),
+    ("Tab", "switch focus: diagram ⇄ detail"),
+    (
+        "Esc",
+        "back: clear the filter, leave the detail; never quits",
+    ),
+    ("/", "filter by step id, finding code or title"),
     ("PgUp PgDn", "scroll the detail and its evidence"),
     ("g G  Home End", "first / last step"),
-    ("Space → l", "teaching mode: reveal the next hop"),
-    ("← h", "teaching mode: back one hop"),
-    ("r", "re-run the trace; Δ marks steps whose status changed"),
     (
-        "y",
-        "copy the selected step's fix to the clipboard (OSC 52)",
+        "Space → l  ← h",
+        "teaching mode: the next hop / back one hop",
     ),
-    ("t", "next theme: default, light, colorblind, mono"),
+    ("b  f", "lab: break this hop (picker) / apply its fix"),
+    ("r", "re-run the trace; Δ marks steps whose status changed"),
+    ("y", "send the step's fix to the clipboard (OSC 52)"),
+    ("t", "next theme"),
+    ("Ctrl-Z", "suspend (fg resumes)"),
     ("?  F1", "this help (any key closes it)"),
     (
-        "q  Esc  Ctrl-C",
+        "q  Ctrl-C",
         "quit; the text summary stays in the scrollback",
     ),
 ];
 
 fn draw_help(f: &mut Frame, area: Rect, app: &App) {
     let th = app.theme();
-    let w = area.width.saturating_sub(4).min(76);
-    let legend_rows = 2u16;
-    let h = (HELP.len() as u16 + legend_rows + 5).min(area.height.saturating_sub(2));
-    let pop = Rect {
-        x: area.x + (area.width - w) / 2,
-        y: area.y + (area.height - h) / 2,
-        width: w,
-        height: h,
-    };
-    f.render_widget(Clear, pop);
-    let b = Block::bordered()
-        .border_type(BorderType::Rounded)
-        .border_style(th.border_focus)
-        .title(Line::from(Span::styled(" Keys ", th.label)))
-        .title_bottom(Line::from(Span::styled(" any key closes ", th.muted)).right_aligned())
-        .style(th.background);
-    let inner = b.inner(pop);
-    f.render_widget(b, pop);
-    let [table_area, _, legend_area] = Layout::vertical([
-        Constraint::Min(1),
-        Constraint::Length(1),
-        Constraint::Length(legend_rows),
-    ])
-    .areas(inner);
-    let rows = HELP.iter().map(|(k, what)| {
-        Row::new([
-            Cell::from(Span::styled(*k, th.accent)),
-            Cell::from(Span::styled(*what, th.text)),
-        ])
-    });
-    let table = Table::new(rows, [Constraint::Length(16), Constraint::Fill(1)])
-        .header(
-            Row::new([Cell::from("key"), Cell::from("action")])
-                .style(th.label.add_modifier(Modifier::UNDERLINED)),
-        )
-        .column_spacing(2);
-    f.render_widget(
-        table,
-        Rect {
-            x: table_area.x + 1,
-            width: table_area.width.saturating_sub(2),
-            ..table_area
-        },
-    );
     let g = |s: Status, word: &str| -> Vec<Span<'static>> {
         vec![
             Span::styled(s.glyph().to_string(), th.status(s)),
@@ -506,5 +634,64 @@ fn draw_help(f: &mut Frame, area: Rect, app: &App) {
         Span::styled("Δ", th.changed),
         Span::styled(" changed since the last run", th.text),
     ]);
-    f.render_widget(Paragraph::new(vec![Line::from(l1), l2]), legend_area);
+    draw_help_table(f, area, th, HELP, Some(vec![Line::from(l1), l2]));
+}
+
+/// A `?` overlay: a key / action table and an optional legend under it.
+pub fn draw_help_table(
+    f: &mut Frame,
+    area: Rect,
+    th: &super::Theme,
+    keys: &[(&str, &str)],
+    legend: Option<Vec<Line<'static>>>,
+) {
+    let w = area.width.saturating_sub(4).min(80);
+    let legend_rows = legend.as_ref().map_or(0, |l| l.len() as u16 + 1);
+    let h = (keys.len() as u16 + legend_rows + 3).min(area.height.saturating_sub(2));
+    let pop = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    f.render_widget(Clear, pop);
+    let b = Block::bordered()
+        .border_type(BorderType::Rounded)
+        .border_style(th.border_focus)
+        .title(Line::from(Span::styled(" Keys ", th.label)))
+        .title_bottom(Line::from(Span::styled(" any key closes ", th.muted)).right_aligned())
+        .style(th.background);
+    let inner = b.inner(pop);
+    f.render_widget(b, pop);
+    let [table_area, legend_area] =
+        Layout::vertical([Constraint::Min(1), Constraint::Length(legend_rows)]).areas(inner);
+    let key_w = keys.iter().map(|(k, _)| text::width(k)).max().unwrap_or(8) as u16;
+    let rows = keys.iter().map(|(k, what)| {
+        Row::new([
+            Cell::from(Span::styled(*k, th.accent)),
+            Cell::from(Span::styled(*what, th.text)),
+        ])
+    });
+    let table = Table::new(rows, [Constraint::Length(key_w), Constraint::Fill(1)])
+        .header(
+            Row::new([Cell::from("key"), Cell::from("action")])
+                .style(th.label.add_modifier(Modifier::UNDERLINED)),
+        )
+        .column_spacing(2);
+    f.render_widget(
+        table,
+        Rect {
+            x: table_area.x + 1,
+            width: table_area.width.saturating_sub(2),
+            ..table_area
+        },
+    );
+    if let Some(legend) = legend {
+        let a = Rect {
+            y: legend_area.y + 1,
+            height: legend_area.height.saturating_sub(1),
+            ..legend_area
+        };
+        f.render_widget(Paragraph::new(legend), a);
+    }
 }

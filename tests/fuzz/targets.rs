@@ -98,6 +98,7 @@ pub fn replay(data: &[u8]) {
                 color: false,
                 verbose: true,
                 ascii: false,
+                ..Default::default()
             };
             let out = meshtrace::render::text::render(&report, style);
             assert_printable(&out, true, "replayed text");

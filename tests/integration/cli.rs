@@ -130,6 +130,45 @@ fn bad_input_exits_2_and_quotes_the_value() {
 }
 
 #[test]
+fn a_bad_theme_file_exits_2_quoting_the_slot_or_colour_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (json, want) in [
+        (r#"{"pas": {"fg": "green"}}"#, "unknown slot \"pas\""),
+        (
+            r#"{"fail": {"fg": "reddish"}}"#,
+            "fg \"reddish\" is not a colour",
+        ),
+    ] {
+        let f = dir.path().join("room.json");
+        std::fs::write(&f, json).unwrap();
+        let out = meshtrace()
+            .args(["lab", "-o", "text", "--theme-file"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{json}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+        assert!(err.contains(&*f.to_string_lossy()), "names the file: {err}");
+        assert!(out.stdout.is_empty(), "nothing ran: {:?}", out.stdout);
+    }
+    // A good one is accepted (the text output ignores it).
+    let f = dir.path().join("ok.json");
+    std::fs::write(&f, r##"{"fail": {"fg": "#ff5f5f", "bold": true}}"##).unwrap();
+    let out = meshtrace()
+        .args(["lab", "-o", "text", "--theme-file"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn unknown_context_exits_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kc");
@@ -646,4 +685,370 @@ async fn refused_credentials_exit_2_naming_the_401() {
         "{line}"
     );
     assert!(!line.contains(wrong), "the token is never printed: {line}");
+}
+
+#[test]
+fn version_names_the_commit() {
+    let out = meshtrace().arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let inner = text
+        .trim()
+        .strip_prefix(concat!("meshtrace ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("meshtrace VERSION (COMMIT): {text}"));
+    let commit = inner.trim_end_matches("-dirty");
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "a short commit or unknown: {inner}"
+    );
+}
+
+#[test]
+fn completions_cover_every_subcommand_and_flag() {
+    for (shell, marker) in [
+        ("bash", "_meshtrace()"),
+        ("zsh", "#compdef meshtrace"),
+        ("fish", "complete -c meshtrace"),
+    ] {
+        let out = meshtrace().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: {marker}");
+        for word in [
+            "lab",
+            "replay",
+            "explain",
+            "--primary",
+            "--remote",
+            "--fault",
+            "--output",
+        ] {
+            let word = if shell == "fish" {
+                word.trim_start_matches("--")
+            } else {
+                word
+            };
+            assert!(text.contains(word), "{shell} completes {word}");
+        }
+    }
+    let out = meshtrace().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is the operator's mistake"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcsh"));
+}
+
+#[test]
+fn the_manual_page_is_roff_with_every_subcommand() {
+    let out = meshtrace().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(".TH meshtrace 1"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    for word in [
+        "lab",
+        "replay",
+        "explain",
+        "completions",
+        "\\-\\-primary",
+        "Exit codes",
+    ] {
+        assert!(text.contains(word), "the manual page mentions {word}");
+    }
+}
+
+/// `--skip STEP`: where the operator's account lacks a step's rights. The
+/// step is reported skipped with its own code and says why; what needs it
+/// is blocked; a step that is not one is refused with exit 2.
+#[test]
+fn skip_runs_without_the_named_steps_and_says_so() {
+    let out = meshtrace()
+        .args([
+            "lab",
+            "--fault",
+            "webhook-missing",
+            "--skip",
+            "istiod-exposure,injection-webhook",
+            "--skip",
+            "xds",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The broken webhook is not looked at: the rest passes.
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    for id in ["istiod-exposure", "injection-webhook", "xds"] {
+        let s = v["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id))
+            .unwrap_or_else(|| panic!("{id} in {stdout}"));
+        assert_eq!(s["status"], "skipped", "{s}");
+        assert_eq!(s["code"], format!("{id}/skipped-by-flag"), "{s}");
+        assert!(
+            s["diagnosis"]
+                .as_str()
+                .is_some_and(|d| d.contains(&format!("--skip {id}"))),
+            "{s}"
+        );
+    }
+    let passed = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "pass")
+        .count();
+    assert_eq!(passed, meshtrace::model::STEPS.len() - 3, "{stdout}");
+
+    // A needed step skipped blocks what needs it.
+    let out = meshtrace()
+        .args(["lab", "--skip", "csr", "-o", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for id in ["issued-chain", "xds"] {
+        let s = v["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id))
+            .expect("step");
+        assert_eq!(s["code"], format!("{id}/blocked"), "{s}");
+        assert_eq!(s["blocked_by"], serde_json::json!(["csr"]), "{s}");
+    }
+
+    let out = meshtrace()
+        .args(["lab", "--skip", "injection-webhok"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"injection-webhok\" is not a step; did you mean injection-webhook?"),
+        "{err}"
+    );
+}
+
+/// Writes `kubeconfig` and runs the binary with it and `args` while the lab
+/// serves (blocking, off the runtime's threads).
+async fn run_with_kubeconfig(
+    kubeconfig: String,
+    args: Vec<String>,
+) -> (tempfile::TempDir, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(&kc, kubeconfig).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        meshtrace()
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (dir, out)
+}
+
+/// No `--primary`: the kubeconfig's current context, said on stderr; not
+/// when that context is the `--remote` one, or there is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_defaults_to_the_current_context_where_unambiguous() {
+    let lab = meshtrace::lab::world::Lab::start(None).await.unwrap();
+    let with_current = |c: &str| {
+        let base: String = lab
+            .kubeconfig_yaml
+            .lines()
+            .filter(|l| !l.starts_with("current-context:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if c.is_empty() {
+            base
+        } else {
+            format!("{base}current-context: {c}\n")
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (_d, out) = run_with_kubeconfig(
+        with_current("lab-primary"),
+        args(&["--remote", "lab-remote", "-o", "json"]),
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("no --primary: the current context \"lab-primary\" is the primary"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["target"]["primary"], "lab-primary");
+
+    let (_d, out) = run_with_kubeconfig(
+        with_current("lab-remote"),
+        args(&["--remote", "lab-remote"]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the current context \"lab-remote\" is the --remote one"),
+        "{err}"
+    );
+
+    let (_d, out) = run_with_kubeconfig(with_current(""), args(&["--remote", "lab-remote"])).await;
+    lab.shutdown();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("need --primary CTX") && err.contains("no current-context"),
+        "{err}"
+    );
+}
+
+/// `--output-dir DIR`: JSON, Markdown and the recording written beside the
+/// chosen output; the recording replays to the same verdict; bad uses are
+/// refused with exit 2.
+#[test]
+fn output_dir_bundles_json_markdown_and_the_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("ticket-1234");
+    let out = meshtrace()
+        .args([
+            "lab",
+            "--fault",
+            "no-tokenreview-rbac",
+            "-o",
+            "text",
+            "--output-dir",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wrote report.json, report.md, events.jsonl in"),
+        "{err}"
+    );
+    // stdout is still the text report.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL at remote-rbac"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["first_failure"], "remote-rbac");
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.contains("remote-rbac") && md.contains("```"), "{md}");
+    let events = std::fs::read_to_string(out_dir.join("events.jsonl")).unwrap();
+    assert!(
+        events.lines().count() > meshtrace::model::STEPS.len(),
+        "{events}"
+    );
+    assert!(events.lines().next().unwrap().contains("\"trace-started\""));
+    let replay = meshtrace()
+        .args(["replay", "-o", "json"])
+        .arg(out_dir.join("events.jsonl"))
+        .output()
+        .unwrap();
+    let replayed: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(replayed["first_failure"], "remote-rbac");
+    assert_eq!(replayed["verdict"], json["verdict"]);
+
+    // A file where the directory should be; --watch; fleet mode.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = meshtrace()
+        .args(["lab", "-o", "json", "--output-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists and is not a directory"));
+    let out = meshtrace()
+        .args(["lab", "-o", "text", "--watch", "5s", "--output-dir"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--watch runs until stopped"));
+    let out = meshtrace()
+        .args(["lab", "--remotes", "2", "-o", "json", "--output-dir"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bundles one remote's trace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The krew manifest for a release names each tarball's URL and its real
+/// sha256 (no placeholder), and refuses what krew would.
+#[test]
+fn krew_manifest_names_each_tarball_with_its_sha256() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let stage = dir.path().join("stage");
+    std::fs::create_dir(&stage).unwrap();
+    std::fs::copy(
+        assert_cmd::cargo::cargo_bin("meshtrace"),
+        stage.join("meshtrace"),
+    )
+    .unwrap();
+    std::fs::write(stage.join("README.md"), "meshtrace\n").unwrap();
+    let tarball = dir.path().join("meshtrace-v0.1.0-linux-amd64.tar.gz");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&stage)
+        .arg("-czf")
+        .arg(&tarball)
+        .args(["meshtrace", "README.md"])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/krew-manifest");
+    let out = std::process::Command::new(&script)
+        .args(["v0.1.0", "https://example.test/releases/v0.1.0/"])
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let manifest = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sum = hex::encode(sha2::Sha256::digest(std::fs::read(&tarball).unwrap()));
+    assert!(
+        manifest.contains(&format!("    sha256: {sum}\n")),
+        "{manifest}"
+    );
+    assert!(
+        manifest.contains(
+            "    uri: https://example.test/releases/v0.1.0/meshtrace-v0.1.0-linux-amd64.tar.gz\n"
+        ),
+        "{manifest}"
+    );
+    assert!(manifest.contains("  version: v0.1.0\n") && manifest.contains("    bin: meshtrace\n"));
+    for (args, said) in [
+        (vec!["0.1", "https://x.test"], "is not a semver tag"),
+        (vec!["v0.1.0", "http://x.test"], "must be an https URL"),
+    ] {
+        let out = std::process::Command::new(&script)
+            .args(args)
+            .arg(&tarball)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(said));
+    }
 }

@@ -32,6 +32,10 @@ pub const EXCEPTIONS: &[(FaultId, &str)] = &[
         "a network path: the EndpointSlice must hold the primary's exposed 15012 address, which only the operator knows (in the lab a closed port stands in for a blocked path; EXPECTED shows the lab accepts a corrected slice)",
     ),
     (
+        ExposureLbPending,
+        "a load-balancer controller (the cloud's, MetalLB) assigns the east-west gateway's address; the lab has none, and the remote still reaches istiod, so meshtrace warns and names where to look",
+    ),
+    (
         RootExpiring,
         "a root rotation: new CA material made outside the cluster and trusted next to the old root until every workload holds it, not a command to paste",
     ),
@@ -42,6 +46,14 @@ pub const EXCEPTIONS: &[(FaultId, &str)] = &[
     (
         ChainClockSkew,
         "istiod's clock: the fix is time synchronisation on istiod's node, not a Kubernetes object",
+    ),
+    (
+        XdsNotReady,
+        "istiod turns ready by itself once its caches have synced; no object makes it ready (its log says what it waits for)",
+    ),
+    (
+        WebhookPortClosed,
+        "a network path: the load balancer (or firewall) in front of istiod must pass 15017, which no object of either cluster says (in the lab a closed port in the slice stands in for it; EXPECTED shows the lab accepts a corrected slice)",
     ),
 ];
 
@@ -86,7 +98,7 @@ ports:
   port: $LAB_ISTIOD_PORT
   protocol: TCP
 - name: tcp-webhook
-  port: 15017
+  port: $LAB_WEBHOOK_PORT
   protocol: TCP
 EOF";
 const ISTIOD_SERVICE: &str = "kubectl --context lab-remote apply --server-side -f - <<'EOF'
@@ -105,6 +117,38 @@ spec:
     targetPort: 15017
     protocol: TCP
 EOF";
+
+/// The remote's mesh root, base64, for a webhook's caBundle.
+macro_rules! mesh_root_b64 {
+    () => {
+        r"$(kubectl --context lab-remote -n istio-system get configmap istio-ca-root-cert -o jsonpath='{.data.root-cert\.pem}' | base64 | tr -d '\n')"
+    };
+}
+
+/// The injector's webhook as Istio's chart makes it for the remote
+/// profile, one webhook of the four (the one for istio.io/rev=default).
+const INJECTOR_CONFIG: &str = concat!(
+    "kubectl --context lab-remote apply -f - <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: istio-sidecar-injector
+  labels:
+    istio.io/rev: default
+webhooks:
+- name: rev.namespace.sidecar-injector.istio.io
+  clientConfig:
+    service: {name: istiod, namespace: istio-system, port: 443, path: /inject/cluster/remote/net/network2}
+    caBundle: ",
+    mesh_root_b64!(),
+    "
+  rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]
+  sideEffects: None
+  failurePolicy: Fail
+  admissionReviewVersions: [v1]
+  namespaceSelector: {matchExpressions: [{key: istio.io/rev, operator: In, values: [default]}]}
+EOF"
+);
 
 /// The commands an operator would run to fix each fault, against the lab.
 pub const EXPECTED: &[(FaultId, &[&str])] = &[
@@ -162,6 +206,56 @@ pub const EXPECTED: &[(FaultId, &[&str])] = &[
         &[
             r#"kubectl --context lab-remote -n istio-system patch endpointslice istiod-lab --type=json -p "[{\"op\":\"replace\",\"path\":\"/ports/0/port\",\"value\":$LAB_ISTIOD_PORT}]""#,
         ],
+    ),
+    (
+        ExposureNoWebhookPort,
+        &[
+            r#"kubectl --context lab-primary -n istio-system patch service istio-eastwestgateway --type=json -p "[{\"op\":\"add\",\"path\":\"/spec/ports/-\",\"value\":{\"name\":\"tls-webhook\",\"port\":$LAB_WEBHOOK_PORT,\"targetPort\":15017,\"protocol\":\"TCP\"}}]""#,
+        ],
+    ),
+    (
+        ExposureAddressMismatch,
+        &[
+            r#"kubectl --context lab-remote -n istio-system patch endpointslice istiod-lab --type=json -p "[{\"op\":\"replace\",\"path\":\"/ports/0/port\",\"value\":$LAB_ISTIOD_PORT}]""#,
+        ],
+    ),
+    (
+        ExposureGatewayMissing,
+        &["kubectl --context lab-primary apply -f - <<'EOF'
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istiod-gateway
+  namespace: istio-system
+spec:
+  selector:
+    istio: eastwestgateway
+  servers:
+  - port: {name: tls-istiod, number: 15012, protocol: tls}
+    tls: {mode: PASSTHROUGH}
+    hosts: [\"*\"]
+  - port: {name: tls-istiodwebhook, number: 15017, protocol: tls}
+    tls: {mode: PASSTHROUGH}
+    hosts: [\"*\"]
+EOF"],
+    ),
+    (
+        ExposureVirtualserviceMissing,
+        &["kubectl --context lab-primary apply -f - <<'EOF'
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: istiod-vs
+  namespace: istio-system
+spec:
+  hosts: [\"*\"]
+  gateways: [istiod-gateway]
+  tls:
+  - match: [{port: 15012, sniHosts: [\"*\"]}]
+    route: [{destination: {host: istiod.istio-system.svc.cluster.local, port: {number: 15012}}}]
+  - match: [{port: 15017, sniHosts: [\"*\"]}]
+    route: [{destination: {host: istiod.istio-system.svc.cluster.local, port: {number: 443}}}]
+EOF"],
     ),
     (
         GatewayNoClusterId,
@@ -222,6 +316,47 @@ pub const EXPECTED: &[(FaultId, &[&str])] = &[
         NetworkMismatch,
         &[
             "kubectl --context lab-remote -n istio-system label service istio-eastwestgateway topology.istio.io/network=network2 --overwrite",
+        ],
+    ),
+    (
+        XdsDiscoveryAddressMissing,
+        &[
+            r#"kubectl --context lab-remote -n istio-system set env deployment/istio-eastwestgateway PROXY_CONFIG='{"discoveryAddress":"istiod.istio-system.svc:15012"}'"#,
+        ],
+    ),
+    (
+        XdsNodeNamespace,
+        &[
+            "kubectl --context lab-remote -n istio-system set env deployment/istio-eastwestgateway POD_NAMESPACE=istio-system",
+        ],
+    ),
+    (
+        XdsRootCaMismatch,
+        &[
+            "kubectl --context lab-remote -n istio-system set env deployment/istio-eastwestgateway XDS_ROOT_CA-",
+        ],
+    ),
+    (WebhookMissing, &[INJECTOR_CONFIG]),
+    (
+        WebhookCaBundleMismatch,
+        &[concat!(
+            "CA=",
+            mesh_root_b64!(),
+            r#"; for i in 0 1 2 3; do kubectl --context lab-remote patch mutatingwebhookconfiguration istio-sidecar-injector --type=json -p "[{\"op\":\"replace\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$CA\"}]" || exit 1; done"#
+        )],
+    ),
+    (
+        WebhookWrongService,
+        &[
+            r#"for i in 0 1 2 3; do kubectl --context lab-remote patch mutatingwebhookconfiguration istio-sidecar-injector --type=json -p "[{\"op\":\"replace\",\"path\":\"/webhooks/$i/clientConfig/service/name\",\"value\":\"istiod\"}]" || exit 1; done"#,
+        ],
+    ),
+    (
+        WebhookPortClosed,
+        &[
+            r#"kubectl --context lab-remote -n istio-system patch endpointslice istiod-lab --type=json -p "[{\"op\":\"replace\",\"path\":\"/ports/1/port\",\"value\":$LAB_WEBHOOK_PORT}]""#,
+            // The lab's stand-in for the load balancer's 15017: the exposed port too.
+            r#"kubectl --context lab-primary -n istio-system patch service istio-eastwestgateway --type=json -p "[{\"op\":\"replace\",\"path\":\"/spec/ports/3/port\",\"value\":$LAB_WEBHOOK_PORT}]""#,
         ],
     ),
 ];
@@ -322,6 +457,7 @@ struct Served {
     child: Child,
     kubeconfig: PathBuf,
     istiod_port: String,
+    webhook_port: String,
     _dir: tempfile::TempDir,
 }
 
@@ -352,6 +488,7 @@ impl Served {
             child,
             kubeconfig,
             istiod_port: String::new(),
+            webhook_port: String::new(),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -359,7 +496,8 @@ impl Served {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).map_err(|_| {
-                "lab serve printed no \"kubeconfig:\" and \"istiod:\" lines".to_string()
+                "lab serve printed no \"kubeconfig:\", \"istiod:\" and \"webhook:\" lines"
+                    .to_string()
             })?;
             if line.starts_with("kubeconfig:") {
                 seen_kubeconfig = true;
@@ -368,7 +506,12 @@ impl Served {
                 let addr = addr.split_whitespace().next().unwrap_or_default();
                 served.istiod_port = addr.rsplit(':').next().unwrap_or_default().to_string();
             }
-            if seen_kubeconfig && !served.istiod_port.is_empty() {
+            if let Some(addr) = line.strip_prefix("webhook:") {
+                let addr = addr.split_whitespace().next().unwrap_or_default();
+                served.webhook_port = addr.rsplit(':').next().unwrap_or_default().to_string();
+            }
+            if seen_kubeconfig && !served.istiod_port.is_empty() && !served.webhook_port.is_empty()
+            {
                 return Ok(served);
             }
         }
@@ -406,6 +549,7 @@ impl Served {
             .args(["-c", command])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("LAB_ISTIOD_PORT", &self.istiod_port)
+            .env("LAB_WEBHOOK_PORT", &self.webhook_port)
             .env("PATH", tools.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -72,6 +72,7 @@ async fn no_output_format_leaks_a_secret() {
             color: false,
             verbose: true,
             ascii: false,
+            ..Default::default()
         };
         let outputs = [
             ("json", render::json::render(&report)),
@@ -232,4 +233,75 @@ async fn silent_istiod_debug_port_costs_a_refusal_one_timeout_and_a_pass_nothing
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// The body of every P-256 PKCS#8 key PEM begins so (the DER's fixed
+/// prefix, base64): the key the CSR was made with, if it leaked.
+const P256_PKCS8_PREFIX: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEH";
+
+/// A gateway whose agent presents a client certificate (PROV_CERT): the
+/// xds step presents the issued chain with the CSR's key, and no output
+/// holds any key material.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_trace_holds_no_key_material() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let lab = Lab::start(None).await.unwrap();
+    let opts = TraceOptions::default();
+    let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts).await.unwrap();
+    let deployments: kube::Api<Deployment> =
+        kube::Api::namespaced(clusters.remote.clone(), "istio-system");
+    let mut d = deployments.get("istio-eastwestgateway").await.unwrap();
+    let c = &mut d.spec.template.spec.as_mut().unwrap().containers[0];
+    c.env
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::core::v1::EnvVar {
+            name: "PROV_CERT".into(),
+            value: Some("/etc/certs".into()),
+            ..Default::default()
+        });
+    d.metadata.managed_fields = None;
+    deployments
+        .replace("istio-eastwestgateway", &Default::default(), &d)
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let report = engine::run(clusters, opts, target, tx).await;
+    let mut events = String::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push_str(&serde_json::to_string(&e).unwrap());
+    }
+    lab.shutdown();
+    let xds = report.step(StepId::Xds).unwrap();
+    assert_eq!(
+        xds.status,
+        Status::Pass,
+        "{:?} {:?}",
+        xds.diagnosis,
+        xds.evidence
+    );
+    assert!(
+        xds.evidence["identity"].as_str().is_some_and(
+            |i| i.contains("client certificate spiffe://cluster.local/ns/istio-system/sa/")
+        ),
+        "{:?}",
+        xds.evidence["identity"]
+    );
+    let style = render::text::TextStyle {
+        color: false,
+        verbose: true,
+        ascii: false,
+        ..Default::default()
+    };
+    for (name, out) in [
+        ("json", render::json::render(&report)),
+        ("text -v", render::text::render(&report, style)),
+        ("events", events),
+    ] {
+        assert!(!out.contains("PRIVATE KEY"), "{name}: key armour");
+        assert!(!out.contains(P256_PKCS8_PREFIX), "{name}: a P-256 key");
+        assert!(
+            !out.contains("[redacted private key]"),
+            "{name}: a key reached the sanitizer"
+        );
+    }
 }

@@ -103,6 +103,7 @@ async fn trace_remote_at(
         istio_namespace: "istio-system".into(),
         mode: meshtrace::model::Mode::Clusters,
         fault: None,
+        cluster_id: None,
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let report = engine::run(clusters, opts, t, tx).await;
@@ -120,6 +121,7 @@ fn outputs(report: &TraceReport, events: &[TraceEvent]) -> Vec<(String, String)>
         color: false,
         verbose: true,
         ascii: false,
+        ..Default::default()
     };
     let mut out = vec![
         ("json".to_string(), render::json::render(report)),
@@ -888,4 +890,88 @@ fn every_signal_leaves_a_pseudo_terminal_sane() {
             "signal {n}: cursor left hidden"
         );
     }
+}
+
+/// A terminal that goes away without a signal (the pty's master closed,
+/// and the TUI is not in that terminal's session, so no SIGHUP comes):
+/// meshtrace notices the hang-up and exits instead of spinning for ever
+/// (crossterm's default reader loops on EIO inside its poll).
+#[test]
+// libc: open a pseudo-terminal and read the child's CPU time.
+#[allow(unsafe_code)]
+fn a_terminal_that_goes_away_ends_the_tui() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    let ws = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fds it opened into the given ints.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // The child must not inherit the master (openpty does not set
+    // close-on-exec), or closing ours would not hang the terminal up.
+    // SAFETY: fcntl on an fd openpty just opened.
+    assert_eq!(
+        unsafe { libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC) },
+        0
+    );
+    // SAFETY: both fds were just opened by openpty and are owned here only.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meshtrace"))
+        .args(["lab", "--step"])
+        .env("TERM", "xterm-256color")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    // Read until the TUI drew, then close the master: the terminal is gone.
+    let reader = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut m = std::fs::File::from(master);
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        let started = Instant::now();
+        while !seen.contains("teaching") && started.elapsed() < Duration::from_secs(20) {
+            match m.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    let got = String::from_utf8_lossy(&buf[..k]).to_string();
+                    if got.contains("\u{1b}[6n") {
+                        let _ = m.write_all(b"\x1b[1;1R");
+                    }
+                    seen.push_str(&got);
+                }
+            }
+        }
+        seen.contains("teaching")
+    });
+    assert!(reader.join().unwrap(), "the TUI never drew");
+    let hung_up = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if hung_up.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("meshtrace was still running 10 s after its terminal went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // As SIGHUP would end it (128 + 1), not a panic (101) on the dead stderr.
+    assert_eq!(status.code(), Some(129), "{status:?}");
 }

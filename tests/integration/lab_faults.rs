@@ -44,18 +44,19 @@ async fn healthy_lab_passes_every_step() {
         chain.evidence["spiffe_id"],
         "spiffe://cluster.local/ns/istio-system/sa/istio-eastwestgateway-service-account"
     );
-    // istiod's own view, read over xDS as istioctl x internal-debug reads it.
+    // istiod's own view is evidence only when it came in before the chain:
+    // an issued certificate is not held up for it (csr_refusals_* read it
+    // for certain). Over xDS it is not even asked: a debug stream would take
+    // the new-stream slot istiod's rate limit gives the gateway's xDS step.
     let csr = r.step(StepId::Csr).unwrap();
-    assert_eq!(
-        csr.evidence["istiod_clusters"],
-        "primary synced, remote synced (istio-system/istio-remote-secret-remote)"
-    );
+    let view = csr.evidence["istiod_clusters"].as_str().unwrap_or_default();
+    let source = csr.evidence["istiod_clusters_source"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!source.starts_with("istiod's xDS at "), "{source}");
     assert!(
-        csr.evidence["istiod_clusters_source"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("istiod's xDS at ")),
-        "{:?}",
-        csr.evidence
+        view.contains("not waited for: istiod answered the CSR first"),
+        "{view}"
     );
 }
 
@@ -211,10 +212,15 @@ async fn check_fault(id: FaultId) {
         if s.id == fault.step {
             continue;
         }
+        if fault.also_fails.contains(&s.id) {
+            assert_eq!(s.status, Status::Fail, "{name}: {} should fail too", s.id);
+            continue;
+        }
         match s.status {
             Status::Pass => {}
             Status::Skipped => assert!(
-                s.blocked_by.contains(&fault.step),
+                s.blocked_by.contains(&fault.step)
+                    || s.blocked_by.iter().any(|b| fault.also_fails.contains(b)),
                 "{name}: {} skipped but blocked by {:?}",
                 s.id,
                 s.blocked_by
@@ -290,6 +296,11 @@ fault_tests! {
     istiod_service_selector => IstiodServiceSelector,
     istiod_no_endpoints => IstiodNoEndpoints,
     istiod_unreachable => IstiodUnreachable,
+    exposure_no_webhook_port => ExposureNoWebhookPort,
+    exposure_address_mismatch => ExposureAddressMismatch,
+    exposure_gateway_missing => ExposureGatewayMissing,
+    exposure_virtualservice_missing => ExposureVirtualserviceMissing,
+    exposure_lb_pending => ExposureLbPending,
     gateway_no_cluster_id => GatewayNoClusterId,
     gateway_audience => GatewayAudience,
     gateway_no_projected_token => GatewayNoProjectedToken,
@@ -305,4 +316,12 @@ fault_tests! {
     chain_wrong_trust_domain => ChainWrongTrustDomain,
     chain_clock_skew => ChainClockSkew,
     network_mismatch => NetworkMismatch,
+    xds_discovery_address_missing => XdsDiscoveryAddressMissing,
+    xds_node_namespace => XdsNodeNamespace,
+    xds_root_ca_mismatch => XdsRootCaMismatch,
+    xds_not_ready => XdsNotReady,
+    webhook_missing => WebhookMissing,
+    webhook_ca_bundle_mismatch => WebhookCaBundleMismatch,
+    webhook_wrong_service => WebhookWrongService,
+    webhook_port_closed => WebhookPortClosed,
 }

@@ -47,7 +47,7 @@ fn probes_and_parsers_never_import_the_engine() {
 
 /// The probe modules the lab may use outside its tests: shared helpers, not
 /// one probe's internals.
-const SHARED_PROBE_MODULES: &[&str] = &["http1", "kube_error"];
+const SHARED_PROBE_MODULES: &[&str] = &["http1", "kube_error", "kube_stack"];
 
 #[test]
 fn the_lab_uses_only_shared_probe_modules() {

@@ -4,10 +4,15 @@
 mod cli;
 mod findings;
 mod fixes;
+mod fleet;
+mod flow_doc;
 mod fuzz;
 mod hardening;
 mod hostile;
 mod lab_faults;
 mod layout;
 mod profiles;
+mod sockets;
 mod support;
+mod tui_keys;
+mod workshop;

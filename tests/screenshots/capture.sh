@@ -49,14 +49,48 @@ failure() { start "$BIN" lab --fault no-tokenreview-rbac; wait_for "FAIL at"; sh
 teaching() {
     start "$BIN" lab --step --fault no-tokenreview-rbac
     wait_for "finished underneath"
-    keys Space Space Space Space Space
-    wait_for "hop 6/14"
+    # To hop 20: the gateway's CSR, before istiod reviews its token.
+    for _ in $(seq 1 19); do keys Space; done
+    wait_for "hop 20/"
     shot teaching
+}
+teaching_object() {
+    # Hop 23: the chain istiod returns, as a tree, the detail scrolled to it.
+    start "$BIN" lab --step
+    wait_for "finished underneath"
+    for _ in $(seq 1 22); do keys Space; done
+    wait_for "hop 23/"
+    keys Tab
+    for _ in $(seq 1 40); do
+        tmux capture-pane -p -t "$SESSION" | grep -q "The object, as the trace" && break
+        keys Down
+    done
+    # The heading showed at the bottom: bring it to the top, the tree under it.
+    for _ in $(seq 1 27); do keys Down; done
+    shot teaching-object
+}
+fault_picker() {
+    # Hop 15, the gateway's token: b opens the faults that break it.
+    start "$BIN" lab --step
+    wait_for "finished underneath"
+    for _ in $(seq 1 14); do keys Space; done
+    wait_for "hop 15/"
+    keys b
+    wait_for "Break hop 15"
+    shot fault-picker
 }
 colorblind() { start "$BIN" lab --theme colorblind --fault no-tokenreview-rbac; wait_for "FAIL at"; shot colorblind; }
 mono() { start "$BIN" lab --theme mono --fault secret-unlabelled; wait_for "FAIL at"; shot mono; }
 light() { start "$BIN" lab --theme light --fault stale-root; wait_for "FAIL at"; shot light; }
 help() { start "$BIN" lab --fault no-tokenreview-rbac; wait_for "FAIL at"; keys '?'; shot help; }
+high-contrast() { start "$BIN" lab --theme high-contrast --fault no-tokenreview-rbac; wait_for "FAIL at"; shot high-contrast; }
+# The smallest common terminal: the compact diagram and the footer's short forms.
+80x24() {
+    local COLS=80 ROWS=24
+    start "$BIN" lab --fault no-tokenreview-rbac
+    wait_for "FAIL at"
+    shot 80x24
+}
 watch() {
     # Watch mode: a lab that stays up, the TUI against it, the fault fixed with kubectl, then `r`.
     "$BIN" lab serve --fault secret-unlabelled --kubeconfig-out "$TMP/kubeconfig" > "$TMP/serve.log" 2>&1 &
@@ -81,5 +115,5 @@ replay() {
     shot replay
 }
 
-all=(healthy failure teaching colorblind mono light help watch replay)
+all=(healthy failure teaching teaching_object fault_picker colorblind mono light help high-contrast 80x24 watch replay)
 for s in "${@:-${all[@]}}"; do "$s"; done

@@ -53,9 +53,65 @@ pub struct Testbed {
     /// The public CA istiod's serving certificate chains to, when the gateway's
     /// root is SYSTEM (`TB_PUBLIC_ROOT`, external-istiod only).
     pub public_root: Option<PathBuf>,
+    /// The network hosts (`TB_NETNS=1`; tests/testbed/README.md "Network
+    /// hosts"), None on the loopback bed.
+    pub net: Option<Net>,
+    /// The load balancer's 15012 (`TB_LB_ADDR:15012`; empty on the loopback bed).
+    pub lb_dial: String,
+    /// istiod's webhook listener itself (the 15017 role, `ISTIOD_HTTPS_WEBHOOK`).
+    pub istiod_webhook: String,
+    /// istiod's revision (`TB_REVISION`).
+    pub revision: String,
+}
+
+/// The test bed's network hosts: the primary, the remote and a load balancer
+/// on hosts of their own, this process on the operator host.
+#[derive(Debug, Clone)]
+pub struct Net {
+    /// The load balancer's address (`TB_LB_ADDR`): what the remote's
+    /// EndpointSlice holds; HAProxy forwards 15012 and 15017 to istiod.
+    pub lb_addr: String,
+    /// An address of the test bed's subnet nothing answers on (`TB_UNUSED_ADDR`).
+    pub unused_addr: String,
 }
 
 impl Testbed {
+    /// What the tests pass as `--istiod-addr`: nothing on the network hosts
+    /// (meshtrace finds istiod from the remote's EndpointSlice, the load
+    /// balancer); istiod's own address on the loopback bed, whose slice holds
+    /// an address nothing answers on. Without a remote istiod Service
+    /// (external-istiod) the gateway dials a public name only DNS resolves,
+    /// and the test bed has no DNS: the load balancer's address, as DNS would.
+    pub fn istiod_addr_flag(&self) -> Option<&str> {
+        match (&self.net, &self.istiod_service) {
+            (Some(_), Some(_)) => None,
+            (Some(_), None) => Some(&self.lb_dial),
+            (None, _) => Some(&self.istiod_addr),
+        }
+    }
+
+    /// What the tests pass as `--istiod-webhook-addr`, by the same rule as
+    /// [`Testbed::istiod_addr_flag`]: nothing on the network hosts (the
+    /// webhook's Service resolves to the load balancer, as the remote API
+    /// server resolves it); the load balancer's 15017 for a webhook URL of a
+    /// public name only DNS resolves; istiod's own listener on the loopback
+    /// bed.
+    pub fn webhook_addr_flag(&self) -> Option<String> {
+        match (&self.net, &self.istiod_service) {
+            (Some(_), Some(_)) => None,
+            (Some(n), None) => Some(format!("{}:15017", n.lb_addr)),
+            (None, _) => Some(self.istiod_webhook.clone()),
+        }
+    }
+
+    /// Where meshtrace dials istiod's 15012 on the healthy bed.
+    pub fn dial_addr(&self) -> String {
+        match &self.net {
+            Some(_) => self.lb_dial.clone(),
+            None => self.istiod_addr.clone(),
+        }
+    }
+
     /// The gateway's SPIFFE ID in this profile's trust domain.
     pub fn gateway_spiffe(&self) -> String {
         format!("spiffe://{}/ns/{NS}/sa/{GATEWAY_SA}", self.trust_domain)
@@ -182,7 +238,10 @@ fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
     std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
         .map_err(|e| format!("istiod at ISTIOD_ADDR {istiod_addr} does not accept connections ({e}): is the test bed up? (tests/testbed/up)"))?;
     let istiod_monitoring = need("ISTIOD_MONITORING")?;
+    let istiod_webhook = need("ISTIOD_HTTPS_WEBHOOK")?;
     Ok(Testbed {
+        istiod_webhook,
+        revision: var("TB_REVISION").unwrap_or_else(|| "default".into()),
         istiod_log: state.join("logs").join("istiod.log"),
         state,
         kubeconfig,
@@ -207,6 +266,16 @@ fn load(kubeconfig: PathBuf) -> Result<Testbed, String> {
             None => Some("istiod".into()),
         },
         public_root: var("TB_PUBLIC_ROOT").map(PathBuf::from),
+        lb_dial: var("TB_LB_ADDR")
+            .map(|a| format!("{a}:15012"))
+            .unwrap_or_default(),
+        net: match var("TB_NETNS").as_deref() {
+            Some("1") => Some(Net {
+                lb_addr: need("TB_LB_ADDR")?,
+                unused_addr: need("TB_UNUSED_ADDR")?,
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -45,6 +45,9 @@ pub const COMPARED_WITH_LAB: &[&str] = &[
     "istiod-service-selector",
     "istiod-no-endpoints",
     "istiod-unreachable",
+    "exposure-no-webhook-port",        // exposure.rs
+    "exposure-address-mismatch",       // exposure.rs
+    "exposure-virtualservice-missing", // exposure.rs
     "gateway-no-cluster-id",
     "gateway-audience",
     "gateway-no-projected-token",
@@ -54,10 +57,25 @@ pub const COMPARED_WITH_LAB: &[&str] = &[
     "partial-cacerts",
     "chain-wrong-trust-domain",
     "network-mismatch",
+    "xds-node-namespace",            // tests/testbed_e2e/xds.rs
+    "xds-discovery-address-missing", // tests/testbed_e2e/xds.rs
+    "xds-root-ca-mismatch",          // tests/testbed_e2e/xds.rs
+    "webhook-missing",               // tests/testbed_e2e/webhook.rs
+    "webhook-ca-bundle-mismatch",    // tests/testbed_e2e/webhook.rs
+    "webhook-wrong-service",         // tests/testbed_e2e/webhook.rs
+    "webhook-port-closed",           // tests/testbed_e2e/netfaults.rs (lb_without_15017)
 ];
 
 /// Lab faults the test bed cannot express with kubectl, and why.
 pub const NOT_EXPRESSIBLE: &[(&str, &str)] = &[
+    (
+        "exposure-gateway-missing",
+        "not reproduced on the test bed yet (it would be Gateway istiod-gateway deleted)",
+    ),
+    (
+        "exposure-lb-pending",
+        "the bed's slice address (192.0.2.10) does not answer, so a pending LoadBalancer fails there, where the lab's istiod answers and it warns",
+    ),
     (
         "chain-single-element",
         "the real istiod always returns the whole chain",
@@ -70,6 +88,10 @@ pub const NOT_EXPRESSIBLE: &[(&str, &str)] = &[
     (
         "istiod-stale-clusters",
         "needs the real istiod's remote-secret controller hung, which happens only sometimes (after deleting a remote cluster that never synced) and cannot be caused on purpose",
+    ),
+    (
+        "xds-not-ready",
+        "the real istiod is ready once its caches synced; it refuses xDS as not ready only while it starts",
     ),
 ];
 
@@ -186,7 +208,7 @@ fn with_token(tb: &Testbed, audience: Option<&str>) -> Result<GatewayView, Strin
     })
 }
 
-fn istiod_slice_name(tb: &Testbed) -> Result<String, String> {
+pub(crate) fn istiod_slice_name(tb: &Testbed) -> Result<String, String> {
     let out = tb.kubectl(
         Cluster::Remote,
         &[
@@ -786,14 +808,41 @@ fn istiod_unreachable() {
         // Not 127.0.0.1: the API server refuses loopback addresses here.
         let ip = crate::probe::local_ip()?;
         let port = crate::probe::closed_port_on(ip);
+        // 15017 stays reachable at the new address, as in the lab (its
+        // webhook listener is apart): a pass-through to istiod's webhook port.
+        let hook =
+            s.rt.block_on(crate::probe::passthrough(ip, s.tb.istiod_webhook.clone()));
         let mut n = slice.clone();
         n["endpoints"] = json!([{"addresses": [ip.to_string()], "conditions": {"ready": true}}]);
         for p in n["ports"].as_array_mut().ok_or("no ports")? {
             if p["name"] == "tcp-istiod" {
                 p["port"] = json!(port);
             }
+            if p["name"] == "tcp-webhook" {
+                p["port"] = json!(hook.port());
+            }
         }
         s.write(Cluster::Remote, &n, Restore::Replace)?;
+        // The primary's exposure agrees with the slice (externalIPs, the
+        // same port), as in the lab: only the path is dead.
+        let ew = s.save(
+            Cluster::Primary,
+            "service",
+            Some(NS),
+            "istio-eastwestgateway",
+            Restore::Replace,
+        )?;
+        let mut e = ew.clone();
+        e["spec"]["externalIPs"] = json!([ip.to_string()]);
+        for p in e["spec"]["ports"].as_array_mut().ok_or("no ports")? {
+            if p["name"] == "tls-istiod" {
+                p["port"] = json!(port);
+            }
+            if p["name"] == "tls-webhook" {
+                p["port"] = json!(hook.port());
+            }
+        }
+        s.write(Cluster::Primary, &e, Restore::Replace)?;
         let gateway = GatewayView {
             addr: format!("{ip}:{port}"),
             ..GatewayView::healthy(s.tb)?

@@ -18,10 +18,16 @@
 //! cargo test --test testbed -- --test-threads=1
 //! ```
 
+mod agent;
 mod bed;
 mod check;
+mod exposure;
 mod faults;
+mod fleet;
 mod healthy;
+mod netfaults;
 mod probe;
 mod profiles;
+mod webhook;
+mod xds;
 mod zz_destructive;

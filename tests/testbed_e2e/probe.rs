@@ -27,6 +27,9 @@ pub async fn trace(tb: &Testbed, mut opts: TraceOptions) -> TraceReport {
     if opts.istiod_debug_addr.is_none() {
         opts.istiod_debug_addr = Some(tb.istiod_monitoring.clone());
     }
+    if opts.istiod_webhook_addr.is_none() {
+        opts.istiod_webhook_addr = tb.webhook_addr_flag();
+    }
     let kc =
         load_kubeconfig(std::slice::from_ref(&tb.kubeconfig)).expect("test bed kubeconfig loads");
     let (primary, _) = client_for(&kc, &tb.primary_ctx, opts.timeout)
@@ -41,6 +44,7 @@ pub async fn trace(tb: &Testbed, mut opts: TraceOptions) -> TraceReport {
         istio_namespace: opts.istio_namespace.clone(),
         mode: meshtrace::model::Mode::Clusters,
         fault: None,
+        cluster_id: None,
     };
     let (tx, _rx) = mpsc::unbounded_channel();
     engine::run(
@@ -103,7 +107,7 @@ fn all_pass(r: &TraceReport) -> bool {
 pub async fn wait_healthy(tb: &Testbed, timeout: Duration) -> Result<TraceReport, String> {
     let t0 = Instant::now();
     loop {
-        let r = trace(tb, options(Some(&tb.istiod_addr))).await;
+        let r = trace(tb, options(tb.istiod_addr_flag())).await;
         if all_pass(&r) {
             return Ok(r);
         }

@@ -33,7 +33,9 @@ fn gateway(tb: &Testbed) -> GatewayView {
         token,
         cluster_id: tb.remote_cluster_id.clone(),
         root_pem,
-        addr: tb.istiod_addr.clone(),
+        // As the gateway dials: through the load balancer on the network
+        // hosts (where an external istiod's public TLS is terminated).
+        addr: tb.dial_addr(),
         server_name: tb.server_name.clone(),
     }
 }
@@ -77,6 +79,14 @@ fn profile_istiod_issues_to_the_gateway() {
 /// external istiod the public CA is the platform's roots of that process
 /// only (`SSL_CERT_FILE`, read by rustls-native-certs).
 fn trace_json(tb: &Testbed) -> (Option<i32>, Value, String) {
+    trace_json_with_roots(tb, tb.public_root.as_deref())
+}
+
+/// [`trace_json`] with `roots` as the platform's roots (`SSL_CERT_FILE`).
+fn trace_json_with_roots(
+    tb: &Testbed,
+    roots: Option<&std::path::Path>,
+) -> (Option<i32>, Value, String) {
     let mut cmd = assert_cmd::Command::cargo_bin("meshtrace").expect("binary builds");
     cmd.args([
         "--kubeconfig",
@@ -85,14 +95,18 @@ fn trace_json(tb: &Testbed) -> (Option<i32>, Value, String) {
         &tb.primary_ctx,
         "--remote",
         &tb.remote_ctx,
-        "--istiod-addr",
-        &tb.istiod_addr,
         "--istiod-debug-addr",
         &tb.istiod_monitoring,
         "-o",
         "json",
     ]);
-    if let Some(p) = &tb.public_root {
+    if let Some(a) = tb.istiod_addr_flag() {
+        cmd.args(["--istiod-addr", a]);
+    }
+    if let Some(a) = tb.webhook_addr_flag() {
+        cmd.args(["--istiod-webhook-addr", a.as_str()]);
+    }
+    if let Some(p) = roots {
         cmd.env("SSL_CERT_FILE", p);
     }
     let out = cmd.output().expect("meshtrace runs");
@@ -206,4 +220,62 @@ fn profile_lab_agrees_step_by_step() {
         describe(&lab),
         describe(&bed)
     );
+}
+
+/// external-istiod, broken as it breaks for real: the public CA in front
+/// of istiod is not among the roots the gateway's agent trusts
+/// (`CA_ROOT_CA=SYSTEM` on a machine without it). The gateway, asked with
+/// the mesh root as its only root, never reaches istiod's CA; meshtrace,
+/// with the same roots as the platform's, fails `istiod-tls` for the same
+/// reason and blocks the CSR. Other profiles: nothing to break this way.
+#[test]
+fn profile_external_istiod_public_ca_not_trusted() {
+    let Some(tb) = testbed() else { return };
+    let Some(public) = &tb.public_root else {
+        return;
+    };
+    let _g = lock();
+    let mesh_root = tb.state.join("pki/istio/root-cert.pem");
+    assert!(mesh_root.exists() && mesh_root != *public);
+    // The gateway's side, by Go's TLS and gRPC as the agent's (csrcheck),
+    // with the mesh root as its only root: the CSR never reaches istiod.
+    let out = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testbed/csrcheck-run"),
+    )
+    .args(["--addr", &tb.dial_addr(), "--tls-root"])
+    .arg(&mesh_root)
+    .env("MESHTRACE_TESTBED_STATE", &tb.state)
+    .output()
+    .expect("csrcheck-run runs");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("[profile {}] csrcheck, mesh root only: {said}", tb.profile);
+    assert!(
+        !out.status.success() && said.contains("certificate signed by unknown authority"),
+        "[profile {}] the agent's TLS to the public front, verified with the mesh root only: {said}",
+        tb.profile
+    );
+    // meshtrace with the mesh root as the platform's roots.
+    let (code, v, _) = trace_json_with_roots(tb, Some(&mesh_root));
+    println!(
+        "[profile {}] untrusted public CA: {}",
+        tb.profile,
+        describe(&v)
+    );
+    assert_eq!(code, Some(1), "{}", describe(&v));
+    assert_eq!(v["first_failure"], "istiod-tls", "{}", describe(&v));
+    let tls = v["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["id"] == "istiod-tls"))
+        .expect("istiod-tls");
+    let diag = tls["diagnosis"].as_str().unwrap_or_default();
+    assert!(
+        diag.contains("platform's roots (CA_ROOT_CA=SYSTEM)")
+            && diag.contains("signed by unknown authority"),
+        "{diag}"
+    );
+    let csr = v["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["id"] == "csr"))
+        .expect("csr");
+    assert_eq!(csr["code"], "csr/blocked", "{csr}");
 }

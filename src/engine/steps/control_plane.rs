@@ -344,9 +344,33 @@ pub struct ControlPlaneFacts {
 }
 
 pub async fn gather(ctx: &Ctx) -> ControlPlaneFacts {
-    let ns = ctx.opts.istio_namespace.clone();
-    let primary = ctx.clusters.primary.clone();
-    let deployments = read_istiod_deployments(&primary, &ns, ctx.opts.timeout).await;
+    let (deployments, mesh) = primary_reads(
+        &ctx.clusters.primary,
+        &ctx.opts.istio_namespace,
+        ctx.opts.timeout,
+    )
+    .await;
+    let gateway_revision = gateway_revision(ctx).await;
+    ControlPlaneFacts {
+        deployments,
+        mesh,
+        flag: ctx.opts.revision.clone(),
+        gateway_revision,
+    }
+}
+
+/// istiod's Deployments and their mesh config ConfigMaps: the reads that
+/// need no other step's facts, so `steps::prefetch` starts them with the
+/// trace (the gateway is awaited only for its revision).
+pub async fn primary_reads(
+    primary: &kube::Client,
+    ns: &str,
+    timeout: std::time::Duration,
+) -> (
+    IstiodDeployments,
+    BTreeMap<String, Result<Option<String>, String>>,
+) {
+    let deployments = read_istiod_deployments(primary, ns, timeout).await;
     let names: Vec<String> = match &deployments {
         Ok(list) if !list.is_empty() => {
             let mut n: Vec<String> = list.iter().map(mesh_config_name).collect();
@@ -356,11 +380,11 @@ pub async fn gather(ctx: &Ctx) -> ControlPlaneFacts {
         }
         _ => vec!["istio".into()],
     };
-    let cms: Api<ConfigMap> = Api::namespaced(primary, &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(primary.clone(), ns);
     let reads = names.iter().map(|n| {
         let cms = cms.clone();
         async move {
-            let got = tokio::time::timeout(ctx.opts.timeout, cms.get_opt(n)).await;
+            let got = tokio::time::timeout(timeout, cms.get_opt(n)).await;
             let v = match got {
                 Err(_) => Err("no answer in time".to_string()),
                 Ok(Err(e)) => Err(kube_err(&e)),
@@ -374,13 +398,7 @@ pub async fn gather(ctx: &Ctx) -> ControlPlaneFacts {
         }
     });
     let mesh = futures::future::join_all(reads).await.into_iter().collect();
-    let gateway_revision = gateway_revision(ctx).await;
-    ControlPlaneFacts {
-        deployments,
-        mesh,
-        flag: ctx.opts.revision.clone(),
-        gateway_revision,
-    }
+    (deployments, mesh)
 }
 
 /// The gateway's revision: its pod's `istio.io/rev` label, else the revision

@@ -82,6 +82,9 @@ pub struct CsrFacts {
     /// Unauthenticated over xDS: istiod's own TokenReview, in its own
     /// cluster, does not accept that audience.
     pub xds_refused_audience: Option<String>,
+    /// The CSR's private key (PEM), kept only when a chain came back: the
+    /// xds step presents it with the chain. Debug shows `[REDACTED]`.
+    pub key: Option<secrecy::SecretString>,
 }
 
 /// When the remote secret was last written: the newest of its
@@ -104,8 +107,10 @@ pub const DEBUG_SERVICE_ACCOUNT: &str = "default";
 const DEBUG_TOKEN_SECONDS: i64 = 600;
 
 /// How long a CSR that istiod answered without refusing waits for istiod's
-/// view of its clusters (evidence only then).
-const VIEW_GRACE: Duration = Duration::from_millis(300);
+/// view of its clusters: not at all. The view only explains a refusal; an
+/// issued chain already proves istiod found the remote, so the view is
+/// evidence only when it came in before the answer (issue 10: no needless waits).
+const VIEW_GRACE: Duration = Duration::ZERO;
 const TTL_SECS: i64 = 3600;
 
 pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
@@ -152,6 +157,7 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
         istiod_audiences: None,
         secret_changed: None,
         xds_refused_audience: None,
+        key: None,
     };
     let (istiod_settings, secret_ref) = {
         let f = ctx.facts();
@@ -225,28 +231,43 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
             .then(|| debug_audience.clone());
         (view, xds_source, refused)
     };
+    // The reads through the primary API server start with the CSR. The xDS
+    // view waits for a refusal: istiod admits one new xDS stream per
+    // 1/PILOT_MAX_REQUESTS_PER_SECOND (25/s on 2 cores, burst 1), so a debug
+    // stream opened beside a passing CSR held up the gateway's own xDS
+    // stream (the `xds` step) by up to 40 ms.
     let istiod_side = async {
         tokio::join!(
-            xds_view,
             clusterz::fetch(debug_addr, &ctx.clusters.primary, &ns, ctx.opts.timeout),
             read_istiod_deployments(&ctx.clusters.primary, &ns, ctx.opts.timeout),
             secret_change(&ctx.clusters.primary, secret_ref.as_ref(), ctx.opts.timeout),
         )
     };
+    let refused = |(r, _): &(Result<_, CsrError>, _)| matches!(r, Err(CsrError::Rpc { code, .. }) if code == "Unauthenticated");
     // They only explain a refusal: awaited after Unauthenticated, else given a
     // moment, so an istiod pod the API server cannot reach does not hold up
     // a certificate that was issued.
-    let ((result, rpc), side) = with_side(
-        csr_call,
-        istiod_side,
-        |(r, _)| matches!(r, Err(CsrError::Rpc { code, .. }) if code == "Unauthenticated"),
-        VIEW_GRACE,
-    )
-    .await;
+    let (csr_answer, side) = with_side(csr_call, istiod_side, refused, VIEW_GRACE).await;
+    let xds_side = if refused(&csr_answer) {
+        Some(xds_view.await)
+    } else {
+        None
+    };
+    let (result, rpc) = csr_answer;
+    // The key stays in memory with the chain it belongs to, else it is dropped.
+    if result.is_ok() {
+        let pem = key.serialize_pem();
+        ctx.secrets.add(&pem);
+        facts.key = Some(secrecy::SecretString::from(pem));
+    }
     drop(key);
     facts.rpc_ms = crate::model::millis(rpc);
-    match side {
-        Some(((xds, xds_source, refused), fallback, deps, changed)) => {
+    // istiod's view only explains a refusal: without one it is not asked
+    // over xDS, and what the API server's reads brought is not shown as a view.
+    const NOT_WAITED: &str =
+        "not waited for: istiod answered the CSR first, and its view only explains a refusal";
+    match (side, xds_side) {
+        (Some((fallback, deps, changed)), Some((xds, xds_source, refused))) => {
             facts.xds_refused_audience = refused;
             let (view, source) = choose(xds, xds_source, fallback, facts.view_source.clone());
             facts.view = view;
@@ -254,11 +275,13 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
             facts.istiod = deps;
             facts.secret_changed = changed;
         }
-        None => {
-            facts.view = Err(format!(
-                "not waited for: istiod answered the CSR first, and its view only explains a refusal (it did not come within {} more)",
-                humantime::format_duration(VIEW_GRACE)
-            ));
+        (Some((_, deps, changed)), None) => {
+            facts.view = Err(NOT_WAITED.into());
+            facts.istiod = deps;
+            facts.secret_changed = changed;
+        }
+        (None, _) => {
+            facts.view = Err(NOT_WAITED.into());
             facts.istiod = Err("not waited for".into());
         }
     }
@@ -416,11 +439,20 @@ pub async fn run(ctx: &Ctx) -> Outcome {
     let mut f = ctx.facts();
     if let Answer::Chain(chain) = &facts.answer {
         f.chain = Some(chain.clone());
+        f.issued_key = facts.key.clone();
     }
     // issued-chain names istiod's Deployment in a restart.
-    f.istiod_deployment = pick(&facts.istiod, None, &ctx.opts.istio_namespace)
-        .ok()
-        .map(|d| d.name.clone());
+    // control-plane's (the revision it picked) first: csr's own read is not
+    // waited for once the chain is issued.
+    f.istiod_deployment = f
+        .istiod_settings
+        .as_ref()
+        .and_then(|s| s.deployment.as_ref().map(|d| d.name.clone()))
+        .or_else(|| {
+            pick(&facts.istiod, None, &ctx.opts.istio_namespace)
+                .ok()
+                .map(|d| d.name.clone())
+        });
     out
 }
 
@@ -862,6 +894,7 @@ mod tests {
             istiod_audiences: None,
             secret_changed: None,
             xds_refused_audience: None,
+            key: None,
         }
     }
 

@@ -86,27 +86,40 @@ pub fn service_of(host: &str, pod_ns: &str) -> Option<(String, String)> {
     }
 }
 
+/// The proxy config's `discoveryAddress` and where it came from: the
+/// annotation `proxy.istio.io/config` over env `PROXY_CONFIG`, else Istio's
+/// default.
+fn discovery(g: Option<&GatewayFacts>) -> (String, String) {
+    let mut found = (
+        DEFAULT_DISCOVERY.to_string(),
+        "Istio's default discoveryAddress".to_string(),
+    );
+    let Some(g) = g else { return found };
+    if let Some(a) = g.proxy_config_env.as_deref().and_then(discovery_address) {
+        found = (
+            a,
+            "discoveryAddress of the gateway's env PROXY_CONFIG".into(),
+        );
+    }
+    if let Some(a) = g
+        .proxy_config_annotation
+        .as_deref()
+        .and_then(discovery_address)
+    {
+        found = (
+            a,
+            "discoveryAddress of the gateway's annotation proxy.istio.io/config".into(),
+        );
+    }
+    found
+}
+
 /// The dial of gateway `g` (None: the gateway is unknown, Istio's default).
 pub fn of(g: Option<&GatewayFacts>) -> Dial {
-    let mut from = "Istio's default discoveryAddress".to_string();
-    let mut addr = DEFAULT_DISCOVERY.to_string();
-    if let Some(g) = g {
-        if let Some(a) = g.proxy_config_env.as_deref().and_then(discovery_address) {
-            addr = a;
-            from = "discoveryAddress of the gateway's env PROXY_CONFIG".into();
-        }
-        if let Some(a) = g
-            .proxy_config_annotation
-            .as_deref()
-            .and_then(discovery_address)
-        {
-            addr = a;
-            from = "discoveryAddress of the gateway's annotation proxy.istio.io/config".into();
-        }
-        if let Some(a) = &g.ca_addr {
-            addr = a.clone();
-            from = "the gateway's env CA_ADDR".into();
-        }
+    let (mut addr, mut from) = discovery(g);
+    if let Some(a) = g.and_then(|g| g.ca_addr.as_ref()) {
+        addr = a.clone();
+        from = "the gateway's env CA_ADDR".into();
     }
     let (host, port) = split_host_port(&addr);
     let pod_ns = g.map(|g| g.namespace.as_str()).unwrap_or("istio-system");
@@ -126,9 +139,99 @@ pub fn of(g: Option<&GatewayFacts>) -> Dial {
     }
 }
 
+/// Where the gateway's agent dials istiod for xDS (pkg/istio-agent/xds_proxy.go):
+/// the proxy config's `discoveryAddress` only (CA_ADDR is the CA's), with
+/// the server name from ISTIOD_SAN else that host, and the roots of
+/// FindRootCAForXDS (pkg/istio-agent/agent.go): `XDS_ROOT_CA` (`SYSTEM`, a
+/// file), else the PROV_CERT directory's root-cert.pem, else the mounted
+/// istio-ca-root-cert.
+pub fn xds_of(g: Option<&GatewayFacts>) -> Dial {
+    let (addr, from) = discovery(g);
+    let env = |k: &str| {
+        g.and_then(|g| g.agent_env.get(k))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    let (host, port) = split_host_port(&addr);
+    let pod_ns = g.map(|g| g.namespace.as_str()).unwrap_or("istio-system");
+    let roots = match (env("XDS_ROOT_CA"), env("PROV_CERT")) {
+        (Some(s), _) if s == "SYSTEM" => Roots::System,
+        (Some(p), _) => Roots::File(p),
+        (None, Some(dir)) => Roots::File(format!("{}/root-cert.pem", dir.trim_end_matches('/'))),
+        (None, None) => Roots::IstioCaRootCert,
+    };
+    Dial {
+        service: service_of(&host, pod_ns),
+        server_name: agent_server_name(Some(&addr), g.and_then(|g| g.istiod_san.as_deref())),
+        addr,
+        from,
+        host,
+        port,
+        roots,
+    }
+}
+
+/// The gateway's proxy config with `discoveryAddress` set to `addr`, as
+/// JSON: the other fields of `cfg` kept (None when `cfg` does not parse).
+pub fn with_discovery_address(cfg: Option<&str>, addr: &str) -> Option<String> {
+    let mut v: serde_json::Value = match cfg {
+        Some(c) if !c.trim().is_empty() => serde_saphyr::from_str(c).ok()?,
+        _ => serde_json::json!({}),
+    };
+    v.as_object_mut()?.insert(
+        "discoveryAddress".into(),
+        serde_json::Value::String(addr.into()),
+    );
+    Some(v.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xds_dials_the_discovery_address_never_ca_addr() {
+        let mut g = gw(
+            Some("istiod.istio-system.svc:15012"),
+            Some(r#"{"discoveryAddress":"istiod-remote.istio-system.svc:15012"}"#),
+            None,
+        );
+        let d = xds_of(Some(&g));
+        assert_eq!(d.addr, "istiod-remote.istio-system.svc:15012");
+        assert_eq!(d.from, "discoveryAddress of the gateway's env PROXY_CONFIG");
+        assert_eq!(
+            d.service,
+            Some(("istiod-remote".into(), "istio-system".into()))
+        );
+        assert_eq!(d.roots, Roots::IstioCaRootCert);
+        g.proxy_config_env = None;
+        assert_eq!(xds_of(Some(&g)).addr, DEFAULT_DISCOVERY);
+        // CA_ROOT_CA is the CA's; XDS_ROOT_CA the xDS's.
+        g.ca_root_ca = Some("SYSTEM".into());
+        assert_eq!(xds_of(Some(&g)).roots, Roots::IstioCaRootCert);
+        g.agent_env.insert("XDS_ROOT_CA".into(), "SYSTEM".into());
+        assert_eq!(xds_of(Some(&g)).roots, Roots::System);
+        g.agent_env
+            .insert("XDS_ROOT_CA".into(), "/etc/x/root.pem".into());
+        assert_eq!(
+            xds_of(Some(&g)).roots,
+            Roots::File("/etc/x/root.pem".into())
+        );
+        g.agent_env.remove("XDS_ROOT_CA");
+        g.agent_env.insert("PROV_CERT".into(), "/etc/certs/".into());
+        assert_eq!(
+            xds_of(Some(&g)).roots,
+            Roots::File("/etc/certs/root-cert.pem".into())
+        );
+        assert_eq!(
+            with_discovery_address(Some("concurrency: 2\n"), "a:15012").as_deref(),
+            Some(r#"{"concurrency":2,"discoveryAddress":"a:15012"}"#)
+        );
+        assert_eq!(
+            with_discovery_address(None, "a:15012").as_deref(),
+            Some(r#"{"discoveryAddress":"a:15012"}"#)
+        );
+    }
 
     fn gw(ca: Option<&str>, env: Option<&str>, ann: Option<&str>) -> GatewayFacts {
         GatewayFacts {

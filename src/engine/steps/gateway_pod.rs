@@ -146,8 +146,15 @@ async fn find_gateway(ctx: &Ctx) -> (Lookup, Option<Deployment>) {
         };
     }
     let all: Api<Pod> = Api::all(client);
-    for sel in GATEWAY_LABELS {
-        match all.list(&ListParams::default().labels(sel)).await {
+    // Every selector at once (one round trip, not one per selector); the
+    // answers are then taken in GATEWAY_LABELS' order, as before.
+    let params: Vec<ListParams> = GATEWAY_LABELS
+        .iter()
+        .map(|sel| ListParams::default().labels(sel))
+        .collect();
+    let lists = futures::future::join_all(params.iter().map(|p| all.list(p))).await;
+    for answer in lists {
+        match answer {
             Ok(list) => {
                 let mut items = list.items;
                 // Prefer the istio namespace, then name order, so runs are stable.
@@ -373,7 +380,26 @@ pub fn gateway_facts(pod: &Pod, deployment: Option<&Deployment>) -> GatewayFacts
             })
         })
         .unwrap_or_default();
+    let agent_env = agent_env(pod, &container);
+    let proxy_type = container
+        .args
+        .iter()
+        .flatten()
+        .skip_while(|a| *a != "proxy")
+        .nth(1)
+        .filter(|t| ["sidecar", "router"].contains(&t.as_str()))
+        .cloned()
+        // meshtrace traces gateways: `proxy router` (the gateway injection template).
+        .unwrap_or_else(|| "router".into());
     GatewayFacts {
+        agent_env,
+        pod_ip: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty()),
+        proxy_type,
+        image: container.image.clone(),
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         pod: pod.metadata.name.clone().unwrap_or_default(),
         pod_uid: pod.metadata.uid.clone(),
@@ -397,6 +423,53 @@ pub fn gateway_facts(pod: &Pod, deployment: Option<&Deployment>) -> GatewayFacts
         injected_volumes,
         deployment: deployment.cloned(),
     }
+}
+
+/// The container's env as the agent's process sees it: the last entry of
+/// each name, a `value` as written, a `fieldRef` resolved from the pod (the
+/// downward API fields the injector uses); secret and ConfigMap references
+/// are left out (meshtrace does not read them).
+pub fn agent_env(
+    pod: &Pod,
+    container: &k8s_openapi::api::core::v1::Container,
+) -> std::collections::BTreeMap<String, String> {
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let field = |path: &str| -> Option<String> {
+        match path {
+            "metadata.name" => pod.metadata.name.clone(),
+            "metadata.namespace" => pod.metadata.namespace.clone(),
+            "metadata.uid" => pod.metadata.uid.clone(),
+            "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
+            "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
+            "status.podIP" => status.and_then(|s| s.pod_ip.clone()),
+            "status.hostIP" => status.and_then(|s| s.host_ip.clone()),
+            p => {
+                let key = p
+                    .strip_prefix("metadata.labels['")
+                    .and_then(|k| k.strip_suffix("']"))?;
+                pod.metadata.labels.as_ref()?.get(key).cloned()
+            }
+        }
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for e in container.env.iter().flatten() {
+        let v = match (&e.value, &e.value_from) {
+            (_, Some(from)) => from.field_ref.as_ref().and_then(|f| field(&f.field_path)),
+            (Some(v), None) => Some(v.clone()),
+            (None, None) => Some(String::new()),
+        };
+        match v {
+            Some(v) => {
+                out.insert(e.name.clone(), v);
+            }
+            // A later entry that meshtrace cannot resolve still hides an earlier one.
+            None => {
+                out.remove(&e.name);
+            }
+        }
+    }
+    out
 }
 
 /// The cluster ID the rest of the trace uses, and where it came from.
@@ -582,7 +655,7 @@ fn lookup_failure(l: &Lookup, s: &Settings) -> Outcome {
                 .note("The Deployment is scaled to 0; this starts one gateway pod (use the count your gateway runs with; an autoscaler may own the count).")
             } else {
                 f.note(format!(
-                    "Its ReplicaSet cannot create pods: `{} describe deployment {}` shows why (a quota, a failing admission webhook such as the injector's).",
+                    "Its ReplicaSet cannot create pods: `{} describe deployment {}` shows why (a quota, or a failing admission webhook: injection-webhook checks istiod's sidecar injector, which the remote API server calls for every new pod).",
                     kubectl_remote_ns(s, &ns),
                     shell_word(name)
                 ))
@@ -598,7 +671,7 @@ fn lookup_failure(l: &Lookup, s: &Settings) -> Outcome {
         Lookup::NoneLabelled => out.failing(
             Finding::new(&NO_GATEWAY, "no gateway pod in the remote")
                 .note(format!(
-                    "pass --gateway NAMESPACE/NAME of the east-west or ingress gateway; `{} get deployments -A -l istio` lists Istio's gateways",
+                    "pass --gateway NAMESPACE/NAME of the east-west or ingress gateway; `{} get deployments -A -l istio` lists Istio's gateways. A gateway Deployment without pods is often refused by the sidecar injector's webhook: injection-webhook says whether it is",
                     s.kubectl_remote()
                 )),
             format!(

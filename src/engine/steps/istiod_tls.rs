@@ -13,7 +13,7 @@ use super::istiod::{
 use crate::engine::{Ctx, Outcome};
 use crate::findings::Finding;
 use crate::inspect::x509::{self, CertInfo, rfc3339};
-use crate::model::StepId;
+use crate::model::{Status, StepId};
 use crate::probe::tls::{TlsProbe, TlsReport, platform_roots_pem, probe};
 use std::time::Duration;
 
@@ -44,15 +44,19 @@ pub struct TlsFacts {
     pub dial_from: String,
     /// `CA_ROOT_CA=<file>`: the agent's roots, which meshtrace cannot read.
     pub roots_file: Option<String>,
+    /// What istiod-exposure found, when it ran: which part of the primary's
+    /// exposure is missing, or that it looked right.
+    pub exposure: Option<(Status, String)>,
 }
 
 pub async fn gather(ctx: &Ctx) -> Result<TlsFacts, Outcome> {
-    let (addr, root, gw) = {
+    let (addr, root, gw, exposure) = {
         let f = ctx.facts();
         (
             f.istiod_addr.clone(),
             f.remote_root_pem.clone(),
             f.gateway.clone(),
+            f.exposure.clone(),
         )
     };
     let Some((addr, source)) = addr else {
@@ -115,6 +119,7 @@ pub async fn gather(ctx: &Ctx) -> Result<TlsFacts, Outcome> {
             Roots::File(p) => Some(p.clone()),
             _ => None,
         },
+        exposure,
     })
 }
 
@@ -168,9 +173,11 @@ pub fn judge(f: &TlsFacts, s: &Settings) -> Outcome {
         .ev("alpn", &r.alpn);
     if let Some(e) = &r.tcp_error {
         return out.failing(
-            Finding::new(&UNREACHABLE, format!("cannot reach istiod at {} from here", f.addr)).note(
-                "the gateway dials the same address: check that the primary's east-west gateway exposes 15012 with TLS passthrough (Istio's expose-istiod Gateway) and that the remote's istiod EndpointSlice holds its address. If the gateway's pods reach it but this machine does not, run meshtrace from inside the remote's network",
-            ),
+            Finding::new(
+                &UNREACHABLE,
+                format!("cannot reach istiod at {} from here", f.addr),
+            )
+            .note(unreachable_note(f)),
             format!("TCP to istiod at {} ({}): {e}", f.addr, f.source),
         );
     }
@@ -187,12 +194,33 @@ pub fn judge(f: &TlsFacts, s: &Settings) -> Outcome {
     if let Some(e) = &r.tls_error {
         return out.failing(
             Finding::new(&HANDSHAKE_FAILED, format!("the TLS handshake with istiod at {} fails", f.addr)).note(
-                "15012 must reach istiod's own TLS (the east-west gateway passes it through, AUTO_PASSTHROUGH or PASSTHROUGH), not a proxy that terminates TLS or speaks plain TCP",
+                match &f.exposure {
+                    Some((st, what)) if *st != Status::Pass => format!("15012 must reach istiod's own TLS (the east-west gateway passes it through, PASSTHROUGH), not a proxy that terminates TLS or speaks plain TCP; {what}"),
+                    _ => "15012 must reach istiod's own TLS (the east-west gateway passes it through, PASSTHROUGH), not a proxy that terminates TLS or speaks plain TCP".to_string(),
+                },
             ),
             format!("TLS with {} ({}): {e}", f.addr, f.source),
         );
     }
     out.pass()
+}
+
+/// What to check when 15012 does not answer: the part of the primary's
+/// exposure istiod-exposure found missing, or, when it found it whole, the
+/// path between (load balancer, firewall) or istiod itself.
+fn unreachable_note(f: &TlsFacts) -> String {
+    let from_here = "If the gateway's pods reach it but this machine does not, run meshtrace from inside the remote's network";
+    match &f.exposure {
+        Some((st, what)) if *st != Status::Pass => format!(
+            "the gateway dials the same address, and the primary's exposure of istiod is broken: {what} (see the istiod-exposure step and its fix). {from_here}"
+        ),
+        Some((_, what)) => format!(
+            "the gateway dials the same address. The primary's exposure looks whole ({what}), so what drops the connection is on the path (the load balancer's listeners or health checks, a firewall, a security group) or istiod itself is not listening. {from_here}"
+        ),
+        None => format!(
+            "the gateway dials the same address: check that the primary's east-west gateway exposes 15012 with TLS passthrough (Istio's expose-istiod Gateway) and that the remote's istiod EndpointSlice holds its address. {from_here}"
+        ),
+    }
 }
 
 fn certificate_refused(
@@ -377,7 +405,6 @@ mod tests {
     use super::super::istiod::tests::one_istiod;
     use super::*;
     use crate::lab::pki::Ca;
-    use crate::model::Status;
 
     fn der(pem: &str) -> Vec<u8> {
         x509::parse_pem_chain(pem).unwrap()[0].der.clone()
@@ -404,6 +431,7 @@ mod tests {
             roots: "the remote's istio-ca-root-cert".into(),
             dial_from: "the gateway's env CA_ADDR".into(),
             roots_file: None,
+            exposure: None,
         }
     }
 

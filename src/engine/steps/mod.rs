@@ -9,8 +9,10 @@ pub(crate) mod dial;
 mod gateway;
 mod gateway_pod;
 mod gateway_token;
+mod injection_webhook;
 mod issued_chain;
 mod istiod;
+mod istiod_exposure;
 mod istiod_tls;
 mod network_labels;
 mod remote;
@@ -23,11 +25,17 @@ mod remote_secret;
 mod root_of_trust;
 mod secret_fix;
 mod token_review;
+mod xds;
 
 use super::{Ctx, Outcome};
 use crate::findings::{Cause, shell_word};
 use crate::model::StepId;
 pub use control_plane::IstiodSettings;
+// What fleet mode reads as istiod's secret controller does (engine/fleet.rs).
+pub(crate) use control_plane::settings_of;
+pub(crate) use istiod::read_istiod_deployments;
+pub(crate) use remote_api_tls::istiod_view_client;
+pub(crate) use secret_fix::same_server;
 use std::time::Duration;
 
 /// What a judge may know besides its facts: the options of the trace, the
@@ -156,15 +164,50 @@ pub fn causes() -> Vec<&'static Cause> {
         remote_identity::CAUSES,
         remote_rbac::CAUSES,
         remote_istiod_endpoint::CAUSES,
+        istiod_exposure::CAUSES,
         gateway_token::CAUSES,
         token_review::CAUSES,
         root_of_trust::CAUSES,
         istiod_tls::CAUSES,
+        injection_webhook::CAUSES,
         csr::CAUSES,
         issued_chain::CAUSES,
+        xds::CAUSES,
         network_labels::CAUSES,
     ];
     lists.iter().flat_map(|l| l.iter().copied()).collect()
+}
+
+/// The primary's reads that need no other step's facts, started with the
+/// trace so that the steps asking them later (after the gateway and istiod's
+/// settings are known) find them in flight or answered: the trace's primary
+/// client shares its GETs (`probe::kube_cache`), so each goes out once. The
+/// answers are dropped here; the engine aborts what is left when the trace ends.
+pub fn prefetch(ctx: &Ctx) -> Vec<tokio::task::JoinHandle<()>> {
+    let runs = |id: StepId| !ctx.opts.skip.iter().any(|s| s.step == id);
+    let primary = &ctx.clusters.primary;
+    let ns = &ctx.opts.istio_namespace;
+    let timeout = ctx.opts.timeout;
+    let mut warm = Vec::new();
+    if runs(StepId::ControlPlane) {
+        let (p, n) = (primary.clone(), ns.clone());
+        warm.push(tokio::spawn(async move {
+            let _ = control_plane::primary_reads(&p, &n, timeout).await;
+        }));
+    }
+    if runs(StepId::RemoteSecret) {
+        let (p, n) = (primary.clone(), ns.clone());
+        warm.push(tokio::spawn(async move {
+            let _ = remote_secret::list_labelled(&p, &n).await;
+        }));
+    }
+    if runs(StepId::IstiodExposure) {
+        let (p, n) = (primary.clone(), ns.clone());
+        warm.push(tokio::spawn(async move {
+            let _ = istiod_exposure::primary_lists(&p, &n).await;
+        }));
+    }
+    warm
 }
 
 pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
@@ -178,12 +221,15 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
         RemoteIdentity => remote_identity::run(ctx).await,
         RemoteRbac => remote_rbac::run(ctx).await,
         RemoteIstiodEndpoint => remote_istiod_endpoint::run(ctx).await,
+        IstiodExposure => istiod_exposure::run(ctx).await,
         GatewayToken => gateway_token::run(ctx).await,
         TokenReview => token_review::run(ctx).await,
         RootOfTrust => root_of_trust::run(ctx).await,
         IstiodTls => istiod_tls::run(ctx).await,
+        InjectionWebhook => injection_webhook::run(ctx).await,
         Csr => csr::run(ctx).await,
         IssuedChain => issued_chain::run(ctx).await,
+        Xds => xds::run(ctx).await,
         NetworkLabels => network_labels::run(ctx).await,
     }
 }

@@ -28,7 +28,7 @@ pub struct NetworkFacts {
     pub namespace: String,
     /// Its network label (`Ok(None)`: no label, or no such namespace).
     pub namespace_label: Result<Option<String>, String>,
-    /// The Services of the gateway's namespace; an error leaves them out.
+    /// The Services of the gateway's namespace that carry the network label; an error leaves them out.
     pub services: Result<Vec<Service>, String>,
 }
 
@@ -36,10 +36,12 @@ pub async fn gather(ctx: &Ctx, gateway: GatewayFacts) -> NetworkFacts {
     let remote = ctx.clusters.remote.clone();
     let ns_api: Api<Namespace> = Api::all(remote.clone());
     let svc_api: Api<Service> = Api::namespaced(remote, &gateway.namespace);
-    let all = ListParams::default();
+    // Only a Service that carries the label can name a network: the others
+    // change nothing in the verdict, so they are not read.
+    let labelled = ListParams::default().labels(LABEL);
     let (ns, svcs) = tokio::join!(
         ns_api.get_opt(&ctx.opts.istio_namespace),
-        svc_api.list(&all)
+        svc_api.list(&labelled)
     );
     NetworkFacts {
         namespace: ctx.opts.istio_namespace.clone(),

@@ -110,16 +110,17 @@ async fn gather(ctx: &Ctx, kc: &RemoteKubeconfig) -> (ApiTlsFacts, Option<kube::
                 .map_err(|e| super::kube_err(&e)),
         );
     }
-    facts.probe = Some(
-        probe(&TlsProbe {
-            addr: facts.addr.clone(),
-            server_name: facts.server_name.clone(),
-            roots_pem: kc.ca_data_pem.clone().unwrap_or_default(),
-            timeout: ctx.opts.timeout,
-        })
-        .await,
-    );
-    let client = istiod_view_client(kc, ctx.opts.timeout).await;
+    let tls = TlsProbe {
+        addr: facts.addr.clone(),
+        server_name: facts.server_name.clone(),
+        roots_pem: kc.ca_data_pem.clone().unwrap_or_default(),
+        timeout: ctx.opts.timeout,
+    };
+    // The client is built (kubeconfig, TLS config) while the handshake is
+    // in flight: it needs nothing from the probe, and the steps after this
+    // one wait for both.
+    let (report, client) = tokio::join!(probe(&tls), istiod_view_client(kc, ctx.opts.timeout));
+    facts.probe = Some(report);
     facts.client = client.as_ref().map(|_| ()).map_err(Clone::clone);
     (facts, client.ok())
 }
@@ -138,7 +139,7 @@ fn server_port(server: &str) -> u16 {
 }
 
 /// A client that acts as istiod does in the remote: the secret's credentials.
-async fn istiod_view_client(
+pub(crate) async fn istiod_view_client(
     kc: &RemoteKubeconfig,
     timeout: std::time::Duration,
 ) -> Result<kube::Client, String> {

@@ -7,6 +7,7 @@
 use super::dial::Dial;
 use super::istiod::{CA_PORT, join_host_port};
 use super::{Settings, kube_err};
+use crate::engine::facts::{RemoteIstiod, RemoteTarget};
 use crate::engine::{Ctx, Outcome};
 use crate::findings::{Finding, shell_word};
 use crate::model::StepId;
@@ -51,6 +52,12 @@ pub struct EndpointFacts {
 
 pub async fn gather(ctx: &Ctx) -> EndpointFacts {
     let dial = super::dial::of(ctx.facts().gateway.as_ref());
+    gather_for(ctx, dial).await
+}
+
+/// What the remote holds for `dial`'s Service (the xds step resolves the
+/// gateway's discoveryAddress with it when that is not CA_ADDR).
+pub async fn gather_for(ctx: &Ctx, dial: Dial) -> EndpointFacts {
     let (svc_name, svc_ns) = dial
         .service
         .clone()
@@ -88,9 +95,118 @@ pub async fn run(ctx: &Ctx) -> Outcome {
     let out = judge(&facts, &Settings::of(ctx));
     // istiod-tls needs this step: a failure publishes no address.
     if out.status != Some(crate::model::Status::Fail) {
-        ctx.facts().istiod_addr = dial_target(&facts);
+        let mut f = ctx.facts();
+        f.istiod_addr = dial_target(&facts);
+        f.remote_istiod = remote_istiod(&facts);
     }
     out
+}
+
+/// Where the remote sends the gateway's dial, slice by slice, for
+/// istiod-exposure to compare with what the primary exposes.
+pub fn remote_istiod(f: &EndpointFacts) -> Option<RemoteIstiod> {
+    if f.dial.service.is_none() {
+        return Some(RemoteIstiod {
+            service: None,
+            from: f.dial.from.clone(),
+            targets: vec![RemoteTarget {
+                hosts: vec![f.dial.host.clone()],
+                port: f.dial.port,
+                ..Default::default()
+            }],
+        });
+    }
+    let svc = f.service.as_ref().ok()?.as_ref()?;
+    let spec = svc.spec.clone().unwrap_or_default();
+    let service = Some((f.svc.clone(), f.svc_ns.clone()));
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Some(RemoteIstiod {
+            service,
+            from: "ExternalName".into(),
+            targets: vec![RemoteTarget {
+                hosts: vec![spec.external_name.clone().unwrap_or_default()],
+                port: CA_PORT,
+                ..Default::default()
+            }],
+        });
+    }
+    let has_selector = spec.selector.as_ref().is_some_and(|s| !s.is_empty());
+    let mut targets = Vec::new();
+    for sl in f.slices.as_deref().unwrap_or(&[]) {
+        let by = managed_by(sl);
+        if has_selector && matches!(by, Some(SLICE_CONTROLLER | MIRROR_CONTROLLER)) {
+            continue;
+        }
+        let ports = sl.ports.as_deref().unwrap_or(&[]);
+        let idx = |n: i32, name: &str| {
+            ports
+                .iter()
+                .position(|p| p.port == Some(n) || p.name.as_deref() == Some(name))
+        };
+        let Some(i) = idx(CA_PORT, "tcp-istiod") else {
+            continue;
+        };
+        let w = idx(15017, "tcp-webhook");
+        let hosts: Vec<String> = sl
+            .endpoints
+            .iter()
+            .flatten()
+            .flat_map(|e| e.addresses.iter().cloned())
+            .collect();
+        if hosts.is_empty() {
+            continue;
+        }
+        targets.push(RemoteTarget {
+            hosts,
+            port: ports[i].port.unwrap_or(CA_PORT),
+            webhook_port: w.and_then(|w| ports[w].port),
+            slice: Some((sl.metadata.name.clone().unwrap_or_default(), i, w)),
+        });
+    }
+    if !targets.is_empty() {
+        return Some(RemoteIstiod {
+            service,
+            from: "EndpointSlice".into(),
+            targets,
+        });
+    }
+    if has_selector {
+        return None;
+    }
+    let Ok(Some(ep)) = &f.endpoints else {
+        return None;
+    };
+    for subset in ep.subsets.iter().flatten() {
+        let ports = subset.ports.as_deref().unwrap_or(&[]);
+        let find = |n: i32, name: &str| {
+            ports
+                .iter()
+                .find(|p| p.port == n || p.name.as_deref() == Some(name))
+                .map(|p| p.port)
+        };
+        let Some(port) = find(CA_PORT, "tcp-istiod") else {
+            continue;
+        };
+        let hosts: Vec<String> = subset
+            .addresses
+            .iter()
+            .flatten()
+            .map(|a| a.ip.clone())
+            .collect();
+        if !hosts.is_empty() {
+            targets.push(RemoteTarget {
+                hosts,
+                port,
+                webhook_port: find(15017, "tcp-webhook"),
+                slice: None,
+            });
+        }
+    }
+    (!targets.is_empty()).then(|| RemoteIstiod {
+        service,
+        from: "Endpoints".into(),
+        targets,
+    })
 }
 
 fn managed_by(sl: &EndpointSlice) -> Option<&str> {

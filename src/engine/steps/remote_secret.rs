@@ -94,23 +94,11 @@ pub async fn gather(ctx: &Ctx) -> SecretFacts {
         let f = ctx.facts();
         (f.cluster_id.clone(), f.gateway.clone())
     };
-    let selector = ListParams::default().labels(&format!("{MC_LABEL}=true"));
-    let (labelled, all_namespaces) = match Api::<Secret>::all(primary.clone()).list(&selector).await
-    {
-        Ok(l) => (Ok(l.items), true),
-        // istiod needs only its own namespace: a context that may list
-        // Secrets there but not cluster-wide can still be traced.
-        Err(e) if api_code(&e) == Some(403) => {
-            match Api::<Secret>::namespaced(primary.clone(), &ns)
-                .list(&selector)
-                .await
-            {
-                Ok(l) => (Ok(l.items), false),
-                Err(e) => (Err(kube_err(&e)), false),
-            }
-        }
-        Err(e) => (Err(kube_err(&e)), true),
-    };
+    // No gateway read (gateway-pod failed, or a fleet remote whose gateway
+    // cannot be read): --cluster-id still names the key to look for.
+    let gateway_cluster_id =
+        gateway_cluster_id.or_else(|| ctx.opts.cluster_id.clone().map(|id| (id, "--cluster-id")));
+    let (labelled, all_namespaces) = list_labelled(&primary, &ns).await;
     // istiod's settings as control-plane read them: its args for
     // --clusterAliases, its env for the kubeconfig options it allows.
     let (insecure_options, cluster_aliases) = match ctx.facts().istiod_settings.clone() {
@@ -181,6 +169,31 @@ pub async fn gather(ctx: &Ctx) -> SecretFacts {
         );
     }
     f
+}
+
+/// The Secrets labelled `istio/multiCluster=true`, cluster-wide, else in
+/// istiod's namespace, and whether the list was cluster-wide. Needs no other
+/// step's facts: `steps::prefetch` starts it with the trace.
+pub async fn list_labelled(
+    primary: &kube::Client,
+    ns: &str,
+) -> (Result<Vec<Secret>, String>, bool) {
+    let selector = ListParams::default().labels(&format!("{MC_LABEL}=true"));
+    match Api::<Secret>::all(primary.clone()).list(&selector).await {
+        Ok(l) => (Ok(l.items), true),
+        // istiod needs only its own namespace: a context that may list
+        // Secrets there but not cluster-wide can still be traced.
+        Err(e) if api_code(&e) == Some(403) => {
+            match Api::<Secret>::namespaced(primary.clone(), ns)
+                .list(&selector)
+                .await
+            {
+                Ok(l) => (Ok(l.items), false),
+                Err(e) => (Err(kube_err(&e)), false),
+            }
+        }
+        Err(e) => (Err(kube_err(&e)), true),
+    }
 }
 
 /// pilot-discovery's `--clusterAliases` (pflag StringToString: `a=b,c=d`,

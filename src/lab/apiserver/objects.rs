@@ -4,7 +4,7 @@
 
 use super::resources::{self, As, ResourceDef, Storage};
 use super::{ApiError, ApiResult, Reply, Req, Target};
-use crate::lab::store::{ResourceKey, Store};
+use crate::lab::store::{ObjectKey, ResourceKey, Store};
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
@@ -48,19 +48,7 @@ pub(crate) fn handle(
         store
     };
     match verb {
-        "list" => list(store, def, t.namespace.as_deref(), req, now),
-        "watch" => watch(store, def, t.namespace.as_deref(), t.name.as_deref(), req),
-        "get" => {
-            let mut obj = store
-                .get_raw(&key_of(def), &ns, &name)
-                .ok_or_else(|| not_found(def, &name))?;
-            apply_defaults(def, &mut obj);
-            Ok(match resources::negotiate(req, &[As::Table, As::Partial]) {
-                As::Table => table_reply(def, &[obj], &store.resource_version(), req, now),
-                As::Partial => Reply::ok(resources::partial(&obj)),
-                _ => Reply::ok(obj),
-            })
-        }
+        "list" | "watch" | "get" => read(store, t, verb, req, now),
         "create" => {
             let body = req.json_body()?;
             create(store, def, &ns, body).map(Reply::created)
@@ -87,25 +75,131 @@ pub(crate) fn handle(
     }
 }
 
+/// get, list and watch: they only read, so the server serves them under
+/// its read lock (concurrent reads do not queue behind each other).
+pub(crate) fn read(store: &Store, t: &Target, verb: &str, req: &Req, now: i64) -> ApiResult<Reply> {
+    let def = t.def;
+    match verb {
+        "list" => list(store, def, t.namespace.as_deref(), req, now),
+        "watch" => watch(store, def, t.namespace.as_deref(), t.name.as_deref(), req),
+        "get" => {
+            let ns = if def.namespaced {
+                t.namespace.as_deref().unwrap_or_default()
+            } else {
+                ""
+            };
+            let name = t.name.as_deref().unwrap_or_default();
+            let mut obj = store
+                .get_raw(&key_of(def), ns, name)
+                .ok_or_else(|| not_found(def, name))?;
+            apply_defaults(def, &mut obj);
+            Ok(match resources::negotiate(req, &[As::Table, As::Partial]) {
+                As::Table => table_reply(def, &[obj], &store.resource_version(), req, now),
+                As::Partial => Reply::ok(resources::partial(&obj)),
+                _ => Reply::ok(obj),
+            })
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
 fn not_found(def: &ResourceDef, name: &str) -> ApiError {
     ApiError::not_found(def.plural, def.group, name)
 }
 
 /// Matching objects, without their apiVersion/kind (list items carry none).
 fn select(store: &Store, def: &ResourceDef, ns: Option<&str>, req: &Req) -> ApiResult<Vec<Value>> {
+    Ok(select_page(store, def, ns, req, None, None)?.0)
+}
+
+/// One page of matching objects in key order (namespace, name), as
+/// kube-apiserver serves a list with `limit`: at most `limit` items after
+/// the `after` key, and the key of the last item when more match.
+/// Objects are matched before they are cloned (a list of 1,000 pods with a
+/// selector clones only what it returns).
+fn select_page(
+    store: &Store,
+    def: &ResourceDef,
+    ns: Option<&str>,
+    req: &Req,
+    limit: Option<usize>,
+    after: Option<&ObjectKey>,
+) -> ApiResult<(Vec<Value>, Option<ObjectKey>)> {
     let labels = parse_label_selector(req.param("labelSelector").unwrap_or(""))
         .map_err(ApiError::bad_request)?;
     let fields = parse_field_selector(req.param("fieldSelector").unwrap_or(""))
         .map_err(ApiError::bad_request)?;
-    Ok(store
-        .list_raw(&key_of(def), ns)
-        .into_iter()
-        .map(|mut o| {
-            apply_defaults(def, &mut o);
-            o
-        })
-        .filter(|o| labels_match(&labels, &o["metadata"]["labels"]) && fields_match(&fields, o))
-        .collect())
+    // A namespace's defaults add a label (kubernetes.io/metadata.name): its
+    // labels are matched after the defaults, every other kind's before.
+    let defaults_label = def.group.is_empty() && def.plural == "namespaces";
+    let mut items = Vec::new();
+    let mut last = None;
+    for (key, raw) in store.iter_raw(&key_of(def), ns) {
+        if after.is_some_and(|a| key <= a) {
+            continue;
+        }
+        if !defaults_label && !labels_match(&labels, &raw["metadata"]["labels"]) {
+            continue;
+        }
+        let mut o = raw.clone();
+        apply_defaults(def, &mut o);
+        if (defaults_label && !labels_match(&labels, &o["metadata"]["labels"]))
+            || !fields_match(&fields, &o)
+        {
+            continue;
+        }
+        if limit.is_some_and(|l| items.len() == l) {
+            // One more matches: the page ends at the previous item.
+            return Ok((items, last));
+        }
+        last = Some(key.clone());
+        items.push(o);
+    }
+    Ok((items, None))
+}
+
+/// `limit` as kube-apiserver reads it: an integer; 0 or negative means all.
+fn page_limit(req: &Req) -> ApiResult<Option<usize>> {
+    match req.param("limit") {
+        None | Some("") => Ok(None),
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(Some(n as usize)),
+            Ok(_) => Ok(None),
+            Err(_) => Err(ApiError::bad_request(format!(
+                "invalid limit {l:?}: not an integer"
+            ))),
+        },
+    }
+}
+
+/// A continue token as kube-apiserver makes one (base64 of JSON with the
+/// resource version and the key to start from); the lab's start is the
+/// last key returned, and a list continues after it.
+fn continue_token(rv: &str, last: &ObjectKey) -> String {
+    use base64::Engine;
+    let doc = json!({"v": "meta.k8s.io/v1", "rv": rv.parse::<i64>().unwrap_or(0), "start": format!("{}/{}\u{0}", last.0, last.1)});
+    base64::engine::general_purpose::URL_SAFE.encode(doc.to_string())
+}
+
+fn parse_continue(req: &Req) -> ApiResult<Option<ObjectKey>> {
+    use base64::Engine;
+    let Some(token) = req.param("continue").filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad("not base64"))?;
+    let doc: Value = serde_json::from_slice(&raw).map_err(|_| bad("not JSON"))?;
+    if doc["v"] != "meta.k8s.io/v1" {
+        return Err(bad(
+            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
+    }
+    let start = doc["start"].as_str().ok_or_else(|| bad("no start key"))?;
+    let start = start.strip_suffix('\u{0}').unwrap_or(start);
+    let (ns, name) = start.split_once('/').ok_or_else(|| bad("no start key"))?;
+    Ok(Some((ns.to_string(), name.to_string())))
 }
 
 fn list_doc(def: &ResourceDef, items: Vec<Value>, rv: &str) -> Value {
@@ -142,19 +236,24 @@ fn list(
     req: &Req,
     now: i64,
 ) -> ApiResult<Reply> {
-    let items = select(store, def, ns, req)?;
+    let limit = page_limit(req)?;
+    let after = parse_continue(req)?;
+    let (items, last) = select_page(store, def, ns, req, limit, after.as_ref())?;
     let rv = store.resource_version();
-    Ok(
-        match resources::negotiate(req, &[As::Table, As::PartialList]) {
-            As::Table => table_reply(def, &items, &rv, req, now),
-            As::PartialList => Reply::ok(json!({
-                "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-                "metadata": {"resourceVersion": rv},
-                "items": items.iter().map(resources::partial).collect::<Vec<_>>(),
-            })),
-            _ => Reply::ok(list_doc(def, items, &rv)),
-        },
-    )
+    let mut reply = match resources::negotiate(req, &[As::Table, As::PartialList]) {
+        As::Table => table_reply(def, &items, &rv, req, now),
+        As::PartialList => Reply::ok(json!({
+            "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": rv},
+            "items": items.iter().map(resources::partial).collect::<Vec<_>>(),
+        })),
+        _ => Reply::ok(list_doc(def, items, &rv)),
+    };
+    // More than one page: the token the next request continues from.
+    if let (Some(last), Reply::Json { body, .. }) = (last, &mut reply) {
+        body["metadata"]["continue"] = json!(continue_token(&rv, &last));
+    }
+    Ok(reply)
 }
 
 /// The lab keeps no event history: a watch stays open and silent, except

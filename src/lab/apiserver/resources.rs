@@ -118,7 +118,10 @@ macro_rules! status_sub {
     };
 }
 
-use k8s_openapi::api::{apps, authentication, authorization, core, discovery as disc, rbac};
+use k8s_openapi::api::{
+    admissionregistration as admreg, apps, authentication, authorization, core, discovery as disc,
+    rbac,
+};
 
 static RESOURCES: &[ResourceDef] = &[
     stored!(
@@ -201,6 +204,31 @@ static RESOURCES: &[ResourceDef] = &[
     stored!(rbac::v1::Role, true, &[], &[], STD, &[]),
     stored!(rbac::v1::RoleBinding, true, &[], &[], STD, &[]),
     stored!(disc::v1::EndpointSlice, true, &[], &[], STD, &[]),
+    stored!(
+        crate::lab::istio_types::Gateway,
+        true,
+        &["gw"],
+        &["istio-io", "networking-istio-io"],
+        STD,
+        &[]
+    ),
+    stored!(
+        crate::lab::istio_types::VirtualService,
+        true,
+        &["vs"],
+        &["istio-io", "networking-istio-io"],
+        STD,
+        &[]
+    ),
+    // The sidecar injector's configuration (kube-apiserver has no short name for it).
+    stored!(
+        admreg::v1::MutatingWebhookConfiguration,
+        false,
+        &[],
+        &["api-extensions"],
+        STD,
+        &[]
+    ),
 ];
 
 pub(crate) fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
@@ -564,6 +592,7 @@ fn columns(plural: &str) -> Vec<(&'static str, &'static str)> {
             ("Ready", "integer"),
         ],
         "clusterrolebindings" | "rolebindings" => vec![("Role", "string")],
+        "mutatingwebhookconfigurations" => vec![("Webhooks", "integer")],
         _ => vec![],
     }
 }
@@ -686,6 +715,9 @@ fn cells(plural: &str, o: &Value) -> Vec<Value> {
             o["roleRef"]["kind"].as_str().unwrap_or_default(),
             o["roleRef"]["name"].as_str().unwrap_or_default()
         ))],
+        "mutatingwebhookconfigurations" => {
+            vec![json!(o["webhooks"].as_array().map_or(0, |w| w.len()))]
+        }
         _ => vec![],
     }
 }

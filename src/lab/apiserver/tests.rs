@@ -342,6 +342,83 @@ async fn list_by_label_selector_get_and_404() {
     );
 }
 
+/// `limit` and `continue` as kube-apiserver serves them: pages in key
+/// order, a continue token while more match, none on the last page; a
+/// selector applies before the limit; a bad token or limit is a 400.
+#[tokio::test]
+async fn list_pages_with_limit_and_continue() {
+    let lab = start();
+    {
+        let mut cl = lab.cluster.write().unwrap();
+        for i in 0..7 {
+            cl.store.put(ConfigMap {
+                metadata: meta(
+                    Some("paged"),
+                    &format!("cm-{i}"),
+                    &[("page", if i % 2 == 0 { "even" } else { "odd" })],
+                ),
+                ..Default::default()
+            });
+        }
+    }
+    let c = client(&lab, ADMIN).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "paged");
+    let mut names = Vec::new();
+    let mut pages = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(3);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let l = cms.list(&lp).await.unwrap();
+        assert!(l.items.len() <= 3);
+        pages += 1;
+        names.extend(l.items.into_iter().filter_map(|m| m.metadata.name));
+        match l.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, (0..7).map(|i| format!("cm-{i}")).collect::<Vec<_>>());
+    // The selector first, then the limit: 4 even ones, pages of 2.
+    let l = cms
+        .list(&ListParams::default().labels("page=even").limit(2))
+        .await
+        .unwrap();
+    let first: Vec<_> = l
+        .items
+        .iter()
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    assert_eq!(first, ["cm-0", "cm-2"]);
+    let t = l.metadata.continue_.expect("a continue token");
+    let l = cms
+        .list(
+            &ListParams::default()
+                .labels("page=even")
+                .limit(2)
+                .continue_token(&t),
+        )
+        .await
+        .unwrap();
+    let second: Vec<_> = l
+        .items
+        .iter()
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    assert_eq!(second, ["cm-4", "cm-6"]);
+    assert!(l.metadata.continue_.is_none_or(|t| t.is_empty()));
+    // Exactly one page's worth: no token.
+    let l = cms.list(&ListParams::default().limit(7)).await.unwrap();
+    assert_eq!(l.items.len(), 7);
+    assert!(l.metadata.continue_.is_none_or(|t| t.is_empty()));
+    let (code, _, msg) = api_status(cms.list(&ListParams::default().continue_token("%%%")).await);
+    assert_eq!(code, 400, "{msg}");
+    assert!(msg.starts_with("continue key is not valid"), "{msg}");
+}
+
 #[tokio::test]
 async fn crud_patch_apply_delete() {
     let lab = start();

@@ -1,0 +1,164 @@
+//! docs/workshop.md's main loop, driven in a real terminal (tmux): start
+//! `meshtrace lab --step`, reveal the hops up to istiod's TokenReview, `b`
+//! to break that hop with no-tokenreview-rbac, see it fail, reveal the rest,
+//! `f` to apply the fix meshtrace printed (a real kubectl against the lab),
+//! see the diff and the re-run pass, and quit with exit code 0.
+//!
+//! Needs tmux and kubectl; without one it says why and passes, unless
+//! MESHTRACE_REQUIRE_TMUX (or MESHTRACE_REQUIRE_KUBECTL) is set, as in CI.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn have(tool: &str, arg: &str) -> bool {
+    Command::new(tool).arg(arg).output().is_ok()
+}
+
+struct Tmux<'a> {
+    socket: &'a Path,
+}
+
+impl Tmux<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn pane(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p"]).stdout).into_owned()
+    }
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.run(&["send-keys", k]);
+            // One key at a time, as a person types: each is its own event.
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    }
+    /// The pane once it contains every one of `all`, or a failure showing it.
+    fn wait_for(&self, all: &[&str], what: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let p = self.pane();
+            if all.iter().all(|s| p.contains(s)) {
+                return p;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "{what}: the pane never showed {all:?}:\n{p}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux<'_> {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn the_workshop_loop_breaks_a_hop_and_fixes_it_from_the_tui() {
+    if !have("tmux", "-V") {
+        assert!(
+            std::env::var_os("MESHTRACE_REQUIRE_TMUX").is_none(),
+            "tmux is needed for this test (apt-get install tmux)"
+        );
+        eprintln!("no tmux: skipping the workshop test");
+        return;
+    }
+    if !have("kubectl", "version") {
+        assert!(
+            std::env::var_os("MESHTRACE_REQUIRE_KUBECTL").is_none(),
+            "kubectl is needed for this test: f runs the printed fix with it"
+        );
+        eprintln!("no kubectl: skipping the workshop test");
+        return;
+    }
+    // The doc says what this test does: the hop, the fault, the keys.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/workshop.md"))
+        .expect("docs/workshop.md");
+    for needle in [
+        "meshtrace lab --step",
+        "hop 21",
+        "no-tokenreview-rbac",
+        "`b`",
+        "`f`",
+    ] {
+        assert!(doc.contains(needle), "docs/workshop.md names {needle:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("workshop.sock");
+    let done = dir.path().join("done");
+    let bin = env!("CARGO_BIN_EXE_meshtrace");
+    let shell = format!(
+        "{bin} lab --step; echo \"exit=$?\" > {d}; sleep 30",
+        d = done.display()
+    );
+    let t = Tmux { socket: &socket };
+    let out = t.run(&["new-session", "-d", "-x", "200", "-y", "50", &shell]);
+    assert!(out.status.success(), "{out:?}");
+    t.wait_for(
+        &["teaching · hop 1/26", "the trace finished underneath"],
+        "start",
+    );
+
+    // Reveal the hops up to istiod's TokenReview of the gateway's token.
+    t.keys(&[" "; 20]);
+    let p = t.wait_for(&["hop 21/26", "✔ remote-rbac"], "reveal");
+    assert!(
+        !p.contains("✔ PASS · "),
+        "the verdict waits for the last hop:\n{p}"
+    );
+
+    // b: the picker of the faults that break this hop.
+    t.keys(&["b"]);
+    t.wait_for(
+        &["Break hop 21", "no-tokenreview-rbac", "healthy"],
+        "picker",
+    );
+    t.keys(&["Enter"]);
+    let p = t.wait_for(
+        &["fault no-tokenreview-rbac", "run 2", "✘ remote-rbac"],
+        "break",
+    );
+    assert!(p.contains("hop 21/26"), "the room stays on the hop:\n{p}");
+
+    // The rest of the flow: what the broken hop blocked.
+    t.keys(&[" "; 5]);
+    t.wait_for(&["hop 26/26", "FAIL at remote-rbac"], "fail");
+
+    // f: the printed fix, applied with kubectl; the diff; the re-run.
+    t.keys(&["f"]);
+    let p = t.wait_for(
+        &[
+            "applied the fix of remote-rbac",
+            "Fix applied (f): remote-rbac",
+            "✔ PASS · ",
+            "run 3",
+        ],
+        "fix",
+    );
+    assert!(
+        p.contains("clusterrole istio-reader-clusterrole-istio-system changed"),
+        "the changed object is named:\n{p}"
+    );
+    assert!(
+        p.contains("+   - tokenreviews"),
+        "the diff shows the rule:\n{p}"
+    );
+    assert!(!p.contains("FAIL at"), "{p}");
+
+    t.keys(&["q"]);
+    let start = Instant::now();
+    while !done.exists() || std::fs::read_to_string(&done).unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "q did not quit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let code = std::fs::read_to_string(&done).unwrap();
+    assert_eq!(code.trim(), "exit=0", "the last run passed");
+}
