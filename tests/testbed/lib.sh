@@ -92,6 +92,18 @@ tb_mesh_config() {
   printf 'defaultConfig:\n  discoveryAddress: %s\n' "$TBP_DISCOVERY"
 }
 
+# tb_threads_alive PID: some thread of PID is still running (not a zombie). A Go process exits
+# thread by thread: its leader can be a zombie, with no exe link, while other threads still hold
+# its listening sockets (CI saw a restarted istiod fail to bind), so the leader alone says nothing.
+# Only for a pid we started and know is ours (a zombie's pid is not reused until it is reaped).
+tb_threads_alive() {
+  local st
+  for st in /proc/"$1"/task/*/stat; do
+    [[ -r $st ]] && [[ $(awk '{print $3}' "$st" 2>/dev/null) != [ZX] ]] && return 0
+  done
+  return 1
+}
+
 # tb_istiod_spec STATE: THE list of istiod's environment (ISTIOD_ENV, NAME=VALUE, one per name,
 # later entries win) and command line (ISTIOD_ARGS, after the binary) for STATE's profile, the
 # ports in STATE/istiod/ports.env, and the extras restart-istiod records (STATE/istiod/extra.env,
