@@ -1116,9 +1116,12 @@ async fn plan_fleet(
     if !access.is_empty() {
         for f in preflight::dial_all(&access, opts.timeout).await {
             let line = crate::inspect::sanitize::quote_with(&f.to_string(), &all_secrets);
-            eprintln!(
-                "meshtrace: {line}; that remote is traced with its remote secret's credentials"
-            );
+            // (On screen, each such remote's skipped steps say it.)
+            if !crate::tui::on_screen() {
+                eprintln!(
+                    "meshtrace: {line}; that remote is traced with its remote secret's credentials"
+                );
+            }
             failed.insert(f.context.clone(), line);
         }
         let usable: Vec<_> = access
@@ -1173,7 +1176,8 @@ async fn plan_fleet(
                         .ok_or_else(|| UsageError("cannot build a kube client".into()))?,
                     r.server.clone().unwrap_or_default(),
                     s,
-                    format!("<context of {}>", r.cluster_id),
+                    // No context: empty (the fixes name it by a variable, Target::context_var).
+                    String::new(),
                 )
             }
         };
@@ -1300,7 +1304,7 @@ async fn fleet_render(run: FleetRun, args: &TraceArgs, setup: &FleetSetup) -> i3
         }
     }
     if full_screen(args) {
-        return fleet_tui(run, args).await;
+        return fleet_tui(run, args, setup).await;
     }
     match fleet_once(&run, args).await {
         Some(f) => fleet_exit_code(&f, args.fail_on_warn),
@@ -1310,10 +1314,37 @@ async fn fleet_render(run: FleetRun, args: &TraceArgs, setup: &FleetSetup) -> i3
 
 /// The fleet screen (a row per remote, Enter drills in); afterwards the
 /// text stays in the scrollback.
-async fn fleet_tui(run: FleetRun, args: &TraceArgs) -> i32 {
+async fn fleet_tui(run: FleetRun, args: &TraceArgs, setup: &FleetSetup) -> i32 {
     let (rx, _first) = run.start();
-    let again = run.clone();
-    let rerun = move || again.start().0;
+    // `r` and the watch timer read the remotes again first, as --watch in
+    // text does; the last list is kept when that read fails.
+    let last = std::sync::Arc::new(std::sync::Mutex::new(run.clone()));
+    let latest = last.clone();
+    let rerun = move || {
+        let last = last.clone();
+        async move {
+            let opts = last.lock().map(|r| r.opts.clone()).unwrap_or_default();
+            let planned = plan_fleet(setup, &opts, args).await;
+            let mut run = last.lock().unwrap_or_else(|e| e.into_inner());
+            let (remotes, note) = match planned {
+                Ok(again) => {
+                    *run = again;
+                    (Some(run.remotes()), None)
+                }
+                Err(UsageError(e)) => (
+                    None,
+                    Some(format!(
+                        "could not read the remotes again ({e}); tracing the last list"
+                    )),
+                ),
+            };
+            crate::tui::fleet::NextRun {
+                events: run.start().0,
+                remotes,
+                note,
+            }
+        }
+    };
     let tui_opts = crate::tui::TuiOptions {
         theme: args.theme.clone(),
         theme_file: args.theme_file.clone(),
@@ -1323,13 +1354,15 @@ async fn fleet_tui(run: FleetRun, args: &TraceArgs) -> i32 {
         watch: args.watch,
         lab: None,
     };
-    let reports = match crate::tui::fleet::run_fleet_tui(rx, rerun, run.remotes(), tui_opts).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("meshtrace: the terminal UI failed: {e}");
-            return 2;
-        }
-    };
+    let (remotes, reports) =
+        match crate::tui::fleet::run_fleet_tui(rx, rerun, run.remotes(), tui_opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("meshtrace: the terminal UI failed: {e}");
+                return 2;
+            }
+        };
+    let run = latest.lock().map(|r| r.clone()).unwrap_or(run);
     let total = reports.iter().map(|r| r.total_ms).fold(0.0, f64::max);
     let started = reports
         .iter()
@@ -1341,7 +1374,7 @@ async fn fleet_tui(run: FleetRun, args: &TraceArgs) -> i32 {
         &run.opts,
         run.mode,
         run.fault.clone(),
-        run.remotes(),
+        remotes,
         run.ignored.clone(),
         reports,
         total,

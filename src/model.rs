@@ -511,6 +511,38 @@ fn sanitize_value(v: Value, secrets: &[String], depth: usize) -> Value {
 }
 
 impl Target {
+    /// A fleet remote no kubeconfig context reaches (traced with its remote
+    /// secret's credentials, `remote` empty): the shell variable its fixes
+    /// name the remote's context by, `CONTEXT_<ID>` (meshtrace cannot know
+    /// the context; the fix's first line requires the variable).
+    pub fn context_var(&self) -> Option<String> {
+        if !self.remote.is_empty() {
+            return None;
+        }
+        let id = self.cluster_id.as_deref().filter(|id| !id.is_empty())?;
+        let word: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Some(format!("CONTEXT_{word}"))
+    }
+
+    /// The remote context as people read it: the context, or that there is
+    /// none.
+    pub fn remote_label(&self) -> String {
+        match (&self.remote, &self.cluster_id) {
+            (r, _) if !r.is_empty() => r.clone(),
+            (_, Some(id)) => format!("none ({id}: the remote secret's credentials)"),
+            _ => "none".into(),
+        }
+    }
+
     /// A target read from a recording is peer text too.
     pub fn sanitize(&mut self) {
         use crate::inspect::sanitize as s;

@@ -138,6 +138,21 @@ pub struct Ctx {
     pub secrets: Secrets,
     /// The kube contexts traced (primary, remote), for the commands fixes print.
     pub contexts: (String, String),
+    /// A fleet remote without a context: the variable fixes name it by
+    /// ([`Target::context_var`](crate::model::Target::context_var)) and
+    /// its cluster ID.
+    pub context_var: Option<(String, String)>,
+}
+
+impl Ctx {
+    /// The remote's context as a word of a shell command: the context,
+    /// quoted, or `"$CONTEXT_<ID>"` when there is none.
+    pub fn remote_word(&self) -> String {
+        match &self.context_var {
+            Some((v, _)) => format!("\"${v}\""),
+            None => crate::findings::shell_word(&self.contexts.1),
+        }
+    }
 }
 
 impl Ctx {
@@ -230,6 +245,7 @@ pub async fn run(
         facts: Mutex::new(Facts::default()),
         secrets,
         contexts: (target.primary.clone(), target.remote.clone()),
+        context_var: target.context_var().zip(target.cluster_id.clone()),
     });
     let warm = steps::prefetch(&ctx);
     let mut state = TraceState::default();
@@ -352,10 +368,14 @@ pub async fn run(
                     out.blocked_by
                 );
                 let status = out.status.unwrap_or(Status::Fail);
-                let fill = |t: &str| fill_contexts(t, &contexts.0, &contexts.1);
+                let remote_word = ctx.remote_word();
+                let fill = |t: &str| fill_contexts(t, &contexts.0, &remote_word);
                 let finding = match out.finding {
                     Some(mut f) => {
                         f.commands = f.commands.iter().map(|c| fill(c)).collect();
+                        if let Some(guard) = context_guard(&ctx, &f.commands) {
+                            f.commands.insert(0, guard);
+                        }
                         if !f.commands.is_empty() && !ctx.opts.kubeconfig.is_empty() {
                             f.commands
                                 .insert(0, export_kubeconfig(&ctx.opts.kubeconfig));
@@ -412,13 +432,40 @@ pub async fn run(
 /// Replaces the `<primary>` and `<remote>` placeholders of a hint with the
 /// kube contexts traced (shell-quoted when they need it); other placeholders
 /// (`<primary-id>`, `<network>`) stay for the user to fill in.
-pub fn fill_contexts(hint: &str, primary: &str, remote: &str) -> String {
-    let quote = crate::findings::shell_word;
-    if primary.is_empty() || remote.is_empty() {
+pub fn fill_contexts(hint: &str, primary: &str, remote_word: &str) -> String {
+    if primary.is_empty() || remote_word.is_empty() || remote_word == "''" {
         return hint.to_string();
     }
-    hint.replace("<primary>", &quote(primary))
-        .replace("<remote>", &quote(remote))
+    hint.replace("<primary>", &crate::findings::shell_word(primary))
+        .replace("<remote>", remote_word)
+}
+
+/// For a remote without a context whose fix names it by a variable: the
+/// fix's first line, which stops the paste with a clear message while the
+/// variable is unset (`: "${VAR:?...}"`) — meshtrace cannot know the context.
+fn context_guard(ctx: &Ctx, commands: &[String]) -> Option<String> {
+    let (var, id) = ctx.context_var.as_ref()?;
+    if !commands.iter().any(|c| c.contains(&ctx.remote_word())) {
+        return None;
+    }
+    Some(guard_line(var, id, &ctx.clusters.remote_server))
+}
+
+/// `: "${VAR:?...}"` naming the cluster and its server (characters the
+/// shell would expand or that would end the word left out: peer text).
+fn guard_line(var: &str, id: &str, server: &str) -> String {
+    let keep = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !"}\"'$`\\".contains(*c) && !c.is_control())
+            .collect()
+    };
+    let (id, server) = (keep(id), keep(server));
+    let at = if server.is_empty() {
+        String::new()
+    } else {
+        format!(" (API server {server})")
+    };
+    format!(": \"${{{var}:?set it to the kubeconfig context of {id}{at}}}\"")
 }
 
 /// `export KUBECONFIG=...` for the kubeconfig files the trace used.
@@ -532,13 +579,66 @@ mod tests {
             super::fill_contexts(h, "kind-primary", "arn:aws:eks:eu-west-1:1:cluster/remote"),
             "kubectl --context arn:aws:eks:eu-west-1:1:cluster/remote label x; kubectl --context=kind-primary get y; annotate z=<primary-id>"
         );
+        let word = crate::findings::shell_word;
         assert_eq!(
-            super::fill_contexts("--context <remote>", "p", "it's mine"),
+            super::fill_contexts("--context <remote>", "p", &word("it's mine")),
             r"--context 'it'\''s mine'"
         );
         assert_eq!(
             super::fill_contexts("--context <remote>", "", ""),
             "--context <remote>"
         );
+    }
+
+    /// A fleet remote without a context: fixes name it by a variable, and
+    /// the line that asks for it comes only where a command uses it.
+    #[test]
+    fn a_remote_without_a_context_is_named_by_a_variable_its_fix_asks_for() {
+        let t = crate::model::Target {
+            cluster_id: Some("eu-west.1".into()),
+            ..Default::default()
+        };
+        assert_eq!(t.context_var().as_deref(), Some("CONTEXT_EU_WEST_1"));
+        assert_eq!(
+            t.remote_label(),
+            "none (eu-west.1: the remote secret's credentials)"
+        );
+        let with = crate::model::Target {
+            remote: "ctx".into(),
+            ..t.clone()
+        };
+        assert_eq!(with.context_var(), None);
+        let word = "\"$CONTEXT_EU_WEST_1\"";
+        assert_eq!(
+            super::fill_contexts("kubectl --context <remote> get x", "p", word),
+            "kubectl --context \"$CONTEXT_EU_WEST_1\" get x"
+        );
+        let guard = super::guard_line(
+            "CONTEXT_EU_WEST_1",
+            "eu-west.1",
+            "https://10.0.0.3:6443/}$`x",
+        );
+        assert_eq!(
+            guard,
+            ": \"${CONTEXT_EU_WEST_1:?set it to the kubeconfig context of eu-west.1 (API server https://10.0.0.3:6443/x)}\""
+        );
+        // The guard stops a shell with its message while the variable is unset, and passes once set.
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("{guard}\necho ran")])
+            .env_remove("CONTEXT_EU_WEST_1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("set it to the kubeconfig context of eu-west.1")
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("{guard}\necho ran")])
+            .env("CONTEXT_EU_WEST_1", "c")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
     }
 }

@@ -36,7 +36,11 @@ pub fn render(r: &TraceReport) -> String {
     let _ = writeln!(out, "# meshtrace report\n");
     let t = &r.target;
     let _ = writeln!(out, "- **primary context**: {}", code(&t.primary));
-    let _ = writeln!(out, "- **remote context**: {}", code(&t.remote));
+    let remote = match t.remote.is_empty() {
+        false => code(&t.remote),
+        true => t.remote_label(),
+    };
+    let _ = writeln!(out, "- **remote context**: {remote}");
     let _ = writeln!(out, "- **Istio namespace**: {}", code(&t.istio_namespace));
     if t.mode == crate::model::Mode::Lab {
         let fault = t.fault.as_deref().map_or("none".to_string(), code);

@@ -54,8 +54,13 @@ pub fn header(r: &TraceReport) -> String {
 
 pub fn header_for(t: &crate::model::Target) -> String {
     let mut s = format!(
-        "meshtrace: primary {:?} -> remote {:?} (namespace {})",
-        t.primary, t.remote, t.istio_namespace
+        "meshtrace: primary {:?} -> remote {} (namespace {})",
+        t.primary,
+        match t.remote.is_empty() {
+            false => format!("{:?}", t.remote),
+            true => t.remote_label(),
+        },
+        t.istio_namespace
     );
     if t.mode == crate::model::Mode::Lab {
         s.push_str(" [built-in lab");

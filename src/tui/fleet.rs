@@ -170,16 +170,38 @@ impl FleetUi {
         }
     }
 
-    /// The next run starts: rows keep their remotes, the states start over.
-    pub fn start_rerun(&mut self) {
+    /// The next run starts: the states start over. `remotes` is the list
+    /// the primary registers now (None: it could not be read again, the
+    /// rows stay); an open remote stays open when it is still registered.
+    pub fn start_rerun(&mut self, remotes: Option<Vec<FleetRemote>>, note: Option<String>) {
+        self.run += 1;
+        let mut said = vec![format!("run {} started", self.run)];
+        if let Some(now) = remotes {
+            said.extend(fleet_changes(&self.remotes, &now));
+            let open = self
+                .drill
+                .as_ref()
+                .map(|(i, _)| remote_name(&self.remotes[*i]));
+            self.remotes = now;
+            let still =
+                open.and_then(|name| self.remotes.iter().position(|r| remote_name(r) == name));
+            match (&mut self.drill, still) {
+                (Some((i, _)), Some(j)) => *i = j,
+                (Some(_), None) => {
+                    self.drill = None;
+                    said.push("the open remote is no longer registered".into());
+                }
+                (None, _) => {}
+            }
+        }
+        said.extend(note);
+        self.note = Some(said.join("; "));
         let n = self.remotes.len();
         self.states = vec![TraceState::default(); n];
         self.started = vec![None; n];
-        self.run += 1;
-        self.note = Some(format!("run {} started", self.run));
+        self.selected = self.selected.min(self.visible().len().saturating_sub(1));
         if let Some((_, app)) = &mut self.drill {
-            let st = TraceState::default();
-            app.start_rerun(&st);
+            app.start_rerun(&TraceState::default());
         }
     }
 
@@ -325,6 +347,39 @@ impl FleetUi {
     }
 }
 
+/// Which remotes came and went between two runs' lists, by name
+/// ("new: a; no longer registered: b"), or None when the same.
+pub fn fleet_changes(before: &[FleetRemote], now: &[FleetRemote]) -> Option<String> {
+    let names = |l: &[FleetRemote]| l.iter().map(remote_name).collect::<Vec<_>>();
+    let (a, b) = (names(before), names(now));
+    let added: Vec<&str> = b
+        .iter()
+        .filter(|n| !a.contains(n))
+        .map(String::as_str)
+        .collect();
+    let gone: Vec<&str> = a
+        .iter()
+        .filter(|n| !b.contains(n))
+        .map(String::as_str)
+        .collect();
+    let mut parts = vec![];
+    if !added.is_empty() {
+        parts.push(format!("new: {}", added.join(", ")));
+    }
+    if !gone.is_empty() {
+        parts.push(format!("no longer registered: {}", gone.join(", ")));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// What `r` (or the watch timer) starts: the next run's events, the
+/// remotes it traces when they were read again, and what to say.
+pub struct NextRun {
+    pub events: UnboundedReceiver<(usize, TraceEvent)>,
+    pub remotes: Option<Vec<FleetRemote>>,
+    pub note: Option<String>,
+}
+
 /// Draws the fleet list (or the open remote's screen, whose layout
 /// facts it returns).
 pub fn draw(f: &mut Frame, ui: &FleetUi) -> super::view::ViewInfo {
@@ -459,7 +514,7 @@ pub const FLEET_HELP: &[(&str, &str)] = &[
     ("Enter  click", "open that remote's trace; Esc comes back"),
     ("/", "filter: cluster ID, context or failure"),
     ("Esc", "back: clear the filter, leave a remote; never quits"),
-    ("r", "re-run the fleet once every remote has finished"),
+    ("r", "re-read the remotes and re-run (once all finished)"),
     ("t", "next theme"),
     ("Ctrl-Z", "suspend (fg resumes)"),
     ("?  F1", "this help (any key closes it)"),
@@ -470,15 +525,17 @@ pub const FLEET_HELP: &[(&str, &str)] = &[
 ];
 
 /// Runs the fleet screen until the user quits. `rx` is the first run's
-/// events; `rerun` starts a new run (`r`, or the watch timer).
-pub async fn run_fleet_tui<F>(
+/// events; `rerun` reads the remotes again and starts a new run (`r`, or
+/// the watch timer). Returns the last finished run's remotes and reports.
+pub async fn run_fleet_tui<F, Fut>(
     rx: UnboundedReceiver<(usize, TraceEvent)>,
     mut rerun: F,
     remotes: Vec<FleetRemote>,
     opts: super::TuiOptions,
-) -> io::Result<Vec<TraceReport>>
+) -> io::Result<(Vec<FleetRemote>, Vec<TraceReport>)>
 where
-    F: FnMut() -> UnboundedReceiver<(usize, TraceEvent)>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = NextRun>,
 {
     let themes = theme::cycle_with(&opts.theme, opts.theme_file.as_ref(), theme::no_color_env());
     let mut ui = FleetUi::new(remotes, themes);
@@ -489,7 +546,7 @@ where
     let mut tick = tokio::time::interval(Duration::from_millis(80));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ended_at: Option<Instant> = None;
-    let mut last_finished: Option<Vec<TraceReport>> = None;
+    let mut last_finished: Option<(Vec<FleetRemote>, Vec<TraceReport>)> = None;
     loop {
         if !super::ACTIVE.load(Ordering::SeqCst) {
             break;
@@ -562,10 +619,15 @@ where
         }
         if next_run_now {
             if ui.finished() {
-                last_finished = Some(ui.reports());
+                last_finished = Some((ui.remotes.clone(), ui.reports()));
             }
-            ui.start_rerun();
-            events = Some(rerun());
+            ui.note = Some("reading the remotes the primary registers…".into());
+            term.terminal.draw(|f| {
+                draw(f, &ui);
+            })?;
+            let next = rerun().await;
+            ui.start_rerun(next.remotes, next.note);
+            events = Some(next.events);
             ended_at = None;
         }
     }
@@ -576,7 +638,7 @@ where
             return Ok(done);
         }
     }
-    Ok(ui.reports())
+    Ok((ui.remotes.clone(), ui.reports()))
 }
 
 async fn next_event(
@@ -831,8 +893,47 @@ mod tests {
             ui.on_key(key(KeyCode::Char('r'))),
             Some(FleetCommand::Rerun)
         );
-        ui.start_rerun();
+        ui.start_rerun(None, None);
         assert_eq!(ui.run, 2);
+        assert_eq!(ui.note.as_deref(), Some("run 2 started"));
         assert!(ui.states.iter().all(|s| s.finished.is_none()));
+    }
+
+    #[test]
+    fn r_follows_the_remotes_read_again_and_keeps_the_open_one() {
+        let mut ui = ui3();
+        finish(&mut ui, 2, None);
+        // remote-2 open; remote-1 goes away, remote-4 comes: remote-2 stays open at its new row.
+        ui.selected = 1;
+        ui.on_key(key(KeyCode::Enter));
+        assert_eq!(ui.drill.as_ref().map(|d| d.0), Some(1));
+        let now = vec![
+            remote("remote-2", Some("lab-remote-2")),
+            remote("remote-3", None),
+            remote("remote-4", Some("lab-remote-4")),
+        ];
+        ui.start_rerun(Some(now), None);
+        assert_eq!(
+            ui.note.as_deref(),
+            Some("run 2 started; new: remote-4; no longer registered: remote-1")
+        );
+        assert_eq!(ui.drill.as_ref().map(|d| d.0), Some(0));
+        assert_eq!(ui.states.len(), 3);
+        assert_eq!(ui.started.len(), 3);
+        // The open remote itself goes away: back to the list, said so.
+        let now = vec![remote("remote-3", None)];
+        ui.start_rerun(Some(now), Some("could not read remote-9".into()));
+        assert!(ui.drill.is_none());
+        assert_eq!(
+            ui.note.as_deref(),
+            Some(
+                "run 3 started; no longer registered: remote-2, remote-4; \
+                 the open remote is no longer registered; could not read remote-9"
+            )
+        );
+        assert_eq!(ui.selected, 0);
+        let names: Vec<String> = ui.remotes.iter().map(remote_name).collect();
+        assert_eq!(names, ["remote-3"]);
+        assert!(screen(&ui).contains("remote-3"));
     }
 }

@@ -380,6 +380,12 @@ impl Signals {
 /// Whether the terminal is in the UI's modes now; `restore` is a no-op otherwise.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// The full-screen UI owns the terminal now: nothing may write to it
+/// (a line on stderr would stay on the screen until it is redrawn).
+pub fn on_screen() -> bool {
+    ACTIVE.load(Ordering::SeqCst)
+}
+
 /// Leave the alternate screen and raw mode, show the cursor. Safe to call
 /// more than once and from the panic hook.
 pub fn restore() {

@@ -119,7 +119,7 @@ fn draw_header(f: &mut Frame, area: Rect, st: &TraceState, app: &App) {
             Span::styled(t.primary.clone(), th.label),
             Span::styled(" ⇄ ", th.muted),
             Span::styled("remote ", th.muted),
-            Span::styled(t.remote.clone(), th.label),
+            Span::styled(t.remote_label(), th.label),
         ];
         let ns = vec![Span::styled(
             format!(" · ns {}", t.istio_namespace),

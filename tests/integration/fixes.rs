@@ -463,10 +463,17 @@ struct Served {
 
 impl Served {
     fn start(fault: FaultId) -> Result<Served, String> {
+        Served::start_with(&["--fault", fault.name()])
+    }
+
+    /// `lab serve ARGS...`.
+    fn start_with(args: &[&str]) -> Result<Served, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let kubeconfig = dir.path().join("kubeconfig");
         let mut child = Command::new(env!("CARGO_BIN_EXE_meshtrace"))
-            .args(["lab", "serve", "--fault", fault.name(), "--kubeconfig-out"])
+            .args(["lab", "serve"])
+            .args(args)
+            .arg("--kubeconfig-out")
             .arg(&kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -545,8 +552,13 @@ impl Served {
     /// `sh -c command`, with the lab's kubeconfig and istiod port in the
     /// environment; Err with its output when it fails or runs too long.
     fn run(&self, command: &str, tools: &Tools) -> Result<(), String> {
+        self.run_with(command, tools, &[])
+    }
+
+    fn run_with(&self, command: &str, tools: &Tools, env: &[(&str, &str)]) -> Result<(), String> {
         let mut child = Command::new("sh")
             .args(["-c", command])
+            .envs(env.iter().copied())
             .env("KUBECONFIG", &self.kubeconfig)
             .env("LAB_ISTIOD_PORT", &self.istiod_port)
             .env("LAB_WEBHOOK_PORT", &self.webhook_port)
@@ -804,6 +816,91 @@ fn prove_all(source: Source) {
 #[test]
 fn meshtraces_own_commands_fix_every_fault() {
     prove_all(Source::Meshtrace);
+}
+
+/// A fleet remote no kubeconfig context reaches is traced with its remote
+/// secret's credentials; its fix names the context by a variable and its
+/// first line stops the paste while that is unset. Once the operator adds a
+/// context and names it, the same commands fix the remote.
+#[test]
+fn a_fix_for_a_remote_without_a_context_runs_once_its_context_is_named() {
+    let scratch = tempfile::tempdir().unwrap();
+    let tools = Tools::find(scratch.path());
+    if !tools.kubectl {
+        assert!(
+            !required(),
+            "kubectl is not on PATH and MESHTRACE_REQUIRE_KUBECTL=1"
+        );
+        eprintln!("note: kubectl is not on PATH; skipping");
+        return;
+    }
+    let served =
+        Served::start_with(&["--remotes", "3", "--fault", "no-tokenreview-rbac@3"]).unwrap();
+    let full = std::fs::read_to_string(&served.kubeconfig).unwrap();
+    let mut kc = kube::config::Kubeconfig::from_yaml(&full).unwrap();
+    kc.contexts.retain(|c| c.name != "lab-remote-3");
+    let partial = scratch.path().join("partial");
+    std::fs::write(&partial, serde_json::to_string(&kc).unwrap()).unwrap();
+    let fleet = || -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_meshtrace"))
+            .arg("--kubeconfig")
+            .arg(&partial)
+            .args(["--primary", "lab-primary", "-o", "json"])
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let before = fleet();
+    let r3 = &before["reports"][2];
+    assert_eq!(r3["target"]["remote"], "", "{}", r3["target"]);
+    let step = first_failure(r3).expect("remote-3 fails");
+    assert_eq!(step["id"], "remote-rbac", "{step}");
+    let commands: Vec<String> = step["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let guard = commands
+        .iter()
+        .position(|c| c.starts_with(": \"${CONTEXT_REMOTE_3:?"))
+        .unwrap_or_else(|| panic!("no line that asks for the context: {commands:?}"));
+    assert!(
+        commands[guard..]
+            .iter()
+            .skip(1)
+            .any(|c| c.contains("--context \"$CONTEXT_REMOTE_3\"")),
+        "{commands:?}"
+    );
+    assert!(
+        !commands.iter().any(|c| c.contains('<')),
+        "a placeholder: {commands:?}"
+    );
+    let script = commands.join("\n");
+    // Unset: the paste stops at its first line, saying what to set; nothing changed.
+    let err = served.run(&script, &tools).unwrap_err();
+    assert!(
+        err.contains("set it to the kubeconfig context of remote-3"),
+        "{err}"
+    );
+    assert_eq!(
+        first_failure(&fleet()["reports"][2]).map(|s| s["id"].clone()),
+        Some("remote-rbac".into())
+    );
+    // The operator adds a context for remote-3 to the kubeconfig and names it.
+    std::fs::write(&partial, &full).unwrap();
+    served
+        .run_with(&script, &tools, &[("CONTEXT_REMOTE_3", "lab-remote-3")])
+        .unwrap();
+    let after = fleet();
+    assert_eq!(
+        after["verdict"],
+        "pass",
+        "{}",
+        summary(&after["reports"][2])
+    );
 }
 
 /// The lab accepts and models what an operator's fixes send and touch.

@@ -58,6 +58,9 @@ pub struct Settings {
     /// The kube contexts traced, as given (`--primary`, `--remote`).
     pub primary_context: String,
     pub remote_context: String,
+    /// The remote context as a command's word (quoted; or the variable a
+    /// fleet remote without a context is named by, [`Ctx::remote_word`]).
+    pub remote_word: String,
 }
 
 impl Settings {
@@ -83,12 +86,22 @@ impl Settings {
             now: now_unix(),
             primary_context: ctx.contexts.0.clone(),
             remote_context: ctx.contexts.1.clone(),
+            remote_word: ctx.remote_word(),
         }
     }
     /// `kubectl --context <remote>`, quoted for the shell: the start of a
     /// command that changes the remote.
     pub fn kubectl_remote(&self) -> String {
-        format!("kubectl --context {}", shell_word(&self.remote_context))
+        format!("kubectl --context {}", self.remote_word)
+    }
+    /// How meshtrace read the remote: "as the --remote context", or, for a
+    /// fleet remote without one, "with the remote secret's credentials".
+    pub fn remote_reader(&self) -> &'static str {
+        if self.remote_context.is_empty() {
+            "with the remote secret's credentials"
+        } else {
+            "as the --remote context"
+        }
     }
     /// `kubectl --context <primary>`.
     pub fn kubectl_primary(&self) -> String {
@@ -106,6 +119,7 @@ impl Settings {
             now: 1_800_000_000,
             primary_context: "ctx-primary".into(),
             remote_context: "ctx-remote".into(),
+            remote_word: "ctx-remote".into(),
         }
     }
 }

@@ -228,7 +228,7 @@ fn verdict(f: &ApiTlsFacts, s: &Settings) -> Outcome {
                     finding.note(format!(
                         "The --remote context's server is {} too, so meshtrace knows no address istiod's pods can reach. Find the remote API server's address on the network the primary's pods share (for kind: docker inspect -f '{{{{.NetworkSettings.Networks.kind.IPAddress}}}}' <remote cluster>-control-plane), then: istioctl create-remote-secret --context={} --name={} --namespace={} --server=https://ADDRESS:6443 | {} apply -f -",
                         f.secret.remote_context_server,
-                        crate::findings::shell_word(&s.remote_context),
+                        s.remote_word.clone(),
                         crate::findings::shell_word(&f.secret.cluster_id),
                         crate::findings::shell_word(&f.secret.namespace),
                         s.kubectl_primary()

@@ -599,7 +599,8 @@ fn account_deleted(
         Some((Err(e), _)) => {
             commands.push(bind(&role));
             note = format!(
-                "meshtrace could not list ClusterRoleBindings as the --remote context ({e}): the second command binds the account to Istio's reader role {role}; `AlreadyExists` there means the binding is still in place, which is as good."
+                "meshtrace could not list ClusterRoleBindings {} ({e}): the second command binds the account to Istio's reader role {role}; `AlreadyExists` there means the binding is still in place, which is as good.",
+                s.remote_reader()
             );
         }
         None => {

@@ -348,7 +348,8 @@ pub fn grant(view: &RbacView, who: &Who, need: &[Check], s: &Settings) -> Grant 
             return Grant {
                 commands: vec![patch_role(s, &role, true, &rules)],
                 note: format!(
-                    "meshtrace could not list ClusterRoleBindings as the --remote context ({e}), so it names Istio's default reader role {role}. Check that it is the role bound to {}: {} get clusterrolebindings -o wide",
+                    "meshtrace could not list ClusterRoleBindings {} ({e}), so it names Istio's default reader role {role}. Check that it is the role bound to {}: {} get clusterrolebindings -o wide",
+                    s.remote_reader(),
                     who.username(),
                     s.kubectl_remote()
                 ),

@@ -778,7 +778,7 @@ pub(super) fn create_command(
     }
     let mut cmd = format!(
         "istioctl create-remote-secret --context={} --name={cluster_id} --namespace={}",
-        shell_word(&s.remote_context),
+        s.remote_word.clone(),
         shell_word(&s.istio_namespace)
     );
     if let Some(srv) = server {

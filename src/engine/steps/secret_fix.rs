@@ -159,7 +159,7 @@ pub fn rewrite(
     }
     let mut cmd = format!(
         "istioctl create-remote-secret --context={} --name={} --namespace={}",
-        shell_word(&s.remote_context),
+        s.remote_word.clone(),
         shell_word(&id),
         shell_word(&r.namespace)
     );

@@ -727,7 +727,7 @@ fn unauthenticated(out: Outcome, f: &XdsFacts, s: &Settings, told: &str) -> Outc
             Finding::new(&UNKNOWN_CLUSTER, format!("istiod does not know cluster {cid:?}"))
                 .note(format!(
                     "{other_istiod}istiod reviews the token in the cluster its `clusterid` names and knows only the clusters of its remote secrets (kube_jwt.go: `client claims to be in cluster {cid:?}, but we only know about ...`). Give that istiod the remote secret: `istioctl create-remote-secret --context={} --name={} | kubectl --context={} apply -f -` (or, when the secret is there, restart istiod: its remote-secret controller may be stuck)",
-                    shell_word(&s.remote_context), shell_word(cid), shell_word(&s.primary_context)
+                    s.remote_word.clone(), shell_word(cid), shell_word(&s.primary_context)
                 )),
             format!("{told}; istiod's /debug/clusterz ({from}) lists {}, not {cid:?}", super::quote_list(&ids)),
         );
