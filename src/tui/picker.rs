@@ -94,6 +94,25 @@ pub fn on_key(p: &mut Picker, key: KeyEvent) -> Outcome {
     Outcome::Open
 }
 
+/// A row's name and its text: the finding code, the summary, and whether
+/// `f` can fix it afterwards (so an instructor picks one that can).
+pub fn row(c: &Choice) -> (String, String) {
+    match c {
+        Choice::Fault(id) => {
+            let fl = faults::get(*id);
+            let fix = match faults::no_fix_from_tui(*id) {
+                Some(why) => format!(" [f cannot fix it: {why}]"),
+                None => " [f fixes it]".into(),
+            };
+            (
+                id.name().to_string(),
+                format!("{}: {}{fix}", fl.code, fl.summary),
+            )
+        }
+        Choice::Healthy => ("healthy".to_string(), "no fault: the lab as built".into()),
+    }
+}
+
 /// The picker as an overlay over the screen.
 pub fn draw(f: &mut Frame, area: Rect, app: &App, p: &Picker) {
     let th = app.theme();
@@ -119,16 +138,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, p: &Picker) {
         .unwrap_or(0);
     let mut selected_row = 0;
     for (i, c) in p.choices.iter().enumerate() {
-        let (name, about) = match c {
-            Choice::Fault(id) => {
-                let fl = faults::get(*id);
-                (
-                    id.name().to_string(),
-                    format!("{}: {}", fl.code, fl.summary),
-                )
-            }
-            Choice::Healthy => ("healthy".to_string(), "no fault: the lab as built".into()),
-        };
+        let (name, about) = row(c);
         let mark = if i == p.selected { "▶ " } else { "  " };
         let head = format!("{mark}{name:<name_w$}  ");
         let rest_w = inner_w.saturating_sub(text::width(&head)).max(10);

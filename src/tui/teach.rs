@@ -815,6 +815,43 @@ mod tests {
         }
     }
 
+    /// The picker says, per fault, whether `f` can fix it afterwards.
+    #[test]
+    fn picker_says_which_faults_f_can_fix() {
+        use crate::lab::faults::FaultId;
+        let st = screen_state();
+        let hop = sequence::messages()
+            .position(|m| {
+                super::super::picker::faults_for(m)
+                    .iter()
+                    .any(|f| f.id == FaultId::ChainSingleElement)
+            })
+            .unwrap();
+        use super::super::picker::{Choice, Picker, row};
+        let p = Picker::for_hop(hop, None).unwrap();
+        let text = |id| row(&Choice::Fault(id)).1;
+        assert!(
+            text(FaultId::ChainSingleElement)
+                .ends_with("[f cannot fix it: no command fixes it (see docs/faults.md)]"),
+            "{}",
+            text(FaultId::ChainSingleElement)
+        );
+        assert!(text(FaultId::ChainWrongTrustDomain).ends_with("[f fixes it]"));
+        assert!(
+            p.choices
+                .contains(&Choice::Fault(FaultId::ChainWrongTrustDomain))
+        );
+        assert_eq!(
+            crate::lab::faults::no_fix_from_tui(FaultId::IstiodNoEndpoints),
+            Some("its fix needs an address the lab cannot have")
+        );
+        // Drawn, the marks are there.
+        let mut a = teaching_app(hop);
+        a.picker = Some(p);
+        let s = render(&st, &a, 200, 60);
+        assert!(s.contains("[f fixes it]") && s.contains("[f cannot"), "{s}");
+    }
+
     #[test]
     fn picker_screen() {
         let st = screen_state();
