@@ -112,6 +112,15 @@ impl Testbed {
         }
     }
 
+    /// The public CA an external istiod's TLS front presents, which its
+    /// gateway trusts as the platform's roots (`CA_ROOT_CA=SYSTEM`).
+    pub fn public_root_pem(&self) -> Option<String> {
+        self.public_root.as_ref().map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_else(|e| panic!("TB_PUBLIC_ROOT {}: {e}", p.display()))
+        })
+    }
+
     /// The gateway's SPIFFE ID in this profile's trust domain.
     pub fn gateway_spiffe(&self) -> String {
         format!("spiffe://{}/ns/{NS}/sa/{GATEWAY_SA}", self.trust_domain)

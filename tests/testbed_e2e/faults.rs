@@ -26,9 +26,9 @@ pub const COMPARED_WITH_LAB: &[&str] = &[
     "reader-token-expired", // zz_destructive: runs last; its revert may restart istiod
     "istiod-token-audiences",
     "no-remote-secret",
-    "secret-unlabelled",
+    "secret-unlabelled", // portable.rs
     "secret-wrong-namespace",
-    "cluster-id-mismatch",
+    "cluster-id-mismatch", // portable.rs
     "cluster-id-is-primary",
     "kubeconfig-empty",
     "kubeconfig-not-yaml",
@@ -40,7 +40,7 @@ pub const COMPARED_WITH_LAB: &[&str] = &[
     "reader-sa-deleted",
     "reader-token-other-cluster", // zz_destructive: runs last; its revert restarts istiod
     "reader-token-expiring",
-    "no-tokenreview-rbac",
+    "no-tokenreview-rbac", // portable.rs
     "istiod-service-missing",
     "istiod-service-selector",
     "istiod-no-endpoints",
@@ -51,8 +51,8 @@ pub const COMPARED_WITH_LAB: &[&str] = &[
     "gateway-no-cluster-id",
     "gateway-audience",
     "gateway-no-projected-token",
-    "gateway-sa-deleted",
-    "root-configmap-missing",
+    "gateway-sa-deleted",     // portable.rs
+    "root-configmap-missing", // portable.rs
     "stale-root",
     "partial-cacerts",
     "chain-wrong-trust-domain",
@@ -264,7 +264,7 @@ fn bounce_remote_secret(tb: &Testbed) -> Result<(), String> {
 /// re-add the cluster (it reads the annotation only then; measured: while the
 /// cluster stays registered, istiod rewrites a deleted or changed ConfigMap
 /// within ~100 ms). Reverted in the opposite order.
-fn stop_istiod_writing_root(s: &mut Session) -> Result<(), String> {
+pub(crate) fn stop_istiod_writing_root(s: &mut Session) -> Result<(), String> {
     let bounce_by_hand = format!(
         "{} ; {}",
         s.tb.command_line(
@@ -390,34 +390,6 @@ fn no_remote_secret() {
 }
 
 #[test]
-fn secret_unlabelled() {
-    run_case(lab("secret-unlabelled"), |s| {
-        s.save(
-            Cluster::Primary,
-            "secret",
-            Some(NS),
-            REMOTE_SECRET,
-            Restore::Replace,
-        )?;
-        s.tb.kubectl(
-            Cluster::Primary,
-            &[
-                "-n",
-                NS,
-                "label",
-                "secret",
-                REMOTE_SECRET,
-                &format!("{MC_LABEL}-"),
-            ],
-        )?;
-        Ok(
-            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
-                .log("client claims to be in cluster \"remote\""),
-        )
-    });
-}
-
-#[test]
 fn secret_wrong_namespace() {
     run_case(lab("secret-wrong-namespace"), |s| {
         let sec = s.save(
@@ -435,25 +407,6 @@ fn secret_wrong_namespace() {
             Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
                 .log("client claims to be in cluster \"remote\""),
         )
-    });
-}
-
-#[test]
-fn cluster_id_mismatch() {
-    run_case(lab("cluster-id-mismatch"), |s| {
-        let sec = s.save(
-            Cluster::Primary,
-            "secret",
-            Some(NS),
-            REMOTE_SECRET,
-            Restore::Replace,
-        )?;
-        let kc = sec["data"][&s.tb.remote_cluster_id].clone();
-        let mut new = sec.clone();
-        new["data"] = json!({ "remote-1": kc });
-        s.write(Cluster::Primary, &new, Restore::Replace)?;
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
-            .log("client claims to be in cluster \"remote\", but we only know about local cluster \"primary\" and remote clusters [remote-1]"))
     });
 }
 
@@ -696,35 +649,6 @@ fn reader_token_expiring() {
     });
 }
 
-#[test]
-fn no_tokenreview_rbac() {
-    run_case(lab("no-tokenreview-rbac"), |s| {
-        let role = s.save(
-            Cluster::Remote,
-            "clusterrole",
-            None,
-            READER_ROLE,
-            Restore::Replace,
-        )?;
-        let mut r = role.clone();
-        let rules = r["rules"]
-            .as_array_mut()
-            .ok_or("ClusterRole without rules")?;
-        let before = rules.len();
-        rules.retain(|rule| {
-            !rule["resources"]
-                .as_array()
-                .is_some_and(|rs| rs.iter().any(|x| x == "tokenreviews"))
-        });
-        assert_eq!(rules.len(), before - 1, "expected one tokenreviews rule");
-        s.write(Cluster::Remote, &r, Restore::Replace)?;
-        Ok(
-            Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Unauthenticated)
-                .log("tokenreviews.authentication.k8s.io is forbidden"),
-        )
-    });
-}
-
 // ------------------------------------------------------------------ rows 10, 15: the remote's istiod Service
 // istiod does not need these objects to authenticate the gateway (the CSR is
 // sent to istiod's real address), so it must keep issuing.
@@ -911,17 +835,6 @@ fn gateway_no_projected_token() {
     });
 }
 
-#[test]
-fn gateway_sa_deleted() {
-    run_case(lab("gateway-sa-deleted"), |s| {
-        // The gateway still holds the token projected before the deletion.
-        let g = GatewayView::healthy(s.tb)?;
-        s.delete(Cluster::Remote, "serviceaccount", Some(NS), GATEWAY_SA)?;
-        Ok(Plan::new(s.tb, g, Want::Unauthenticated)
-            .log("the service account authentication returns an error"))
-    });
-}
-
 /// CA_ADDR with the cluster-domain suffix: the gateway's TLS server name is
 /// then a name istiod's certificate does not carry.
 #[test]
@@ -1045,24 +958,6 @@ fn istiod_cert_wrong_san() {
 }
 
 // ------------------------------------------------------------------ rows 13, 17, 18: roots and CA material
-
-#[test]
-fn root_configmap_missing() {
-    run_case(lab("root-configmap-missing"), |s| {
-        stop_istiod_writing_root(s)?;
-        s.delete(Cluster::Remote, "configmap", Some(NS), "istio-ca-root-cert")?;
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        if s.tb
-            .exists(Cluster::Remote, "configmap", Some(NS), "istio-ca-root-cert")?
-        {
-            return Err(
-                "istiod wrote istio-ca-root-cert again although it no longer leads the remote"
-                    .into(),
-            );
-        }
-        Ok(Plan::new(s.tb, GatewayView::healthy(s.tb)?, Want::Issued))
-    });
-}
 
 #[test]
 fn stale_root() {

@@ -26,6 +26,7 @@ mod faults;
 mod fleet;
 mod healthy;
 mod netfaults;
+mod portable;
 mod probe;
 mod profiles;
 mod webhook;

@@ -318,7 +318,10 @@ fn lb_without_15017() {
         "{}",
         summary(&r)
     );
-    let lab = rt.block_on(crate::probe::lab_trace(expect.lab.expect("a lab fault")));
+    let lab = rt.block_on(crate::probe::lab_trace(
+        tb,
+        expect.lab.expect("a lab fault"),
+    ));
     crate::check::assert_lab_agrees(&expect, &r, &lab, &[]);
     drop(s);
 }

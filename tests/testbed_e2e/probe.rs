@@ -30,6 +30,11 @@ pub async fn trace(tb: &Testbed, mut opts: TraceOptions) -> TraceReport {
     if opts.istiod_webhook_addr.is_none() {
         opts.istiod_webhook_addr = tb.webhook_addr_flag();
     }
+    // An external istiod's public CA is the platform's roots, as the
+    // profile's gateway trusts it (the binary reads SSL_CERT_FILE).
+    if opts.platform_roots_pem.is_none() {
+        opts.platform_roots_pem = tb.public_root_pem();
+    }
     let kc =
         load_kubeconfig(std::slice::from_ref(&tb.kubeconfig)).expect("test bed kubeconfig loads");
     let (primary, _) = client_for(&kc, &tb.primary_ctx, opts.timeout)
@@ -62,11 +67,20 @@ pub async fn trace(tb: &Testbed, mut opts: TraceOptions) -> TraceReport {
     .await
 }
 
-/// meshtrace against the lab with one fault (as tests/integration does).
-pub async fn lab_trace(fault: &'static Fault) -> TraceReport {
+/// meshtrace against the lab with one fault, on the test bed's profile
+/// (`meshtrace lab --profile P --fault F`, as tests/integration does).
+pub async fn lab_trace(tb: &Testbed, fault: &'static Fault) -> TraceReport {
     meshtrace::install_crypto_provider();
-    let lab = Lab::start(Some(fault)).await.expect("lab starts");
-    let opts = TraceOptions::default();
+    let profile = meshtrace::lab::profiles::Profile::ALL
+        .iter()
+        .copied()
+        .find(|p| p.name() == tb.profile)
+        .unwrap_or_else(|| panic!("the lab has no profile {:?} (TB_PROFILE)", tb.profile));
+    let lab = Lab::start_profile(profile, Some(fault), |_| {})
+        .await
+        .expect("lab starts");
+    let mut opts = TraceOptions::default();
+    meshtrace::cli::lab_profile_options(&lab, &mut opts);
     let (clusters, target) = meshtrace::cli::lab_target(&lab, &opts)
         .await
         .unwrap_or_else(|e| panic!("lab clients: {}", e.0));
@@ -132,21 +146,27 @@ pub struct GatewayView {
 }
 
 impl GatewayView {
-    /// The healthy gateway: a TokenRequest for its SA with audience istio-ca,
-    /// bound to its pod (what the kubelet projects), cluster ID `remote`, the
-    /// mesh root, istiod's address.
+    /// The healthy gateway of the test bed's profile: a TokenRequest for its
+    /// SA with its istio-token's audience (istio-ca, or the profile's),
+    /// bound to its pod (what the kubelet projects), cluster ID `remote`,
+    /// the root it verifies istiod with (the mesh root; an external
+    /// istiod's public CA), and istiod's address (an external istiod only
+    /// through the load balancer that terminates its public TLS).
     pub fn healthy(tb: &Testbed) -> Result<GatewayView, String> {
         Ok(GatewayView {
             token: tb.token(
                 crate::bed::Cluster::Remote,
                 GATEWAY_SA,
-                Some("istio-ca"),
+                Some(&tb.gateway_audience),
                 Some(GATEWAY),
                 "10m",
             )?,
             cluster_id: tb.remote_cluster_id.clone(),
-            root_pem: tb.root_pem.clone(),
-            addr: tb.istiod_addr.clone(),
+            root_pem: tb.public_root_pem().unwrap_or_else(|| tb.root_pem.clone()),
+            addr: match tb.public_root {
+                Some(_) => tb.dial_addr(),
+                None => tb.istiod_addr.clone(),
+            },
             server_name: tb.server_name.clone(),
         })
     }

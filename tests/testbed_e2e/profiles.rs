@@ -6,37 +6,20 @@
 //! for every step. On every profile, the default one included; `.ci/run`
 //! brings up each other profile and runs only these (`profiles::`).
 
-use crate::bed::{GATEWAY, GATEWAY_SA, Testbed, lock, runtime, testbed};
+use crate::bed::{Testbed, lock, runtime, testbed};
 use crate::probe::{Answer, GatewayView, ask_until};
 use serde_json::Value;
 use std::time::Duration;
 
-/// What the profile's gateway sends: a token with its istio-token's
-/// audience, bound to its pod; TLS for its server name, verified with its
-/// root (the public CA when its root is SYSTEM, else the mesh root).
+/// What the profile's gateway sends ([`GatewayView::healthy`]: its token's
+/// audience, its root), dialled as the gateway dials: through the load
+/// balancer on the network hosts (where an external istiod's public TLS is
+/// terminated).
 fn gateway(tb: &Testbed) -> GatewayView {
-    let token = tb
-        .token(
-            crate::bed::Cluster::Remote,
-            GATEWAY_SA,
-            Some(&tb.gateway_audience),
-            Some(GATEWAY),
-            "10m",
-        )
-        .unwrap_or_else(|e| panic!("gateway token: {e}"));
-    let root_pem = match &tb.public_root {
-        Some(p) => std::fs::read_to_string(p)
-            .unwrap_or_else(|e| panic!("TB_PUBLIC_ROOT {}: {e}", p.display())),
-        None => tb.root_pem.clone(),
-    };
+    let g = GatewayView::healthy(tb).unwrap_or_else(|e| panic!("gateway token: {e}"));
     GatewayView {
-        token,
-        cluster_id: tb.remote_cluster_id.clone(),
-        root_pem,
-        // As the gateway dials: through the load balancer on the network
-        // hosts (where an external istiod's public TLS is terminated).
         addr: tb.dial_addr(),
-        server_name: tb.server_name.clone(),
+        ..g
     }
 }
 
