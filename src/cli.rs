@@ -962,6 +962,7 @@ async fn run_fleet_clusters(cli: Cli, primary: String) -> Result<i32, UsageError
         explicit: cli.remote_context,
         mode: Mode::Clusters,
         fault: None,
+        lab: None,
     };
     fleet(setup, opts, &cli.trace).await
 }
@@ -969,21 +970,24 @@ async fn run_fleet_clusters(cli: Cli, primary: String) -> Result<i32, UsageError
 /// `meshtrace lab --remotes N` (N > 1): the lab's contexts, traced as a fleet.
 async fn run_lab_fleet(lab: LabArgs) -> Result<i32, UsageError> {
     check_fleet_args(&lab.trace)?;
-    let running = Lab::start_fleet(
+    // A session, not a bare Lab: the fleet screen's b and f rebuild and fix it.
+    let session = crate::lab::session::LabSession::start_fleet(
         lab.profile,
         lab.remotes,
         lab.fault.map(|f| faults::get(f.id)),
         lab.fault.and_then(|f| f.at).unwrap_or(1),
-        |_| {},
+        lab.trace.options(),
     )
     .await
-    .map_err(|e| UsageError(format!("cannot start the lab: {e}")))?;
-    let mut opts = lab.trace.options();
-    lab_profile_options(&running, &mut opts);
-    let kc = match kube::config::Kubeconfig::from_yaml(&running.kubeconfig_yaml) {
+    .map_err(UsageError)?;
+    let session = std::sync::Arc::new(session);
+    let Some((yaml, opts)) = session.kubeconfig_and_options() else {
+        return Err(UsageError("the lab did not start".into()));
+    };
+    let kc = match kube::config::Kubeconfig::from_yaml(&yaml) {
         Ok(kc) => kc,
         Err(e) => {
-            running.shutdown();
+            session.shutdown();
             return Err(UsageError(format!("lab kubeconfig: {e}")));
         }
     };
@@ -994,9 +998,10 @@ async fn run_lab_fleet(lab: LabArgs) -> Result<i32, UsageError> {
         explicit: vec![],
         mode: Mode::Lab,
         fault: fault_label(lab.fault, lab.remotes),
+        lab: Some(session.clone()),
     };
     let code = fleet(setup, opts, &lab.trace).await;
-    running.shutdown();
+    session.shutdown();
     code
 }
 
@@ -1011,6 +1016,9 @@ struct FleetSetup {
     explicit: Vec<(String, String)>,
     mode: Mode,
     fault: Option<String>,
+    /// The running lab, when the fleet screen's `b` and `f` may break and
+    /// fix it (`meshtrace lab --remotes N`).
+    lab: Option<std::sync::Arc<crate::lab::session::LabSession>>,
 }
 
 /// Reads which remotes the primary registers, finds a context for each,
@@ -1030,8 +1038,18 @@ async fn plan_fleet(
     args: &TraceArgs,
 ) -> Result<FleetRun, UsageError> {
     use crate::engine::fleet;
-    let opts = opts.clone();
-    let kc = &setup.kc;
+    // A lab the TUI can break gets new ports (and a new public CA) with
+    // every rebuild: plan from the lab as it runs now.
+    let current = setup.lab.as_ref().and_then(|l| l.kubeconfig_and_options());
+    let (kc, opts) = match current {
+        Some((yaml, lab_opts)) => (
+            kube::config::Kubeconfig::from_yaml(&yaml)
+                .map_err(|e| UsageError(format!("lab kubeconfig: {e}")))?,
+            lab_opts,
+        ),
+        None => (setup.kc.clone(), opts.clone()),
+    };
+    let kc = &kc;
     let primary = setup.primary.clone();
     // Every named context must exist before anything is dialled.
     let known = |c: &str| kc.contexts.iter().any(|x| x.name == c);
@@ -1197,7 +1215,10 @@ async fn plan_fleet(
                 remote: context,
                 istio_namespace: opts.istio_namespace.clone(),
                 mode: setup.mode,
-                fault: setup.fault.clone(),
+                fault: setup
+                    .lab
+                    .as_ref()
+                    .map_or_else(|| setup.fault.clone(), |l| l.fault_label()),
                 cluster_id: id,
             },
         });
@@ -1208,7 +1229,10 @@ async fn plan_fleet(
         primary,
         opts,
         mode: setup.mode,
-        fault: setup.fault.clone(),
+        fault: setup
+            .lab
+            .as_ref()
+            .map_or_else(|| setup.fault.clone(), |l| l.fault_label()),
         ignored: reg.ignored,
         parallel: usize::from(args.parallel),
     };
@@ -1239,23 +1263,35 @@ impl FleetRun {
         mpsc::UnboundedReceiver<(usize, TraceEvent)>,
         tokio::task::JoinHandle<crate::model::FleetReport>,
     ) {
+        self.clone().start_owned()
+    }
+
+    /// [`FleetRun::start`] for the last run: the remotes' clients move into
+    /// the run, so each one's pooled connections close when its trace ends
+    /// instead of staying open to every API server until the fleet ends
+    /// (the peak memory of a one-shot fleet follows `--parallel`, not the
+    /// number of remotes).
+    pub fn start_owned(
+        self,
+    ) -> (
+        mpsc::UnboundedReceiver<(usize, TraceEvent)>,
+        tokio::task::JoinHandle<crate::model::FleetReport>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let me = self.clone();
+        let mut me = self;
         let parallel = me.parallel;
         let handle = tokio::spawn(async move {
             let started_at = crate::model::now_rfc3339();
             let t0 = std::time::Instant::now();
             let (cached, _) = crate::probe::kube_cache::shared_reads(me.primary_client.clone());
-            let prepared: Vec<_> = me
-                .templates
-                .iter()
-                .cloned()
+            let remotes = me.templates.iter().map(|p| p.remote.clone()).collect();
+            let prepared: Vec<_> = std::mem::take(&mut me.templates)
+                .into_iter()
                 .map(|mut p| {
                     p.clusters.primary = cached.clone();
                     p
                 })
                 .collect();
-            let remotes = me.templates.iter().map(|p| p.remote.clone()).collect();
             let reports = crate::engine::fleet::run(prepared, parallel, tx).await;
             crate::engine::fleet::report(
                 &me.primary,
@@ -1306,7 +1342,7 @@ async fn fleet_render(run: FleetRun, args: &TraceArgs, setup: &FleetSetup) -> i3
     if full_screen(args) {
         return fleet_tui(run, args, setup).await;
     }
-    match fleet_once(&run, args).await {
+    match fleet_once(run, args).await {
         Some(f) => fleet_exit_code(&f, args.fail_on_warn),
         None => 2,
     }
@@ -1352,7 +1388,7 @@ async fn fleet_tui(run: FleetRun, args: &TraceArgs, setup: &FleetSetup) -> i32 {
         replay: None,
         speed: 1.0,
         watch: args.watch,
-        lab: None,
+        lab: setup.lab.clone(),
     };
     let (remotes, reports) =
         match crate::tui::fleet::run_fleet_tui(rx, rerun, run.remotes(), tui_opts).await {
@@ -1406,12 +1442,17 @@ async fn fleet_tui(run: FleetRun, args: &TraceArgs, setup: &FleetSetup) -> i32 {
 
 /// One fleet run, rendered: JSON, text, or the line view (each remote's
 /// line as its trace ends, then the summary and failures).
-async fn fleet_once(run: &FleetRun, args: &TraceArgs) -> Option<crate::model::FleetReport> {
+async fn fleet_once(run: FleetRun, args: &TraceArgs) -> Option<crate::model::FleetReport> {
     let style = text_style(args);
     let output = output_of(args);
     let live = output == Output::Tui;
-    let (mut rx, handle) = run.start();
     let remotes = run.remotes();
+    // What the rendering needs of the run; the remotes' clients move into
+    // the run itself (FleetRun::start_owned).
+    let mut shell = run.clone();
+    shell.templates.clear();
+    let (mut rx, handle) = run.start_owned();
+    let run = &shell;
     let mut stdout = std::io::stdout();
     if live {
         let head = render::fleet::header(&crate::model::FleetReport {
@@ -1421,19 +1462,27 @@ async fn fleet_once(run: &FleetRun, args: &TraceArgs) -> Option<crate::model::Fl
         let _ = writeln!(stdout, "{head}\n");
     }
     let widths = render::fleet::widths(&remotes);
-    let mut states: Vec<crate::model::TraceState> = vec![Default::default(); remotes.len()];
+    // The line view follows each remote's events; JSON and text only wait
+    // for the engine's reports (a second copy of every remote's evidence
+    // would double the fleet's memory). A remote's state is dropped once
+    // its line is printed.
+    let mut states: Vec<crate::model::TraceState> = vec![];
+    if live {
+        states.resize_with(remotes.len(), Default::default);
+    }
     while let Some((i, e)) = rx.recv().await {
         let Some(st) = states.get_mut(i) else {
             continue;
         };
         st.apply(&e);
-        if live && matches!(e, TraceEvent::TraceFinished { .. }) {
+        if matches!(e, TraceEvent::TraceFinished { .. }) {
             let _ = writeln!(
                 stdout,
                 "{}",
                 render::fleet::line(&remotes[i], &st.report(), widths, style)
             );
             let _ = stdout.flush();
+            *st = Default::default();
         }
     }
     let f = match handle.await {
@@ -1444,7 +1493,12 @@ async fn fleet_once(run: &FleetRun, args: &TraceArgs) -> Option<crate::model::Fl
         }
     };
     let text = match output {
-        Output::Json => render::fleet::json(&f),
+        Output::Json => {
+            // Written as it is encoded: a fleet's document runs to megabytes.
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let _ = render::fleet::write_json(&f, &mut out).and_then(|()| out.flush());
+            return Some(f);
+        }
         // The lines are printed already: the summary and failures follow.
         Output::Tui => render::fleet::render_tail(&f, style),
         _ => render::fleet::render(&f, style),
@@ -1496,7 +1550,7 @@ async fn fleet_watch(run: FleetRun, args: &TraceArgs, every: Duration, setup: &F
                     ),
                 }
             }
-            let Some(f) = fleet_once(&run, args).await else {
+            let Some(f) = fleet_once(run.clone(), args).await else {
                 return 2;
             };
             code.store(

@@ -26,13 +26,17 @@ const DIFF_OBJECTS: usize = 8;
 
 struct Current {
     lab: Lab,
-    clusters: Clusters,
-    target: Target,
+    /// The single-remote lab's clients and target (a fleet lab is planned
+    /// from its kubeconfig, as a fleet of real clusters is).
+    single: Option<(Clusters, Target)>,
     opts: TraceOptions,
 }
 
 pub struct LabSession {
     profile: Profile,
+    /// How many remotes the lab has (`lab --remotes N`); 1 is the
+    /// single-remote lab.
+    remotes: usize,
     base: TraceOptions,
     cur: Mutex<Option<Current>>,
     /// The lab's kubeconfig for kubectl, private to this process.
@@ -72,14 +76,27 @@ impl LabSession {
         fault: Option<&'static Fault>,
         base: TraceOptions,
     ) -> Result<LabSession, String> {
+        Self::start_fleet(profile, 1, fault, 1, base).await
+    }
+
+    /// Start the lab of `profile` with `remotes` remotes and `fault` on
+    /// remote `at` (from 1), as `meshtrace lab --remotes N --fault F@AT` does.
+    pub async fn start_fleet(
+        profile: Profile,
+        remotes: usize,
+        fault: Option<&'static Fault>,
+        at: usize,
+        base: TraceOptions,
+    ) -> Result<LabSession, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
         let s = LabSession {
             profile,
+            remotes: remotes.max(1),
             base,
             cur: Mutex::new(None),
             dir,
         };
-        let c = s.build(fault).await?;
+        let c = s.build(fault, at).await?;
         *s.lock() = Some(c);
         Ok(s)
     }
@@ -92,36 +109,72 @@ impl LabSession {
         self.dir.path().join("kubeconfig")
     }
 
-    async fn build(&self, fault: Option<&'static Fault>) -> Result<Current, String> {
-        let lab = Lab::start_profile(self.profile, fault, |_| {})
-            .await
-            .map_err(|e| format!("cannot start the lab: {e}"))?;
+    async fn build(&self, fault: Option<&'static Fault>, at: usize) -> Result<Current, String> {
+        let lab = if self.remotes > 1 {
+            Lab::start_fleet(self.profile, self.remotes, fault, at, |_| {}).await
+        } else {
+            Lab::start_profile(self.profile, fault, |_| {}).await
+        }
+        .map_err(|e| format!("cannot start the lab: {e}"))?;
         let mut opts = self.base.clone();
         crate::cli::lab_profile_options(&lab, &mut opts);
-        let (clusters, target) = match crate::cli::lab_target(&lab, &opts).await {
-            Ok(x) => x,
-            Err(e) => {
-                lab.shutdown();
-                return Err(e.0);
+        let single = if self.remotes > 1 {
+            None
+        } else {
+            match crate::cli::lab_target(&lab, &opts).await {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    lab.shutdown();
+                    return Err(e.0);
+                }
             }
         };
         if let Err(e) = super::write_private(&self.kubeconfig(), &lab.kubeconfig_yaml) {
             lab.shutdown();
             return Err(format!("cannot write the lab's kubeconfig: {e}"));
         }
-        Ok(Current {
-            lab,
-            clusters,
-            target,
-            opts,
-        })
+        Ok(Current { lab, single, opts })
     }
 
     /// What the running lab is traced with: clients, options and target.
     pub fn parts(&self) -> Option<(Clusters, TraceOptions, Target)> {
+        let g = self.lock();
+        let c = g.as_ref()?;
+        let (clusters, target) = c.single.clone()?;
+        Some((clusters, c.opts.clone(), target))
+    }
+
+    /// The running lab's kubeconfig (its ports change with every rebuild)
+    /// and the trace options its profile needs.
+    pub fn kubeconfig_and_options(&self) -> Option<(String, TraceOptions)> {
         self.lock()
             .as_ref()
-            .map(|c| (c.clusters.clone(), c.opts.clone(), c.target.clone()))
+            .map(|c| (c.lab.kubeconfig_yaml.clone(), c.opts.clone()))
+    }
+
+    /// The running lab's fault as a target names it: `NAME`, or
+    /// `NAME@INDEX` in a lab of several remotes.
+    pub fn fault_label(&self) -> Option<String> {
+        let g = self.lock();
+        let lab = &g.as_ref()?.lab;
+        let f = lab.fault?;
+        Some(match (self.remotes > 1, lab.fault_at) {
+            (true, Some(at)) => format!("{}@{at}", f.name),
+            _ => f.name.to_string(),
+        })
+    }
+
+    /// Which of the lab's remotes (from 1) has cluster ID `id`.
+    pub fn remote_index(&self, id: &str) -> Option<usize> {
+        let g = self.lock();
+        let lab = &g.as_ref()?.lab;
+        if lab.remote_id == id {
+            return Some(1);
+        }
+        lab.extra_remotes
+            .iter()
+            .position(|r| r.cluster_id == id)
+            .map(|i| i + 2)
     }
 
     /// The API server URLs of the running lab: primary, remote.
@@ -143,12 +196,37 @@ impl LabSession {
 
     /// Replace the running lab by one built with `fault` (none: healthy).
     pub async fn rebuild(&self, fault: Option<&'static Fault>) -> Result<String, String> {
-        let new = self.build(fault).await?;
+        self.rebuild_at(fault, 1).await
+    }
+
+    /// [`LabSession::rebuild`] with the fault on remote `at` (from 1) of a
+    /// lab of several.
+    pub async fn rebuild_at(
+        &self,
+        fault: Option<&'static Fault>,
+        at: usize,
+    ) -> Result<String, String> {
+        let new = self.build(fault, at).await?;
+        let on = match (self.remotes > 1, &new.lab.fault_at) {
+            (true, Some(i)) => {
+                let id = if *i == 1 {
+                    new.lab.remote_id.clone()
+                } else {
+                    new.lab
+                        .extra_remotes
+                        .get(i - 2)
+                        .map(|r| r.cluster_id.clone())
+                        .unwrap_or_default()
+                };
+                format!(" on {id}")
+            }
+            _ => String::new(),
+        };
         if let Some(old) = self.lock().replace(new) {
             old.lab.shutdown();
         }
         Ok(match fault {
-            Some(f) => format!("lab rebuilt with fault {}; re-running", f.name),
+            Some(f) => format!("lab rebuilt with fault {}{on}; re-running", f.name),
             None => "lab rebuilt healthy; re-running".into(),
         })
     }
@@ -170,11 +248,21 @@ impl LabSession {
         let (states, istiod_port, webhook_port) = {
             let g = self.lock();
             let c = g.as_ref().ok_or("the lab is not running")?;
+            let mut states = vec![
+                (
+                    crate::lab::world::PRIMARY_CONTEXT.to_string(),
+                    c.lab.primary_state.clone(),
+                ),
+                (c.lab.remote_context.clone(), c.lab.remote_state.clone()),
+            ];
+            states.extend(
+                c.lab
+                    .extra_remotes
+                    .iter()
+                    .map(|r| (r.context.clone(), r.state.clone())),
+            );
             (
-                [
-                    ("lab-primary", c.lab.primary_state.clone()),
-                    ("lab-remote", c.lab.remote_state.clone()),
-                ],
+                states,
                 c.lab.istiod_addr.port().to_string(),
                 c.lab.istiod.webhook_addr.port().to_string(),
             )
@@ -184,7 +272,7 @@ impl LabSession {
                 .iter()
                 .map(|(name, s)| {
                     let g = s.read().unwrap_or_else(|e| e.into_inner());
-                    (*name, g.store.objects.clone())
+                    (name.as_str(), g.store.objects.clone())
                 })
                 .collect::<Vec<_>>()
         };

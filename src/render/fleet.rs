@@ -183,7 +183,9 @@ pub fn render_tail(f: &FleetReport, style: TextStyle) -> String {
     out
 }
 
-pub fn json(f: &FleetReport) -> String {
-    serde_json::to_string_pretty(f)
-        .unwrap_or_else(|e| format!("{{\"error\": \"cannot encode report: {e}\"}}"))
+/// The fleet document, pretty-printed to `w` as it is encoded, ending in a
+/// newline.
+pub fn write_json(f: &FleetReport, w: &mut impl std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, f).map_err(std::io::Error::other)?;
+    w.write_all(b"\n")
 }

@@ -31,6 +31,8 @@ pub enum FleetCommand {
     CopyFix(usize, crate::model::StepId),
     /// Ctrl-Z: stop until `fg`.
     Suspend,
+    /// `b` (a picker choice) or `f` in this remote's screen, on the lab.
+    Lab(usize, app::Command),
 }
 
 /// The fleet screen's state: no I/O, no trace data but the folded states.
@@ -57,6 +59,9 @@ pub struct FleetUi {
     /// Where the last draw put the table's first row, and the first row
     /// it showed (it scrolls to keep the selection in view): for the mouse.
     pub rows_at: std::cell::Cell<(ratatui::layout::Rect, usize)>,
+    /// Whether a remote's screen offers `b` and `f` (a lab the fleet
+    /// screen may break and fix).
+    pub lab_controls: bool,
 }
 
 impl FleetUi {
@@ -78,6 +83,7 @@ impl FleetUi {
             watch_in: None,
             help: false,
             rows_at: Default::default(),
+            lab_controls: false,
         }
     }
 
@@ -175,6 +181,12 @@ impl FleetUi {
     /// rows stay); an open remote stays open when it is still registered.
     pub fn start_rerun(&mut self, remotes: Option<Vec<FleetRemote>>, note: Option<String>) {
         self.run += 1;
+        // What the open remote showed, so its screen marks what changed.
+        let before = self
+            .drill
+            .as_ref()
+            .and_then(|(i, _)| self.states.get(*i).cloned())
+            .unwrap_or_default();
         let mut said = vec![format!("run {} started", self.run)];
         if let Some(now) = remotes {
             said.extend(fleet_changes(&self.remotes, &now));
@@ -201,7 +213,7 @@ impl FleetUi {
         self.started = vec![None; n];
         self.selected = self.selected.min(self.visible().len().saturating_sub(1));
         if let Some((_, app)) = &mut self.drill {
-            app.start_rerun(&TraceState::default());
+            app.start_rerun(&before);
         }
     }
 
@@ -230,8 +242,11 @@ impl FleetUi {
                 Some(app::Command::Rerun) => self.rerun(),
                 Some(app::Command::CopyFix(id)) => Some(FleetCommand::CopyFix(i, id)),
                 Some(app::Command::Suspend) => Some(FleetCommand::Suspend),
-                // A fleet's remote has no lab controls (lab_controls is off).
-                Some(app::Command::Break(_) | app::Command::ApplyFix(_)) | None => None,
+                // Offered only when lab_controls is on (a lab's fleet).
+                Some(c @ (app::Command::Break(_) | app::Command::ApplyFix(_))) => {
+                    Some(FleetCommand::Lab(i, c))
+                }
+                None => None,
             };
         }
         if self.help {
@@ -280,6 +295,7 @@ impl FleetUi {
             {
                 if let Some(&i) = rows.get(self.selected) {
                     let mut app = App::new(self.themes.clone(), false);
+                    app.lab_controls = self.lab_controls;
                     app.theme_idx = self.theme_idx;
                     app.run = self.run;
                     app.note = Some("Esc: back to the fleet".into());
@@ -539,6 +555,11 @@ where
 {
     let themes = theme::cycle_with(&opts.theme, opts.theme_file.as_ref(), theme::no_color_env());
     let mut ui = FleetUi::new(remotes, themes);
+    ui.lab_controls = opts.lab.is_some();
+    // A `b` or `f` being carried out on the lab.
+    let mut lab_task = None;
+    // Set when a lab task's re-run starts: the open remote keeps its note.
+    let mut lab_note: Option<String> = None;
     let mut events = Some(rx);
     let mut signals = Signals::new()?;
     let mut term = TerminalGuard::enter()?;
@@ -590,6 +611,16 @@ where
                     Some(FleetCommand::Quit) => break,
                     Some(FleetCommand::Rerun) => next_run_now = true,
                     Some(FleetCommand::Suspend) => term.suspend()?,
+                    Some(FleetCommand::Lab(i, c)) => {
+                        if let (Some(lab), None, Some((_, app))) = (&opts.lab, &lab_task, &mut ui.drill) {
+                            // The fault goes on the remote that is open.
+                            let at = ui.remotes.get(i)
+                                .and_then(|r| r.cluster_id.as_deref())
+                                .and_then(|id| lab.remote_index(id))
+                                .unwrap_or(1);
+                            lab_task = Some(super::teach::start_lab_task(app, &ui.states[i], lab.clone(), c, at));
+                        }
+                    }
                     Some(FleetCommand::CopyFix(i, id)) => {
                         let fix = ui.states[i].result(id).and_then(|r| r.finding.as_ref())
                             .filter(|f| !f.commands.is_empty())
@@ -612,6 +643,15 @@ where
                 }
             },
             _ = sleep_until_due(next_run) => next_run_now = true,
+            done = super::teach::lab_task_done(&mut lab_task) => {
+                lab_task = None;
+                if let Some((_, app)) = &mut ui.drill {
+                    next_run_now = super::teach::on_lab_done(app, done);
+                    if next_run_now {
+                        lab_note = app.note.clone();
+                    }
+                }
+            },
             sig = signals.recv() => {
                 super::SIGNALLED.store(sig, Ordering::SeqCst);
                 break;
@@ -627,6 +667,11 @@ where
             })?;
             let next = rerun().await;
             ui.start_rerun(next.remotes, next.note);
+            if let (Some(note), Some((_, app))) = (lab_note.take(), &mut ui.drill) {
+                // After b or f the room reads what was done, not "run N started".
+                app.note = Some(note);
+                app.note_while_running = false;
+            }
             events = Some(next.events);
             ended_at = None;
         }

@@ -183,7 +183,7 @@ where
                     Some(app::Command::Back) => app.note = Some("q quits".into()),
                     Some(c @ (app::Command::Break(_) | app::Command::ApplyFix(_))) => {
                         if let (Some(lab), None) = (&opts.lab, &lab_task) {
-                            lab_task = Some(teach::start_lab_task(&mut app, &st, lab.clone(), c));
+                            lab_task = Some(teach::start_lab_task(&mut app, &st, lab.clone(), c, 1));
                         }
                     }
                     None => {}

@@ -375,12 +375,14 @@ pub enum LabDone {
 }
 
 /// Start carrying out `b` (a picker choice) or `f` on the lab, off the UI
-/// loop: a rebuild or a kubectl run takes a second or more.
+/// loop: a rebuild or a kubectl run takes a second or more. A fault `b`
+/// picks goes on remote `at` (from 1; the open remote of a lab's fleet).
 pub fn start_lab_task(
     app: &mut App,
     st: &TraceState,
     lab: std::sync::Arc<crate::lab::session::LabSession>,
     cmd: Command,
+    at: usize,
 ) -> tokio::task::JoinHandle<Result<LabDone, String>> {
     app.lab_busy = true;
     match cmd {
@@ -410,7 +412,7 @@ pub fn start_lab_task(
                 Some(f) => format!("rebuilding the lab with fault {}…", f.name),
                 None => "rebuilding the lab healthy…".into(),
             });
-            tokio::spawn(async move { lab.rebuild(fault).await.map(LabDone::Rebuilt) })
+            tokio::spawn(async move { lab.rebuild_at(fault, at).await.map(LabDone::Rebuilt) })
         }
         _ => tokio::spawn(async { Err("not a lab command".to_string()) }),
     }

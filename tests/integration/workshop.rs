@@ -162,3 +162,100 @@ fn the_workshop_loop_breaks_a_hop_and_fixes_it_from_the_tui() {
     let code = std::fs::read_to_string(&done).unwrap();
     assert_eq!(code.trim(), "exit=0", "the last run passed");
 }
+
+/// The same loop in a lab of several remotes (`meshtrace lab --remotes 3`):
+/// Enter opens remote-2 from the fleet screen, `b` breaks it (the fault goes
+/// on the open remote only), the fleet shows which remote broke, and `f`
+/// applies meshtrace's printed fix there with kubectl; the re-run passes.
+#[test]
+fn in_a_fleet_lab_b_and_f_break_and_fix_the_open_remote() {
+    if !have("tmux", "-V") {
+        assert!(
+            std::env::var_os("MESHTRACE_REQUIRE_TMUX").is_none(),
+            "tmux is needed for this test (apt-get install tmux)"
+        );
+        eprintln!("no tmux: skipping the fleet lab test");
+        return;
+    }
+    if !have("kubectl", "version") {
+        assert!(
+            std::env::var_os("MESHTRACE_REQUIRE_KUBECTL").is_none(),
+            "kubectl is needed for this test: f runs the printed fix with it"
+        );
+        eprintln!("no kubectl: skipping the fleet lab test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let done = dir.path().join("done");
+    let bin = env!("CARGO_BIN_EXE_meshtrace");
+    let shell = format!(
+        "{bin} lab --remotes 3; echo \"exit=$?\" > {d}; sleep 30",
+        d = done.display()
+    );
+    let t = Tmux { socket: &socket };
+    let out = t.run(&["new-session", "-d", "-x", "200", "-y", "50", &shell]);
+    assert!(out.status.success(), "{out:?}");
+    t.wait_for(&["3 remotes · 3 done, 0 failed", "run 1"], "start");
+
+    // Open remote-2, go to its last step (network-labels), break that hop.
+    t.keys(&["j", "Enter"]);
+    t.wait_for(&["remote lab-remote-2", "✔ PASS · 18 passed"], "open");
+    t.keys(&["G"]);
+    t.keys(&["j"; 18]);
+    t.keys(&["b"]);
+    t.wait_for(&["Break hop", "network-mismatch", "healthy"], "picker");
+    t.keys(&["Enter"]);
+    t.wait_for(
+        &[
+            "lab fault network-mismatch@2",
+            "WARN at network-labels",
+            "run 2",
+        ],
+        "break",
+    );
+
+    // Back on the fleet: only remote-2 is broken.
+    t.keys(&["Escape"]);
+    let p = t.wait_for(&["3 done, 0 failed", "run 2"], "fleet after break");
+    let row = |id: &str| p.lines().find(|l| l.contains(id)).unwrap_or("").to_string();
+    assert!(row("remote-1").contains("every step passed"), "{p}");
+    assert!(row("remote-3").contains("every step passed"), "{p}");
+    assert!(row("remote-2").contains("network-labels"), "{p}");
+
+    // f in remote-2: the printed fix, applied with kubectl; the re-run passes.
+    t.keys(&["Enter"]);
+    t.wait_for(&["remote lab-remote-2", "WARN at network-labels"], "reopen");
+    t.keys(&["f"]);
+    let p = t.wait_for(
+        &[
+            "applied the fix of network-labels",
+            "Fix applied (f): network-labels",
+            "✔ PASS · 18 passed",
+            "run 3",
+        ],
+        "fix",
+    );
+    assert!(
+        p.contains("lab-remote-2: service istio-system/istio-eastwestgateway changed"),
+        "the changed object is named, in its cluster:\n{p}"
+    );
+    t.keys(&["Escape"]);
+    let p = t.wait_for(&["3 done, 0 failed", "run 3"], "fleet after fix");
+    assert!(
+        p.lines()
+            .filter(|l| l.contains("every step passed"))
+            .count()
+            == 3,
+        "{p}"
+    );
+
+    t.keys(&["q"]);
+    let start = Instant::now();
+    while !done.exists() || std::fs::read_to_string(&done).unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "q did not quit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let code = std::fs::read_to_string(&done).unwrap();
+    assert_eq!(code.trim(), "exit=0", "the last run passed");
+}
