@@ -365,7 +365,10 @@ fn apply_printed_fix(
     }
     // The bed's gateway is a bare Pod: where a fix must change how the
     // gateway is defined, meshtrace prints no command for it, only the note.
-    if f.note.as_deref().is_some_and(|n| n.contains("(no Deployment found)")) {
+    if f.note
+        .as_deref()
+        .is_some_and(|n| n.contains("(no Deployment found)"))
+    {
         println!(
             "[{name}] {}: the printed commands are only part of the fix here; the note names the rest (the bed's gateway is a bare Pod): {}",
             f.code,
