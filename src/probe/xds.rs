@@ -127,6 +127,26 @@ pub fn request(
     }
 }
 
+/// One request, then a send side held open until the returned guard is
+/// dropped, when it ends (END_STREAM). An ADS client holds its send side
+/// open until the answer came; one held open for ever (`pending()`) keeps
+/// its HTTP/2 stream, the connection to istiod and their tasks alive for the
+/// life of the process, one more with every `--watch` run and every fleet
+/// remote.
+pub(crate) fn one_request<T: Send + 'static>(
+    first: T,
+) -> (
+    impl futures::Stream<Item = T> + Send + 'static,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (guard, closed) = tokio::sync::oneshot::channel::<()>();
+    let rest = futures::stream::once(closed).filter_map(|_| async { None });
+    (
+        futures::stream::once(async move { first }).chain(rest),
+        guard,
+    )
+}
+
 pub fn answer_of(resp: &DiscoveryResponse) -> AdsAnswer {
     let mut types: Vec<String> = Vec::new();
     for r in &resp.resources {
@@ -196,8 +216,9 @@ async fn send(req: &AdsRequest<'_>) -> Result<AdsAnswer, AdsError> {
         ChannelError::Connect(m) => AdsError::Connect(m),
     })?;
     let first = request(req.node_id, req.metadata, req.labels, req.type_url);
-    // The send side stays open until the answer came, as Envoy's does.
-    let outbound = futures::stream::once(async move { first }).chain(futures::stream::pending());
+    // The send side stays open until the answer came, as Envoy's does, and
+    // ends when this returns (`_open` dropped).
+    let (outbound, _open) = one_request(first);
     let mut request = tonic::Request::new(outbound);
     if let Some(token) = req.token {
         let auth = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
@@ -230,6 +251,20 @@ async fn send(req: &AdsRequest<'_>) -> Result<AdsAnswer, AdsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_send_side_ends_when_its_guard_is_dropped() {
+        let (s, guard) = one_request(7);
+        let mut s = Box::pin(s);
+        assert_eq!(s.next().await, Some(7));
+        // Held open while the answer is awaited...
+        let waiting = tokio::time::timeout(Duration::from_millis(50), s.next()).await;
+        assert!(waiting.is_err(), "the send side ended before the answer");
+        // ...and ended once the call returns.
+        drop(guard);
+        let ended = tokio::time::timeout(Duration::from_secs(5), s.next()).await;
+        assert_eq!(ended, Ok(None));
+    }
 
     #[test]
     fn the_request_carries_the_node_as_envoy_sends_it() {

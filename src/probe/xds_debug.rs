@@ -152,8 +152,9 @@ async fn send(req: &DebugRequest<'_>) -> Result<Vec<u8>, XdsError> {
         })?;
     let first = request(req.resource, req.namespace, req.service_account);
     // The send side stays open until the answer came, as an ADS client's
-    // does; dropping the call afterwards ends the stream.
-    let outbound = futures::stream::once(async move { first }).chain(futures::stream::pending());
+    // does, and ends when this returns (`_open` dropped): a stream left
+    // open keeps its connection to istiod for the life of the process.
+    let (outbound, _open) = super::xds::one_request(first);
     let mut request = tonic::Request::new(outbound);
     let auth = MetadataValue::try_from(format!("Bearer {}", req.token)).map_err(|_| {
         XdsError::BadInput("the token holds characters not allowed in an HTTP header".into())
@@ -191,8 +192,6 @@ async fn send(req: &DebugRequest<'_>) -> Result<Vec<u8>, XdsError> {
         Err(status) => Err(rpc(status)),
     }
 }
-
-use futures::StreamExt as _;
 
 /// The reason, in words, for evidence: what istiod's answer means.
 pub fn describe(e: &XdsError, namespace: &str) -> String {
