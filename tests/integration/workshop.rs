@@ -61,22 +61,31 @@ impl Drop for Tmux<'_> {
     }
 }
 
-#[test]
-fn the_workshop_loop_breaks_a_hop_and_fixes_it_from_the_tui() {
+/// tmux drives the terminal and kubectl runs the printed fix: without one
+/// the test says why and passes, unless CI requires it.
+fn tools_or_skip(test: &str) -> bool {
     if !have("tmux", "-V") {
         assert!(
             std::env::var_os("MESHTRACE_REQUIRE_TMUX").is_none(),
             "tmux is needed for this test (apt-get install tmux)"
         );
-        eprintln!("no tmux: skipping the workshop test");
-        return;
+        eprintln!("no tmux: skipping the {test} test");
+        return false;
     }
     if !have("kubectl", "version") {
         assert!(
             std::env::var_os("MESHTRACE_REQUIRE_KUBECTL").is_none(),
             "kubectl is needed for this test: f runs the printed fix with it"
         );
-        eprintln!("no kubectl: skipping the workshop test");
+        eprintln!("no kubectl: skipping the {test} test");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn the_workshop_loop_breaks_a_hop_and_fixes_it_from_the_tui() {
+    if !tools_or_skip("workshop") {
         return;
     }
     // The doc says what this test does: the hop, the fault, the keys.
@@ -169,20 +178,7 @@ fn the_workshop_loop_breaks_a_hop_and_fixes_it_from_the_tui() {
 /// applies meshtrace's printed fix there with kubectl; the re-run passes.
 #[test]
 fn in_a_fleet_lab_b_and_f_break_and_fix_the_open_remote() {
-    if !have("tmux", "-V") {
-        assert!(
-            std::env::var_os("MESHTRACE_REQUIRE_TMUX").is_none(),
-            "tmux is needed for this test (apt-get install tmux)"
-        );
-        eprintln!("no tmux: skipping the fleet lab test");
-        return;
-    }
-    if !have("kubectl", "version") {
-        assert!(
-            std::env::var_os("MESHTRACE_REQUIRE_KUBECTL").is_none(),
-            "kubectl is needed for this test: f runs the printed fix with it"
-        );
-        eprintln!("no kubectl: skipping the fleet lab test");
+    if !tools_or_skip("fleet lab") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
