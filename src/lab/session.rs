@@ -168,13 +168,7 @@ impl LabSession {
     pub fn remote_index(&self, id: &str) -> Option<usize> {
         let g = self.lock();
         let lab = &g.as_ref()?.lab;
-        if lab.remote_id == id {
-            return Some(1);
-        }
-        lab.extra_remotes
-            .iter()
-            .position(|r| r.cluster_id == id)
-            .map(|i| i + 2)
+        remote_ids(lab).position(|x| x == id).map(|i| i + 1)
     }
 
     /// The API server URLs of the running lab: primary, remote.
@@ -194,32 +188,19 @@ impl LabSession {
         rx
     }
 
-    /// Replace the running lab by one built with `fault` (none: healthy).
-    pub async fn rebuild(&self, fault: Option<&'static Fault>) -> Result<String, String> {
-        self.rebuild_at(fault, 1).await
-    }
-
-    /// [`LabSession::rebuild`] with the fault on remote `at` (from 1) of a
-    /// lab of several.
-    pub async fn rebuild_at(
+    /// Replace the running lab by one built with `fault` (none: healthy),
+    /// on remote `at` (from 1) of a lab of several.
+    pub async fn rebuild(
         &self,
         fault: Option<&'static Fault>,
         at: usize,
     ) -> Result<String, String> {
         let new = self.build(fault, at).await?;
-        let on = match (self.remotes > 1, &new.lab.fault_at) {
-            (true, Some(i)) => {
-                let id = if *i == 1 {
-                    new.lab.remote_id.clone()
-                } else {
-                    new.lab
-                        .extra_remotes
-                        .get(i - 2)
-                        .map(|r| r.cluster_id.clone())
-                        .unwrap_or_default()
-                };
-                format!(" on {id}")
-            }
+        let on = match (self.remotes > 1, new.lab.fault_at) {
+            (true, Some(i)) => remote_ids(&new.lab)
+                .nth(i - 1)
+                .map(|id| format!(" on {id}"))
+                .unwrap_or_default(),
             _ => String::new(),
         };
         if let Some(old) = self.lock().replace(new) {
@@ -321,6 +302,12 @@ impl LabSession {
             c.lab.shutdown();
         }
     }
+}
+
+/// The lab's remotes' cluster IDs, remote 1 first.
+fn remote_ids(lab: &Lab) -> impl Iterator<Item = &str> {
+    std::iter::once(lab.remote_id.as_str())
+        .chain(lab.extra_remotes.iter().map(|r| r.cluster_id.as_str()))
 }
 
 /// Whether `command` runs `tool` (as a word of the shell line).

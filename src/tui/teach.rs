@@ -412,7 +412,7 @@ pub fn start_lab_task(
                 Some(f) => format!("rebuilding the lab with fault {}…", f.name),
                 None => "rebuilding the lab healthy…".into(),
             });
-            tokio::spawn(async move { lab.rebuild_at(fault, at).await.map(LabDone::Rebuilt) })
+            tokio::spawn(async move { lab.rebuild(fault, at).await.map(LabDone::Rebuilt) })
         }
         _ => tokio::spawn(async { Err("not a lab command".to_string()) }),
     }
