@@ -7,7 +7,6 @@
 //! Needs tmux and kubectl; without one it says why and passes, unless
 //! MESHTRACE_REQUIRE_TMUX (or MESHTRACE_REQUIRE_KUBECTL) is set, as in CI.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -15,15 +14,44 @@ fn have(tool: &str, arg: &str) -> bool {
     Command::new(tool).arg(arg).output().is_ok()
 }
 
-struct Tmux<'a> {
-    socket: &'a Path,
+/// A tmux server of its own, running `meshtrace ARGS` in a 200x50 pane;
+/// the shell writes the exit code to a file once meshtrace quits.
+struct Tmux {
+    dir: tempfile::TempDir,
 }
 
-impl Tmux<'_> {
+impl Tmux {
+    fn start(args: &str) -> Tmux {
+        let t = Tmux {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let bin = env!("CARGO_BIN_EXE_meshtrace");
+        let shell = format!(
+            "{bin} {args}; echo \"exit=$?\" > {d}; sleep 30",
+            d = t.done().display()
+        );
+        let out = t.run(&["new-session", "-d", "-x", "200", "-y", "50", &shell]);
+        assert!(out.status.success(), "{out:?}");
+        t
+    }
+    fn done(&self) -> std::path::PathBuf {
+        self.dir.path().join("done")
+    }
+    /// `q`, then meshtrace's exit line (`exit=N`).
+    fn quit(&self) -> String {
+        self.keys(&["q"]);
+        let done = self.done();
+        let start = Instant::now();
+        while !done.exists() || std::fs::read_to_string(&done).unwrap().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(20), "q did not quit");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::read_to_string(&done).unwrap().trim().to_string()
+    }
     fn run(&self, args: &[&str]) -> Output {
         Command::new("tmux")
             .arg("-S")
-            .arg(self.socket)
+            .arg(self.dir.path().join("tmux.sock"))
             .args(args)
             .output()
             .unwrap()
@@ -55,7 +83,7 @@ impl Tmux<'_> {
     }
 }
 
-impl Drop for Tmux<'_> {
+impl Drop for Tmux {
     fn drop(&mut self) {
         self.run(&["kill-server"]);
     }
@@ -100,17 +128,7 @@ fn the_workshop_loop_breaks_a_hop_and_fixes_it_from_the_tui() {
     ] {
         assert!(doc.contains(needle), "docs/workshop.md names {needle:?}");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("workshop.sock");
-    let done = dir.path().join("done");
-    let bin = env!("CARGO_BIN_EXE_meshtrace");
-    let shell = format!(
-        "{bin} lab --step; echo \"exit=$?\" > {d}; sleep 30",
-        d = done.display()
-    );
-    let t = Tmux { socket: &socket };
-    let out = t.run(&["new-session", "-d", "-x", "200", "-y", "50", &shell]);
-    assert!(out.status.success(), "{out:?}");
+    let t = Tmux::start("lab --step");
     t.wait_for(
         &["teaching · hop 1/26", "the trace finished underneath"],
         "start",
@@ -162,14 +180,7 @@ fn the_workshop_loop_breaks_a_hop_and_fixes_it_from_the_tui() {
     );
     assert!(!p.contains("FAIL at"), "{p}");
 
-    t.keys(&["q"]);
-    let start = Instant::now();
-    while !done.exists() || std::fs::read_to_string(&done).unwrap().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(20), "q did not quit");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let code = std::fs::read_to_string(&done).unwrap();
-    assert_eq!(code.trim(), "exit=0", "the last run passed");
+    assert_eq!(t.quit(), "exit=0", "the last run passed");
 }
 
 /// The same loop in a lab of several remotes (`meshtrace lab --remotes 3`):
@@ -181,17 +192,7 @@ fn in_a_fleet_lab_b_and_f_break_and_fix_the_open_remote() {
     if !tools_or_skip("fleet lab") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("fleet.sock");
-    let done = dir.path().join("done");
-    let bin = env!("CARGO_BIN_EXE_meshtrace");
-    let shell = format!(
-        "{bin} lab --remotes 3; echo \"exit=$?\" > {d}; sleep 30",
-        d = done.display()
-    );
-    let t = Tmux { socket: &socket };
-    let out = t.run(&["new-session", "-d", "-x", "200", "-y", "50", &shell]);
-    assert!(out.status.success(), "{out:?}");
+    let t = Tmux::start("lab --remotes 3");
     t.wait_for(&["3 remotes · 3 done, 0 failed", "run 1"], "start");
 
     // Open remote-2, go to its last step (network-labels), break that hop.
@@ -246,12 +247,5 @@ fn in_a_fleet_lab_b_and_f_break_and_fix_the_open_remote() {
         "{p}"
     );
 
-    t.keys(&["q"]);
-    let start = Instant::now();
-    while !done.exists() || std::fs::read_to_string(&done).unwrap().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(20), "q did not quit");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let code = std::fs::read_to_string(&done).unwrap();
-    assert_eq!(code.trim(), "exit=0", "the last run passed");
+    assert_eq!(t.quit(), "exit=0", "the last run passed");
 }
