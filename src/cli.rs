@@ -581,13 +581,12 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
                     client: r.clone(),
                 },
             ];
-            run_preflight(&access, &opts, &secrets).await?;
             let clusters = Clusters {
                 primary: p,
                 remote: r,
                 remote_server,
                 primary_server,
-                secrets,
+                secrets: secrets.clone(),
             };
             let t = Target {
                 primary,
@@ -597,7 +596,17 @@ pub async fn run(cli: Cli) -> Result<i32, UsageError> {
                 fault: None,
                 cluster_id: None,
             };
-            Ok(trace_and_render(clusters, opts, t, &cli.trace).await)
+            // The first trace runs beside the preflight (its requests only
+            // read, or create nothing) and is dropped unseen when the
+            // preflight refuses: the operator's access costs no round trip
+            // before the trace.
+            let (tx, first) = mpsc::unbounded_channel::<TraceEvent>();
+            let run = tokio::spawn(engine::run(clusters.clone(), opts.clone(), t.clone(), tx));
+            if let Err(e) = run_preflight(&access, &opts, &secrets).await {
+                run.abort();
+                return Err(e);
+            }
+            Ok(trace_and_render(clusters, opts, t, &cli.trace, first).await)
         }
     }
 }
@@ -713,13 +722,15 @@ async fn run_lab(lab: LabArgs) -> Result<i32, UsageError> {
             client: clusters.remote.clone(),
         },
     ];
+    // As for clusters: the first trace runs beside the preflight.
+    let mut first = Some(session.start_trace());
     if let Err(e) = run_preflight(&access, &opts, &clusters.secrets).await {
         session.shutdown();
         return Err(e);
     }
     let traced = session.clone();
     let code = render_traces(
-        move || traced.start_trace(),
+        move || first.take().unwrap_or_else(|| traced.start_trace()),
         &lab.trace,
         Some(session.clone()),
     )
@@ -1616,9 +1627,15 @@ async fn trace_and_render(
     opts: TraceOptions,
     t: Target,
     args: &TraceArgs,
+    first: mpsc::UnboundedReceiver<TraceEvent>,
 ) -> i32 {
-    // `r` in the TUI re-runs the trace: a new engine run with the same clusters and options.
+    // The first run is started already; `r` in the TUI (and --watch)
+    // re-runs the trace: a new engine run with the same clusters and options.
+    let mut first = Some(first);
     let start = move || {
+        if let Some(rx) = first.take() {
+            return rx;
+        }
         let (tx, rx) = mpsc::unbounded_channel::<TraceEvent>();
         tokio::spawn(engine::run(clusters.clone(), opts.clone(), t.clone(), tx));
         rx

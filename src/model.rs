@@ -94,6 +94,13 @@ pub struct StepInfo {
     /// plus the steps whose facts it uses when they passed. The one place
     /// the engine's schedule is written.
     pub waits_for: &'static [StepId],
+    /// The steps its I/O (the gather) waits for, when fewer than
+    /// `waits_for`: the gather starts once these finished, and the judge
+    /// once all of `waits_for` did, so a request goes out as soon as what it
+    /// sends is known, as istio-agent and istiod send theirs, while the
+    /// verdict still waits for the steps it explains. None: the gather waits
+    /// for all of `waits_for`.
+    pub gathers_after: Option<&'static [StepId]>,
 }
 
 use StepId::*;
@@ -109,6 +116,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "The gateway's istio-agent learns its cluster ID, the CA address and its token from the pod spec.",
         needs: &[],
         waits_for: &[],
+        gathers_after: None,
     },
     StepInfo {
         id: ControlPlane,
@@ -119,6 +127,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "istiod's own settings decide the verdicts: which audiences its TokenReview asks for, its cluster ID, trust domain and CA. Each revision is its own istiod; the gateway's revision picks one.",
         needs: &[],
         waits_for: &[GatewayPod],
+        gathers_after: None,
     },
     StepInfo {
         id: RemoteSecret,
@@ -129,6 +138,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "istiod registers one remote cluster per data key of each labelled Secret in its namespace.",
         needs: &[],
         waits_for: &[GatewayPod, ControlPlane],
+        gathers_after: None,
     },
     StepInfo {
         id: RemoteKubeconfig,
@@ -139,6 +149,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "istiod loads the kubeconfig with its untrusted-config rules: inline data only, no exec plugins.",
         needs: &[RemoteSecret],
         waits_for: &[RemoteSecret],
+        gathers_after: None,
     },
     StepInfo {
         id: RemoteApiTls,
@@ -149,6 +160,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "istiod dials the server in the kubeconfig and verifies it with the inline CA data.",
         needs: &[RemoteKubeconfig],
         waits_for: &[RemoteKubeconfig],
+        gathers_after: None,
     },
     StepInfo {
         id: RemoteIdentity,
@@ -158,7 +170,8 @@ pub const STEPS: &[StepInfo] = &[
         message: "SelfSubjectReview as the secret's identity",
         explain: "The token in the kubeconfig must still be valid in the remote cluster.",
         needs: &[RemoteApiTls],
-        waits_for: &[RemoteApiTls],
+        waits_for: &[RemoteApiTls, RemoteKubeconfig],
+        gathers_after: Some(&[RemoteKubeconfig]),
     },
     StepInfo {
         id: RemoteRbac,
@@ -168,7 +181,8 @@ pub const STEPS: &[StepInfo] = &[
         message: "SelfSubjectAccessReview create tokenreviews",
         explain: "istiod validates gateway tokens with TokenReview, so its remote identity needs create on tokenreviews.",
         needs: &[RemoteIdentity],
-        waits_for: &[RemoteIdentity],
+        waits_for: &[RemoteIdentity, RemoteKubeconfig],
+        gathers_after: Some(&[RemoteKubeconfig]),
     },
     StepInfo {
         id: RemoteIstiodEndpoint,
@@ -179,6 +193,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "The agent dials CA_ADDR, else its proxy config's discoveryAddress. In the remote that name resolves to a Service without selector (istiod, istiod-<rev>, istiod-remote) whose endpoints hold the primary's exposed address.",
         needs: &[],
         waits_for: &[GatewayPod],
+        gathers_after: None,
     },
     StepInfo {
         id: IstiodExposure,
@@ -189,6 +204,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "In the primary, an east-west gateway (or a LoadBalancer Service of istiod) exposes 15012 and 15017 at the address the remote's istiod Service holds; a gateway passes TLS through to istiod by a Gateway and a VirtualService (Istio's expose-istiod sample).",
         needs: &[],
         waits_for: &[RemoteIstiodEndpoint, GatewayPod, ControlPlane],
+        gathers_after: None,
     },
     StepInfo {
         id: GatewayToken,
@@ -199,6 +215,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "The kubelet projects a token with audience istio-ca into the pod; meshtrace asks for the same token with TokenRequest.",
         needs: &[GatewayPod],
         waits_for: &[GatewayPod, ControlPlane],
+        gathers_after: Some(&[GatewayPod]),
     },
     StepInfo {
         id: TokenReview,
@@ -208,7 +225,8 @@ pub const STEPS: &[StepInfo] = &[
         message: "TokenReview audiences=[istio-ca] with the remote secret's credentials",
         explain: "istiod asks the remote API server, as the remote secret's identity, whether the gateway token is a valid service-account token for istio-ca.",
         needs: &[GatewayToken, RemoteRbac],
-        waits_for: &[GatewayToken, RemoteRbac, ControlPlane],
+        waits_for: &[GatewayToken, RemoteRbac, ControlPlane, RemoteKubeconfig],
+        gathers_after: Some(&[GatewayToken, ControlPlane, RemoteKubeconfig]),
     },
     StepInfo {
         id: RootOfTrust,
@@ -219,6 +237,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "The gateway trusts the root in istio-ca-root-cert; it must be the root of the CA that signs in the primary.",
         needs: &[],
         waits_for: &[GatewayPod, ControlPlane],
+        gathers_after: Some(&[GatewayPod]),
     },
     StepInfo {
         id: IstiodTls,
@@ -228,13 +247,9 @@ pub const STEPS: &[StepInfo] = &[
         message: "TLS to CA_ADDR, server name from its host, roots istio-ca-root-cert (or CA_ROOT_CA)",
         explain: "The agent verifies istiod's serving certificate against istio-ca-root-cert and the CA_ADDR host name.",
         needs: &[RemoteIstiodEndpoint, RootOfTrust],
-        waits_for: &[
-            RemoteIstiodEndpoint,
-            IstiodExposure,
-            RootOfTrust,
-            GatewayPod,
-            ControlPlane,
-        ],
+        // And istiod-exposure, only when 15012 does not answer (waited for then).
+        waits_for: &[RemoteIstiodEndpoint, RootOfTrust, GatewayPod, ControlPlane],
+        gathers_after: None,
     },
     StepInfo {
         id: InjectionWebhook,
@@ -251,6 +266,7 @@ pub const STEPS: &[StepInfo] = &[
             RootOfTrust,
             IstiodTls,
         ],
+        gathers_after: Some(&[GatewayPod, ControlPlane, RemoteIstiodEndpoint]),
     },
     StepInfo {
         id: Csr,
@@ -268,6 +284,13 @@ pub const STEPS: &[StepInfo] = &[
             RemoteSecret,
             ControlPlane,
         ],
+        gathers_after: Some(&[
+            IstiodTls,
+            GatewayToken,
+            RootOfTrust,
+            RemoteSecret,
+            ControlPlane,
+        ]),
     },
     StepInfo {
         id: IssuedChain,
@@ -278,6 +301,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "istiod returns leaf, intermediates and root; the leaf carries spiffe://<trust domain>/ns/<ns>/sa/<sa>.",
         needs: &[Csr],
         waits_for: &[Csr, ControlPlane],
+        gathers_after: None,
     },
     StepInfo {
         id: Xds,
@@ -297,6 +321,14 @@ pub const STEPS: &[StepInfo] = &[
             RootOfTrust,
             IstiodTls,
         ],
+        gathers_after: Some(&[
+            GatewayPod,
+            ControlPlane,
+            GatewayToken,
+            RemoteIstiodEndpoint,
+            RootOfTrust,
+            IstiodTls,
+        ]),
     },
     StepInfo {
         id: NetworkLabels,
@@ -307,6 +339,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "Cross-network traffic needs the same network name on the namespace, the gateway Service and ISTIO_META_NETWORK.",
         needs: &[GatewayPod],
         waits_for: &[GatewayPod],
+        gathers_after: None,
     },
 ];
 
@@ -316,6 +349,12 @@ impl StepId {
             .iter()
             .find(|s| s.id == self)
             .expect("every StepId is in STEPS")
+    }
+    /// The steps this step's gather waits for ([`StepInfo::gathers_after`],
+    /// else all of `waits_for`).
+    pub fn gathers_after(self) -> &'static [StepId] {
+        let info = self.info();
+        info.gathers_after.unwrap_or(info.waits_for)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -997,6 +1036,22 @@ mod tests {
                 s.id
             );
             assert!(!s.waits_for.contains(&s.id), "{} waits for itself", s.id);
+            // The judge waits for all of waits_for, so the gather's own
+            // waits are among them; a split that waits for everything is none.
+            if let Some(g) = s.gathers_after {
+                for d in g {
+                    assert!(
+                        s.waits_for.contains(d),
+                        "{} gathers after {d}, not waited for",
+                        s.id
+                    );
+                }
+                assert!(
+                    g.len() < s.waits_for.len(),
+                    "{} gathers after all it waits for",
+                    s.id
+                );
+            }
         }
     }
 

@@ -75,8 +75,10 @@ pub struct Facts {
     pub cluster_id: Option<(String, &'static str)>,
     pub remote_secret: Option<RemoteSecretFacts>,
     pub kubeconfig: Option<RemoteKubeconfig>,
-    /// A client that acts as istiod does in the remote: the secret's credentials.
-    pub istiod_view: Option<kube::Client>,
+    /// A client that acts as istiod does in the remote: the secret's
+    /// credentials. remote-kubeconfig starts building it; remote-api-tls
+    /// judges whether it could be built.
+    pub istiod_view: Option<PendingClient>,
     /// istiod's 15012 address as the gateway would dial it, and its source.
     pub istiod_addr: Option<(String, String)>,
     pub gateway_token: Option<Sensitive>,
@@ -106,6 +108,34 @@ pub struct Facts {
     /// What istiod-exposure found exposing istiod, in one sentence, and
     /// whether it passed: istiod-tls names it when it cannot connect.
     pub exposure: Option<(crate::model::Status, String)>,
+}
+
+/// A kube client being built on its own task, awaited by every step that
+/// uses it: built once, while the steps before them still run.
+#[derive(Clone)]
+pub struct PendingClient(
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<kube::Client, String>>>,
+);
+
+impl PendingClient {
+    pub fn spawn(
+        build: impl std::future::Future<Output = Result<kube::Client, String>> + Send + 'static,
+    ) -> Self {
+        use futures::FutureExt;
+        let task = tokio::spawn(build);
+        PendingClient(
+            async move {
+                task.await
+                    .unwrap_or_else(|e| Err(format!("building the client failed: {e}")))
+            }
+            .boxed()
+            .shared(),
+        )
+    }
+    /// The client, or why it could not be built.
+    pub async fn get(&self) -> Result<kube::Client, String> {
+        self.0.clone().await
+    }
 }
 
 /// The addresses the remote resolves the gateway's istiod address to.

@@ -142,6 +142,9 @@ pub struct Ctx {
     /// ([`Target::context_var`](crate::model::Target::context_var)) and
     /// its cluster ID.
     pub context_var: Option<(String, String)>,
+    /// Each step's result once finished: what a gather that must see a
+    /// later step first ([`Ctx::wait_steps`]) waits on.
+    pub done: HashMap<StepId, watch::Receiver<Option<StepResult>>>,
 }
 
 impl Ctx {
@@ -156,6 +159,26 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// The results of `ids`, once each has finished (a step whose result
+    /// channel is gone is left out).
+    pub async fn wait_steps(&self, ids: &[StepId]) -> Vec<StepResult> {
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(mut rx) = self.done.get(id).cloned() else {
+                continue;
+            };
+            if let Ok(v) = rx.wait_for(|v| v.is_some()).await
+                && let Some(r) = v.clone()
+            {
+                out.push(r);
+            }
+        }
+        out
+    }
+    /// `id`'s result if it has finished, without waiting.
+    pub fn finished(&self, id: StepId) -> Option<StepResult> {
+        self.done.get(&id).and_then(|rx| rx.borrow().clone())
+    }
     pub fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
         // A panic inside a step never happens by design; if one did, the data
         // is still the best we have, so recover it rather than propagate.
@@ -167,6 +190,29 @@ impl Ctx {
 /// table is the model's ([`StepInfo::waits_for`](crate::model::StepInfo)).
 pub fn waits_for(id: StepId) -> &'static [StepId] {
     id.info().waits_for
+}
+
+/// What a step function returns: its outcome, or, for a step whose gather
+/// starts before all it waits for finished ([`StepId::gathers_after`]), the
+/// judge of what it gathered, which the engine calls once they all did.
+// Done is the common case and lives on the stack for an await: not boxed.
+#[allow(clippy::large_enum_variant)]
+pub enum Staged {
+    Done(Outcome),
+    Judge(Box<dyn FnOnce(&Ctx) -> Outcome + Send>),
+}
+
+impl From<Outcome> for Staged {
+    fn from(o: Outcome) -> Self {
+        Staged::Done(o)
+    }
+}
+
+impl Staged {
+    /// A judge to call once every step waited for has finished.
+    pub fn judge(f: impl FnOnce(&Ctx) -> Outcome + Send + 'static) -> Self {
+        Staged::Judge(Box::new(f))
+    }
 }
 
 /// The outcome a step function returns; the engine adds id, title and timing.
@@ -231,13 +277,24 @@ pub async fn run(
     events: mpsc::UnboundedSender<TraceEvent>,
 ) -> TraceReport {
     let t0 = Instant::now();
-    // The steps' GETs of the primary are shared within the trace, so the
-    // reads steps::prefetch starts at once are not sent again by the steps.
+    // The steps' GETs are shared within the trace, so the reads
+    // steps::prefetch starts at once are not sent again by the steps, nor
+    // the remote's istiod Service and EndpointSlices by each step that
+    // resolves them.
     let mut clusters = clusters;
     clusters.primary = crate::probe::kube_cache::shared_reads(clusters.primary).0;
+    clusters.remote = crate::probe::kube_cache::shared_reads(clusters.remote).0;
     let secrets = Secrets::new();
     for s in &clusters.secrets {
         secrets.add(s);
+    }
+    // One watch channel per step carries its result once finished.
+    let mut senders = HashMap::new();
+    let mut receivers = HashMap::new();
+    for s in STEPS {
+        let (tx, rx) = watch::channel::<Option<StepResult>>(None);
+        senders.insert(s.id, tx);
+        receivers.insert(s.id, rx);
     }
     let ctx = Arc::new(Ctx {
         opts,
@@ -246,6 +303,7 @@ pub async fn run(
         secrets,
         contexts: (target.primary.clone(), target.remote.clone()),
         context_var: target.context_var().zip(target.cluster_id.clone()),
+        done: receivers.clone(),
     });
     let warm = steps::prefetch(&ctx);
     let mut state = TraceState::default();
@@ -257,14 +315,6 @@ pub async fn run(
     let contexts = Arc::new((target.primary.clone(), target.remote.clone()));
     emit(&mut state, TraceEvent::started(target));
 
-    // One watch channel per step carries its result once finished.
-    let mut senders = HashMap::new();
-    let mut receivers = HashMap::new();
-    for s in STEPS {
-        let (tx, rx) = watch::channel::<Option<StepResult>>(None);
-        senders.insert(s.id, tx);
-        receivers.insert(s.id, rx);
-    }
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<TraceEvent>();
 
     // One trace's channels to istiod, shared by its steps (probe::ca_client).
@@ -274,9 +324,16 @@ pub async fn run(
         let ctx = ctx.clone();
         let contexts = contexts.clone();
         let tx = senders.remove(&id).expect("sender per step");
-        let deps: Vec<_> = waits_for(id)
+        let deps: Vec<_> = id
+            .gathers_after()
             .iter()
             .map(|d| (*d, receivers[d].clone()))
+            .collect();
+        // What the judge waits for besides what the gather did.
+        let later: Vec<StepId> = waits_for(id)
+            .iter()
+            .filter(|d| !id.gathers_after().contains(d))
+            .copied()
             .collect();
         let done_tx = done_tx.clone();
         let channels = trace_channels.clone();
@@ -309,14 +366,7 @@ pub async fn run(
                     blocked_by: vec![],
                 }
             } else if !blockers.is_empty() {
-                let why = format!(
-                    "not run: {} did not pass",
-                    blockers
-                        .iter()
-                        .map(|b| b.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                let why = not_run_why(&blockers);
                 StepResult {
                     id,
                     title: id.info().title.to_string(),
@@ -342,28 +392,34 @@ pub async fn run(
                 let step = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
                     steps::run_step(id, &ctx),
                 ));
-                let out = match tokio::time::timeout(limit, step).await {
+                let staged = match tokio::time::timeout(limit, step).await {
                     Ok(Ok(o)) => o,
-                    Ok(Err(panic)) => Outcome::new().failing(
-                        Finding::generic(id, generic::INTERNAL_ERROR, "meshtrace failed inside this step (a bug)")
-                            .note("report it with the output of -o events"),
-                        format!(
-                            "meshtrace failed inside this step (a bug): {}",
-                            panic
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| panic.downcast_ref::<String>().cloned())
-                                .unwrap_or_else(|| "panic".into())
-                        ),
-                    ),
-                    Err(_) => Outcome::new().failing(
+                    Ok(Err(panic)) => Staged::Done(panicked(id, &*panic)),
+                    Err(_) => Staged::Done(Outcome::new().failing(
                         Finding::generic(id, generic::TIMEOUT, format!("no answer within {}", humantime::format_duration(limit)))
                             .note("raise --timeout, or check the network path to the cluster this step talks to"),
                         format!("{} did not finish within {}", id, humantime::format_duration(limit)),
-                    ),
+                    )),
+                };
+                // A step gathered early is judged once the rest of what it
+                // waits for finished, and is blocked as it would have been
+                // had it waited for them all: what it gathered is then dropped.
+                let blockers = if later.is_empty() {
+                    Vec::new()
+                } else {
+                    let mut all = dep_results.clone();
+                    all.extend(ctx.wait_steps(&later).await);
+                    blockers_of(id, &all)
+                };
+                // (blocked_by then names the root of the chain, as above.)
+                let engine_blocked = !blockers.is_empty();
+                let out = match staged {
+                    _ if engine_blocked => blocked_outcome(id, blockers),
+                    Staged::Done(o) => o,
+                    Staged::Judge(j) => judged(id, &ctx, j),
                 };
                 debug_assert!(
-                    out.blocked_by.iter().all(|b| waits_for(id).contains(b)),
+                    engine_blocked || out.blocked_by.iter().all(|b| waits_for(id).contains(b)),
                     "{id} reports blocked_by {:?}, which it does not wait for",
                     out.blocked_by
                 );
@@ -427,6 +483,55 @@ pub async fn run(
     }
     emit(&mut state, TraceEvent::finished(millis(t0.elapsed())));
     state.report()
+}
+
+fn not_run_why(blockers: &[StepId]) -> String {
+    format!(
+        "not run: {} did not pass",
+        blockers
+            .iter()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// A step gathered early whose needs did not pass: reported as one that
+/// never ran (its gathered facts are not judged).
+fn blocked_outcome(id: StepId, blockers: Vec<StepId>) -> Outcome {
+    let why = not_run_why(&blockers);
+    let mut out = Outcome::new();
+    out.status = Some(Status::Skipped);
+    out.finding = Some(Finding::generic(id, generic::BLOCKED, why.clone()));
+    out.diagnosis = Some(why);
+    out.blocked_by = blockers;
+    out
+}
+
+/// A panic in a step is meshtrace's bug: the step fails and says so.
+fn panicked(id: StepId, panic: &(dyn std::any::Any + Send)) -> Outcome {
+    Outcome::new().failing(
+        Finding::generic(
+            id,
+            generic::INTERNAL_ERROR,
+            "meshtrace failed inside this step (a bug)",
+        )
+        .note("report it with the output of -o events"),
+        format!(
+            "meshtrace failed inside this step (a bug): {}",
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into())
+        ),
+    )
+}
+
+/// Calls a step's judge, a panic in it reported as one in the step.
+fn judged(id: StepId, ctx: &Ctx, judge: Box<dyn FnOnce(&Ctx) -> Outcome + Send>) -> Outcome {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(ctx)))
+        .unwrap_or_else(|p| panicked(id, &*p))
 }
 
 /// Replaces the `<primary>` and `<remote>` placeholders of a hint with the

@@ -131,6 +131,26 @@ pub(crate) async fn istiod_channel(
     .await
 }
 
+/// Starts opening the trace's shared channel to istiod (the one the CSR
+/// and the xDS stream will ride) on its own task, while a probe's own
+/// handshake checks the path, so the CSR finds it connected or in progress.
+/// Bounded by `connect_timeout`; outside a trace it does nothing; a failure
+/// is left for the CSR to meet and report.
+pub(crate) fn warm(addr: &str, server_name: &str, root_pem: &str, connect_timeout: Duration) {
+    let Ok(trace) = TRACE_CHANNELS.try_with(|c| c.clone()) else {
+        return;
+    };
+    let (addr, server_name, root_pem) = (
+        addr.to_string(),
+        server_name.to_string(),
+        root_pem.to_string(),
+    );
+    tokio::spawn(TRACE_CHANNELS.scope(trace, async move {
+        let dial = shared_channel(&addr, &server_name, &root_pem, connect_timeout);
+        let _ = tokio::time::timeout(connect_timeout, dial).await;
+    }));
+}
+
 /// The channels to istiod one trace shares (see [`istiod_channel_with`]).
 /// The engine runs each trace's steps inside [`TRACE_CHANNELS`]`.scope`;
 /// outside one (a test's own call to istiod) every call dials afresh.

@@ -105,6 +105,16 @@ fn the_dependency_table_has_each_steps_needs_and_waits() {
         doc.sort();
         want.sort();
         assert_eq!(doc, want, "{}: also waits for", s.id);
+        // The gather's own waits: "all", or the steps (a parenthesis
+        // says when it waits for one more).
+        let mut early = ids(&row[3]);
+        let mut want: Vec<String> = match s.gathers_after {
+            None => vec!["all".to_string()],
+            Some(g) => g.iter().map(|d| d.as_str().to_string()).collect(),
+        };
+        early.sort();
+        want.sort();
+        assert_eq!(early, want, "{}: its requests wait only for", s.id);
     }
 }
 

@@ -12,10 +12,10 @@
 use super::Settings;
 use super::istiod::{
     EnvValue, IstiodDeployment, IstiodDeployments, expected_identity, no_deployment_note, pick,
-    read_istiod_deployments, restart_command, set_env_command, with_item, with_side,
+    read_istiod_deployments, restart_command, set_env_command, with_item,
 };
 use crate::engine::facts::Sensitive;
-use crate::engine::{Ctx, Outcome};
+use crate::engine::{Ctx, Outcome, Staged};
 use crate::findings::{Finding, generic, shell_word};
 use crate::inspect::jwt;
 use crate::model::StepId;
@@ -106,11 +106,6 @@ pub const DEBUG_SERVICE_ACCOUNT: &str = "default";
 /// The debug token's lifetime: the shortest the API allows.
 const DEBUG_TOKEN_SECONDS: i64 = 600;
 
-/// How long a CSR that istiod answered without refusing waits for istiod's
-/// view of its clusters: not at all. The view only explains a refusal; an
-/// issued chain already proves istiod found the remote, so the view is
-/// evidence only when it came in before the answer (issue 10: no needless waits).
-const VIEW_GRACE: Duration = Duration::ZERO;
 const TTL_SECS: i64 = 3600;
 
 pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
@@ -244,11 +239,23 @@ pub async fn gather(ctx: &Ctx) -> Result<CsrFacts, Outcome> {
         )
     };
     let refused = |(r, _): &(Result<_, CsrError>, _)| matches!(r, Err(CsrError::Rpc { code, .. }) if code == "Unauthenticated");
-    // They only explain a refusal: awaited after Unauthenticated, else given a
-    // moment, so an istiod pod the API server cannot reach does not hold up
-    // a certificate that was issued.
-    let (csr_answer, side) = with_side(csr_call, istiod_side, refused, VIEW_GRACE).await;
-    let xds_side = if refused(&csr_answer) {
+    // They only explain a failure, so they are asked after one: an issued
+    // certificate costs the API servers and istiod nothing more, and an
+    // istiod pod the API server cannot reach does not hold it up.
+    let csr_answer = csr_call.await;
+    let side = match &csr_answer.0 {
+        Ok(_) => None,
+        Err(_) => Some(istiod_side.await),
+    };
+    // A refusal token-review already explains is not asked about: the CSR
+    // step is then blocked by it, and its view would go unread.
+    let explained = ctx.finished(StepId::TokenReview).is_some_and(|r| {
+        matches!(
+            r.status,
+            crate::model::Status::Fail | crate::model::Status::Skipped
+        )
+    });
+    let xds_side = if refused(&csr_answer) && !explained {
         Some(xds_view.await)
     } else {
         None
@@ -427,14 +434,23 @@ pub fn choose(
     )
 }
 
-pub async fn run(ctx: &Ctx) -> Outcome {
+/// Sent as soon as istiod-tls verified the path and the gateway's token is
+/// there, as istio-agent sends it; judged once token-review (which explains
+/// a refusal) finished.
+pub async fn run(ctx: &Ctx) -> Staged {
     if ctx.opts.no_csr {
-        return Outcome::new().skipped("passive mode (--no-csr): no CSR sent");
+        return Outcome::new()
+            .skipped("passive mode (--no-csr): no CSR sent")
+            .into();
     }
-    let facts = match gather(ctx).await {
-        Ok(f) => f,
-        Err(blocked) => return blocked,
-    };
+    match gather(ctx).await {
+        Ok(facts) => Staged::judge(move |ctx| judged(ctx, facts)),
+        Err(blocked) => blocked.into(),
+    }
+}
+
+/// The verdict, and the chain and key handed to issued-chain and xds.
+fn judged(ctx: &Ctx, facts: CsrFacts) -> Outcome {
     let out = judge(&facts, &Settings::of(ctx));
     let mut f = ctx.facts();
     if let Answer::Chain(chain) = &facts.answer {

@@ -145,9 +145,23 @@ async fn find_gateway(ctx: &Ctx) -> (Lookup, Option<Deployment>) {
             ),
         };
     }
+    // The usual place first: the first selector's pods in the Istio
+    // namespace are the pick whatever the other lists hold (a selector
+    // outranks a namespace, and the Istio namespace comes first within one).
+    let in_ns: Api<Pod> = Api::namespaced(client.clone(), &ctx.opts.istio_namespace);
+    if let Ok(list) = in_ns
+        .list(&ListParams::default().labels(GATEWAY_LABELS[0]))
+        .await
+        && let Some(p) = list
+            .items
+            .into_iter()
+            .min_by(|a, b| a.metadata.name.cmp(&b.metadata.name))
+    {
+        return (Lookup::Found(Box::new(p)), None);
+    }
     let all: Api<Pod> = Api::all(client);
-    // Every selector at once (one round trip, not one per selector); the
-    // answers are then taken in GATEWAY_LABELS' order, as before.
+    // Else every selector at once (one round trip, not one per selector);
+    // the answers are then taken in GATEWAY_LABELS' order, as before.
     let params: Vec<ListParams> = GATEWAY_LABELS
         .iter()
         .map(|sel| ListParams::default().labels(sel))

@@ -8,7 +8,7 @@
 use super::gateway::{json_word, kubectl_remote_ns, name_of, rollout_restart, template_container};
 use super::{Settings, api_code, kube_err};
 use crate::engine::facts::{GatewayFacts, Sensitive};
-use crate::engine::{Ctx, Outcome};
+use crate::engine::{Ctx, Outcome, Staged};
 use crate::findings::{Finding, shell_word};
 use crate::inspect::jwt::{self, JwtError, JwtSummary};
 use crate::model::StepId;
@@ -113,19 +113,23 @@ pub async fn gather(ctx: &Ctx, gw: GatewayFacts) -> (GatewayTokenFacts, Option<S
             None,
         ),
     };
-    let istiod = ctx
-        .facts()
-        .istiod_settings
-        .as_ref()
-        .and_then(|s| s.deployment.clone());
     (
         GatewayTokenFacts {
-            istiod,
+            istiod: None,
             gateway: gw,
             answer,
         },
         token,
     )
+}
+
+/// istiod's Deployment whose TOKEN_AUDIENCES the token is judged against
+/// (control-plane's pick).
+fn istiod_of(ctx: &Ctx) -> Option<super::istiod::IstiodDeployment> {
+    ctx.facts()
+        .istiod_settings
+        .as_ref()
+        .and_then(|s| s.deployment.clone())
 }
 
 pub fn judge(f: &GatewayTokenFacts, s: &Settings) -> Outcome {
@@ -437,16 +441,23 @@ fn no_projected_token(out: Outcome, gw: &GatewayFacts, s: &Settings) -> Outcome 
     )
 }
 
-pub async fn run(ctx: &Ctx) -> Outcome {
+/// The TokenRequest needs only the gateway pod; the token is judged against
+/// istiod's TOKEN_AUDIENCES once control-plane read them.
+pub async fn run(ctx: &Ctx) -> Staged {
     let Some(gw) = ctx.facts().gateway.clone() else {
-        return Outcome::new().blocked(StepId::GatewayPod, "no gateway pod");
+        return Outcome::new()
+            .blocked(StepId::GatewayPod, "no gateway pod")
+            .into();
     };
-    let (facts, token) = gather(ctx, gw).await;
-    let out = judge(&facts, &Settings::of(ctx));
-    if matches!(facts.answer, TokenAnswer::Issued(Ok(_))) {
-        ctx.facts().gateway_token = token;
-    }
-    out
+    let (mut facts, token) = gather(ctx, gw).await;
+    Staged::judge(move |ctx| {
+        facts.istiod = istiod_of(ctx);
+        let out = judge(&facts, &Settings::of(ctx));
+        if matches!(facts.answer, TokenAnswer::Issued(Ok(_))) {
+            ctx.facts().gateway_token = token;
+        }
+        out
+    })
 }
 
 #[cfg(test)]

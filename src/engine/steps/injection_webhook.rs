@@ -15,7 +15,7 @@
 
 use super::istiod::join_host_port;
 use super::{Settings, api_code, kube_err};
-use crate::engine::{Ctx, Outcome};
+use crate::engine::{Ctx, Outcome, Staged};
 use crate::findings::{Finding, shell_word};
 use crate::inspect::sanitize;
 use crate::model::StepId;
@@ -377,14 +377,12 @@ pub fn review_for(pod: &Value, uid: &str) -> Value {
 }
 
 pub async fn gather(ctx: &Ctx) -> Result<WebhookFacts, Outcome> {
-    let (settings, gw, istiod_addr, istiod_tls, remote_root, cluster_id) = {
+    let (settings, gw, istiod_addr, cluster_id) = {
         let f = ctx.facts();
         (
             f.istiod_settings.clone(),
             f.gateway.clone(),
             f.istiod_addr.clone(),
-            f.istiod_tls.clone(),
-            f.remote_root_pem.clone(),
             f.cluster_id.clone(),
         )
     };
@@ -415,7 +413,6 @@ pub async fn gather(ctx: &Ctx) -> Result<WebhookFacts, Outcome> {
     };
     let dial = super::dial::of(gw.as_ref());
     let (sample, sample_from, sample_containers) = sample_pod(gw.as_ref(), &ns, &revision);
-    let mesh_root = remote_root.or_else(|| istiod_tls.as_ref().map(|t| t.1.clone()));
     let mut facts = WebhookFacts {
         revision: revision.clone(),
         revision_from,
@@ -423,10 +420,11 @@ pub async fn gather(ctx: &Ctx) -> Result<WebhookFacts, Outcome> {
         others: vec![],
         targets: vec![],
         candidate: None,
-        mesh_root: mesh_root.clone(),
+        // root-of-trust's and istiod-tls's: filled in when judged.
+        mesh_root: None,
         istiod_addr: istiod_addr.clone(),
         dial_service: dial.service.clone(),
-        istiod_tls_failed: istiod_addr.is_some() && istiod_tls.is_none(),
+        istiod_tls_failed: false,
         sample_from,
         sample_containers,
         cluster_id: cluster_id.map(|c| c.0),
@@ -560,7 +558,11 @@ pub async fn gather(ctx: &Ctx) -> Result<WebhookFacts, Outcome> {
         })
         .await;
         if report.tls.verify_error.is_some() {
-            if let Some(root) = &mesh_root {
+            // Whether the mesh's root would verify it: root-of-trust's and
+            // istiod-tls's roots, waited for only on this path.
+            ctx.wait_steps(&[StepId::RootOfTrust, StepId::IstiodTls])
+                .await;
+            if let Some(root) = &mesh_root(ctx) {
                 let again = crate::probe::tls::probe(&TlsProbe {
                     roots_pem: root.clone(),
                     ..tls
@@ -575,10 +577,26 @@ pub async fn gather(ctx: &Ctx) -> Result<WebhookFacts, Outcome> {
     Ok(facts)
 }
 
-pub async fn run(ctx: &Ctx) -> Outcome {
+/// The mesh's root: the remote's istio-ca-root-cert, else the roots
+/// istio-tls verified istiod with.
+fn mesh_root(ctx: &Ctx) -> Option<String> {
+    let f = ctx.facts();
+    f.remote_root_pem
+        .clone()
+        .or_else(|| f.istiod_tls.as_ref().map(|t| t.1.clone()))
+}
+
+/// The webhook is read and called once the gateway, the revision and the
+/// remote's istiod endpoints are known; judged with the mesh's root and
+/// istiod-tls's answer once those finished.
+pub async fn run(ctx: &Ctx) -> Staged {
     match gather(ctx).await {
-        Ok(f) => judge(&f, &Settings::of(ctx)),
-        Err(o) => o,
+        Ok(mut f) => Staged::judge(move |ctx| {
+            f.mesh_root = mesh_root(ctx);
+            f.istiod_tls_failed = f.istiod_addr.is_some() && ctx.facts().istiod_tls.is_none();
+            judge(&f, &Settings::of(ctx))
+        }),
+        Err(o) => o.into(),
     }
 }
 

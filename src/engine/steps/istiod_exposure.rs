@@ -112,7 +112,9 @@ pub async fn primary_lists(
     let ew_lp = lp
         .clone()
         .labels(&format!("{}={}", EASTWEST_LABEL.0, EASTWEST_LABEL.1));
-    let istiod_lp = lp.clone().labels("app=istiod");
+    // The very list control-plane sends (no limit: a handful of pods, the
+    // body bounded by the client), so the trace's shared reads send it once.
+    let istiod_lp = ListParams::default().labels("app=istiod");
     tokio::join!(
         in_ns.list(&lp),
         all_svc.list(&ew_lp),

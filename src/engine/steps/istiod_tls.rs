@@ -14,6 +14,7 @@ use crate::engine::{Ctx, Outcome};
 use crate::findings::Finding;
 use crate::inspect::x509::{self, CertInfo, rfc3339};
 use crate::model::{Status, StepId};
+use crate::probe::ca_client;
 use crate::probe::tls::{TlsProbe, TlsReport, platform_roots_pem, probe};
 use std::time::Duration;
 
@@ -50,13 +51,12 @@ pub struct TlsFacts {
 }
 
 pub async fn gather(ctx: &Ctx) -> Result<TlsFacts, Outcome> {
-    let (addr, root, gw, exposure) = {
+    let (addr, root, gw) = {
         let f = ctx.facts();
         (
             f.istiod_addr.clone(),
             f.remote_root_pem.clone(),
             f.gateway.clone(),
-            f.exposure.clone(),
         )
     };
     let Some((addr, source)) = addr else {
@@ -103,10 +103,21 @@ pub async fn gather(ctx: &Ctx) -> Result<TlsFacts, Outcome> {
         &ctx.opts.istio_namespace,
         ctx.opts.timeout,
     );
-    let (report, istiod) = with_side(handshake, deployments, |r| !r.ok(), Duration::ZERO).await;
-    if report.ok() {
-        ctx.facts().istiod_tls = Some((server_name.clone(), roots_pem, roots.clone()));
+    // The CSR's channel is dialled beside the probe, on the same path: the
+    // probe's handshake is the check, the channel's is the CSR's.
+    if !ctx.opts.no_csr {
+        ca_client::warm(&addr, &server_name, &roots_pem, ctx.opts.timeout);
     }
+    let (report, istiod) = with_side(handshake, deployments, |r| !r.ok(), Duration::ZERO).await;
+    // What of istiod's exposure is missing explains a path that does not
+    // answer; only then is istiod-exposure waited for.
+    let exposure = if report.ok() {
+        ctx.facts().istiod_tls = Some((server_name.clone(), roots_pem, roots.clone()));
+        None
+    } else {
+        ctx.wait_steps(&[StepId::IstiodExposure]).await;
+        ctx.facts().exposure.clone()
+    };
     Ok(TlsFacts {
         addr,
         source,

@@ -27,7 +27,9 @@ mod secret_fix;
 mod token_review;
 mod xds;
 
-use super::{Ctx, Outcome};
+#[cfg(test)]
+use super::Outcome;
+use super::{Ctx, Staged};
 use crate::findings::{Cause, shell_word};
 use crate::model::StepId;
 pub use control_plane::IstiodSettings;
@@ -203,10 +205,20 @@ pub fn prefetch(ctx: &Ctx) -> Vec<tokio::task::JoinHandle<()>> {
     let ns = &ctx.opts.istio_namespace;
     let timeout = ctx.opts.timeout;
     let mut warm = Vec::new();
+    let (p, n) = (primary.clone(), ns.clone());
+    // istiod-exposure's six lists are not started here: they only explain
+    // a path that fails, and sent beside the reads every step waits for they
+    // slowed those down on API servers sharing a machine's cores.
     if runs(StepId::ControlPlane) {
-        let (p, n) = (primary.clone(), ns.clone());
         warm.push(tokio::spawn(async move {
-            let _ = control_plane::primary_reads(&p, &n, timeout).await;
+            // The default mesh config beside the Deployments it is named
+            // from: control-plane and root-of-trust read it.
+            let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                kube::Api::namespaced(p.clone(), &n);
+            let _ = tokio::join!(
+                control_plane::primary_reads(&p, &n, timeout),
+                cms.get_opt("istio")
+            );
         }));
     }
     if runs(StepId::RemoteSecret) {
@@ -215,36 +227,30 @@ pub fn prefetch(ctx: &Ctx) -> Vec<tokio::task::JoinHandle<()>> {
             let _ = remote_secret::list_labelled(&p, &n).await;
         }));
     }
-    if runs(StepId::IstiodExposure) {
-        let (p, n) = (primary.clone(), ns.clone());
-        warm.push(tokio::spawn(async move {
-            let _ = istiod_exposure::primary_lists(&p, &n).await;
-        }));
-    }
     warm
 }
 
-pub async fn run_step(id: StepId, ctx: &Ctx) -> Outcome {
+pub async fn run_step(id: StepId, ctx: &Ctx) -> Staged {
     use StepId::*;
     match id {
-        GatewayPod => gateway_pod::run(ctx).await,
-        ControlPlane => control_plane::run(ctx).await,
-        RemoteSecret => remote_secret::run(ctx).await,
-        RemoteKubeconfig => remote_kubeconfig::run(ctx).await,
-        RemoteApiTls => remote_api_tls::run(ctx).await,
+        GatewayPod => gateway_pod::run(ctx).await.into(),
+        ControlPlane => control_plane::run(ctx).await.into(),
+        RemoteSecret => remote_secret::run(ctx).await.into(),
+        RemoteKubeconfig => remote_kubeconfig::run(ctx).await.into(),
+        RemoteApiTls => remote_api_tls::run(ctx).await.into(),
         RemoteIdentity => remote_identity::run(ctx).await,
         RemoteRbac => remote_rbac::run(ctx).await,
-        RemoteIstiodEndpoint => remote_istiod_endpoint::run(ctx).await,
-        IstiodExposure => istiod_exposure::run(ctx).await,
+        RemoteIstiodEndpoint => remote_istiod_endpoint::run(ctx).await.into(),
+        IstiodExposure => istiod_exposure::run(ctx).await.into(),
         GatewayToken => gateway_token::run(ctx).await,
         TokenReview => token_review::run(ctx).await,
         RootOfTrust => root_of_trust::run(ctx).await,
-        IstiodTls => istiod_tls::run(ctx).await,
+        IstiodTls => istiod_tls::run(ctx).await.into(),
         InjectionWebhook => injection_webhook::run(ctx).await,
         Csr => csr::run(ctx).await,
-        IssuedChain => issued_chain::run(ctx).await,
+        IssuedChain => issued_chain::run(ctx).await.into(),
         Xds => xds::run(ctx).await,
-        NetworkLabels => network_labels::run(ctx).await,
+        NetworkLabels => network_labels::run(ctx).await.into(),
     }
 }
 

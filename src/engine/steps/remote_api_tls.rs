@@ -58,15 +58,11 @@ pub async fn run(ctx: &Ctx) -> Outcome {
     let Some(kc) = kc else {
         return Outcome::new().blocked(StepId::RemoteKubeconfig, "no usable kubeconfig");
     };
-    let (facts, client) = gather(ctx, &kc).await;
-    let out = judge(&facts, &Settings::of(ctx));
-    if out.status != Some(crate::model::Status::Fail) {
-        ctx.facts().istiod_view = client;
-    }
-    out
+    let facts = gather(ctx, &kc).await;
+    judge(&facts, &Settings::of(ctx))
 }
 
-async fn gather(ctx: &Ctx, kc: &RemoteKubeconfig) -> (ApiTlsFacts, Option<kube::Client>) {
+async fn gather(ctx: &Ctx, kc: &RemoteKubeconfig) -> ApiTlsFacts {
     let host = kubeconfig::server_host(&kc.server);
     let mut facts = ApiTlsFacts {
         secret: SecretRef::of(ctx),
@@ -80,7 +76,7 @@ async fn gather(ctx: &Ctx, kc: &RemoteKubeconfig) -> (ApiTlsFacts, Option<kube::
         client: Err("not built".into()),
     };
     let Some(host) = host else {
-        return (facts, None);
+        return facts;
     };
     let port = server_port(&kc.server);
     facts.addr = if host.contains(':') {
@@ -116,13 +112,19 @@ async fn gather(ctx: &Ctx, kc: &RemoteKubeconfig) -> (ApiTlsFacts, Option<kube::
         roots_pem: kc.ca_data_pem.clone().unwrap_or_default(),
         timeout: ctx.opts.timeout,
     };
-    // The client is built (kubeconfig, TLS config) while the handshake is
-    // in flight: it needs nothing from the probe, and the steps after this
-    // one wait for both.
-    let (report, client) = tokio::join!(probe(&tls), istiod_view_client(kc, ctx.opts.timeout));
+    // The client (kubeconfig, TLS config) is being built while the
+    // handshake is in flight: remote-kubeconfig started it.
+    let pending = ctx.facts().istiod_view.clone();
+    let client = async {
+        match pending {
+            Some(p) => p.get().await.map(|_| ()),
+            None => Err("remote-kubeconfig built no client".to_string()),
+        }
+    };
+    let (report, client) = tokio::join!(probe(&tls), client);
     facts.probe = Some(report);
-    facts.client = client.as_ref().map(|_| ()).map_err(Clone::clone);
-    (facts, client.ok())
+    facts.client = client;
+    facts
 }
 
 fn server_port(server: &str) -> u16 {

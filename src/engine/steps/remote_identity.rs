@@ -11,7 +11,7 @@
 use super::remote_rbac::{RbacView, Who, bound_roles, gather_rbac, reader_role};
 use super::secret_fix::{self, DEFAULT_READER_SA, SecretRef, Server};
 use super::{Settings, api_code, kube_err};
-use crate::engine::{Ctx, Outcome};
+use crate::engine::{Ctx, Outcome, Staged};
 use crate::findings::{Finding, shell_word};
 use crate::inspect::jwt::{self, JwtSummary};
 use crate::inspect::kubeconfig::Credential;
@@ -129,23 +129,32 @@ fn legacy_secret(j: &JwtSummary) -> Option<String> {
         .map(str::to_string)
 }
 
-pub async fn run(ctx: &Ctx) -> Outcome {
+/// Asks as soon as remote-kubeconfig's client is built, with
+/// remote-api-tls's handshake still in flight (the client verifies the
+/// server as the probe does); judged once remote-api-tls passed.
+pub async fn run(ctx: &Ctx) -> Staged {
     let (client, kc) = {
         let f = ctx.facts();
         (f.istiod_view.clone(), f.kubeconfig.clone())
     };
     let (Some(client), Some(kc)) = (client, kc) else {
-        return Outcome::new().blocked(
-            StepId::RemoteApiTls,
-            "no connection to the remote API server",
-        );
+        return Outcome::new()
+            .blocked(StepId::RemoteKubeconfig, "no usable kubeconfig")
+            .into();
+    };
+    let Ok(client) = client.get().await else {
+        return Outcome::new()
+            .blocked(StepId::RemoteApiTls, "no client for the remote API server")
+            .into();
     };
     let facts = gather(ctx, &client, &kc.credential).await;
-    let out = judge(&facts, &Settings::of(ctx));
-    if let Review::User { username, .. } = &facts.review {
-        ctx.facts().remote_user = Some(username.clone());
-    }
-    out
+    Staged::judge(move |ctx| {
+        let out = judge(&facts, &Settings::of(ctx));
+        if let Review::User { username, .. } = &facts.review {
+            ctx.facts().remote_user = Some(username.clone());
+        }
+        out
+    })
 }
 
 async fn gather(ctx: &Ctx, client: &kube::Client, cred: &Credential) -> IdentityFacts {

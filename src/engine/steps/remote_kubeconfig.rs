@@ -12,7 +12,7 @@ use super::Settings;
 use super::remote::parse_off_worker;
 use super::remote_secret::{caveats, create_command, remove_key_patch, secret_name_for};
 use super::secret_fix::same_server;
-use crate::engine::facts::RemoteSecretFacts;
+use crate::engine::facts::{PendingClient, RemoteSecretFacts};
 use crate::engine::{Ctx, Outcome};
 use crate::findings::{Cause, Finding, shell_word};
 use crate::inspect::kubeconfig::{self, Credential, KubeconfigError, RemoteKubeconfig};
@@ -71,7 +71,15 @@ pub async fn run(ctx: &Ctx) -> Outcome {
     let out = judge(&facts, &Settings::of(ctx));
     if out.status == Some(Status::Pass) {
         if let Ok(kc) = facts.parsed {
-            ctx.facts().kubeconfig = Some(kc);
+            // The client istiod's view is read with is built from here on,
+            // while remote-api-tls's handshake (which judges it) is in flight.
+            let (for_client, timeout) = (kc.clone(), ctx.opts.timeout);
+            let client = PendingClient::spawn(async move {
+                super::istiod_view_client(&for_client, timeout).await
+            });
+            let mut f = ctx.facts();
+            f.kubeconfig = Some(kc);
+            f.istiod_view = Some(client);
         }
     }
     out

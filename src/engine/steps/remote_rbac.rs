@@ -11,7 +11,7 @@
 
 use super::secret_fix::SecretRef;
 use super::{Settings, kube_err};
-use crate::engine::{Ctx, Outcome};
+use crate::engine::{Ctx, Outcome, Staged};
 use crate::findings::{Finding, shell_word};
 use crate::inspect::jwt;
 use crate::inspect::kubeconfig::Credential;
@@ -510,31 +510,49 @@ pub fn grant(view: &RbacView, who: &Who, need: &[Check], s: &Settings) -> Grant 
     }
 }
 
-pub async fn run(ctx: &Ctx) -> Outcome {
+/// The access reviews go out as soon as remote-kubeconfig's client is
+/// built (self reviews need no name); who istiod is comes from
+/// remote-identity, judged after it.
+pub async fn run(ctx: &Ctx) -> Staged {
     let Some(client) = ctx.facts().istiod_view.clone() else {
-        return Outcome::new().blocked(StepId::RemoteIdentity, "no authenticated identity");
+        return Outcome::new()
+            .blocked(StepId::RemoteKubeconfig, "no usable kubeconfig")
+            .into();
     };
-    let facts = gather(ctx, &client).await;
-    judge(&facts, &super::Settings::of(ctx))
+    let Ok(client) = client.get().await else {
+        return Outcome::new()
+            .blocked(StepId::RemoteIdentity, "no authenticated identity")
+            .into();
+    };
+    let mut facts = gather(ctx, &client).await;
+    Staged::judge(move |ctx| {
+        if facts.who.is_none() {
+            facts.who = who_of(ctx);
+        }
+        judge(&facts, &super::Settings::of(ctx))
+    })
+}
+
+/// Who istiod is in the remote: remote-identity's SelfSubjectReview, else
+/// the token's `sub`.
+fn who_of(ctx: &Ctx) -> Option<Who> {
+    let f = ctx.facts();
+    f.remote_user
+        .as_deref()
+        .map(Who::from_username)
+        .or_else(|| {
+            f.kubeconfig.as_ref().and_then(|k| match &k.credential {
+                Credential::Token(t) => jwt::decode(t.expose())
+                    .ok()
+                    .and_then(|j| j.subject)
+                    .map(|s| Who::from_username(&s)),
+                _ => None,
+            })
+        })
 }
 
 async fn gather(ctx: &Ctx, istiod_view: &kube::Client) -> RbacFacts {
     let secret = SecretRef::of(ctx);
-    let who = {
-        let f = ctx.facts();
-        f.remote_user
-            .as_deref()
-            .map(Who::from_username)
-            .or_else(|| {
-                f.kubeconfig.as_ref().and_then(|k| match &k.credential {
-                    Credential::Token(t) => jwt::decode(t.expose())
-                        .ok()
-                        .and_then(|j| j.subject)
-                        .map(|s| Who::from_username(&s)),
-                    _ => None,
-                })
-            })
-    };
     let api: Api<SelfSubjectAccessReview> = Api::all(istiod_view.clone());
     let answers = futures::future::join_all(CHECKS.iter().map(|c| {
         let api = api.clone();
@@ -558,8 +576,16 @@ async fn gather(ctx: &Ctx, istiod_view: &kube::Client) -> RbacFacts {
         }
     }))
     .await;
-    // The roles are read only when they matter, as the operator.
-    let rbac = if answers.iter().any(|a| matches!(a, Ok(Some(false)))) {
+    // The roles are read only when they matter, as the operator, for the
+    // subject remote-identity named (waited for here: only when denied).
+    let denied = answers.iter().any(|a| matches!(a, Ok(Some(false))));
+    let who = if denied {
+        ctx.wait_steps(&[StepId::RemoteIdentity]).await;
+        who_of(ctx)
+    } else {
+        None
+    };
+    let rbac = if denied {
         Some(
             gather_rbac(
                 &ctx.clusters.remote,

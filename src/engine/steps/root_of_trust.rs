@@ -4,7 +4,7 @@
 //! remote gateway trusts istiod with, and the primary's own copy.
 
 use super::{Settings, kube_err, quote_list};
-use crate::engine::{Ctx, Outcome};
+use crate::engine::{Ctx, Outcome, Staged};
 use crate::findings::{Finding, shell_word};
 use crate::inspect::x509::{self, CertInfo, rfc3339};
 use crate::model::StepId;
@@ -215,10 +215,7 @@ fn istiod_settings(d: &Deployment) -> (Option<(String, String)>, Option<bool>) {
 
 pub async fn gather(ctx: &Ctx) -> RootFacts {
     let ns = ctx.opts.istio_namespace.clone();
-    let (gw, settings) = {
-        let f = ctx.facts();
-        (f.gateway.clone(), f.istiod_settings.clone())
-    };
+    let gw = ctx.facts().gateway.clone();
     let gw_ns = gw
         .as_ref()
         .map(|g| g.namespace.clone())
@@ -243,19 +240,6 @@ pub async fn gather(ctx: &Ctx) -> RootFacts {
             }
         },
     );
-    let ca_settings = CaSettings {
-        cert_provider: settings
-            .as_ref()
-            .map_or("istiod".into(), |s| s.cert_provider.value.clone()),
-        external_ca: settings.as_ref().and_then(|s| s.external_ca.clone()),
-        ca_server: settings.as_ref().is_none_or(|s| s.ca_server.value),
-        ca_addr: gw.as_ref().and_then(|g| g.ca_addr.clone()),
-        ca_certificates: settings.as_ref().map_or(0, |s| s.ca_certificates),
-        istiod_hosts: settings
-            .as_ref()
-            .map(|s| s.custom_hosts.value.clone())
-            .unwrap_or_default(),
-    };
     let mut f = RootFacts {
         cacerts: read(cacerts, "primary Secret cacerts").map(|s| s.as_ref().map(CaSecret::of)),
         istio_ca_secret: read(selfsigned, "primary Secret istio-ca-secret")
@@ -267,14 +251,13 @@ pub async fn gather(ctx: &Ctx) -> RootFacts {
         gateway_namespace: gw_ns.clone(),
         remote_istio_ns_configmap: remote_istio_cm
             .map(|r| read(r, "remote ConfigMap istio-ca-root-cert").map(|c| c.map(root_pem_of))),
-        ca_settings,
-        trust_domain: settings
-            .as_ref()
-            .map(|s| (s.trust_domain.value.clone(), s.trust_domain.from.clone())),
-        trust_domain_aliases: settings
-            .as_ref()
-            .map(|s| s.trust_domain_aliases.clone())
-            .unwrap_or_default(),
+        // istiod's settings: control-plane's, filled in when judged.
+        ca_settings: CaSettings {
+            ca_addr: gw.as_ref().and_then(|g| g.ca_addr.clone()),
+            ..CaSettings::of(None)
+        },
+        trust_domain: None,
+        trust_domain_aliases: Vec::new(),
         mesh: mesh_cm
             .ok()
             .flatten()
@@ -292,6 +275,8 @@ pub async fn gather(ctx: &Ctx) -> RootFacts {
     if matches!(f.remote_configmap, Ok(None)) {
         let rns: Api<Namespace> = Api::all(ctx.clusters.remote.clone());
         let deps: Api<Deployment> = Api::namespaced(ctx.clusters.primary.clone(), &ns);
+        // Which istiod: control-plane's pick (only on this path).
+        ctx.wait_steps(&[StepId::ControlPlane]).await;
         let name = super::istiod_deployment_name(ctx);
         let (n, d) = tokio::join!(rns.get_opt(&ns), deps.get_opt(&name));
         f.remote_annotation = Some(
@@ -307,6 +292,35 @@ pub async fn gather(ctx: &Ctx) -> RootFacts {
         }
     }
     f
+}
+
+/// istiod's settings as control-plane read them, into what the judge reads.
+fn with_settings(f: &mut RootFacts, settings: Option<&super::IstiodSettings>) {
+    f.ca_settings = CaSettings {
+        ca_addr: f.ca_settings.ca_addr.take(),
+        ..CaSettings::of(settings)
+    };
+    f.trust_domain = settings.map(|s| (s.trust_domain.value.clone(), s.trust_domain.from.clone()));
+    f.trust_domain_aliases = settings
+        .map(|s| s.trust_domain_aliases.clone())
+        .unwrap_or_default();
+}
+
+impl CaSettings {
+    /// Who signs, as istiod's settings say (istiod's defaults when unknown);
+    /// the gateway's CA_ADDR left empty.
+    fn of(settings: Option<&super::IstiodSettings>) -> CaSettings {
+        CaSettings {
+            cert_provider: settings.map_or("istiod".into(), |s| s.cert_provider.value.clone()),
+            external_ca: settings.and_then(|s| s.external_ca.clone()),
+            ca_server: settings.is_none_or(|s| s.ca_server.value),
+            ca_addr: None,
+            ca_certificates: settings.map_or(0, |s| s.ca_certificates),
+            istiod_hosts: settings
+                .map(|s| s.custom_hosts.value.clone())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// The trust domain of the primary's mesh config (`trustDomain`).
@@ -970,8 +984,18 @@ fn no_root_configmap(
     out.failing(finding, diagnosis)
 }
 
-pub async fn run(ctx: &Ctx) -> Outcome {
-    let facts = gather(ctx).await;
+/// The CA's objects are read once the gateway is known; judged (and the
+/// roots handed on) once control-plane said who signs.
+pub async fn run(ctx: &Ctx) -> Staged {
+    let mut facts = gather(ctx).await;
+    Staged::judge(move |ctx| {
+        let settings = ctx.facts().istiod_settings.clone();
+        with_settings(&mut facts, settings.as_deref());
+        judged(ctx, facts)
+    })
+}
+
+fn judged(ctx: &Ctx, facts: RootFacts) -> Outcome {
     let out = judge(&facts, &Settings::of(ctx));
     // What later steps read: the trust domain, and both roots when they parse.
     let td = facts

@@ -7,7 +7,7 @@
 
 use super::secret_fix::{self, SecretRef, Server};
 use super::{Settings, api_code, kube_err, quote_list};
-use crate::engine::{Ctx, Outcome};
+use crate::engine::{Ctx, Outcome, Staged};
 use crate::findings::Finding;
 use crate::inspect::jwt;
 use crate::model::StepId;
@@ -50,16 +50,28 @@ pub struct ReviewFacts {
     pub answer: Answer,
 }
 
-pub async fn run(ctx: &Ctx) -> Outcome {
+/// Sent as soon as the gateway's token and remote-kubeconfig's client are
+/// there, as istiod sends its own on the CSR; judged once remote-rbac
+/// (which explains a refusal) finished.
+pub async fn run(ctx: &Ctx) -> Staged {
     let (client, token) = {
         let f = ctx.facts();
         (f.istiod_view.clone(), f.gateway_token.clone())
     };
     let Some(client) = client else {
-        return Outcome::new().blocked(StepId::RemoteRbac, "no authenticated identity");
+        return Outcome::new()
+            .blocked(StepId::RemoteKubeconfig, "no usable kubeconfig")
+            .into();
     };
     let Some(token) = token else {
-        return Outcome::new().blocked(StepId::GatewayToken, "no gateway token");
+        return Outcome::new()
+            .blocked(StepId::GatewayToken, "no gateway token")
+            .into();
+    };
+    let Ok(client) = client.get().await else {
+        return Outcome::new()
+            .blocked(StepId::RemoteRbac, "no authenticated identity")
+            .into();
     };
     let review = TokenReview {
         spec: TokenReviewSpec {
@@ -92,7 +104,7 @@ pub async fn run(ctx: &Ctx) -> Outcome {
         token_fingerprint: jwt::fingerprint(&token.0),
         answer,
     };
-    judge(&facts, &Settings::of(ctx))
+    Staged::judge(move |ctx| judge(&facts, &Settings::of(ctx)))
 }
 
 /// istiod's reading of the review, rule by rule.

@@ -19,7 +19,7 @@
 
 use super::Settings;
 use super::dial::{self, Dial, Roots};
-use crate::engine::{Ctx, Outcome};
+use crate::engine::{Ctx, Outcome, Staged};
 use crate::findings::{Finding, shell_word};
 use crate::inspect::jwt;
 use crate::model::StepId;
@@ -193,7 +193,7 @@ pub fn config_namespace(node: &NodeFacts) -> String {
 }
 
 pub async fn gather(ctx: &Ctx) -> Result<XdsFacts, Outcome> {
-    let (gw, token, cid, root, addr, chain, key) = {
+    let (gw, token, cid, root, addr) = {
         let f = ctx.facts();
         (
             f.gateway.clone(),
@@ -201,8 +201,6 @@ pub async fn gather(ctx: &Ctx) -> Result<XdsFacts, Outcome> {
             f.cluster_id.clone(),
             f.remote_root_pem.clone(),
             f.istiod_addr.clone(),
-            f.chain.clone(),
-            f.issued_key.clone(),
         )
     };
     let Some(token) = token else {
@@ -281,6 +279,13 @@ pub async fn gather(ctx: &Ctx) -> Result<XdsFacts, Outcome> {
             .agent_env
             .get("FILE_MOUNTED_CERTS")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let (chain, key) = if wants_cert {
+        ctx.wait_steps(&[StepId::Csr]).await;
+        let f = ctx.facts();
+        (f.chain.clone(), f.issued_key.clone())
+    } else {
+        (None, None)
+    };
     let cert = match (wants_cert, &chain, &key) {
         (true, Some(c), Some(k)) => Some((c.concat(), k.clone())),
         _ => None,
@@ -375,13 +380,18 @@ fn leaf_spiffe(chain_pem: &str) -> Option<String> {
         .cloned()
 }
 
-pub async fn run(ctx: &Ctx) -> Outcome {
+/// Opened beside the CSR: the agent presents no certificate on it unless
+/// PROV_CERT or FILE_MOUNTED_CERTS is set (then the gather waits for the
+/// CSR's chain); judged once csr and issued-chain finished.
+pub async fn run(ctx: &Ctx) -> Staged {
     if ctx.opts.no_csr {
-        return Outcome::new().skipped("passive mode (--no-csr): no xDS stream opened");
+        return Outcome::new()
+            .skipped("passive mode (--no-csr): no xDS stream opened")
+            .into();
     }
     match gather(ctx).await {
-        Ok(f) => judge(&f, &Settings::of(ctx)),
-        Err(o) => o,
+        Ok(f) => Staged::judge(move |ctx| judge(&f, &Settings::of(ctx))),
+        Err(o) => o.into(),
     }
 }
 
