@@ -35,7 +35,7 @@ gRPC library; their times are the ones meshtrace records for the call alone
 on its open channel (`rpc_ms` in the csr and xds evidence): istiod's own
 work (its TokenReview to the remote, signing, the push) dominates them.
 """
-import base64, http.client, json, os, re, socket, ssl, statistics, subprocess, sys, tempfile, time
+import base64, http.client, json, os, re, resource, socket, ssl, statistics, subprocess, sys, tempfile, time
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/meshtrace"
 ROUNDS = int(os.environ.get("ROUNDS", "10"))
@@ -81,6 +81,32 @@ def critical_path(report, deps):
         cur = max(before, key=end)
         path.append(cur)
     return list(reversed(path)), end(path[0])
+
+
+def server_pids():
+    """The bed's server processes (API servers, etcd, istiod, the load
+    balancer's proxy): their CPU time is what one trace costs the servers."""
+    out = subprocess.run(["pgrep", "-f", "kube-apiserver|etcd|pilot-discovery|haproxy"],
+                         capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def cpu_ms(pids):
+    """User + system CPU of `pids`, in ms (utime and stime of /proc/PID/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total * 1000 / tick
+
+
+def child_cpu_ms():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * 1000
 
 
 def timed(args, **kw):
@@ -188,8 +214,13 @@ def main():
     timed(trace)
     timed(runbook)
     walls, books, crit, floors, paths, parts_all = [], [], [], [], [], []
+    servers, own = [], []
+    pids = server_pids()
     for r in range(ROUNDS):
+        s0, c0 = cpu_ms(pids), child_cpu_ms()
         w, out = timed(trace)
+        servers.append(cpu_ms(pids) - s0)
+        own.append(child_cpu_ms() - c0)
         report = json.loads(out)
         if report.get("first_failure"):
             sys.exit(f"the trace failed at {report['first_failure']}")
@@ -219,6 +250,11 @@ def main():
     print(f"| round-trip floor | {f:.1f} ms |")
     print(f"| critical path / floor (target <= 1.2) | {c / f:.2f} |")
     print(f"| process time outside the trace | {m - c:.1f} ms |")
+    sv, ow = statistics.mean(servers), statistics.mean(own)
+    cores = os.cpu_count() or 1
+    print(f"| CPU of the bed's servers per trace (mean; clock ticks of {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms) | {sv:.1f} ms |")
+    print(f"| CPU of meshtrace per trace (mean) | {ow:.1f} ms |")
+    print(f"| CPU bound: (servers + meshtrace) / {cores} cores | {(sv + ow) / cores:.1f} ms |")
     print(f"critical path ({paths.count(common)} of {ROUNDS} rounds): {common}")
     print("floor requests (median ms): " + ", ".join(
         f"{k} {statistics.median(p[k] for p in parts_all):.1f}" for k in parts_all[0]))
