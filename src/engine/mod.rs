@@ -604,14 +604,7 @@ fn legacy_finding(
                 .map(first_line)
                 .unwrap_or_else(|| "not run".into())
         } else {
-            format!(
-                "not run: {} did not pass",
-                blocked_by
-                    .iter()
-                    .map(|b| b.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            not_run_why(blocked_by)
         };
         return Finding::generic(id, generic::BLOCKED, summary);
     }

@@ -258,6 +258,27 @@ pub async fn run_step(id: StepId, ctx: &Ctx) -> Staged {
 // and the preflight); the steps keep their short names.
 pub(crate) use crate::probe::kube_error::{api_code, describe as kube_err};
 
+/// The client istiod's view is read with, once remote-kubeconfig's is
+/// built; else the outcome of a step that has none: blocked by
+/// remote-kubeconfig without a kubeconfig, by `unbuilt` (with `why`) when
+/// no client could be built (remote-api-tls fails then, and says why).
+pub(crate) async fn istiod_view(
+    ctx: &Ctx,
+    unbuilt: StepId,
+    why: &str,
+) -> Result<kube::Client, Staged> {
+    let pending = ctx.facts().istiod_view.clone();
+    let Some(pending) = pending else {
+        return Err(super::Outcome::new()
+            .blocked(StepId::RemoteKubeconfig, "no usable kubeconfig")
+            .into());
+    };
+    pending
+        .get()
+        .await
+        .map_err(|_| super::Outcome::new().blocked(unbuilt, why).into())
+}
+
 /// The name of the istiod Deployment control-plane picked, else Istio's
 /// default `istiod`.
 pub(crate) fn istiod_deployment_name(ctx: &Ctx) -> String {

@@ -133,18 +133,19 @@ fn legacy_secret(j: &JwtSummary) -> Option<String> {
 /// remote-api-tls's handshake still in flight (the client verifies the
 /// server as the probe does); judged once remote-api-tls passed.
 pub async fn run(ctx: &Ctx) -> Staged {
-    let (client, kc) = {
-        let f = ctx.facts();
-        (f.istiod_view.clone(), f.kubeconfig.clone())
+    let client = match super::istiod_view(
+        ctx,
+        StepId::RemoteApiTls,
+        "no client for the remote API server",
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(blocked) => return blocked,
     };
-    let (Some(client), Some(kc)) = (client, kc) else {
+    let Some(kc) = ctx.facts().kubeconfig.clone() else {
         return Outcome::new()
             .blocked(StepId::RemoteKubeconfig, "no usable kubeconfig")
-            .into();
-    };
-    let Ok(client) = client.get().await else {
-        return Outcome::new()
-            .blocked(StepId::RemoteApiTls, "no client for the remote API server")
             .into();
     };
     let facts = gather(ctx, &client, &kc.credential).await;

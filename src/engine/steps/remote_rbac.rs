@@ -514,16 +514,11 @@ pub fn grant(view: &RbacView, who: &Who, need: &[Check], s: &Settings) -> Grant 
 /// built (self reviews need no name); who istiod is comes from
 /// remote-identity, judged after it.
 pub async fn run(ctx: &Ctx) -> Staged {
-    let Some(client) = ctx.facts().istiod_view.clone() else {
-        return Outcome::new()
-            .blocked(StepId::RemoteKubeconfig, "no usable kubeconfig")
-            .into();
-    };
-    let Ok(client) = client.get().await else {
-        return Outcome::new()
-            .blocked(StepId::RemoteIdentity, "no authenticated identity")
-            .into();
-    };
+    let client =
+        match super::istiod_view(ctx, StepId::RemoteIdentity, "no authenticated identity").await {
+            Ok(c) => c,
+            Err(blocked) => return blocked,
+        };
     let mut facts = gather(ctx, &client).await;
     Staged::judge(move |ctx| {
         if facts.who.is_none() {

@@ -54,25 +54,16 @@ pub struct ReviewFacts {
 /// there, as istiod sends its own on the CSR; judged once remote-rbac
 /// (which explains a refusal) finished.
 pub async fn run(ctx: &Ctx) -> Staged {
-    let (client, token) = {
-        let f = ctx.facts();
-        (f.istiod_view.clone(), f.gateway_token.clone())
-    };
-    let Some(client) = client else {
-        return Outcome::new()
-            .blocked(StepId::RemoteKubeconfig, "no usable kubeconfig")
-            .into();
-    };
-    let Some(token) = token else {
+    let Some(token) = ctx.facts().gateway_token.clone() else {
         return Outcome::new()
             .blocked(StepId::GatewayToken, "no gateway token")
             .into();
     };
-    let Ok(client) = client.get().await else {
-        return Outcome::new()
-            .blocked(StepId::RemoteRbac, "no authenticated identity")
-            .into();
-    };
+    let client =
+        match super::istiod_view(ctx, StepId::RemoteRbac, "no authenticated identity").await {
+            Ok(c) => c,
+            Err(blocked) => return blocked,
+        };
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: token.0.clone(),
