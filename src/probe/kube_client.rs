@@ -113,6 +113,7 @@ pub fn build(mut cfg: kube::Config, limits: Limits) -> Result<kube::Client, kube
         server,
         limits,
         down: Arc::new(Mutex::new(None)),
+        first: Arc::new(FirstAnswer::default()),
     };
     if cfg.proxy_url.is_some() {
         // kube's own stack says which proxy scheme it cannot use.
@@ -129,6 +130,52 @@ struct GuardLayer {
     limits: Limits,
     /// When a request to this server last timed out.
     down: Arc<Mutex<Option<Instant>>>,
+    first: Arc<FirstAnswer>,
+}
+
+/// Until this client's first request is answered, the others wait for it.
+/// Sent together they would each dial a connection of their own (whether the
+/// server multiplexes over HTTP/2 is known only after the first TLS
+/// handshake), and each handshake costs the API server CPU: with the
+/// preflight beside the trace, 6 connections to the lab's primary instead of 1.
+struct FirstAnswer {
+    taken: std::sync::atomic::AtomicBool,
+    answered: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for FirstAnswer {
+    fn default() -> Self {
+        FirstAnswer {
+            taken: Default::default(),
+            answered: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+impl FirstAnswer {
+    /// Whether this request goes first (then it holds an [`Opens`] until
+    /// it is answered); else waits, at most `limit`, for the first one's answer.
+    async fn wait_turn(&self, limit: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        if *self.answered.borrow() {
+            return false;
+        }
+        if !self.taken.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        let mut rx = self.answered.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|a| *a)).await;
+        false
+    }
+}
+
+/// Lets the others go when the first request ends, however it ends.
+struct Opens<'a>(&'a FirstAnswer);
+
+impl Drop for Opens<'_> {
+    fn drop(&mut self) {
+        self.0.answered.send_replace(true);
+    }
 }
 
 impl<S> Layer<S> for GuardLayer {
@@ -178,8 +225,13 @@ where
         let path = req.uri().path().to_string();
         let fut = self.inner.call(req);
         Box::pin(async move {
+            // The wait for the first answer is within this request's time.
             let work = async {
+                let first = cfg.first.wait_turn(after).await;
+                // Answered, failed or timed out (dropped): the others go.
+                let _opens = first.then(|| Opens(&cfg.first));
                 let resp = fut.await.map_err(Into::into)?;
+                drop(_opens);
                 judge(resp, &path, &cfg).await
             };
             match tokio::time::timeout(after, work).await {

@@ -133,3 +133,34 @@ async fn every_connection_of_a_lab_trace_sets_tcp_nodelay() {
         "connections (server port, client port) -> [client end, server end] as (samples on, samples off), with Nagle on: {off:?}"
     );
 }
+
+/// A fresh client's first requests, sent together (the preflight beside the
+/// trace's first reads), ride one connection: the others wait for the
+/// first answer instead of each dialling its own (every extra TLS
+/// handshake is CPU on the API server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_of_a_client_share_one_connection() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let lab = Lab::start(None).await.expect("lab starts");
+    let server = port(&lab.primary.url);
+    let opts = TraceOptions::default();
+    let (clusters, _) = meshtrace::cli::lab_target(&lab, &opts)
+        .await
+        .expect("lab clients");
+    let api: kube::Api<Namespace> = kube::Api::all(clusters.primary.clone());
+    let answers = futures::future::join_all((0..8).map(|_| api.get_opt("istio-system"))).await;
+    let conns: BTreeSet<u16> = tcp_sockets()
+        .into_iter()
+        .filter(|(_, peer, _)| *peer == server)
+        .map(|(local, _, _)| local)
+        .collect();
+    lab.shutdown();
+    for a in &answers {
+        assert!(matches!(a, Ok(Some(_))), "{a:?}");
+    }
+    assert_eq!(
+        conns.len(),
+        1,
+        "client connections to the primary: {conns:?}"
+    );
+}
