@@ -606,6 +606,17 @@ fn account_deleted(
                 );
             }
         }
+        // Istio's own reader account, its bindings unknown: istioctl
+        // recreates the account, and Istio's reader ClusterRole and binding
+        // where they are missing, keeping them where they are (checked on
+        // the real bed); a `create clusterrolebinding` would fail when the
+        // binding is still there.
+        Some((Err(_), _)) | None if name == DEFAULT_READER_SA && ns == s.istio_namespace => {
+            commands.clear();
+            note = format!(
+                "istioctl create-remote-secret creates the account again with Istio's reader ClusterRole {role} and its binding where they are missing (its --create-service-account, on by default), and keeps them where they are."
+            );
+        }
         Some((Err(e), _)) => {
             commands.push(bind(&role));
             note = format!(
@@ -654,6 +665,21 @@ mod tests {
     const REMOTE_ISS: &str = "https://remote.invalid";
 
     /// A real token, signed as an API server signs it.
+    /// A bound token of a reader account that is not Istio's own.
+    fn other_sa_token() -> JwtSummary {
+        let keys = SigningKeys::generate(REMOTE_ISS);
+        let t = keys.mint(&TokenSpec {
+            namespace: NS.into(),
+            service_account: "mesh-reader".into(),
+            service_account_uid: UID.into(),
+            audiences: vec![REMOTE_ISS.into()],
+            issued_at: NOW - 7200,
+            expires_at: NOW + 86400 * 30,
+            pod: None,
+        });
+        jwt::decode(&t).unwrap()
+    }
+
     fn bound_token(iss: &str, exp: i64, uid: &str) -> JwtSummary {
         let keys = SigningKeys::generate(iss);
         let t = keys.mint(&TokenSpec {
@@ -855,11 +881,27 @@ mod tests {
                         ..rejection(Some(Ok(None)))
                     }),
                 ),
+                // Istio's reader account: istioctl recreates it and its
+                // binding, or keeps the binding (a create would fail on it).
+                Status::Fail,
+                Some("remote-identity/service-account-deleted"),
+                vec![ISTIOCTL.into()],
+            ),
+            (
+                "another account deleted, bindings unreadable",
+                facts(
+                    Some(other_sa_token()),
+                    Review::Unauthorized,
+                    Some(Rejection {
+                        rbac: Some(RbacView { bindings: Err("403 Forbidden".into()), roles: BTreeMap::new() }),
+                        ..rejection(Some(Ok(None)))
+                    }),
+                ),
                 Status::Fail,
                 Some("remote-identity/service-account-deleted"),
                 vec![
-                    "kubectl --context ctx-remote -n istio-system create serviceaccount istio-reader-service-account".into(),
-                    "kubectl --context ctx-remote create clusterrolebinding istio-reader-clusterrole-istio-system --clusterrole=istio-reader-clusterrole-istio-system --serviceaccount=istio-system:istio-reader-service-account".into(),
+                    "kubectl --context ctx-remote -n istio-system create serviceaccount mesh-reader".into(),
+                    "kubectl --context ctx-remote create clusterrolebinding istio-reader-clusterrole-istio-system --clusterrole=istio-reader-clusterrole-istio-system --serviceaccount=istio-system:mesh-reader".into(),
                     ISTIOCTL.into(),
                 ],
             ),
@@ -1062,8 +1104,15 @@ mod tests {
                 .unwrap()
                 .contains("istio-system/istio-reader-service-account no longer exists")
         );
-        // Without the bindings meshtrace binds again, and says why that is safe.
-        assert!(out.finding.unwrap().note.unwrap().contains("AlreadyExists"));
+        // Istio's own reader account, without the bindings: istioctl
+        // recreates what is missing and keeps what is there.
+        assert!(
+            out.finding
+                .unwrap()
+                .note
+                .unwrap()
+                .contains("keeps them where they are")
+        );
         let f = facts(None, Review::NoUserInfo, None);
         assert!(
             judge(&f, &s)
