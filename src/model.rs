@@ -171,7 +171,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "The token in the kubeconfig must still be valid in the remote cluster.",
         needs: &[RemoteApiTls],
         waits_for: &[RemoteApiTls, RemoteKubeconfig],
-        gathers_after: None,
+        gathers_after: Some(&[RemoteKubeconfig]),
     },
     StepInfo {
         id: RemoteRbac,
@@ -182,7 +182,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "istiod validates gateway tokens with TokenReview, so its remote identity needs create on tokenreviews.",
         needs: &[RemoteIdentity],
         waits_for: &[RemoteIdentity, RemoteKubeconfig],
-        gathers_after: None,
+        gathers_after: Some(&[RemoteKubeconfig]),
     },
     StepInfo {
         id: RemoteIstiodEndpoint,
@@ -226,7 +226,7 @@ pub const STEPS: &[StepInfo] = &[
         explain: "istiod asks the remote API server, as the remote secret's identity, whether the gateway token is a valid service-account token for istio-ca.",
         needs: &[GatewayToken, RemoteRbac],
         waits_for: &[GatewayToken, RemoteRbac, ControlPlane, RemoteKubeconfig],
-        gathers_after: None,
+        gathers_after: Some(&[GatewayToken, ControlPlane, RemoteKubeconfig]),
     },
     StepInfo {
         id: RootOfTrust,

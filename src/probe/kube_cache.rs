@@ -66,55 +66,11 @@ struct Shared {
     stats: Stats,
 }
 
-/// kube's error for a request, as the service under the client gives it:
-/// the guard's own error unwrapped, so its words survive the second client.
-fn unwrap_kube(e: kube::Error) -> BoxError {
-    match e {
-        kube::Error::Service(b) => b,
-        other => Box::new(other),
-    }
-}
-
-/// A read, sent again once when the server closed the connection
-/// gracefully (an HTTP/2 GOAWAY with NO_ERROR) before answering it: the
-/// server says it did not process the request, and the pool dials anew.
-/// Seen on the real test bed: a kube-apiserver's GOAWAY failed a trace's
-/// list of webhooks.
-async fn fetch_read(inner: &kube::Client, req: Request<Body>) -> Result<Answer, BoxError> {
-    let (method, uri, headers) = (
-        req.method().clone(),
-        req.uri().clone(),
-        req.headers().clone(),
-    );
-    match fetch(inner, req).await {
-        Err(e) if closed_gracefully(&*e) => {
-            let mut again = Request::new(Body::empty());
-            *again.method_mut() = method;
-            *again.uri_mut() = uri;
-            *again.headers_mut() = headers;
-            fetch(inner, again).await
-        }
-        other => other,
-    }
-}
-
-/// h2's words for a GOAWAY with NO_ERROR, anywhere in the error's chain.
-fn closed_gracefully(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err
-            .to_string()
-            .contains("connection error received: not a result of an error")
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
 async fn fetch(inner: &kube::Client, req: Request<Body>) -> Result<Answer, BoxError> {
-    let resp = inner.send(req).await.map_err(unwrap_kube)?;
+    let resp = inner
+        .send(req)
+        .await
+        .map_err(crate::probe::kube_client::unwrap_kube)?;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await?.to_bytes();
     Ok(Answer {
@@ -159,7 +115,7 @@ impl Service<Request<Body>> for Shared {
             let got = cell
                 .get_or_try_init(|| async {
                     this.stats.sent.fetch_add(1, Relaxed);
-                    fetch_read(&this.inner, req.take().expect("one request")).await
+                    fetch(&this.inner, req.take().expect("one request")).await
                 })
                 .await;
             match got {
@@ -175,42 +131,4 @@ fn respond(a: Answer) -> Response<Full<Bytes>> {
     *r.status_mut() = a.status;
     *r.headers_mut() = a.headers;
     r
-}
-
-#[cfg(test)]
-mod tests {
-    /// An error whose source is `inner`, as hyper wraps h2's.
-    #[derive(Debug)]
-    struct Wrapped(&'static str, Option<Box<Wrapped>>);
-    impl std::fmt::Display for Wrapped {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-    impl std::error::Error for Wrapped {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            self.1.as_deref().map(|e| e as _)
-        }
-    }
-
-    #[test]
-    fn only_a_graceful_goaway_is_sent_again() {
-        let goaway = Wrapped(
-            "client error (SendRequest)",
-            Some(Box::new(Wrapped(
-                "connection error received: not a result of an error",
-                None,
-            ))),
-        );
-        assert!(super::closed_gracefully(&goaway));
-        let reset = Wrapped(
-            "client error (SendRequest)",
-            Some(Box::new(Wrapped(
-                "connection error received: unspecific protocol error detected",
-                None,
-            ))),
-        );
-        assert!(!super::closed_gracefully(&reset));
-        assert!(!super::closed_gracefully(&Wrapped("timed out", None)));
-    }
 }

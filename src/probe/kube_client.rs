@@ -11,7 +11,16 @@
 //!   or an HTML page (a proxy or a login page in the way), 429/503/504 with
 //!   `Retry-After`, a 200 that is not a Kubernetes object;
 //! - a server that timed out is not asked again for a while, so a dead peer
-//!   costs one timeout, not one per step that talks to it.
+//!   costs one timeout, not one per step that talks to it;
+//! - a credential the server refused (401) is not sent again at once: the
+//!   requests that were waiting get the same refusal, because a
+//!   kube-apiserver closes an HTTP/2 connection after every unauthenticated
+//!   request (`UnauthenticatedHTTP2DOSMitigation`), and on a connection
+//!   shared with the operator's own client each such close would fail the
+//!   requests in flight beside it;
+//! - a request the server closed the connection on without processing it
+//!   (an HTTP/2 GOAWAY with NO_ERROR: RFC 9113 section 6.8 says so) is sent
+//!   once more, on a new connection.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -114,14 +123,85 @@ pub fn build(mut cfg: kube::Config, limits: Limits) -> Result<kube::Client, kube
         limits,
         down: Arc::new(Mutex::new(None)),
         first: Arc::new(FirstAnswer::default()),
+        refused: Arc::new(Mutex::new(None)),
     };
-    if cfg.proxy_url.is_some() {
+    let ns = cfg.default_namespace.clone();
+    let guarded = if cfg.proxy_url.is_some() {
         // kube's own stack says which proxy scheme it cannot use.
-        return Ok(ClientBuilder::try_from(cfg)?.with_layer(&guard).build());
+        ClientBuilder::try_from(cfg)?.with_layer(&guard).build()
+    } else {
+        super::kube_stack::nodelay_builder(&cfg)?
+            .with_layer(&guard)
+            .build()
+    };
+    Ok(kube::Client::new(Resend(guarded), ns))
+}
+
+/// Sends a request once more when the server closed the connection without
+/// processing it. Above the guard, so the second try has its own time and
+/// goes through the guard's refusal memory: a refused credential is not
+/// sent twice.
+#[derive(Clone)]
+struct Resend(kube::Client);
+
+impl Service<Request<Body>> for Resend {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
-    Ok(super::kube_stack::nodelay_builder(&cfg)?
-        .with_layer(&guard)
-        .build())
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let inner = self.0.clone();
+        let again = copy_request(&req);
+        Box::pin(async move {
+            match inner.send(req).await.map_err(unwrap_kube) {
+                Err(e) if closed_gracefully(&*e) => match again {
+                    Some(again) => inner.send(again).await.map_err(unwrap_kube),
+                    None => Err(e),
+                },
+                other => other,
+            }
+        })
+    }
+}
+
+/// A copy of a request whose body is in memory (every request kube makes
+/// for meshtrace: reads, reviews, a TokenRequest, a dry-run create).
+fn copy_request(req: &Request<Body>) -> Option<Request<Body>> {
+    let mut again = Request::new(req.body().try_clone()?);
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    Some(again)
+}
+
+/// kube's error for a request, as the service under the client gives it:
+/// the guard's own error unwrapped, so its words survive the client above.
+pub(crate) fn unwrap_kube(e: kube::Error) -> BoxError {
+    match e {
+        kube::Error::Service(b) => b,
+        other => Box::new(other),
+    }
+}
+
+/// h2's words for a GOAWAY with NO_ERROR, anywhere in the error's chain:
+/// the server says it did not process the request.
+pub(crate) fn closed_gracefully(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .to_string()
+            .contains("connection error received: not a result of an error")
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 #[derive(Clone)]
@@ -131,6 +211,35 @@ struct GuardLayer {
     /// When a request to this server last timed out.
     down: Arc<Mutex<Option<Instant>>>,
     first: Arc<FirstAnswer>,
+    /// The 401 this client's credential last got, and when.
+    refused: Arc<Mutex<Option<(Instant, Refusal)>>>,
+}
+
+/// A 401 as it came, to answer the requests that were about to send the
+/// same credential again. Authentication comes before everything else a
+/// kube-apiserver does with a request and reads only the credential, so
+/// the answer to those requests is this one; sending them would only make
+/// the server close a connection each time. Kept for one timeout: long
+/// enough for the requests of one trace that were sent together, short
+/// enough that a `--watch` run with a renewed credential asks afresh.
+#[derive(Clone)]
+struct Refusal {
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl GuardLayer {
+    fn refusal(&self) -> Option<Response<Full<Bytes>>> {
+        let r = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, refusal) = r.as_ref()?;
+        if at.elapsed() >= self.limits.timeout {
+            return None;
+        }
+        let mut resp = Response::new(Full::new(refusal.body.clone()));
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        *resp.headers_mut() = refusal.headers.clone();
+        Some(resp)
+    }
 }
 
 /// Until this client's first request is answered, the others wait for it.
@@ -229,10 +338,28 @@ where
             let work = async {
                 let first = cfg.first.wait_turn(after).await;
                 // Answered, failed or timed out (dropped): the others go.
-                let _opens = first.then(|| Opens(&cfg.first));
+                let mut opens = first.then(|| Opens(&cfg.first));
+                if let Some(refused) = cfg.refusal() {
+                    // Not sent: `fut` is dropped before it is polled.
+                    return Ok(refused);
+                }
                 let resp = fut.await.map_err(Into::into)?;
-                drop(_opens);
-                judge(resp, &path, &cfg).await
+                let unauthorized = resp.status() == StatusCode::UNAUTHORIZED;
+                if !unauthorized {
+                    opens.take();
+                }
+                let answer = judge(resp, &path, &cfg).await;
+                if let (true, Ok(a)) = (unauthorized, &answer) {
+                    // Kept before the others waiting for this first answer go.
+                    let refusal = Refusal {
+                        headers: a.headers().clone(),
+                        body: a.body().clone().collect().await?.to_bytes(),
+                    };
+                    *cfg.refused.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((Instant::now(), refusal));
+                }
+                drop(opens);
+                answer
             };
             match tokio::time::timeout(after, work).await {
                 Ok(r) => r,
@@ -434,5 +561,166 @@ mod tests {
         assert!(html_title("<html><body>Access denied</body>").starts_with("starting"));
         assert!(looks_like_html(b"  <!DOCTYPE html><html>"));
         assert!(!looks_like_html(b"{\"kind\":\"Status\"}"));
+    }
+    /// An error whose source is `inner`, as hyper wraps h2's.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Option<Box<Wrapped>>);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn only_a_graceful_goaway_is_sent_again() {
+        let goaway = Wrapped(
+            "client error (SendRequest)",
+            Some(Box::new(Wrapped(
+                "connection error received: not a result of an error",
+                None,
+            ))),
+        );
+        assert!(closed_gracefully(&goaway));
+        let reset = Wrapped(
+            "client error (SendRequest)",
+            Some(Box::new(Wrapped(
+                "connection error received: unspecific protocol error detected",
+                None,
+            ))),
+        );
+        assert!(!closed_gracefully(&reset));
+        assert!(!closed_gracefully(&Wrapped("timed out", None)));
+    }
+
+    /// A kube-apiserver's answer to an unauthenticated HTTP/2 request:
+    /// 401, then GOAWAY (`UnauthenticatedHTTP2DOSMitigation`, Go's
+    /// `Connection: close`). Answers a valid token after a moment, so
+    /// requests of both credentials are in flight together.
+    async fn apiserver_that_closes_after_401()
+    -> (String, String, Arc<std::sync::atomic::AtomicUsize>) {
+        use hyper::service::service_fn;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ca = crate::lab::pki::Ca::root("goaway test ca", "test", 1);
+        let cert = ca.server_cert("apiserver", &["localhost"], &[], 1);
+        let tls = crate::lab::apiserver::server_tls(&cert.cert_pem, &cert.key_pem).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let refused = Arc::new(AtomicUsize::new(0));
+        let count = refused.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let close = Arc::new(tokio::sync::Notify::new());
+                    let notify = close.clone();
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let notify = notify.clone();
+                        let count = count.clone();
+                        async move {
+                            let good = req
+                                .headers()
+                                .get("authorization")
+                                .is_some_and(|v| v == "Bearer good");
+                            let resp = if good {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                Response::new(Full::new(Bytes::from_static(
+                                    br#"{"kind":"Namespace","apiVersion":"v1","metadata":{"name":"ns"}}"#,
+                                )))
+                            } else {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                notify.notify_one();
+                                let mut r = Response::new(Full::new(Bytes::from_static(
+                                    br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#,
+                                )));
+                                *r.status_mut() = StatusCode::UNAUTHORIZED;
+                                r
+                            };
+                            r_json(resp)
+                        }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = close.notified() => conn.as_mut().graceful_shutdown(),
+                    }
+                    let _ = conn.await;
+                });
+            }
+        });
+        (url, ca.cert_pem.clone(), refused)
+    }
+
+    fn r_json(
+        mut r: Response<Full<Bytes>>,
+    ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Ok(r)
+    }
+
+    fn client(url: &str, ca_pem: &str, token: &str) -> kube::Client {
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+            .map(|c| c.unwrap().to_vec())
+            .collect();
+        let mut cfg = kube::Config::new(url.parse().unwrap());
+        cfg.root_cert = Some(der);
+        cfg.auth_info.token = Some(token.to_string().into());
+        build(cfg, Limits::new(Duration::from_secs(5))).unwrap()
+    }
+
+    /// The operator's client and a refused remote-secret credential share a
+    /// connection (same server, same TLS): the refused one's requests, sent
+    /// together, cost one 401 (the rest get the same refusal unsent), and
+    /// the operator's requests in flight when the server closed the
+    /// connection are sent again and answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_credential_is_sent_once_and_its_goaway_fails_no_other_request() {
+        use k8s_openapi::api::core::v1::Namespace;
+        let (url, ca, refused) = apiserver_that_closes_after_401().await;
+        let operator: kube::Api<Namespace> = kube::Api::all(client(&url, &ca, "good"));
+        let secret: kube::Api<Namespace> = kube::Api::all(client(&url, &ca, "expired"));
+        // The operator's connection is up and shared before the secret's requests.
+        operator.get("ns").await.expect("the operator's first read");
+        let ours = futures::future::join_all((0..8).map(|_| operator.get("ns")));
+        let theirs = futures::future::join_all((0..8).map(|_| secret.get("ns")));
+        let (ours, theirs) = tokio::join!(ours, theirs);
+        for a in &ours {
+            assert!(a.is_ok(), "the operator's read failed: {a:?}");
+        }
+        for a in &theirs {
+            assert!(
+                matches!(a, Err(kube::Error::Api(s)) if s.code == 401),
+                "the refused credential's read: {a:?}"
+            );
+        }
+        assert_eq!(
+            refused.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "401s the server sent"
+        );
     }
 }
