@@ -36,6 +36,7 @@ use tower::{BoxError, Layer, Service};
 // The error words moved to their own module, shared with istiod's view
 // (probe::clusterz) and the engine; kept reachable here for existing callers.
 pub use super::kube_error::{describe, exec_words};
+pub(crate) use super::kube_stack::unwrap_kube;
 
 /// The largest answer read from an API server. A Secret is at most 1 MiB in
 /// Kubernetes; a list of them in one namespace fits many times over.
@@ -134,74 +135,9 @@ pub fn build(mut cfg: kube::Config, limits: Limits) -> Result<kube::Client, kube
             .with_layer(&guard)
             .build()
     };
-    Ok(kube::Client::new(Resend(guarded), ns))
-}
-
-/// Sends a request once more when the server closed the connection without
-/// processing it. Above the guard, so the second try has its own time and
-/// goes through the guard's refusal memory: a refused credential is not
-/// sent twice.
-#[derive(Clone)]
-struct Resend(kube::Client);
-
-impl Service<Request<Body>> for Resend {
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let inner = self.0.clone();
-        let again = copy_request(&req);
-        Box::pin(async move {
-            match inner.send(req).await.map_err(unwrap_kube) {
-                Err(e) if closed_gracefully(&*e) => match again {
-                    Some(again) => inner.send(again).await.map_err(unwrap_kube),
-                    None => Err(e),
-                },
-                other => other,
-            }
-        })
-    }
-}
-
-/// A copy of a request whose body is in memory (every request kube makes
-/// for meshtrace: reads, reviews, a TokenRequest, a dry-run create).
-fn copy_request(req: &Request<Body>) -> Option<Request<Body>> {
-    let mut again = Request::new(req.body().try_clone()?);
-    *again.method_mut() = req.method().clone();
-    *again.uri_mut() = req.uri().clone();
-    *again.version_mut() = req.version();
-    *again.headers_mut() = req.headers().clone();
-    Some(again)
-}
-
-/// kube's error for a request, as the service under the client gives it:
-/// the guard's own error unwrapped, so its words survive the client above.
-pub(crate) fn unwrap_kube(e: kube::Error) -> BoxError {
-    match e {
-        kube::Error::Service(b) => b,
-        other => Box::new(other),
-    }
-}
-
-/// h2's words for a GOAWAY with NO_ERROR, anywhere in the error's chain:
-/// the server says it did not process the request.
-pub(crate) fn closed_gracefully(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err
-            .to_string()
-            .contains("connection error received: not a result of an error")
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    // Above the guard, so the second try has its own time and goes through
+    // the guard's refusal memory: a refused credential is not sent twice.
+    Ok(super::kube_stack::resending(guarded, ns, 1))
 }
 
 #[derive(Clone)]
@@ -585,7 +521,7 @@ mod tests {
                 None,
             ))),
         );
-        assert!(closed_gracefully(&goaway));
+        assert!(super::super::kube_stack::closed_gracefully(&goaway));
         let reset = Wrapped(
             "client error (SendRequest)",
             Some(Box::new(Wrapped(
@@ -593,8 +529,11 @@ mod tests {
                 None,
             ))),
         );
-        assert!(!closed_gracefully(&reset));
-        assert!(!closed_gracefully(&Wrapped("timed out", None)));
+        assert!(!super::super::kube_stack::closed_gracefully(&reset));
+        assert!(!super::super::kube_stack::closed_gracefully(&Wrapped(
+            "timed out",
+            None
+        )));
     }
 
     /// A kube-apiserver's answer to an unauthenticated HTTP/2 request:

@@ -7,15 +7,22 @@ use http::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::client::{Body, ClientBuilder, ConfigExt};
-use tower::{BoxError, ServiceBuilder};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tower::{BoxError, Service, ServiceBuilder};
 
 /// A kube client without the guard, on the same TCP_NODELAY stack: for the
 /// lab's simulated istiod, whose client-go has no such guard either.
+/// Unprocessed requests are sent again, as client-go's transport does.
 pub fn build_unguarded(cfg: kube::Config) -> Result<kube::Client, kube::Error> {
-    if cfg.proxy_url.is_some() {
-        return Ok(ClientBuilder::try_from(cfg)?.build());
-    }
-    Ok(nodelay_builder(&cfg)?.build())
+    let ns = cfg.default_namespace.clone();
+    let client = if cfg.proxy_url.is_some() {
+        ClientBuilder::try_from(cfg)?.build()
+    } else {
+        nodelay_builder(&cfg)?.build()
+    };
+    Ok(resending(client, ns, 3))
 }
 
 type Stack = tower::util::BoxService<Request<Body>, Response<hyper::body::Incoming>, BoxError>;
@@ -146,4 +153,92 @@ fn new_http_client(cfg: &kube::Config) -> Result<HttpClient, kube::Error> {
     }
     let https = builder.enable_http1().enable_http2().wrap_connector(http);
     Ok(hyper_util::client::legacy::Builder::new(TokioExecutor::new()).build(https))
+}
+
+/// `client`, sending a request again (at most `tries` times) when the
+/// server closed the connection without processing it (an HTTP/2 GOAWAY
+/// with NO_ERROR: RFC 9113 section 6.8 says such a request may be retried,
+/// whatever its method). Go's HTTP/2 transport, under client-go, does the
+/// same; hyper does not.
+pub fn resending(client: kube::Client, default_namespace: String, tries: u8) -> kube::Client {
+    kube::Client::new(
+        Resend {
+            inner: client,
+            tries,
+        },
+        default_namespace,
+    )
+}
+
+#[derive(Clone)]
+struct Resend {
+    inner: kube::Client,
+    tries: u8,
+}
+
+impl Service<Request<Body>> for Resend {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (inner, tries) = (self.inner.clone(), self.tries);
+        Box::pin(async move {
+            let mut req = req;
+            let mut left = tries;
+            loop {
+                let again = (left > 0).then(|| copy_request(&req)).flatten();
+                match inner.send(req).await.map_err(unwrap_kube) {
+                    Err(e) if closed_gracefully(&*e) => match again {
+                        Some(a) => {
+                            req = a;
+                            left -= 1;
+                        }
+                        None => return Err(e),
+                    },
+                    other => return other,
+                }
+            }
+        })
+    }
+}
+
+/// A copy of a request whose body is in memory (every request kube makes
+/// for meshtrace: reads, reviews, a TokenRequest, a dry-run create).
+fn copy_request(req: &Request<Body>) -> Option<Request<Body>> {
+    let mut again = Request::new(req.body().try_clone()?);
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    Some(again)
+}
+
+/// kube's error for a request, as the service under the client gives it:
+/// the guard's own error unwrapped, so its words survive the client above.
+pub fn unwrap_kube(e: kube::Error) -> BoxError {
+    match e {
+        kube::Error::Service(b) => b,
+        other => Box::new(other),
+    }
+}
+
+/// h2's words for a GOAWAY with NO_ERROR, anywhere in the error's chain:
+/// the server says it did not process the request.
+pub fn closed_gracefully(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .to_string()
+            .contains("connection error received: not a result of an error")
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }

@@ -119,7 +119,6 @@ pub struct ApiServer {
     pub addr: SocketAddr,
     pub url: String,
     pub ca_pem: String,
-    handle: axum_server::Handle<SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -173,7 +172,6 @@ impl BoundApiServer {
 
     /// Start serving `cluster` (spawns on the current tokio runtime).
     pub fn serve(self, cluster: SharedCluster) -> ApiServer {
-        let handle = axum_server::Handle::<SocketAddr>::new();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let state = AppState {
             cluster,
@@ -181,37 +179,26 @@ impl BoundApiServer {
             addr: self.addr,
         };
         let app = axum::Router::new().fallback(dispatch).with_state(state);
-        self.serve_router(app, handle, stop)
+        self.serve_router(app, stop)
     }
 
     /// Serve any router on this listener and TLS identity (the hostile-peer
     /// tests serve misbehaving "API servers" this way).
     pub fn serve_app(self, app: axum::Router) -> ApiServer {
         let (stop, _) = tokio::sync::watch::channel(false);
-        self.serve_router(app, axum_server::Handle::<SocketAddr>::new(), stop)
+        self.serve_router(app, stop)
     }
 
-    fn serve_router(
-        self,
-        app: axum::Router,
-        handle: axum_server::Handle<SocketAddr>,
-        stop: tokio::sync::watch::Sender<bool>,
-    ) -> ApiServer {
-        let config = axum_server::tls_rustls::RustlsConfig::from_config(self.tls);
-        match axum_server::tls_rustls::from_tcp_rustls(self.listener, config) {
-            Ok(server) => {
-                // Answers are small writes: without TCP_NODELAY each waits
-                // for the client's delayed ACK (~40 ms), which the lab's
-                // numbers would then measure instead of meshtrace.
-                let server = server
-                    .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor::new()))
-                    .handle(handle.clone());
-                let url = self.url.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = server.serve(app.into_make_service()).await {
-                        tracing::warn!(%url, error = %e, "lab API server stopped");
-                    }
-                });
+    /// Each connection on a task of its own, as kube-apiserver's Go server
+    /// does, so that one can be closed after an unauthenticated request
+    /// ([`CloseAfter`]).
+    fn serve_router(self, app: axum::Router, stop: tokio::sync::watch::Sender<bool>) -> ApiServer {
+        let url = self.url.clone();
+        match tokio::net::TcpListener::from_std(self.listener) {
+            Ok(listener) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
+                let stopped = stop.subscribe();
+                tokio::spawn(accept_loop(listener, acceptor, app, stopped, url));
             }
             Err(e) => {
                 tracing::error!(url = %self.url, error = %e, "lab API server could not start")
@@ -221,8 +208,92 @@ impl BoundApiServer {
             addr: self.addr,
             url: self.url,
             ca_pem: self.ca_pem,
-            handle,
             stop,
+        }
+    }
+}
+
+/// Set on each request: closes its connection (HTTP/2 GOAWAY) once the
+/// requests in flight on it are answered.
+#[derive(Clone)]
+struct CloseAfter(Arc<tokio::sync::Notify>);
+
+/// Whether a wait for shutdown is over (a dropped sender never stops it).
+async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    url: String,
+) {
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, "lab API server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        // Answers are small writes: without TCP_NODELAY each waits for the
+        // client's delayed ACK (~40 ms), which the lab's numbers would then
+        // measure instead of meshtrace.
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            tcp,
+            acceptor.clone(),
+            app.clone(),
+            stop.clone(),
+        ));
+    }
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tower::Service;
+    let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+    else {
+        return;
+    };
+    let close = Arc::new(tokio::sync::Notify::new());
+    let mark = CloseAfter(close.clone());
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(mark.clone());
+        let mut app = app.clone();
+        async move { app.call(req.map(Body::new)).await }
+    });
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = close.notified() => conn.as_mut().graceful_shutdown(),
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+            return;
+        }
+    }
+    // Closing after a 401: the streams in flight end first, unless the
+    // server is stopped meanwhile.
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stopped(&mut stop) => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
         }
     }
 }
@@ -232,7 +303,6 @@ impl ApiServer {
     /// other connections get a short grace period.
     pub fn shutdown(&self) {
         self.stop.send_replace(true);
-        self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
     }
 }
 
@@ -500,6 +570,24 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 /// Single entry point: axum routes every path here and the lab routes itself,
 /// since Kubernetes paths are too regular (and too many) for a route table.
 async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
+    // kube-apiserver closes an HTTP/2 connection after an unauthenticated
+    // request (UnauthenticatedHTTP2DOSMitigation, on by default; the lab
+    // has no anonymous user, so that is every 401): the lab does too, so a
+    // client that sends a refused credential beside other requests meets
+    // here what it meets there.
+    let close = (req.version() == axum::http::Version::HTTP_2)
+        .then(|| req.extensions().get::<CloseAfter>().cloned())
+        .flatten();
+    let resp = dispatch_request(st, req).await;
+    if let Some(CloseAfter(c)) = close
+        && resp.status() == StatusCode::UNAUTHORIZED
+    {
+        c.notify_one();
+    }
+    resp
+}
+
+async fn dispatch_request(st: AppState, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, 32 << 20).await {
         Ok(b) => b,

@@ -1642,3 +1642,66 @@ async fn pod_proxy_forwards_and_refuses_like_kube_apiserver() {
     );
     assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
 }
+
+/// As kube-apiserver does (`UnauthenticatedHTTP2DOSMitigation`), the lab
+/// closes an HTTP/2 connection (GOAWAY) after a 401, and keeps it open after
+/// an authenticated answer.
+#[tokio::test]
+async fn an_http2_connection_is_closed_after_a_401_only() {
+    use http_body_util::{BodyExt, Empty};
+    use rustls::pki_types::pem::PemObject;
+    let lab = start();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(lab.server.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(lab.server.addr)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let get = |token: &str| {
+        hyper::Request::get(format!("{}/api/v1/namespaces/{NS}", lab.server.url))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let ok = sender.send_request(get(ADMIN)).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.version(), axum::http::Version::HTTP_2);
+    let _ = ok.into_body().collect().await;
+    let ok = sender.send_request(get(ADMIN)).await.unwrap();
+    assert_eq!(
+        ok.status(),
+        StatusCode::OK,
+        "a second request on the connection"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut conn)
+            .await
+            .is_err(),
+        "the connection stays open after authenticated requests"
+    );
+    let refused = sender.send_request(get("not-a-token")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let _ = refused.into_body().collect().await;
+    tokio::time::timeout(Duration::from_secs(2), conn)
+        .await
+        .expect("the server closes the connection after the 401")
+        .unwrap()
+        .expect("gracefully");
+}
