@@ -242,3 +242,98 @@ pub fn closed_gracefully(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::{Arc, Mutex};
+
+    /// h2's error for a stream the server's GOAWAY (NO_ERROR) left
+    /// unprocessed, as hyper wraps it.
+    #[derive(Debug)]
+    struct Goaway;
+    impl std::fmt::Display for Goaway {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connection error received: not a result of an error")
+        }
+    }
+    impl std::error::Error for Goaway {}
+
+    /// A server stand-in: answers with the given errors first (true: a
+    /// graceful GOAWAY, false: a reset), then 200; records each request's
+    /// method and body.
+    /// Each request's method and body, in order.
+    type Seen = Arc<Mutex<Vec<(String, Bytes)>>>;
+
+    fn server(fails: Vec<bool>) -> (kube::Client, Seen) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let fails = Arc::new(Mutex::new(fails));
+        let log = seen.clone();
+        let svc = tower::service_fn(move |req: Request<Body>| {
+            let (log, fails) = (log.clone(), fails.clone());
+            async move {
+                let method = req.method().to_string();
+                let body = req.into_body().collect_bytes().await.unwrap_or_default();
+                log.lock().unwrap().push((method, body));
+                let next = {
+                    let mut f = fails.lock().unwrap();
+                    (!f.is_empty()).then(|| f.remove(0))
+                };
+                match next {
+                    Some(true) => {
+                        Err::<Response<http_body_util::Full<Bytes>>, BoxError>(Box::new(Goaway))
+                    }
+                    Some(false) => Err("connection reset by peer".into()),
+                    None => Ok(Response::new(http_body_util::Full::new(
+                        Bytes::from_static(
+                            br#"{"kind":"Status","apiVersion":"v1","status":"Success"}"#,
+                        ),
+                    ))),
+                }
+            }
+        });
+        (kube::Client::new(svc, "default"), seen)
+    }
+
+    fn post() -> Request<Body> {
+        let mut r = Request::new(Body::from(b"{\"kind\":\"TokenReview\"}".to_vec()));
+        *r.method_mut() = http::Method::POST;
+        *r.uri_mut() = "/apis/authentication.k8s.io/v1/tokenreviews"
+            .parse()
+            .unwrap();
+        r
+    }
+
+    #[tokio::test]
+    async fn an_unprocessed_request_is_sent_again_whole_and_nothing_else_is() {
+        // A write refused unprocessed once: sent again, with the same body.
+        let (inner, seen) = server(vec![true]);
+        let client = resending(inner, "default".into(), 1);
+        client
+            .send(post())
+            .await
+            .expect("answered on the second try");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(seen[1].0, "POST");
+        assert_eq!(&seen[1].1[..], b"{\"kind\":\"TokenReview\"}");
+
+        // Refused unprocessed more times than allowed: the last error.
+        let (inner, seen) = server(vec![true, true, true]);
+        let client = resending(inner, "default".into(), 1);
+        let e = client.send(post()).await.expect_err("gives up");
+        assert!(closed_gracefully(&*unwrap_kube(e)));
+        assert_eq!(seen.lock().unwrap().len(), 2, "one try and one resend");
+
+        // Any other failure may have been processed: never sent again.
+        let (inner, seen) = server(vec![false]);
+        let client = resending(inner, "default".into(), 3);
+        client
+            .send(post())
+            .await
+            .expect_err("a reset is not resent");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+}
