@@ -498,43 +498,6 @@ mod tests {
         assert!(looks_like_html(b"  <!DOCTYPE html><html>"));
         assert!(!looks_like_html(b"{\"kind\":\"Status\"}"));
     }
-    /// An error whose source is `inner`, as hyper wraps h2's.
-    #[derive(Debug)]
-    struct Wrapped(&'static str, Option<Box<Wrapped>>);
-    impl std::fmt::Display for Wrapped {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-    impl std::error::Error for Wrapped {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            self.1.as_deref().map(|e| e as _)
-        }
-    }
-
-    #[test]
-    fn only_a_graceful_goaway_is_sent_again() {
-        let goaway = Wrapped(
-            "client error (SendRequest)",
-            Some(Box::new(Wrapped(
-                "connection error received: not a result of an error",
-                None,
-            ))),
-        );
-        assert!(super::super::kube_stack::closed_gracefully(&goaway));
-        let reset = Wrapped(
-            "client error (SendRequest)",
-            Some(Box::new(Wrapped(
-                "connection error received: unspecific protocol error detected",
-                None,
-            ))),
-        );
-        assert!(!super::super::kube_stack::closed_gracefully(&reset));
-        assert!(!super::super::kube_stack::closed_gracefully(&Wrapped(
-            "timed out",
-            None
-        )));
-    }
 
     /// A kube-apiserver's answer to an unauthenticated HTTP/2 request:
     /// 401, then GOAWAY (`UnauthenticatedHTTP2DOSMitigation`, Go's

@@ -249,23 +249,47 @@ mod tests {
     use bytes::Bytes;
     use std::sync::{Arc, Mutex};
 
-    /// h2's error for a stream the server's GOAWAY (NO_ERROR) left
-    /// unprocessed, as hyper wraps it.
+    /// An error whose source is `inner`, as hyper wraps h2's.
     #[derive(Debug)]
-    struct Goaway;
-    impl std::fmt::Display for Goaway {
+    struct Wrapped(&'static str, Option<Box<Wrapped>>);
+    impl std::fmt::Display for Wrapped {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("connection error received: not a result of an error")
+            f.write_str(self.0)
         }
     }
-    impl std::error::Error for Goaway {}
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn only_a_graceful_goaway_is_sent_again() {
+        let goaway = Wrapped(
+            "client error (SendRequest)",
+            Some(Box::new(Wrapped(
+                "connection error received: not a result of an error",
+                None,
+            ))),
+        );
+        assert!(closed_gracefully(&goaway));
+        let reset = Wrapped(
+            "client error (SendRequest)",
+            Some(Box::new(Wrapped(
+                "connection error received: unspecific protocol error detected",
+                None,
+            ))),
+        );
+        assert!(!closed_gracefully(&reset));
+        assert!(!closed_gracefully(&Wrapped("timed out", None)));
+    }
+
+    /// Each request's method and body, in order.
+    type Seen = Arc<Mutex<Vec<(String, Bytes)>>>;
 
     /// A server stand-in: answers with the given errors first (true: a
     /// graceful GOAWAY, false: a reset), then 200; records each request's
     /// method and body.
-    /// Each request's method and body, in order.
-    type Seen = Arc<Mutex<Vec<(String, Bytes)>>>;
-
     fn server(fails: Vec<bool>) -> (kube::Client, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let fails = Arc::new(Mutex::new(fails));
@@ -281,9 +305,9 @@ mod tests {
                     (!f.is_empty()).then(|| f.remove(0))
                 };
                 match next {
-                    Some(true) => {
-                        Err::<Response<http_body_util::Full<Bytes>>, BoxError>(Box::new(Goaway))
-                    }
+                    Some(true) => Err::<Response<http_body_util::Full<Bytes>>, BoxError>(Box::new(
+                        Wrapped("connection error received: not a result of an error", None),
+                    )),
                     Some(false) => Err("connection reset by peer".into()),
                     None => Ok(Response::new(http_body_util::Full::new(
                         Bytes::from_static(

@@ -279,21 +279,23 @@ async fn serve_connection(
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), svc);
     tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = close.notified() => conn.as_mut().graceful_shutdown(),
-        _ = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-            return;
-        }
-    }
-    // Closing after a 401: the streams in flight end first, unless the
-    // server is stopped meanwhile.
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = stopped(&mut stop) => {
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+    // After a 401 the connection closes once the streams in flight end;
+    // a stop gives every connection 2 s more.
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = close.notified(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = stopped(&mut stop) => {
+                if !closing {
+                    conn.as_mut().graceful_shutdown();
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                return;
+            }
         }
     }
 }
